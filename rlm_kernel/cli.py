@@ -1,0 +1,86 @@
+"""The `rlm` command: `rlm run` asks a question about a file; `rlm serve-model` serves an offline policy."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from rlm_kernel.core import RLM, RunInterrupted
+from rlm_kernel.core.context import ContextError, load_context
+
+DEFAULT_QUERY = "Summarize the context."
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit status 2, as argparse does, minus the usage dump
+        print(f"rlm: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _run_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("run", help="answer a question about a file or folder with an RLM")
+    p.add_argument("--context", required=True, help="file, folder or glob to load as the context")
+    p.add_argument("--query", default=DEFAULT_QUERY, help="the question (default: %(default)r)")
+    p.add_argument("--model", required=True, help="litellm model name, e.g. openai/gpt-4o-mini or scripted/demo")
+    p.add_argument("--sub-model", help="model for llm_query and child RLMs (default: --model)")
+    p.add_argument("--api-base", help="base URL of an OpenAI-compatible server")
+    p.add_argument("--max-depth", type=int, default=1, help="RLM levels: 1 = sub-model calls only (default 1)")
+    p.add_argument("--max-iterations", type=int, default=20)
+    p.add_argument("--max-llm-calls", type=int)
+    p.add_argument("--max-tokens", type=int)
+    p.add_argument("--max-cost-usd", type=float)
+    p.add_argument("--max-seconds", type=float)
+    p.add_argument("--cell-timeout", type=float)
+    p.add_argument("--trace-out", help="append the run's events to this JSONL file")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    try:
+        context = load_context(args.context)
+    except ContextError as exc:
+        print(f"rlm: error: {exc}", file=sys.stderr)
+        return 2
+    rlm = RLM(
+        model=args.model, sub_model=args.sub_model, api_base=args.api_base, max_depth=args.max_depth,
+        max_iterations=args.max_iterations, max_llm_calls=args.max_llm_calls, max_tokens=args.max_tokens,
+        max_cost_usd=args.max_cost_usd, max_seconds=args.max_seconds, cell_timeout=args.cell_timeout,
+        trace_path=args.trace_out,
+    )
+    try:
+        result = rlm.completion(context, args.query)
+    except ContextError as exc:
+        print(f"rlm: error: {exc}", file=sys.stderr)
+        return 2
+    except RunInterrupted as exc:
+        result = exc.result
+    print("Answer:")
+    print(result.text or "(no answer)")
+    print("\nCall tree:")
+    print(result.trace.outline())
+    print(f"\nTotal: {result.summary()}")
+    if result.status not in ("done", "max_iterations"):
+        print(f"rlm: error: {result.error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _Parser(prog="rlm", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _run_parser(sub)
+    sub.add_parser("serve-model", help="serve an offline policy as an OpenAI-compatible server", add_help=False)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve-model"]:
+        from rlm_kernel.models.server import main as serve_main
+
+        return serve_main(argv[1:])
+    args = parser.parse_args(argv)
+    try:
+        return _cmd_run(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

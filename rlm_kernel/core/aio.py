@@ -1,0 +1,87 @@
+"""One background event loop for all model calls, and interruptible waiting on it.
+
+Model code runs synchronously (in the notebook's main thread or a child's
+thread) while its model calls run concurrently on this loop. Callers wait in
+short slices so that a kernel interrupt or a cancelled run is seen at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+WAIT_SLICE_S = 0.05
+
+_loop: asyncio.AbstractEventLoop | None = None
+_loop_lock = threading.Lock()
+
+
+class RunCancelled(BaseException):
+    """The run this call belongs to was cancelled (interrupt elsewhere in the tree)."""
+
+
+def background_loop() -> asyncio.AbstractEventLoop:
+    """The process-wide loop, started on first use.
+
+    One long-lived loop, not one per run: litellm caches HTTP clients per loop,
+    and a closed loop would poison that cache.
+    """
+    global _loop
+    with _loop_lock:
+        if _loop is None:
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="rlm-model-calls", daemon=True).start()
+            _loop = loop
+        return _loop
+
+
+class CancelScope:
+    """The in-flight calls of one run, so that an interrupt can cancel all of them."""
+
+    def __init__(self) -> None:
+        self.cancelled = threading.Event()
+        self._futures: set[concurrent.futures.Future[Any]] = set()
+        self._lock = threading.Lock()
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+        with self._lock:
+            pending = list(self._futures)
+        for future in pending:
+            future.cancel()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run `coro` on the background loop and wait for it, interruptibly."""
+        if self.cancelled.is_set():
+            coro.close()
+            raise RunCancelled()
+        future = asyncio.run_coroutine_threadsafe(coro, background_loop())
+        with self._lock:
+            self._futures.add(future)
+        try:
+            return self.wait(future)
+        finally:
+            with self._lock:
+                self._futures.discard(future)
+
+    def wait(self, future: concurrent.futures.Future[T]) -> T:
+        try:
+            while True:
+                try:
+                    return future.result(timeout=WAIT_SLICE_S)
+                except concurrent.futures.TimeoutError:
+                    if self.cancelled.is_set():
+                        raise RunCancelled() from None
+                except concurrent.futures.CancelledError:
+                    raise RunCancelled() from None
+        except BaseException:
+            future.cancel()
+            raise
+
+    def sleep(self, seconds: float) -> None:
+        if self.cancelled.wait(seconds):
+            raise RunCancelled()

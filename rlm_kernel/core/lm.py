@@ -1,0 +1,190 @@
+"""The LM layer: one implementation, over litellm, for every provider.
+
+litellm is imported on the first call only (it takes seconds), with the
+environment set so that importing and counting tokens never reach the network.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from rlm_kernel.core.errors import ModelError, TransientModelError
+from rlm_kernel.core.ledger import Usage
+
+Messages = list[dict[str, Any]]
+OFFLINE_PROVIDERS = ("scripted/",)
+
+_litellm: Any = None
+_import_lock = threading.Lock()
+
+
+def import_litellm() -> Any:
+    """litellm, imported once, offline-safe, with the project's offline providers registered."""
+    global _litellm
+    with _import_lock:
+        if _litellm is None:
+            # Without these, import fetches the cost map and token counting may download a tokenizer.
+            os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            import litellm
+
+            from rlm_kernel.models.scripted import register
+
+            litellm.suppress_debug_info = True
+            litellm.telemetry = False
+            register(litellm)
+            _litellm = litellm
+        return _litellm
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    usage: Usage
+    model: str
+    seconds: float
+
+
+class LM(Protocol):
+    """What the engine needs from a model provider."""
+
+    async def acomplete(
+        self, messages: Messages, *, model: str, max_output_tokens: int | None, timeout: float
+    ) -> Completion: ...
+
+    def estimate_tokens(self, messages: Messages) -> int: ...
+
+    def price(self, model: str, input_tokens: int, output_tokens: int) -> float | None: ...
+
+
+def estimate_tokens(messages: Messages) -> int:
+    """A deliberately high token estimate (3 chars a token) used to reserve budget before a call."""
+    return sum(math.ceil(len(str(m.get("content") or "")) / 3) + 8 for m in messages)
+
+
+class LiteLLM:
+    """Chat completions through litellm: any provider, or a local OpenAI-compatible server.
+
+    Each call is one attempt (litellm's and the OpenAI client's own retries are
+    off) so that the engine retries, and charges every attempt to the ledger.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_base: str | None = None,
+        api_key: str | None = None,
+        router: list[dict[str, Any]] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.api_base = api_base
+        self._api_key = api_key
+        self._router_config = router
+        self._router: Any = None
+        self.extra = dict(extra or {})
+
+    def estimate_tokens(self, messages: Messages) -> int:
+        return estimate_tokens(messages)
+
+    def price(self, model: str, input_tokens: int, output_tokens: int) -> float | None:
+        if model.startswith(OFFLINE_PROVIDERS):
+            return 0.0
+        litellm = import_litellm()
+        try:
+            prompt_cost, completion_cost = litellm.cost_per_token(
+                model=model, prompt_tokens=input_tokens, completion_tokens=output_tokens
+            )
+        except Exception:  # litellm raises various errors for unmapped models
+            return None
+        return float(prompt_cost + completion_cost)
+
+    async def acomplete(
+        self, messages: Messages, *, model: str, max_output_tokens: int | None, timeout: float
+    ) -> Completion:
+        litellm = import_litellm()
+        kwargs: dict[str, Any] = {"messages": messages, "timeout": timeout, "num_retries": 0, **self.extra}
+        if max_output_tokens is not None:
+            kwargs["max_tokens"] = max_output_tokens
+        started = time.perf_counter()
+        try:
+            if self._router_config is not None:
+                response = await self._get_router(litellm).acompletion(model=model, **kwargs)
+            else:
+                if self.api_base:
+                    kwargs["api_base"] = self.api_base
+                    # OpenAI-compatible local servers need some key; never a real one by default.
+                    kwargs["api_key"] = self._api_key or "sk-no-key-required"
+                elif self._api_key:
+                    kwargs["api_key"] = self._api_key
+                if not model.startswith(OFFLINE_PROVIDERS):
+                    kwargs["max_retries"] = 0
+                response = await litellm.acompletion(model=model, **kwargs)
+        except Exception as exc:
+            raise classify_error(litellm, exc, self._api_key) from None
+        seconds = time.perf_counter() - started
+        try:
+            text = response.choices[0].message.content or ""
+        except (AttributeError, IndexError, TypeError) as exc:
+            raise TransientModelError(f"malformed reply from {model}: {exc}") from None
+        return Completion(text=text, usage=self._usage(litellm, model, messages, text, response), model=model, seconds=seconds)
+
+    def _usage(self, litellm: Any, model: str, messages: Messages, text: str, response: Any) -> Usage:
+        usage = getattr(response, "usage", None)
+        input_tokens = getattr(usage, "prompt_tokens", None)
+        output_tokens = getattr(usage, "completion_tokens", None)
+        if input_tokens is None or output_tokens is None:
+            # Some local servers omit usage; count it ourselves rather than record zero.
+            input_tokens = litellm.token_counter(model=model, messages=messages)
+            output_tokens = litellm.token_counter(model=model, text=text)
+        cost = 0.0 if model.startswith(OFFLINE_PROVIDERS) else None
+        if cost is None:
+            try:
+                cost = float(litellm.completion_cost(completion_response=response))
+            except Exception:  # unmapped model: tokens only
+                cost = None
+        return Usage(
+            llm_calls=1,
+            input_tokens=int(input_tokens),
+            output_tokens=int(output_tokens),
+            cost_usd=cost or 0.0,
+            cost_known=cost is not None,
+        )
+
+    def _get_router(self, litellm: Any) -> Any:
+        if self._router is None:
+            self._router = litellm.Router(model_list=self._router_config, num_retries=0)
+        return self._router
+
+
+_TRANSIENT_NAMES = {
+    "RateLimitError",
+    "Timeout",
+    "APITimeoutError",
+    "APIConnectionError",
+    "InternalServerError",
+    "ServiceUnavailableError",
+    "BadGatewayError",
+    "JSONDecodeError",
+}
+
+
+def classify_error(litellm: Any, exc: BaseException, api_key: str | None) -> ModelError:
+    """A one-line ModelError, transient when a retry may succeed; the API key never appears."""
+    status = getattr(exc, "status_code", None)
+    transient = (
+        type(exc).__name__ in _TRANSIENT_NAMES
+        or isinstance(exc, (TimeoutError, json.JSONDecodeError, ConnectionError))
+        or (isinstance(status, int) and (status == 429 or status >= 500))
+        or (isinstance(exc, litellm.APIError) and status is None)
+    )
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if api_key:
+        detail = detail.replace(api_key, "[redacted]")
+    message = f"{type(exc).__name__}: {detail[:500]}"
+    return TransientModelError(message) if transient else ModelError(message)

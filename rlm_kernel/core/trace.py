@@ -1,0 +1,219 @@
+"""Events and the call tree they build.
+
+The engine emits events; every view (the trace kept on the result, the JSONL
+file, the notebook widget, the CLI outline) consumes the same stream.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from rlm_kernel.core.ledger import Usage
+
+EVENT_KINDS = ("call_start", "iteration", "code_result", "subcall_start", "subcall_end", "call_end")
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str
+    node_id: str
+    parent_id: str | None
+    data: dict[str, Any]
+    time: float = field(default_factory=time.time)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), default=str, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, line: str) -> Event:
+        return cls(**json.loads(line))
+
+
+EventHandler = Callable[[Event], None]
+
+
+@dataclass
+class CodeCell:
+    iteration: int
+    index: int
+    code: str
+    output: str  # what the model saw (abridged)
+    error: str | None
+    seconds: float
+    created: list[str] = field(default_factory=list)
+    rebound: list[str] = field(default_factory=list)
+    submitted: bool = False
+
+
+@dataclass
+class Iteration:
+    index: int
+    reply: str
+    usage: Usage
+    seconds: float
+    cells: list[CodeCell] = field(default_factory=list)
+
+
+@dataclass
+class SubCall:
+    id: str
+    kind: str  # "llm" or "rlm"
+    model: str
+    prompt_preview: str
+    prompt_chars: int
+    child_id: str | None = None
+    reply: str | None = None
+    error: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    seconds: float = 0.0
+    done: bool = False
+
+
+@dataclass
+class CallNode:
+    id: str
+    parent_id: str | None
+    depth: int
+    model: str
+    query: str
+    context: dict[str, Any]
+    status: str = "running"
+    answer: str | None = None
+    error: str | None = None
+    seconds: float = 0.0
+    iterations: list[Iteration] = field(default_factory=list)
+    subcalls: list[SubCall] = field(default_factory=list)
+    children: list[str] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)  # this node's own calls, its sub-model calls included
+
+
+class Trace:
+    """The call tree of one run, built from its events (thread-safe)."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.nodes: dict[str, CallNode] = {}
+        self.root_id: str | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_events(cls, events: Iterable[Event]) -> Trace:
+        trace = cls()
+        for event in events:
+            trace.add(event)
+        return trace
+
+    @classmethod
+    def from_jsonl(cls, path: str | Path) -> Trace:
+        with open(path, encoding="utf-8") as f:
+            return cls.from_events(Event.from_json(line) for line in f if line.strip())
+
+    def to_jsonl(self, path: str | Path) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            for event in self.events:
+                f.write(event.to_json() + "\n")
+
+    @property
+    def root(self) -> CallNode | None:
+        return self.nodes.get(self.root_id) if self.root_id else None
+
+    def walk(self, node_id: str | None = None) -> Iterable[CallNode]:
+        """Nodes depth-first from `node_id` (default: the root)."""
+        start = node_id or self.root_id
+        if start is None:
+            return
+        stack = [start]
+        while stack:
+            node = self.nodes[stack.pop()]
+            yield node
+            stack.extend(reversed(node.children))
+
+    def add(self, event: Event) -> None:
+        with self._lock:
+            self.events.append(event)
+            getattr(self, f"_on_{event.kind}")(event)
+
+    def _on_call_start(self, e: Event) -> None:
+        d = e.data
+        self.nodes[e.node_id] = CallNode(e.node_id, e.parent_id, d["depth"], d["model"], d["query"], d["context"])
+        if e.parent_id is None:
+            self.root_id = e.node_id
+        elif e.parent_id in self.nodes:
+            self.nodes[e.parent_id].children.append(e.node_id)
+
+    def _on_iteration(self, e: Event) -> None:
+        d = e.data
+        usage = Usage(**d["usage"])
+        node = self.nodes[e.node_id]
+        node.iterations.append(Iteration(d["index"], d["reply"], usage, d["seconds"]))
+        node.usage.add(usage)
+
+    def _on_code_result(self, e: Event) -> None:
+        d = e.data
+        fields = {k: d[k] for k in ("iteration", "index", "code", "output", "error", "seconds", "created", "rebound", "submitted")}
+        node = self.nodes[e.node_id]
+        target = next((it for it in reversed(node.iterations) if it.index == d["iteration"]), None)
+        if target is not None:
+            target.cells.append(CodeCell(**fields))
+
+    def _on_subcall_start(self, e: Event) -> None:
+        d = e.data
+        self.nodes[e.node_id].subcalls.append(
+            SubCall(d["subcall_id"], d["kind"], d["model"], d["prompt_preview"], d["prompt_chars"], d.get("child_id"))
+        )
+
+    def _on_subcall_end(self, e: Event) -> None:
+        d = e.data
+        node = self.nodes[e.node_id]
+        sub = next(s for s in node.subcalls if s.id == d["subcall_id"])
+        sub.reply, sub.error, sub.seconds, sub.done = d.get("reply"), d.get("error"), d["seconds"], True
+        sub.usage = Usage(**d["usage"])
+        if sub.kind == "llm":
+            node.usage.add(sub.usage)
+
+    def _on_call_end(self, e: Event) -> None:
+        d = e.data
+        node = self.nodes[e.node_id]
+        node.status, node.answer, node.error, node.seconds = d["status"], d.get("answer"), d.get("error"), d["seconds"]
+
+    def subtree_usage(self, node_id: str) -> Usage:
+        total = Usage()
+        for node in self.walk(node_id):
+            total.add(node.usage)
+        return total
+
+    def outline(self, width: int = 100) -> str:
+        """The tree as indented text: one line a node, with its usage and status."""
+        lines = []
+        for node in self.walk():
+            u = self.subtree_usage(node.id)
+            cost = f"${u.cost_usd:.4f}" if u.cost_known else "cost unknown"
+            question = " ".join(node.query.split())
+            head = f"{'  ' * node.depth}[{node.status}] {node.id} d{node.depth} {node.model}"
+            stats = f"{len(node.iterations)} it, {u.llm_calls} calls, {u.input_tokens:,}+{u.output_tokens:,} tok, {cost}, {node.seconds:.2f}s"
+            room = max(20, width - len(head) - len(stats) - 6)
+            lines.append(f"{head}: {question[:room]}{'…' if len(question) > room else ''} ({stats})")
+        return "\n".join(lines)
+
+
+class JSONLWriter:
+    """Appends each event to a file as it happens, so a crash leaves a readable prefix."""
+
+    def __init__(self, path: str | Path) -> None:
+        self._file: IO[str] = open(path, "a", encoding="utf-8")
+        self._lock = threading.Lock()
+
+    def __call__(self, event: Event) -> None:
+        with self._lock:
+            self._file.write(event.to_json() + "\n")
+            self._file.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
