@@ -8,6 +8,7 @@ short slices so that a kernel interrupt or a cancelled run is seen at once.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import threading
 from collections.abc import Coroutine
@@ -34,9 +35,28 @@ def background_loop() -> asyncio.AbstractEventLoop:
     with _loop_lock:
         if _loop is None:
             loop = asyncio.new_event_loop()
-            threading.Thread(target=loop.run_forever, name="rlm-model-calls", daemon=True).start()
+            thread = threading.Thread(target=loop.run_forever, name="rlm-model-calls", daemon=True)
+            thread.start()
+            atexit.register(_shutdown, loop, thread)
             _loop = loop
         return _loop
+
+
+def _shutdown(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
+    """Cancel what is left (litellm keeps a logging task) so exit is quiet."""
+
+    async def cancel_all() -> None:
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    try:
+        asyncio.run_coroutine_threadsafe(cancel_all(), loop).result(timeout=2)
+    except Exception:  # exiting anyway
+        pass
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout=2)
 
 
 class CancelScope:

@@ -28,8 +28,10 @@ def truncate(text: str, limit: int) -> str:
 
 
 def _abridged(head_source: str, tail_source: str, total: int, limit: int) -> str:
-    head = head_source[: limit * 2 // 3]
-    tail = tail_source[-(limit - len(head)) :]
+    # Leave room for the note so that the result fits in `limit` and is never cut twice.
+    room = limit - 160 if limit > 320 else limit // 2
+    head = head_source[: room * 2 // 3]
+    tail = tail_source[len(tail_source) - (room - len(head)) :] if room > len(head) else ""
     omitted = total - len(head) - len(tail)
     return (
         f"{head}\n[... {omitted:,} of {total:,} chars omitted: keep large results in variables "

@@ -1,0 +1,48 @@
+"""The `rlm` command: the main job offline, and one-line errors with non-zero exits."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from rlm_kernel.cli import main
+from rlm_kernel.models.demo import sample_document
+
+
+def test_rlm_run_with_the_demo_policy_prints_answer_tree_and_totals(tmp_path, capsys):
+    doc = tmp_path / "log.txt"
+    doc.write_text(sample_document(300_000), encoding="utf-8")
+    trace = tmp_path / "trace.jsonl"
+    code = main(["run", "--context", str(doc), "--model", "scripted/demo", "--query", "What happened to the coolant?", "--trace-out", str(trace)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "4 passages mention coolant" in out and "Bao replaced the worn impeller" in out
+    assert "Call tree:" in out and "[done] n0" in out
+    assert "Total: status done; 7 model calls" in out
+    kinds = [json.loads(line)["kind"] for line in trace.read_text().splitlines()]
+    assert kinds[0] == "call_start" and kinds[-1] == "call_end" and kinds.count("subcall_end") == 4
+
+
+def test_missing_file_is_one_line_and_exit_2(tmp_path, capsys):
+    code = main(["run", "--context", str(tmp_path / "nope.txt"), "--model", "scripted/demo"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("rlm: error:") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_unreachable_model_is_one_line_and_exit_1(tmp_path, capsys):
+    doc = tmp_path / "d.txt"
+    doc.write_text("hello")
+    code = main(["run", "--context", str(doc), "--model", "openai/x", "--api-base", "http://127.0.0.1:9/v1"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "model call failed" in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_bad_option_exits_2_without_a_traceback():
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    proc = subprocess.run([sys.executable, "-m", "rlm_kernel.cli", "run", "--max-depth", "two"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and proc.stderr.startswith("rlm: error:")
