@@ -1,0 +1,1 @@
+"""Benchmarks: engine performance figures (and, later, long-context tasks)."""
