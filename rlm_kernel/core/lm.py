@@ -104,9 +104,18 @@ class LiteLLM:
             return None
         return float(prompt_cost + completion_cost)
 
-    async def acomplete(
-        self, messages: Messages, *, model: str, max_output_tokens: int | None, timeout: float
+    def complete(
+        self, messages: Messages, *, model: str, max_output_tokens: int | None = None, timeout: float = 120.0
     ) -> Completion:
+        """The synchronous form of `acomplete`, interruptible with Ctrl-C."""
+        from rlm_kernel.core.aio import CancelScope
+
+        return CancelScope().run(self.acomplete(messages, model=model, max_output_tokens=max_output_tokens, timeout=timeout))
+
+    async def acomplete(
+        self, messages: Messages, *, model: str, max_output_tokens: int | None = None, timeout: float = 120.0
+    ) -> Completion:
+        """One attempt at a chat completion; raises TransientModelError or ModelError."""
         litellm = import_litellm()
         kwargs: dict[str, Any] = {"messages": messages, "timeout": timeout, "num_retries": 0, **self.extra}
         if max_output_tokens is not None:

@@ -1,0 +1,73 @@
+"""The engine over litellm's real HTTP path, against `rlm serve-model` on 127.0.0.1."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from rlm_kernel import RLM
+from rlm_kernel.models.policies import ScriptedReplies
+from rlm_kernel.models.server import ModelServer
+from tests.conftest import repl
+
+
+def _root_then_subs(root_replies):
+    root = ScriptedReplies(root_replies)
+
+    def policy(messages):
+        if messages[0]["role"] == "system":
+            return root(messages)
+        return "sub:" + messages[-1]["content"]
+
+    return policy
+
+
+def test_32_batched_prompts_at_100ms_latency_run_concurrently():
+    policy = _root_then_subs([
+        repl("import time\nt0 = time.perf_counter()\nreplies = llm_query_batched([f'p{i}' for i in range(32)])\nelapsed = time.perf_counter() - t0"),
+        repl("FINAL((replies, elapsed))"),
+    ])
+    with ModelServer(policy, latency_ms=100) as server:
+        rlm = RLM(model="openai/policy", api_base=server.url, concurrency=32)
+        result = rlm.completion("some context", "fan out")
+        stats = server.stats()
+    replies, elapsed = result.answer
+    assert replies == [f"sub:p{i}" for i in range(32)]
+    assert elapsed < 1.0, f"32 prompts at 100 ms took {elapsed:.2f} s"
+    assert stats["max_in_flight"] > 8
+    assert result.usage.llm_calls == 34 == stats["served"]
+    assert result.usage.input_tokens > 0 and not result.usage.cost_known
+
+
+def test_transient_faults_are_retried_and_counted_per_attempt():
+    policy = _root_then_subs([repl("FINAL(llm_query_batched(['a', 'b', 'c', 'd']))")])
+    with ModelServer(policy, fail_rate=0.4, faults=("429", "500", "malformed"), seed=3) as server:
+        result = RLM(model="openai/policy", api_base=server.url, retries=8, retry_backoff=0.01).completion("ctx", "q")
+        stats = server.stats()
+    assert result.answer == ["sub:a", "sub:b", "sub:c", "sub:d"]
+    assert sum(stats["faults"].values()) > 0
+    assert result.usage.llm_calls == stats["requests"]
+
+
+def test_unreachable_server_fails_the_run_with_one_clear_line():
+    started = time.perf_counter()
+    result = RLM(model="openai/none", api_base="http://127.0.0.1:9/v1", retries=1, retry_backoff=0.01).completion("ctx", "q")
+    assert result.status == "error"
+    assert "gave up after 2 attempts" in result.error and "\n" not in result.error
+    assert time.perf_counter() - started < 30
+
+
+@pytest.mark.parametrize(
+    "reply, expected",
+    [
+        (repl("FINAL([1, 'two'])"), [1, "two"]),
+        (repl("v = {'k': 3}\nFINAL_VAR('v')"), {"k": 3}),
+        (repl("answer['content'] = 7\nanswer['ready'] = True"), 7),
+        ("Done.\nFINAL(text answer)", "text answer"),
+    ],
+)
+def test_each_answer_protocol_over_http(reply, expected):
+    with ModelServer(_root_then_subs([reply])) as server:
+        result = RLM(model="openai/policy", api_base=server.url).completion("ctx", "q")
+    assert (result.status, result.answer) == ("done", expected)

@@ -1,0 +1,84 @@
+"""The LM layer and the ledger on their own."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from rlm_kernel.core.errors import BudgetExhausted, ModelError, TransientModelError
+from rlm_kernel.core.ledger import Ledger, Limits, Usage
+from rlm_kernel.core.lm import LiteLLM, classify_error, import_litellm
+
+COMPROMISED_LITELLM = {"1.82.7", "1.82.8", "1.107.0"}
+
+
+def test_sync_and_async_completion_report_usage(scripted):
+    import asyncio
+
+    model = scripted(lambda messages: "pong " + messages[-1]["content"])
+    lm = LiteLLM()
+    reply = lm.complete([{"role": "user", "content": "ping"}], model=model)
+    assert reply.text == "pong ping" and reply.usage.llm_calls == 1 and reply.usage.input_tokens > 0
+    assert reply.usage.cost_usd == 0.0 and reply.usage.cost_known
+    areply = asyncio.run(lm.acomplete([{"role": "user", "content": "x"}], model=model))
+    assert areply.text == "pong x"
+
+
+def test_known_model_is_priced_and_unknown_model_is_marked_unknown():
+    lm = LiteLLM()
+    assert lm.price("gpt-4o-mini", 1_000_000, 0) > 0
+    assert lm.price("openai/some-local-model-nobody-prices", 1000, 1000) is None
+
+
+def test_errors_are_classified_and_keys_redacted():
+    litellm = import_litellm()
+    rate = litellm.RateLimitError("slow down sk-secret-123", llm_provider="openai", model="m")
+    assert isinstance(classify_error(litellm, rate, "sk-secret-123"), TransientModelError)
+    assert "sk-secret-123" not in str(classify_error(litellm, rate, "sk-secret-123"))
+    auth = litellm.AuthenticationError("bad key", llm_provider="openai", model="m")
+    err = classify_error(litellm, auth, None)
+    assert isinstance(err, ModelError) and not isinstance(err, TransientModelError)
+
+
+def test_ledger_reservations_stop_parallel_overspending():
+    ledger = Ledger(Limits(max_llm_calls=50, max_tokens=10_000))
+    granted, refused = [], []
+
+    def worker():
+        for _ in range(20):
+            try:
+                reservation = ledger.reserve(300, 200)
+            except BudgetExhausted as exc:
+                refused.append(exc.limit)
+                continue
+            granted.append(1)
+            ledger.settle(reservation, Usage(input_tokens=300, output_tokens=200))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    used = ledger.snapshot()
+    assert used.tokens <= 10_000 and used.llm_calls <= 50
+    assert len(granted) == 20 and set(refused) == {"max_tokens"}
+
+
+def test_lock_pins_a_safe_litellm_and_hashes_every_requirement():
+    lock = (Path(__file__).parent.parent / "requirements.lock").read_text()
+    entries = [block for block in lock.split("\n") if "==" in block and not block.startswith(("#", " "))]
+    versions = {line.split("==")[0]: line.split("==")[1].split()[0] for line in entries}
+    assert versions["litellm"] not in COMPROMISED_LITELLM
+    assert len(entries) > 50
+    for line in entries:  # a pin followed by its hashes ends with a line continuation
+        assert line.rstrip().endswith("\\"), f"{line} has no hash"
+
+
+@pytest.mark.parametrize("limit, value", [("max_cost_usd", 0.0), ("max_seconds", 0.0)])
+def test_ledger_refuses_when_a_limit_is_spent(limit, value):
+    ledger = Ledger(Limits(**{limit: value}))
+    with pytest.raises(BudgetExhausted) as caught:
+        ledger.reserve(10, 10, 0.01)
+    assert caught.value.limit == limit and "submit" in str(caught.value)
