@@ -1,0 +1,390 @@
+"""A local OpenAI-compatible chat-completions server that answers with a policy.
+
+Tests and benchmarks point litellm at it (`api_base=server.url`) to exercise the
+real HTTP path: connection reuse, concurrency, retries and error mapping. It can
+add latency and inject faults (429, 500, a hung reply, a malformed body).
+
+    rlm serve-model --port 8000 --policy demo --latency-ms 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import signal
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from rlm_kernel.models.policies import Messages, Policy, count_tokens, load_policy, messages_tokens
+
+FAULT_KINDS = ("429", "500", "timeout", "malformed")
+_CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
+_MALFORMED_BODY = b'{"id": "chatcmpl-malformed", "object": "chat.completion", "choices": ['
+
+
+class ModelServer:
+    """Serves `policy` as an OpenAI chat-completions endpoint on a background thread."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        latency_ms: float = 0.0,
+        fail_rate: float = 0.0,
+        faults: Sequence[str] = FAULT_KINDS,
+        timeout_fault_seconds: float = 30.0,
+        seed: int | None = None,
+        model_name: str = "policy",
+    ) -> None:
+        faults = tuple(faults)
+        unknown = [f for f in faults if f not in FAULT_KINDS]
+        if unknown:
+            raise ValueError(f"unknown fault kind(s) {', '.join(unknown)} (known: {', '.join(FAULT_KINDS)})")
+        if not 0.0 <= fail_rate <= 1.0:
+            raise ValueError(f"fail_rate must be between 0 and 1, not {fail_rate}")
+        if fail_rate > 0 and not faults:
+            raise ValueError("fail_rate > 0 needs at least one fault kind")
+        if latency_ms < 0 or timeout_fault_seconds < 0:
+            raise ValueError("latency_ms and timeout_fault_seconds must be >= 0")
+        self.policy = policy
+        self.host = host
+        self.latency_ms = latency_ms
+        # Public and read per request, so a test can turn faults off on a running server.
+        self.fail_rate = fail_rate
+        self.faults = faults
+        self.timeout_fault_seconds = timeout_fault_seconds
+        self.model_name = model_name
+        self._requested_port = port
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self._requests = 0
+        self._served = 0
+        self._faults = dict.fromkeys((*FAULT_KINDS, "policy_error"), 0)
+        self._in_flight = 0
+        self._max_in_flight = 0
+        self._stopping = threading.Event()
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> ModelServer:
+        """Bind (port 0 picks a free port) and serve on a daemon thread."""
+        if self._httpd is not None:
+            raise RuntimeError("a ModelServer can only be started once")
+        self._httpd = _HTTPServer((self.host, self._requested_port), _Handler, self)
+        # A short poll interval: shutdown() waits up to one interval, and tests start and stop many servers.
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, args=(0.05,), name=f"model-server-{self.port}", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, drop open connections and join the serving thread; idempotent."""
+        if self._httpd is None or self._stopping.is_set():
+            return
+        self._stopping.set()
+        self._httpd.shutdown()
+        self._httpd.close_connections()
+        self._httpd.server_close()
+        assert self._thread is not None
+        self._thread.join()
+
+    def __enter__(self) -> ModelServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._httpd is None:
+            raise RuntimeError("ModelServer not started")
+        return self._httpd.server_address[1]
+
+    @property
+    def url(self) -> str:
+        """The api_base to give litellm."""
+        host = "127.0.0.1" if self.host in ("", "0.0.0.0", "localhost") else self.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}/v1"
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "requests": self._requests,
+                "served": self._served,
+                "faults": dict(self._faults),
+                "max_in_flight": self._max_in_flight,
+            }
+
+    def _enter_request(self) -> None:
+        with self._lock:
+            self._requests += 1
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+
+    def _leave_request(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    def _draw_fault(self) -> str | None:
+        with self._lock:
+            if self.fail_rate > 0 and self._rng.random() < self.fail_rate:
+                return self._rng.choice(self.faults)
+            return None
+
+    def _count(self, outcome: str) -> None:
+        with self._lock:
+            if outcome == "served":
+                self._served += 1
+            else:
+                self._faults[outcome] += 1
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    # Benchmarks open hundreds of connections at once; the default backlog of 5 drops them.
+    request_queue_size = 1024
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], model: ModelServer) -> None:
+        self.model = model
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """Wake handler threads blocked on idle keep-alive connections so they exit."""
+        with self._open_lock:
+            sockets = list(self._open)
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _HTTPServer
+
+    def handle(self) -> None:
+        # Clients that time out or give up close their end mid-reply; that is expected.
+        try:
+            super().handle()
+        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
+            self.close_connection = True
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0].rstrip("/")
+        model = self.server.model
+        if path in ("/v1/models", "/models"):
+            self._send_json(200, {"object": "list", "data": [{"id": model.model_name, "object": "model"}]})
+        elif path == "/stats":
+            self._send_json(200, model.stats())
+        else:
+            self._send_error(404, f"no route GET {self.path}", "not_found_error")
+
+    def do_POST(self) -> None:
+        path = self.path.split("?", 1)[0].rstrip("/")
+        if path not in _CHAT_PATHS:
+            self._read_body()
+            self._send_error(404, f"no route POST {self.path}", "not_found_error")
+            return
+        model = self.server.model
+        model._enter_request()
+        try:
+            self._chat_completion(model)
+        finally:
+            model._leave_request()
+
+    def _chat_completion(self, model: ModelServer) -> None:
+        body = self._read_body()
+        if body is None:
+            return
+        try:
+            request = json.loads(body)
+            messages = request["messages"]
+            if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+                raise TypeError("messages must be a list of objects")
+        except (ValueError, KeyError, TypeError) as exc:
+            self._send_error(400, f"bad request: {exc}", "invalid_request_error")
+            return
+        if request.get("stream"):
+            self._send_error(400, "streaming is not supported by this server", "invalid_request_error")
+            return
+        if model.latency_ms:
+            time.sleep(model.latency_ms / 1000)
+        # Draw the fault before calling the policy so a faulted request does not consume a scripted reply.
+        fault = model._draw_fault()
+        if fault is not None:
+            model._count(fault)
+            self._send_fault(fault, model)
+            return
+        try:
+            reply = model.policy(messages)
+            if not isinstance(reply, str):
+                raise TypeError(f"policy returned {type(reply).__name__}, not str")
+        except Exception as exc:
+            model._count("policy_error")
+            self._send_error(500, f"policy error: {type(exc).__name__}: {exc}", "server_error")
+            return
+        # Count before replying so a client that has its reply also sees it in stats().
+        model._count("served")
+        self._send_json(200, _completion(request.get("model") or model.model_name, messages, reply))
+
+    def _send_fault(self, fault: str, model: ModelServer) -> None:
+        if fault == "429":
+            self._send_error(429, "rate limited (injected)", "rate_limit_error", {"Retry-After": "0"})
+        elif fault == "500":
+            self._send_error(500, "internal server error (injected)", "server_error")
+        elif fault == "malformed":
+            self._send_bytes(200, _MALFORMED_BODY)
+        else:
+            # Hang without answering until the client gives up (or the server stops), then drop the connection.
+            model._stopping.wait(model.timeout_fault_seconds)
+            self.close_connection = True
+
+    def _read_body(self) -> bytes | None:
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0:
+            self.close_connection = True
+            self._send_error(400, "bad Content-Length", "invalid_request_error")
+            return None
+        return self.rfile.read(length)
+
+    def _send_error(self, status: int, message: str, kind: str, headers: dict[str, str] | None = None) -> None:
+        self._send_json(status, {"error": {"message": message, "type": kind, "code": status}}, headers)
+
+    def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        self._send_bytes(status, json.dumps(payload).encode(), headers)
+
+    def _send_bytes(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status, HTTPStatus(status).phrase)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+        self.wfile.flush()
+
+
+def _completion(model: str, messages: Messages, reply: str) -> dict[str, Any]:
+    prompt_tokens = messages_tokens(messages)
+    completion_tokens = count_tokens(reply)
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # One line instead of argparse's usage block, so scripts can show it as is.
+        raise _UsageError(message)
+
+
+def _parse_faults(text: str) -> tuple[str, ...]:
+    faults = tuple(f.strip() for f in text.split(",") if f.strip())
+    unknown = [f for f in faults if f not in FAULT_KINDS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown fault kind(s) {', '.join(unknown)} (known: {','.join(FAULT_KINDS)})")
+    return faults
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _ArgumentParser(prog="rlm serve-model", description="Serve an offline policy as an OpenAI-compatible API.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port (printed on startup)")
+    parser.add_argument("--policy", default="demo", help="registered name (demo) or package.module:attr")
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--fail-rate", type=float, default=0.0)
+    parser.add_argument("--faults", type=_parse_faults, default=FAULT_KINDS, help="comma-separated: 429,500,timeout,malformed")
+    parser.add_argument("--timeout-fault-seconds", type=float, default=30.0)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--model-name", default="policy")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`rlm serve-model`: serve a policy until SIGINT or SIGTERM."""
+    try:
+        args = _build_parser().parse_args(argv)
+        try:
+            policy = load_policy(args.policy)
+        except Exception as exc:  # a policy module may fail to import in any way
+            raise _UsageError(f"cannot load policy {args.policy!r}: {exc}") from None
+        server = ModelServer(
+            policy,
+            host=args.host,
+            port=args.port,
+            latency_ms=args.latency_ms,
+            fail_rate=args.fail_rate,
+            faults=args.faults,
+            timeout_fault_seconds=args.timeout_fault_seconds,
+            seed=args.seed,
+            model_name=args.model_name,
+        )
+    except (_UsageError, ValueError) as exc:
+        print(f"rlm serve-model: error: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            server.start()
+        except OSError as exc:
+            print(f"rlm serve-model: error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+            return 1
+        print(f"serving policy {args.policy} on {server.url}", flush=True)
+        stop.wait()
+    finally:
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
