@@ -103,13 +103,15 @@ def test_models_and_stats_endpoints() -> None:
             chat(server)
         stats = get_json(f"http://127.0.0.1:{server.port}/stats")
         assert stats == server.stats()
-        # Sequential requests never overlap.
+        # A handler leaves the in-flight count just after its reply is sent, so even
+        # sequential requests may overlap by that instant: only the counts are exact.
         assert stats == {
             "requests": 3,
             "served": 3,
             "faults": {"429": 0, "500": 0, "timeout": 0, "malformed": 0, "policy_error": 0},
-            "max_in_flight": 1,
+            "max_in_flight": stats["max_in_flight"],
         }
+        assert stats["max_in_flight"] in (1, 2)
 
 
 def test_keep_alive_connection_serves_several_requests() -> None:
