@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 DEMO_DOC := build/sample_station_log.txt
 DEMO_QUERY := What went wrong with the coolant, and what was done about it?
 
-.PHONY: demo test bench lock clean
+.PHONY: demo demo-cli test bench lock clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,13 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# The quickstart notebook, executed headless in the rlm kernel; writes build/quickstart.{executed.ipynb,html}.
 demo: $(STAMP)
+	$(BIN)/python -m rlm_kernel install --sys-prefix
+	$(BIN)/python -m rlm_kernel.jupyter.run_notebook notebooks/quickstart.ipynb build
+
+# The same job from the shell, without Jupyter.
+demo-cli: $(STAMP)
 	$(BIN)/python -m rlm_kernel.models.demo $(DEMO_DOC)
 	$(BIN)/rlm run --context $(DEMO_DOC) --model scripted/demo --query "$(DEMO_QUERY)" --trace-out build/demo_trace.jsonl
 

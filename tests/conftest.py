@@ -7,12 +7,28 @@ import os
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from collections.abc import Callable, Sequence  # noqa: E402
+from collections.abc import Callable, Iterator, Sequence  # noqa: E402
+from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
 
+from rlm_kernel.jupyter.install import install  # noqa: E402
 from rlm_kernel.models.policies import register_policy  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def rlm_spec(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The `rlm` kernelspec installed into a temporary prefix that is first on JUPYTER_PATH.
+
+    Session-wide and autouse so that kernel tests (including unittest-style setUpClass)
+    find it; IPYTHONDIR keeps kernels' history and profiles out of ~/.ipython.
+    """
+    prefix = tmp_path_factory.mktemp("prefix")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JUPYTER_PATH", str(prefix / "share" / "jupyter"))
+        mp.setenv("IPYTHONDIR", str(tmp_path_factory.mktemp("ipython")))
+        yield Path(install(prefix=str(prefix)))
 
 
 def repl(code: str, prose: str = "Working on it.") -> str:

@@ -236,8 +236,9 @@ class _Handler(BaseHTTPRequestHandler):
         if request.get("stream"):
             self._send_error(400, "streaming is not supported by this server", "invalid_request_error")
             return
-        if model.latency_ms:
-            time.sleep(model.latency_ms / 1000)
+        # Wait on the stop event rather than sleep, so stop() never waits out a long latency.
+        if model.latency_ms and model._stopping.wait(model.latency_ms / 1000):
+            return
         # Draw the fault before calling the policy so a faulted request does not consume a scripted reply.
         fault = model._draw_fault()
         if fault is not None:

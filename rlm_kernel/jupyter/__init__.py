@@ -1,0 +1,1 @@
+"""The Jupyter surface: magics, kernel, views."""

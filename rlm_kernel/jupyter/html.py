@@ -1,0 +1,274 @@
+"""The call tree as self-contained HTML: nested <details>, inline styles only, no CSS or JS.
+
+Everything the model or the user wrote is escaped. The same pieces serve the static page
+(`render_html`: nbconvert, GitHub, a saved notebook) and the live widget (`render_node_html`:
+one node's details, its children being widgets of their own).
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+from collections.abc import Iterable, Iterator
+
+from pygments import highlight
+from pygments.formatters import HtmlFormatter
+from pygments.lexers import PythonLexer
+
+from rlm_kernel.core.ledger import Usage
+from rlm_kernel.core.parsing import parse_reply
+from rlm_kernel.core.trace import CallNode, CodeCell, Event, Iteration, SubCall, Trace
+
+STATUS_COLOURS = {
+    "running": "#0969da",
+    "done": "#1a7f37",
+    "error": "#cf222e",
+    "budget": "#bc4c00",
+    "interrupted": "#6e7781",
+    "max_iterations": "#8250df",
+}
+STATUS_ICONS = {"running": "⏳", "done": "✅", "error": "❌", "budget": "💰", "interrupted": "⏹", "max_iterations": "🔁"}
+QUESTION_CHARS = 80
+POINTER_REPLY_CHARS = 200
+_OTHER_COLOUR = "#57606a"
+
+_PAGE = "font-family:system-ui,sans-serif;font-size:13px;line-height:1.45;color:#1f2328"
+_PRE = (
+    "margin:3px 0;padding:4px 8px;border-radius:4px;white-space:pre-wrap;word-break:break-word;"
+    "max-height:28em;overflow:auto;font-family:ui-monospace,monospace;font-size:12px;line-height:1.35"
+)
+_CODE_PRE = f"{_PRE};background:#f6f8fa;border-left:3px solid #d0d7de"
+_OUT_PRE = f"{_PRE};background:#fbfbfb;border:1px solid #eaeef2"
+_ERR_PRE = f"{_PRE};background:#ffebe9;border-left:3px solid #cf222e;color:#82071e"
+_MUTED = "color:#57606a;font-size:12px"
+_PROSE = "white-space:pre-wrap;word-break:break-word;margin:3px 0"
+_SUB = "margin:3px 0 3px 12px;padding-left:6px;border-left:2px dotted #afb8c1"
+
+_LEXER = PythonLexer()
+_FORMATTER = HtmlFormatter(noclasses=True, nowrap=True)
+
+
+class CellLinks:
+    """Which code cell started each sub-call.
+
+    Sub-calls name no cell, but a node runs its cells one at a time: the sub-calls a node
+    starts before one of its code_result events belong to that cell.
+    """
+
+    def __init__(self) -> None:
+        self._open: dict[str, list[str]] = {}  # node id -> sub-calls of its cell still running
+        self._cells: dict[tuple[str, int, int], list[str]] = {}
+
+    @classmethod
+    def from_events(cls, events: Iterable[Event]) -> CellLinks:
+        links = cls()
+        for event in events:
+            links.add(event)
+        return links
+
+    def add(self, event: Event) -> None:
+        if event.kind == "subcall_start":
+            self._open.setdefault(event.node_id, []).append(event.data["subcall_id"])
+        elif event.kind == "code_result":
+            key = (event.node_id, event.data["iteration"], event.data["index"])
+            self._cells[key] = self._open.pop(event.node_id, [])
+
+    def of_cell(self, node_id: str, cell: CodeCell) -> list[str]:
+        return self._cells.get((node_id, cell.iteration, cell.index), [])
+
+    def running(self, node_id: str) -> list[str]:
+        return self._open.get(node_id, [])
+
+
+def render_html(trace: Trace) -> str:
+    """The whole tree as nested <details>: the root open, every other node closed."""
+    if trace.root is None:
+        return f'<div style="{_PAGE}"><i>RLM trace: no calls yet</i></div>'
+    renderer = _Renderer(trace, CellLinks.from_events(trace.events), nested=True, usage=_subtree_usages(trace))
+    return f'<div style="{_PAGE}">{renderer.assemble(renderer.details(trace.root))}</div>'
+
+
+def render_node_html(trace: Trace, node_id: str, links: CellLinks | None = None) -> str:
+    """One node's details without its summary; child RLMs appear as pointers to their own section."""
+    renderer = _Renderer(trace, links or CellLinks.from_events(trace.events), nested=False, usage={})
+    return f'<div style="{_PAGE}">{renderer.assemble(renderer.body(trace.nodes[node_id]))}</div>'
+
+
+def node_summary(trace: Trace, node: CallNode, usage: Usage | None = None) -> str:
+    """One plain-text line: status, id, depth, model, question, iterations, subtree tokens and cost, seconds."""
+    return " · ".join([node.status, *_summary_parts(node, usage or trace.subtree_usage(node.id))])
+
+
+@functools.lru_cache(maxsize=4096)  # the live view redraws a node's cells on every flush
+def highlight_code(code: str) -> str:
+    """Python code as a <pre> with inline colours (no stylesheet needed)."""
+    return f'<pre style="{_CODE_PRE}">{highlight(code, _LEXER, _FORMATTER).rstrip()}</pre>'
+
+
+def _summary_parts(node: CallNode, usage: Usage) -> list[str]:
+    question = _shorten(" ".join(node.query.split()), QUESTION_CHARS)
+    cost = f"${usage.cost_usd:.4f}" if usage.cost_known else "cost unknown"
+    parts = [node.id, f"d{node.depth}", node.model, question, f"{len(node.iterations)} it",
+             f"{usage.input_tokens:,}+{usage.output_tokens:,} tok", cost]
+    if node.status != "running":
+        parts.append(_seconds(node.seconds))
+    return parts
+
+
+def _subtree_usages(trace: Trace) -> dict[str, Usage]:
+    """Every node's subtree usage in one pass (children before their parents)."""
+    totals: dict[str, Usage] = {}
+    for node in reversed(list(trace.walk())):
+        total = Usage()
+        total.add(node.usage)
+        for child in node.children:
+            total.add(totals[child])
+        totals[node.id] = total
+    return totals
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text))
+
+
+def _pre(text: str, style: str = _OUT_PRE) -> str:
+    return f'<pre style="{style}">{_e(text)}</pre>'
+
+
+def _badge(status: str) -> str:
+    colour = STATUS_COLOURS.get(status, _OTHER_COLOUR)
+    return (
+        f'<span style="background:{colour};color:#fff;border-radius:3px;padding:0 5px;'
+        f'font-size:11px;font-weight:600">{_e(status)}</span>'
+    )
+
+
+def _seconds(seconds: float) -> str:
+    return f"{seconds:.2f}s"
+
+
+def _shorten(text: str, chars: int) -> str:
+    return text if len(text) <= chars else text[: chars - 1] + "…"
+
+
+class _Renderer:
+    """Renders nodes as a stream of HTML strings, yielding a child CallNode where its <details> goes."""
+
+    def __init__(self, trace: Trace, links: CellLinks, *, nested: bool, usage: dict[str, Usage]) -> None:
+        self.trace, self.links, self.nested, self.usage = trace, links, nested, usage
+
+    def assemble(self, first: Iterator[str | CallNode]) -> str:
+        # An explicit stack, not recursion: a deep tree must not hit the recursion limit.
+        out: list[str] = []
+        stack = [first]
+        while stack:
+            item = next(stack[-1], None)
+            if item is None:
+                stack.pop()
+            elif isinstance(item, str):
+                out.append(item)
+            else:
+                stack.append(self.details(item))
+        return "".join(out)
+
+    def details(self, node: CallNode) -> Iterator[str | CallNode]:
+        usage = self.usage.get(node.id) or self.trace.subtree_usage(node.id)
+        colour = STATUS_COLOURS.get(node.status, _OTHER_COLOUR)
+        parts = " · ".join(_e(p) for p in _summary_parts(node, usage))
+        opened = " open" if node.depth == 0 else ""
+        yield (
+            f'<details{opened} style="margin:3px 0;padding-left:8px;border-left:3px solid {colour}">'
+            f'<summary style="cursor:pointer">{_badge(node.status)} {parts}</summary>'
+        )
+        yield from self.body(node)
+        yield "</details>"
+
+    def body(self, node: CallNode) -> Iterator[str | CallNode]:
+        yield f'<div style="{_MUTED}">question:</div><div style="{_PROSE}">{_e(node.query)}</div>'
+        if node.context.get("summary"):
+            yield f'<div style="{_MUTED}">context: {_e(node.context["summary"])}</div>'
+        subcalls = {s.id: s for s in node.subcalls}
+        for iteration in node.iterations:
+            yield from self.iteration(node, iteration, subcalls)
+        unfinished = self.links.running(node.id)
+        if unfinished:
+            label = "cell running" if node.status == "running" else "unfinished cell"
+            yield f'<div style="{_MUTED}">{label}:</div>'
+            for sub_id in unfinished:
+                yield from self.subcall(subcalls[sub_id])
+        if node.answer is not None:
+            yield f'<div style="{_MUTED}">answer:</div>{_pre(node.answer)}'
+        if node.error:
+            yield f'<div style="{_MUTED}">error:</div>{_pre(node.error, _ERR_PRE)}'
+        if node.depth == 0:
+            yield self.variables(node)
+
+    def iteration(self, node: CallNode, iteration: Iteration, subcalls: dict[str, SubCall]) -> Iterator[str | CallNode]:
+        u = iteration.usage
+        yield (
+            f'<div style="margin-top:8px;{_MUTED}">iteration {iteration.index + 1} · '
+            f"{u.input_tokens:,}+{u.output_tokens:,} tok · {_seconds(iteration.seconds)}</div>"
+        )
+        prose = parse_reply(iteration.reply).prose.strip()
+        if prose:
+            yield f'<div style="{_PROSE}">{_e(prose)}</div>'
+        for cell in iteration.cells:
+            yield highlight_code(cell.code)
+            for sub_id in self.links.of_cell(node.id, cell):
+                yield from self.subcall(subcalls[sub_id])
+            if cell.output or not cell.submitted:
+                yield _pre(cell.output or "(no output)", _ERR_PRE if cell.error else _OUT_PRE)
+            if cell.submitted:
+                yield f'<div style="{_MUTED}">submitted the answer</div>'
+
+    def subcall(self, sub: SubCall) -> Iterator[str | CallNode]:
+        if sub.kind == "rlm":
+            yield from self.child(sub)
+            return
+        if not sub.done:
+            state = " · " + _badge("running")
+        else:
+            state = f" · {sub.usage.input_tokens:,}+{sub.usage.output_tokens:,} tok · {_seconds(sub.seconds)}"
+            if sub.error:
+                state += " · " + _badge("error")
+        shown = len(sub.prompt_preview)
+        length = f"{sub.prompt_chars:,} chars" + (f", first {shown:,} shown" if shown < sub.prompt_chars else "")
+        yield (
+            f'<details style="{_SUB}"><summary style="cursor:pointer;{_MUTED}">llm_query · {_e(sub.model)} · '
+            f"{length}{state}</summary>"
+            f'<div style="{_MUTED}">prompt:</div>{_pre(sub.prompt_preview)}'
+        )
+        if sub.done:
+            yield f'<div style="{_MUTED}">reply:</div>{_pre(sub.reply or "", _ERR_PRE if sub.error else _OUT_PRE)}'
+        yield "</details>"
+
+    def child(self, sub: SubCall) -> Iterator[str | CallNode]:
+        node = self.trace.nodes.get(sub.child_id or "")
+        if node is None:  # its call_start has not arrived yet
+            yield f'<div style="{_SUB};{_MUTED}">child RLM starting: {_e(sub.prompt_preview)}</div>'
+        elif self.nested:
+            yield '<div style="margin-left:12px">'
+            yield node
+            yield "</div>"
+        else:
+            reply = f" → {_e(_shorten(sub.reply, POINTER_REPLY_CHARS))}" if sub.done and sub.reply is not None else ""
+            yield (
+                f'<div style="{_SUB}">↳ child RLM <b>{_e(node.id)}</b> (its own section below): '
+                f"{_e(sub.prompt_preview)}{reply}</div>"
+            )
+
+    def variables(self, node: CallNode) -> str:
+        created: dict[str, None] = {}
+        rebound: dict[str, None] = {}
+        for iteration in node.iterations:
+            for cell in iteration.cells:
+                created.update(dict.fromkeys(cell.created))
+                rebound.update(dict.fromkeys(cell.rebound))
+        # A name the model made and later reassigned is still its own; "rebound" flags names it found there.
+        found = [n for n in rebound if n not in created]
+        if not created and not found:
+            return ""
+        line = "variables made by the model: " + (", ".join(created) or "none")
+        if found:
+            line += f" (rebound: {', '.join(found)})"
+        return f'<div style="margin-top:6px;{_MUTED}">{_e(line)}</div>'

@@ -1,0 +1,43 @@
+"""Depth 0 in a notebook: model code runs in the kernel shell's own namespace."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rlm_kernel.core.repl import ExecResult, NamespaceREPL
+
+_MISSING = object()
+
+
+class ShellREPL(NamespaceREPL):
+    """Runs model code in `shell.user_ns`, so every variable it makes is there afterwards.
+
+    Code goes through the shell's input transformers first, so `%magics` and `!commands`
+    behave as in a cell. The engine's reserved names (context, llm_query, FINAL...)
+    are set for the run and put back as they were by `restore()`.
+    """
+
+    def __init__(self, shell: Any, *, cell_timeout: float | None = None, max_output_chars: int = 10_000) -> None:
+        super().__init__(shell.user_ns, cell_timeout=cell_timeout, max_output_chars=max_output_chars)
+        self.shell = shell
+        self._saved: dict[str, object] = {}
+
+    def set(self, name: str, value: object) -> None:
+        if name not in self._saved:
+            self._saved[name] = self.namespace.get(name, _MISSING)
+        self.namespace[name] = value
+
+    def names(self) -> list[str]:
+        hidden = self.shell.user_ns_hidden
+        return [n for n in self.namespace if n not in hidden and not n.startswith("_")]
+
+    def execute(self, code: str) -> ExecResult:
+        return super().execute(self.shell.transform_cell(code))
+
+    def restore(self) -> None:
+        for name, value in self._saved.items():
+            if value is _MISSING:
+                self.namespace.pop(name, None)
+            else:
+                self.namespace[name] = value
+        self._saved.clear()

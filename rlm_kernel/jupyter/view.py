@@ -1,0 +1,151 @@
+"""The live call tree in a notebook: one Accordion per node, fed by engine events."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import ipywidgets as widgets
+
+from rlm_kernel.core.trace import Event, Trace
+from rlm_kernel.jupyter.html import STATUS_ICONS, CellLinks, node_summary, render_html, render_node_html
+
+# Events that change a node's usage, and so its ancestors' subtree totals in their titles.
+_USAGE_EVENTS = frozenset({"iteration", "subcall_end"})
+
+
+@dataclass
+class _NodeWidgets:
+    accordion: widgets.Accordion
+    details: widgets.HTML
+    children: widgets.VBox
+
+
+class TraceView:
+    """An engine `on_event` handler that draws the call tree as nested Accordions.
+
+    Events come from any thread (the run's, the asyncio thread of sub-calls, child RLM
+    threads); recording one only updates the trace and marks its node dirty under a lock.
+    A daemon thread redraws the dirty nodes at most once every `throttle_s` seconds, so
+    the engine never waits on the frontend. `close()` draws the final state.
+    """
+
+    def __init__(self, throttle_s: float = 0.1) -> None:
+        self.throttle_s = throttle_s
+        self._trace = Trace()
+        self._links = CellLinks()
+        self._lock = threading.Lock()  # the trace, the links and the dirty marks
+        self._flush_lock = threading.Lock()  # one flush at a time touches the widgets
+        self._new: list[str] = []  # nodes without widgets yet, parents first
+        self._dirty_titles: set[str] = set()
+        self._dirty_details: set[str] = set()
+        self._nodes: dict[str, _NodeWidgets] = {}
+        self._root = widgets.VBox()
+        self._wake = threading.Event()
+        self._closed = threading.Event()
+        self._worker: threading.Thread | None = None
+
+    @classmethod
+    def from_trace(cls, trace: Trace) -> TraceView:
+        """A finished view of an earlier run."""
+        view = cls()
+        with view._lock:
+            for event in list(trace.events):
+                view._record(event)
+        view.close()
+        return view
+
+    @property
+    def trace(self) -> Trace:
+        return self._trace
+
+    @property
+    def widget(self) -> widgets.VBox:
+        """The root container: it holds the root node's Accordion once the run starts."""
+        return self._root
+
+    def __call__(self, event: Event) -> None:
+        with self._lock:
+            self._record(event)
+            if self._worker is None and not self._closed.is_set():
+                self._worker = threading.Thread(target=self._run, name="rlm-trace-view", daemon=True)
+                self._worker.start()
+        if self._closed.is_set():
+            self.flush()  # no worker is left to draw a late event
+        else:
+            self._wake.set()
+
+    def close(self) -> None:
+        """Stop the worker and draw the final state (idempotent)."""
+        with self._lock:
+            self._closed.set()
+            worker = self._worker
+        self._wake.set()
+        if worker is not None:
+            worker.join()
+        self.flush()
+
+    def flush(self) -> None:
+        """Draw the nodes that changed since the last flush."""
+        with self._flush_lock:
+            with self._lock:
+                new = [(node_id, self._trace.nodes[node_id].parent_id) for node_id in self._new]
+                titles = {node_id: self._title(node_id) for node_id in self._dirty_titles}
+                details = {node_id: render_node_html(self._trace, node_id, self._links) for node_id in self._dirty_details}
+                self._new, self._dirty_titles, self._dirty_details = [], set(), set()
+            # Widgets change outside the lock: sending comm messages must not hold up the engine.
+            for node_id, parent_id in new:
+                self._add_node(node_id, parent_id)
+            for node_id, title in titles.items():
+                self._nodes[node_id].accordion.titles = (title,)
+            for node_id, value in details.items():
+                self._nodes[node_id].details.value = value
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        with self._lock:
+            page, outline = render_html(self._trace), self._trace.outline()
+        bundle = self._root._repr_mimebundle_() or {}
+        # Without widget state (nbconvert, GitHub, a terminal) the HTML or the outline stands in.
+        return {**bundle, "text/html": page, "text/plain": outline or "RLM trace: no calls yet"}
+
+    def _record(self, event: Event) -> None:
+        self._trace.add(event)
+        self._links.add(event)
+        if event.kind == "call_start":
+            self._new.append(event.node_id)
+            if event.parent_id is not None:  # its pointer in the parent's details goes live
+                self._dirty_details.add(event.parent_id)
+        self._dirty_details.add(event.node_id)
+        self._dirty_titles.add(event.node_id)
+        if event.kind in _USAGE_EVENTS:
+            self._dirty_titles.update(self._ancestors(event.node_id))
+
+    def _ancestors(self, node_id: str) -> Iterator[str]:
+        parent_id = self._trace.nodes[node_id].parent_id
+        while parent_id is not None:
+            yield parent_id
+            parent_id = self._trace.nodes[parent_id].parent_id
+
+    def _title(self, node_id: str) -> str:
+        node = self._trace.nodes[node_id]
+        return f"{STATUS_ICONS.get(node.status, '•')} {node_summary(self._trace, node)}"
+
+    def _run(self) -> None:
+        while not self._closed.is_set():
+            self._wake.wait()
+            if self._closed.wait(self.throttle_s):  # gathers a batch; close() does the last flush
+                return
+            self._wake.clear()
+            self.flush()
+
+    def _add_node(self, node_id: str, parent_id: str | None) -> None:
+        details, children = widgets.HTML(), widgets.VBox()
+        accordion = widgets.Accordion(
+            children=[widgets.VBox([details, children])], titles=("",), selected_index=0 if parent_id is None else None
+        )
+        self._nodes[node_id] = _NodeWidgets(accordion, details, children)
+        parent = self._nodes.get(parent_id) if parent_id else None
+        box = parent.children if parent else self._root
+        box.children = (*box.children, accordion)

@@ -1,0 +1,91 @@
+"""Notebooks executed for real: the quickstart under both kernels, and an interrupt mid-run."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from jupyter_client.manager import start_new_kernel
+from nbclient import NotebookClient
+
+from rlm_kernel.jupyter.run_notebook import rlm_answers
+from rlm_kernel.models.server import ModelServer
+from tests.conftest import repl
+
+QUICKSTART = Path(__file__).resolve().parents[1] / "notebooks" / "quickstart.ipynb"
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.mark.parametrize("kernel", ["rlm", "python3"])
+def test_quickstart_runs_under_both_kernels(kernel, tmp_path):
+    nb = nbformat.read(QUICKSTART, as_version=4)
+    NotebookClient(nb, kernel_name=kernel, timeout=300, resources={"metadata": {"path": str(tmp_path)}}).execute()
+    answers = rlm_answers(nb)
+    assert len(answers) == 1 and answers[0].startswith("4 passages mention coolant")
+    outputs = {cell.source.splitlines()[0]: cell.outputs for cell in nb.cells if cell.cell_type == "code"}
+    tree = [o for o in outputs["%%rlm --context log --out coolant_report"] if "text/html" in o.get("data", {})]
+    assert tree and "<details" in tree[0]["data"]["text/html"] and "[done] n0" in tree[0]["data"]["text/plain"]
+    assert "demo policy" in outputs["%rlm config"][0]["data"]["text/plain"]
+    assert "('done'," in outputs["rlm_last.status, rlm_last.usage"][0]["data"]["text/plain"]
+    assert outputs["print(term, len(chunks), 'chunks;', len(findings), 'findings')"][0]["text"].startswith("coolant 8 chunks;")
+    assert (tmp_path / "station_log.txt").stat().st_size > 1_000_000
+
+
+def _execute(kc, code, timeout=60):
+    """Run code in the kernel; return (reply content, outputs) once it is idle."""
+    msg_id = kc.execute(code)
+    reply = kc.get_shell_msg(timeout=timeout)
+    while reply["parent_header"].get("msg_id") != msg_id:
+        reply = kc.get_shell_msg(timeout=timeout)
+    outputs = []
+    while True:
+        try:
+            msg = kc.get_iopub_msg(timeout=5)
+        except queue.Empty:
+            break
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            break
+        outputs.append(msg)
+    return reply["content"], outputs
+
+
+def test_interrupt_stops_a_run_within_a_second_and_the_kernel_lives_on():
+    release = threading.Event()
+
+    def policy(messages):
+        if messages[0]["role"] == "system":
+            return repl("out = llm_query_batched(['slow'] * 64)")
+        release.wait(30)  # sub-calls hang until the test is over
+        return "late"
+
+    with ModelServer(policy) as server:
+        km, kc = start_new_kernel(kernel_name="rlm")
+        try:
+            kc.execute("doc = 'text'\n%config RLMMagics.concurrency = 64")
+            msg_id = kc.execute(f"%%rlm --context doc --model openai/policy --api-base {server.url}\nq")
+            deadline = time.monotonic() + 60
+            while server.stats()["max_in_flight"] < 64 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert server.stats()["max_in_flight"] >= 64
+            interrupted_at = time.monotonic()
+            km.interrupt_kernel()
+            reply = kc.get_shell_msg(timeout=30)
+            while reply["parent_header"].get("msg_id") != msg_id:
+                reply = kc.get_shell_msg(timeout=30)
+            elapsed = time.monotonic() - interrupted_at
+            assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
+            assert elapsed < 1.0, f"interrupt took {elapsed:.2f} s"
+            content, outputs = _execute(kc, "print(rlm_last.status, rlm_last.trace.root.status, len(rlm_last.trace.root.subcalls))")
+            assert content["status"] == "ok"
+            printed = "".join(m["content"].get("text", "") for m in outputs if m["msg_type"] == "stream")
+            assert printed.split() == ["interrupted", "interrupted", "64"]
+        finally:
+            release.set()
+            kc.stop_channels()
+            km.shutdown_kernel(now=True)
