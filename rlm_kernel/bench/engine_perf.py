@@ -11,6 +11,8 @@ import argparse
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -56,6 +58,26 @@ def root_input_tokens(n_chars: int) -> tuple[int, int]:
     return root_tokens, root_calls
 
 
+_LOAD_EXT = """
+import sys, time
+from IPython.core.interactiveshell import InteractiveShell
+shell = InteractiveShell.instance()
+started = time.perf_counter()
+shell.extension_manager.load_extension("rlm_kernel")
+print(time.perf_counter() - started, "litellm" in sys.modules)
+"""
+
+
+def extension_load_seconds(runs: int = 5) -> tuple[float, bool]:
+    """Median time of `%load_ext rlm_kernel` in fresh processes, and whether litellm got imported."""
+    timings, imported = [], False
+    for _ in range(runs):
+        out = subprocess.run([sys.executable, "-c", _LOAD_EXT], capture_output=True, text=True, check=True).stdout.split()
+        timings.append(float(out[0]))
+        imported = imported or out[1] == "True"
+    return statistics.median(timings), imported
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iterations", type=int, default=300)
@@ -75,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     direct_large = count_tokens(sample_document(large_chars))
     print(f"root-model input tokens, demo task: {small:,} at {small_chars:,} chars ({calls_small} calls), {large:,} at {large_chars:,} chars ({calls_large} calls): ratio {large / small:.3f} (target < 1.05)")
     print(f"a direct prompt of the whole context: {direct_small:,} vs {direct_large:,} tokens: ratio {direct_large / direct_small:,.0f}")
+
+    load, imported = extension_load_seconds()
+    print(f"%load_ext rlm_kernel: median {load * 1000:.0f} ms over 5 fresh processes; litellm imported: {imported} (target: well under 300 ms, no litellm)")
     return 0
 
 
