@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import hashlib
 import itertools
 import random
 import sys
@@ -19,7 +20,8 @@ from rlm_kernel.core.context import check_context, context_metadata, make_helper
 from rlm_kernel.core.errors import BudgetExhausted, ModelError, RunInterrupted, SubmitAnswer, TransientModelError
 from rlm_kernel.core.ledger import Ledger, Limits, Usage
 from rlm_kernel.core.lm import LM, Completion, LiteLLM, Messages
-from rlm_kernel.core.parsing import find_text_final, parse_reply
+from rlm_kernel.core.parsing import ParsedReply, find_text_final, parse_reply
+from rlm_kernel.core.redact import Redactor
 from rlm_kernel.core.prompts import (
     NO_CODE_MESSAGE,
     Capabilities,
@@ -87,6 +89,7 @@ class RLM:
         self.retry_backoff = retry_backoff
         self.trace_path = trace_path
         self.on_event = [on_event] if callable(on_event) else list(on_event or [])
+        self.api_key = api_key
         self.lm: LM = lm or LiteLLM(api_base=api_base, api_key=api_key, router=router)
 
     def completion(self, context: object, query: str, *, repl: REPL | None = None) -> RLMResult:
@@ -131,6 +134,7 @@ class _Tree:
 
     def __init__(self, rlm: RLM, scope: CancelScope) -> None:
         self.ledger = Ledger(rlm.limits)
+        self.redactor = Redactor([rlm.api_key])
         self.scope = scope
         self.trace = Trace()
         self.started = time.perf_counter()
@@ -146,7 +150,7 @@ class _Tree:
         return f"{prefix}{next(self._ids)}"
 
     def emit(self, kind: str, node_id: str, parent_id: str | None, /, **data: Any) -> None:
-        event = Event(kind, node_id, parent_id, data)
+        event = Event(kind, node_id, parent_id, self.redactor.data(data))
         with self._emit_lock:
             for handler in self._handlers:
                 try:
@@ -207,6 +211,7 @@ class _Node:
             concurrency=rlm.concurrency, cell_timeout=rlm.cell_timeout,
         )
         self.tools: dict[str, Any] = {}
+        self._delta_start = 2  # the system and first user messages travel in call_start
 
     def emit(self, kind: str, /, **data: Any) -> None:
         self.tree.emit(kind, self.id, self.parent_id, **data)
@@ -239,10 +244,12 @@ class _Node:
 
     def _iterate(self, messages: Messages) -> _Outcome:
         for i in range(self.max_iterations):
+            sent = len(messages)
             completion = self.call_model(messages)
             parsed = parse_reply(completion.text)
             messages.append({"role": "assistant", "content": parsed.kept})
-            self._emit_iteration(i, completion, parsed.blocks, parsed.fabricated_output)
+            self._emit_iteration(i, completion, parsed, messages[self._delta_start : sent])
+            self._delta_start = len(messages)
             observations, submitted, failed = self._run_blocks(i, parsed.blocks)
             if submitted is not None:
                 return _Outcome("done", submitted.value)
@@ -266,7 +273,8 @@ class _Node:
         messages.append({"role": "user", "content": out_of_iterations_message(self.max_iterations)})
         completion = self.call_model(messages)
         parsed = parse_reply(completion.text)
-        self._emit_iteration(self.max_iterations, completion, [], parsed.fabricated_output)
+        parsed.blocks = []  # nothing runs after the last call
+        self._emit_iteration(self.max_iterations, completion, parsed, messages[self._delta_start :])
         text_final = find_text_final(parsed.prose)
         if text_final is not None and text_final.kind == "FINAL":
             return _Outcome("max_iterations", text_final.argument, why)
@@ -284,7 +292,7 @@ class _Node:
             result = self.repl.execute(code)
             submitted = result.submitted or self._restore_tools()
             created, rebound = _diff(before, self._snapshot())
-            output = truncate(result.observation(), self.rlm.max_output_chars)
+            output = self.tree.redactor.text(truncate(result.observation(), self.rlm.max_output_chars))
             self.emit(
                 "code_result", iteration=iteration, index=index, code=code, output=output, error=result.error,
                 seconds=result.seconds, created=created, rebound=rebound, submitted=submitted is not None,
@@ -296,9 +304,11 @@ class _Node:
                 return observations, submitted, failed
         return observations, None, failed
 
-    def _emit_iteration(self, index: int, completion: Completion, blocks: list[str], fabricated: bool) -> None:
+    def _emit_iteration(self, index: int, completion: Completion, parsed: ParsedReply, new_messages: Messages) -> None:
+        """`new_messages`: what was added to the history since the last call (deltas, never the whole list)."""
         self.emit(
-            "iteration", index=index, reply=completion.text, blocks=len(blocks), fabricated_output=fabricated,
+            "iteration", index=index, reply=completion.text, kept=None if parsed.kept == completion.text else parsed.kept,
+            new_messages=new_messages, blocks=len(parsed.blocks), fabricated_output=parsed.fabricated_output,
             model=completion.model, usage=completion.usage.to_dict(), seconds=completion.seconds,
         )
 
@@ -323,6 +333,7 @@ class _Node:
     async def acall_model(self, messages: Messages, model: str) -> Completion:
         """One model call with retries; every attempt is charged to the tree's ledger."""
         rlm, ledger = self.rlm, self.tree.ledger
+        messages = [{**m, "content": self.tree.redactor.text(str(m["content"]))} for m in messages]
         estimate = rlm.lm.estimate_tokens(messages)
         for attempt in itertools.count():
             cap = ledger.output_cap(estimate)
@@ -349,8 +360,12 @@ class _Node:
     async def _asub_llm(self, prompt: str, model: str | None) -> str:
         """A plain sub-model call; failures come back as text so one bad slot spoils nothing."""
         model = model or self.rlm.sub_model
+        prompt = self.tree.redactor.text(prompt)
         sub_id = self.tree.new_id("s")
-        self.emit("subcall_start", subcall_id=sub_id, kind="llm", model=model, prompt_preview=prompt[:PROMPT_PREVIEW_CHARS], prompt_chars=len(prompt))
+        self.emit(
+            "subcall_start", subcall_id=sub_id, kind="llm", model=model, prompt_preview=prompt[:PROMPT_PREVIEW_CHARS],
+            prompt_chars=len(prompt), prompt_sha256=hashlib.sha256(prompt.encode("utf-8", "surrogatepass")).hexdigest(),
+        )
         started = time.perf_counter()
         usage, error = Usage(), None
         try:
