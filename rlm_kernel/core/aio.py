@@ -62,31 +62,53 @@ def _shutdown(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None
 class CancelScope:
     """The in-flight calls of one run, so that an interrupt can cancel all of them."""
 
+    DRAIN_S = 1.0
+
     def __init__(self) -> None:
         self.cancelled = threading.Event()
-        self._futures: set[concurrent.futures.Future[Any]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._lock = threading.Lock()
 
     def cancel(self) -> None:
+        """Cancel every in-flight call and wait (briefly) until their cancellation has run.
+
+        Waiting matters: each call records its own end in the trace as it unwinds, so
+        the partial trace is complete when the interrupt reaches the user.
+        """
         self.cancelled.set()
         with self._lock:
-            pending = list(self._futures)
-        for future in pending:
-            future.cancel()
+            tasks = list(self._tasks)
+        if not tasks:
+            return
+        loop = background_loop()
+
+        async def cancel_and_wait() -> None:
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks, timeout=self.DRAIN_S)
+
+        try:
+            asyncio.run_coroutine_threadsafe(cancel_and_wait(), loop).result(timeout=self.DRAIN_S + 0.5)
+        except concurrent.futures.TimeoutError:
+            pass  # a call that ignores cancellation must not hang the interrupt
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run `coro` on the background loop and wait for it, interruptibly."""
         if self.cancelled.is_set():
             coro.close()
             raise RunCancelled()
-        future = asyncio.run_coroutine_threadsafe(coro, background_loop())
+        return self.wait(asyncio.run_coroutine_threadsafe(self._tracked(coro), background_loop()))
+
+    async def _tracked(self, coro: Coroutine[Any, Any, T]) -> T:
+        task = asyncio.current_task()
+        assert task is not None
         with self._lock:
-            self._futures.add(future)
+            self._tasks.add(task)
         try:
-            return self.wait(future)
+            return await coro
         finally:
             with self._lock:
-                self._futures.discard(future)
+                self._tasks.discard(task)
 
     def wait(self, future: concurrent.futures.Future[T]) -> T:
         try:
@@ -101,7 +123,3 @@ class CancelScope:
         except BaseException:
             future.cancel()
             raise
-
-    def sleep(self, seconds: float) -> None:
-        if self.cancelled.wait(seconds):
-            raise RunCancelled()

@@ -65,6 +65,7 @@ class RLM:
         on_event: EventHandler | Iterable[EventHandler] | None = None,
         *,
         child_max_iterations: int | None = None,
+        max_output_tokens: int = 4096,
         cell_timeout: float | None = None,
         call_timeout: float = 120.0,
         retries: int = 3,
@@ -82,6 +83,7 @@ class RLM:
         self.child_max_iterations = child_max_iterations or max(3, max_iterations // 2)
         self.limits = Limits(max_llm_calls, max_tokens, max_cost_usd, max_seconds)
         self.max_output_chars = max_output_chars
+        self.max_output_tokens = max_output_tokens  # per-call output cap, applied only under a token or cost budget
         self.concurrency = concurrency
         self.cell_timeout = cell_timeout
         self.call_timeout = call_timeout
@@ -289,7 +291,8 @@ class _Node:
         failed = False
         for index, code in enumerate(blocks):
             before = self._snapshot()
-            result = self.repl.execute(code)
+            left = self.tree.ledger.seconds_left()
+            result = self.repl.execute(code, None if left is None else max(left, 0.001))
             submitted = result.submitted or self._restore_tools()
             created, rebound = _diff(before, self._snapshot())
             output = self.tree.redactor.text(truncate(result.observation(), self.rlm.max_output_chars))
@@ -335,26 +338,32 @@ class _Node:
         rlm, ledger = self.rlm, self.tree.ledger
         messages = [{**m, "content": self.tree.redactor.text(str(m["content"]))} for m in messages]
         estimate = rlm.lm.estimate_tokens(messages)
+        in_rate = out_rate = 0.0
+        if rlm.limits.max_cost_usd is not None:
+            in_rate, out_rate = rlm.lm.price(model, 1, 0) or 0.0, rlm.lm.price(model, 0, 1) or 0.0
         for attempt in itertools.count():
-            cap = ledger.output_cap(estimate)
-            price = rlm.lm.price(model, estimate, cap or 0) if rlm.limits.max_cost_usd is not None else 0.0
-            reservation = ledger.reserve(estimate, cap or 0, price or 0.0)
-            left = ledger.seconds_left()
-            timeout = rlm.call_timeout if left is None else max(0.01, min(rlm.call_timeout, left))
-            try:
-                async with self.tree.semaphore:
-                    completion = await rlm.lm.acomplete(messages, model=model, max_output_tokens=cap, timeout=timeout)
-            except TransientModelError as exc:
-                ledger.settle(reservation, Usage())
-                if attempt >= rlm.retries:
-                    raise ModelError(f"{exc} (gave up after {attempt + 1} attempts)") from None
-                await asyncio.sleep(rlm.retry_backoff * 2**attempt * random.uniform(0.5, 1.0))
-                continue
-            except BaseException:
-                ledger.settle(reservation, Usage())
-                raise
-            ledger.settle(reservation, completion.usage)
-            return completion
+            # Reserve inside the semaphore, so calls queued behind it hold no budget.
+            async with self.tree.semaphore:
+                while (reservation := ledger.reserve(estimate, rlm.max_output_tokens, in_rate, out_rate)) is None:
+                    await asyncio.sleep(0.01)  # it fits once in-flight calls settle
+                left = ledger.seconds_left()
+                timeout = rlm.call_timeout if left is None else max(0.01, min(rlm.call_timeout, left))
+                try:
+                    completion = await rlm.lm.acomplete(
+                        messages, model=model, max_output_tokens=reservation.output_cap, timeout=timeout
+                    )
+                except TransientModelError as exc:
+                    ledger.settle(reservation, Usage())
+                    failure = exc
+                except BaseException:
+                    ledger.settle(reservation, Usage())
+                    raise
+                else:
+                    ledger.settle(reservation, completion.usage)
+                    return completion
+            if attempt >= rlm.retries:
+                raise ModelError(f"{failure} (gave up after {attempt + 1} attempts)") from None
+            await asyncio.sleep(rlm.retry_backoff * 2**attempt * random.uniform(0.5, 1.0))
         raise AssertionError("unreachable")
 
     async def _asub_llm(self, prompt: str, model: str | None) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -45,15 +46,20 @@ class Limits:
 class Reservation:
     tokens: int
     cost_usd: float
+    output_cap: int | None  # the most output tokens this call may produce (None: no limit applies)
     settled: bool = False
+
+
+MIN_OUTPUT_TOKENS = 16  # below this a reply cannot hold a useful step
 
 
 class Ledger:
     """Thread-safe accounting against tree-wide limits.
 
-    A call first reserves its worst case (one call, its estimated input plus its
-    output cap, their price), so concurrent calls can never jointly overspend;
-    settling replaces the reservation with what the provider reported.
+    A call first reserves its worst case (one call, its estimated input, an output
+    cap, their price), so concurrent calls can never jointly overspend; settling
+    replaces the reservation with what the provider reported. A call that would fit
+    once in-flight calls settle is told to wait (None) rather than refused.
     """
 
     def __init__(self, limits: Limits) -> None:
@@ -70,16 +76,14 @@ class Ledger:
             return None
         return self.limits.max_seconds - (time.monotonic() - self.started)
 
-    def output_cap(self, estimated_input: int) -> int | None:
-        """The most output tokens a call may produce without passing max_tokens."""
-        if self.limits.max_tokens is None:
-            return None
-        with self._lock:
-            left = self.limits.max_tokens - self.used.tokens - self._reserved_tokens
-        return left - estimated_input
+    def reserve(
+        self, input_tokens: int, max_output: int, input_rate: float = 0.0, output_rate: float = 0.0
+    ) -> Reservation | None:
+        """Charge one call's worst case; None means "wait for in-flight calls"; raises BudgetExhausted.
 
-    def reserve(self, input_tokens: int, output_tokens: int, cost_usd: float = 0.0) -> Reservation:
-        """Charge one call's worst case, or raise BudgetExhausted naming the limit."""
+        `max_output` is the output the call would like to be able to produce; the rates are
+        US dollars per input and per output token (0 when unknown).
+        """
         lim = self.limits
         with self._lock:
             if lim.max_llm_calls is not None and self.used.llm_calls >= lim.max_llm_calls:
@@ -87,20 +91,37 @@ class Ledger:
             left = self.seconds_left()
             if left is not None and left <= 0:
                 self._refuse("max_seconds", f"the {lim.max_seconds:g} s time budget is spent")
-            tokens = input_tokens + output_tokens
-            if lim.max_tokens is not None and (
-                self.used.tokens + self._reserved_tokens + tokens > lim.max_tokens or output_tokens <= 0
-            ):
-                self._refuse("max_tokens", f"the {lim.max_tokens:,} token budget cannot cover another call")
-            if lim.max_cost_usd is not None and (
-                self.used.cost_usd + self._reserved_cost + cost_usd > lim.max_cost_usd
-            ):
-                self._refuse("max_cost_usd", f"the ${lim.max_cost_usd:g} cost budget cannot cover another call")
+            room = self._output_room(input_tokens, input_rate, output_rate, self._reserved_tokens, self._reserved_cost)
+            if room is not None and room[0] < MIN_OUTPUT_TOKENS:
+                if self._output_room(input_tokens, input_rate, output_rate, 0, 0.0)[0] >= MIN_OUTPUT_TOKENS:  # type: ignore[index]
+                    return None
+                limit = room[1]
+                budget = f"{lim.max_tokens:,} token" if limit == "max_tokens" else f"${lim.max_cost_usd:g} cost"
+                self._refuse(limit, f"the {budget} budget cannot cover another call")
+            cap = None if room is None else min(max_output, room[0])
+            tokens = input_tokens + (cap or 0)
+            cost = input_tokens * input_rate + (cap or 0) * output_rate
             # The call counts as soon as it is sent: a failed attempt still cost a request.
             self.used.llm_calls += 1
             self._reserved_tokens += tokens
-            self._reserved_cost += cost_usd
-        return Reservation(tokens, cost_usd)
+            self._reserved_cost += cost
+        return Reservation(tokens, cost, cap)
+
+    def _output_room(
+        self, input_tokens: int, input_rate: float, output_rate: float, reserved_tokens: int, reserved_cost: float
+    ) -> tuple[int, str] | None:
+        """The most output tokens the token and cost limits allow, and which limit binds (None: no limit)."""
+        lim = self.limits
+        rooms = []
+        if lim.max_tokens is not None:
+            rooms.append((lim.max_tokens - self.used.tokens - reserved_tokens - input_tokens, "max_tokens"))
+        if lim.max_cost_usd is not None:
+            dollars = lim.max_cost_usd - self.used.cost_usd - reserved_cost - input_tokens * input_rate
+            if output_rate > 0:
+                rooms.append((math.floor(dollars / output_rate), "max_cost_usd"))
+            elif dollars < 0:
+                rooms.append((-1, "max_cost_usd"))
+        return min(rooms) if rooms else None
 
     def settle(self, reservation: Reservation, actual: Usage) -> None:
         with self._lock:

@@ -18,7 +18,7 @@ from rlm_kernel.core.errors import ModelError, TransientModelError
 from rlm_kernel.core.ledger import Usage
 
 Messages = list[dict[str, Any]]
-OFFLINE_PROVIDERS = ("scripted/",)
+OFFLINE_PROVIDERS = ("scripted/", "replay/")
 
 _litellm: Any = None
 _import_lock = threading.Lock()
@@ -93,15 +93,14 @@ class LiteLLM:
         return estimate_tokens(messages)
 
     def price(self, model: str, input_tokens: int, output_tokens: int) -> float | None:
-        if model.startswith(OFFLINE_PROVIDERS):
-            return 0.0
+        """US dollars from litellm's price map; offline models cost 0 unless a price is registered for them."""
         litellm = import_litellm()
         try:
             prompt_cost, completion_cost = litellm.cost_per_token(
                 model=model, prompt_tokens=input_tokens, completion_tokens=output_tokens
             )
         except Exception:  # litellm raises various errors for unmapped models
-            return None
+            return 0.0 if model.startswith(OFFLINE_PROVIDERS) else None
         return float(prompt_cost + completion_cost)
 
     def complete(
@@ -151,12 +150,10 @@ class LiteLLM:
             # Some local servers omit usage; count it ourselves rather than record zero.
             input_tokens = litellm.token_counter(model=model, messages=messages)
             output_tokens = litellm.token_counter(model=model, text=text)
-        cost = 0.0 if model.startswith(OFFLINE_PROVIDERS) else None
-        if cost is None:
-            try:
-                cost = float(litellm.completion_cost(completion_response=response))
-            except Exception:  # unmapped model: tokens only
-                cost = None
+        try:
+            cost: float | None = float(litellm.completion_cost(completion_response=response, model=model))
+        except Exception:  # not priced from the response: fall back to the price map (None when unmapped)
+            cost = self.price(model, int(input_tokens), int(output_tokens))
         return Usage(
             llm_calls=1,
             input_tokens=int(input_tokens),

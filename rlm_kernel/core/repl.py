@@ -42,7 +42,9 @@ class ExecResult:
 class REPL(Protocol):
     """Where model-written code runs: a namespace that persists across blocks."""
 
-    def execute(self, code: str) -> ExecResult: ...
+    def execute(self, code: str, timeout: float | None = None) -> ExecResult:
+        """Run one block; `timeout` (seconds) stops it early when the run's time budget is short."""
+        ...
 
     def set(self, name: str, value: object) -> None: ...
 
@@ -91,8 +93,9 @@ class NamespaceREPL:
     def names(self) -> list[str]:
         return [n for n in self.namespace if not n.startswith("__")]
 
-    def execute(self, code: str) -> ExecResult:
+    def execute(self, code: str, timeout: float | None = None) -> ExecResult:
         result = ExecResult()
+        limit = min((t for t in (self.cell_timeout, timeout) if t is not None), default=None)
         started = time.perf_counter()
         filename = f"<rlm-cell-{next(_cell_ids)}>"
         # Registering the source lets tracebacks quote the model's own lines.
@@ -100,7 +103,7 @@ class NamespaceREPL:
         with capture_thread_output(self.max_output_chars) as (out, err):
             try:
                 body, last = _split_trailing_expression(code, filename)
-                with _deadline(self.cell_timeout):
+                with _deadline(limit):
                     exec(body, self.namespace)
                     if last is not None:
                         value = eval(last, self.namespace)
@@ -109,9 +112,10 @@ class NamespaceREPL:
             except SubmitAnswer as submitted:
                 result.submitted = submitted
             except CellTimeout:
+                why = f"cell_timeout={self.cell_timeout:g}s" if limit == self.cell_timeout else "the run's time budget"
                 result.error = (
-                    f"TimeoutError: this code ran longer than cell_timeout={self.cell_timeout:g}s and was "
-                    "stopped. Variables assigned before that point are kept."
+                    f"TimeoutError: this code ran past {why} and was stopped. "
+                    "Variables assigned before that point are kept."
                 )
             except KeyboardInterrupt:
                 raise

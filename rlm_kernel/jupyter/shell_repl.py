@@ -31,8 +31,8 @@ class ShellREPL(NamespaceREPL):
         hidden = self.shell.user_ns_hidden
         return [n for n in self.namespace if n not in hidden and not n.startswith("_")]
 
-    def execute(self, code: str) -> ExecResult:
-        return super().execute(self.shell.transform_cell(code))
+    def execute(self, code: str, timeout: float | None = None) -> ExecResult:
+        return super().execute(self.shell.transform_cell(code), timeout)
 
     def restore(self) -> None:
         for name, value in self._saved.items():
