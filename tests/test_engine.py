@@ -362,3 +362,28 @@ def test_acompletion(scripted):
 
     model = scripted([repl("FINAL(len(context))")])
     assert asyncio.run(RLM(model=model).acompletion("abc", "q")).answer == 3
+
+
+def test_approve_runs_only_confirmed_blocks(scripted):
+    asked = []
+
+    def approver(code, node_id, depth):
+        asked.append((code, node_id, depth))
+        return "dangerous" not in code
+
+    model = scripted([repl("dangerous = 1"), repl("safe = 2\nFINAL(safe)")])
+    result = RLM(model=model, approve=approver).completion(DOC, "q")
+    assert result.answer == 2
+    assert [a[1:] for a in asked] == [("n0", 0), ("n0", 0)]
+    first = result.trace.root.iterations[0].cells[0]
+    assert "declined" in first.output and first.created == []
+
+
+def test_approve_true_without_a_terminal_refuses_before_any_call(scripted, monkeypatch):
+    import io
+
+    from rlm_kernel.core.approve import ApprovalUnavailable
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    with pytest.raises(ApprovalUnavailable, match="interactive terminal"):
+        RLM(model=scripted(["never asked"]), approve=True).completion(DOC, "q")

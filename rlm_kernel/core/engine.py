@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rlm_kernel.core.aio import CancelScope, RunCancelled
+from rlm_kernel.core.approve import DECLINED, Approver, console_approver
 from rlm_kernel.core.capture import truncate
 from rlm_kernel.core.context import check_context, context_metadata, make_helpers
 from rlm_kernel.core.errors import BudgetExhausted, ModelError, RunInterrupted, SubmitAnswer, TransientModelError
@@ -30,7 +31,7 @@ from rlm_kernel.core.prompts import (
     out_of_iterations_message,
     system_prompt,
 )
-from rlm_kernel.core.repl import REPL, NamespaceREPL
+from rlm_kernel.core.repl import REPL, ExecResult, NamespaceREPL
 from rlm_kernel.core.result import RLMResult
 from rlm_kernel.core.trace import Event, EventHandler, JSONLWriter, Trace
 
@@ -66,6 +67,8 @@ class RLM:
         *,
         child_max_iterations: int | None = None,
         max_output_tokens: int = 4096,
+        approve: bool | Approver = False,
+        isolation: str | None = None,
         cell_timeout: float | None = None,
         call_timeout: float = 120.0,
         retries: int = 3,
@@ -92,6 +95,10 @@ class RLM:
         self.trace_path = trace_path
         self.on_event = [on_event] if callable(on_event) else list(on_event or [])
         self.api_key = api_key
+        self.approve = approve
+        if isolation not in (None, "kernel"):
+            raise ValueError(f"isolation must be None or 'kernel', not {isolation!r}")
+        self.isolation = isolation
         self.lm: LM = lm or LiteLLM(api_base=api_base, api_key=api_key, router=router)
 
     def completion(self, context: object, query: str, *, repl: REPL | None = None) -> RLMResult:
@@ -107,10 +114,20 @@ class RLM:
             scope.cancel()
             raise
 
+    def new_repl(self) -> REPL:
+        """A fresh namespace for a node: in process, or in its own limited kernel when isolated."""
+        if self.isolation == "kernel":
+            # Imported here: the isolated kernel needs jupyter_client, which core does not import otherwise.
+            from rlm_kernel.isolation import KernelREPL
+
+            return KernelREPL(cell_timeout=self.cell_timeout, max_output_chars=self.max_output_chars)
+        return NamespaceREPL(cell_timeout=self.cell_timeout, max_output_chars=self.max_output_chars)
+
     def _complete(self, context: object, query: str, repl: REPL | None, scope: CancelScope) -> RLMResult:
         check_context(context)
-        tree = _Tree(self, scope)
-        repl = repl or NamespaceREPL(cell_timeout=self.cell_timeout, max_output_chars=self.max_output_chars)
+        approver = console_approver() if self.approve is True else self.approve or None
+        tree = _Tree(self, scope, approver)
+        repl = repl or self.new_repl()
         root = _Node(self, tree, context, query, depth=0, parent_id=None, repl=repl, model=self.model, max_iterations=self.max_iterations)
         try:
             outcome = root.run()
@@ -134,8 +151,10 @@ class _Outcome:
 class _Tree:
     """What every node of one call tree shares: the ledger, the cancel scope, the event stream."""
 
-    def __init__(self, rlm: RLM, scope: CancelScope) -> None:
+    def __init__(self, rlm: RLM, scope: CancelScope, approver: Approver | None = None) -> None:
         self.ledger = Ledger(rlm.limits)
+        self.approver = approver
+        self._approval_lock = threading.Lock()  # children ask from their threads: one question at a time
         self.redactor = Redactor([rlm.api_key])
         self.scope = scope
         self.trace = Trace()
@@ -161,6 +180,12 @@ class _Tree:
                     if not self.handler_errors:
                         print(f"rlm_kernel: event handler failed: {exc!r}", file=sys.stderr)
                     self.handler_errors.append(repr(exc))
+
+    def approves(self, code: str, node_id: str, depth: int) -> bool:
+        if self.approver is None:
+            return True
+        with self._approval_lock:
+            return bool(self.approver(code, node_id, depth))
 
     def close_open_nodes(self) -> None:
         for node in list(self.trace.nodes.values()):
@@ -292,7 +317,10 @@ class _Node:
         for index, code in enumerate(blocks):
             before = self._snapshot()
             left = self.tree.ledger.seconds_left()
-            result = self.repl.execute(code, None if left is None else max(left, 0.001))
+            if self.tree.approves(code, self.id, self.depth):
+                result = self.repl.execute(code, None if left is None else max(left, 0.001))
+            else:
+                result = ExecResult(stdout=DECLINED)
             submitted = result.submitted or self._restore_tools()
             created, rebound = _diff(before, self._snapshot())
             output = self.tree.redactor.text(truncate(result.observation(), self.rlm.max_output_chars))
@@ -458,7 +486,7 @@ class _Node:
     def _child(self, context: object, query: str, model: str | None) -> Any:
         check_context(context)
         rlm = self.rlm
-        repl = NamespaceREPL(cell_timeout=rlm.cell_timeout, max_output_chars=rlm.max_output_chars)
+        repl = rlm.new_repl()
         child = _Node(
             rlm, self.tree, context, query, depth=self.depth + 1, parent_id=self.id, repl=repl,
             model=model or rlm.sub_model, max_iterations=rlm.child_max_iterations,
@@ -495,7 +523,7 @@ class _Node:
             pool.shutdown(wait=False, cancel_futures=True)
 
     def _snapshot(self) -> dict[str, int]:
-        return {n: id(self.repl.get(n)) for n in self.repl.names() if n not in self.tools and not n.startswith("_")}
+        return {n: v for n, v in self.repl.snapshot().items() if n not in self.tools and not n.startswith("_")}
 
     def _variables_note(self, names: list[str]) -> str:
         if not names:

@@ -52,6 +52,10 @@ class REPL(Protocol):
 
     def names(self) -> list[str]: ...
 
+    def snapshot(self) -> dict[str, int]:
+        """An identity per name (equal while the name stays bound to the same object): shows what code rebound."""
+        ...
+
 
 class CellTimeout(BaseException):
     """Raised into model code that ran past cell_timeout (a BaseException: `except Exception` can't hide it)."""
@@ -92,6 +96,9 @@ class NamespaceREPL:
 
     def names(self) -> list[str]:
         return [n for n in self.namespace if not n.startswith("__")]
+
+    def snapshot(self) -> dict[str, int]:
+        return {n: id(self.namespace[n]) for n in self.names()}
 
     def execute(self, code: str, timeout: float | None = None) -> ExecResult:
         result = ExecResult()
