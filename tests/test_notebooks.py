@@ -89,3 +89,31 @@ def test_interrupt_stops_a_run_within_a_second_and_the_kernel_lives_on():
             release.set()
             kc.stop_channels()
             km.shutdown_kernel(now=True)
+
+
+def test_cell_timeout_stops_blocking_and_looping_code_at_depth_0_in_the_kernel():
+    km, kc = start_new_kernel(kernel_name="rlm")
+    try:
+        setup = (
+            "from rlm_kernel.models.policies import register_policy\n"
+            "fence = chr(96) * 3\n"
+            "register_policy([f'{fence}repl\\nimport time\\ntime.sleep(10**6)\\n{fence}',\n"
+            "                 f'{fence}repl\\nwhile True:\\n    pass\\n{fence}',\n"
+            "                 f'{fence}repl\\nFINAL(\"survived\")\\n{fence}'], 'sleepy')\n"
+            "doc = 'text'\n"
+            "%config RLMMagics.cell_timeout = 1.0"
+        )
+        content, _ = _execute(kc, setup)
+        assert content["status"] == "ok"
+        started = time.monotonic()
+        content, outputs = _execute(kc, "%%rlm --context doc --model scripted/sleepy\nq", timeout=60)
+        assert content["status"] == "ok", content
+        assert time.monotonic() - started < 20
+        results = [m["content"]["data"]["text/plain"] for m in outputs if m["msg_type"] == "execute_result"]
+        assert results == ["'survived'"]
+        content, outputs = _execute(kc, "print([c.error.splitlines()[0] for it in rlm_last.trace.root.iterations for c in it.cells if c.error])")
+        printed = "".join(m["content"].get("text", "") for m in outputs if m["msg_type"] == "stream")
+        assert printed.count("cell_timeout=1s") == 2
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
