@@ -1,0 +1,117 @@
+"""Reliability figures: faults, interrupts, runaway code and budgets, measured.
+
+    python -m rlm_kernel.bench.reliability
+
+Each figure comes from a real run against `rlm serve-model` on 127.0.0.1 or an
+offline scripted policy; the same behaviours are asserted in tests/test_reliability.py,
+tests/test_budgets.py and tests/test_notebooks.py.
+"""
+
+from __future__ import annotations
+
+import _thread
+import os
+import platform
+import threading
+import time
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from rlm_kernel import RLM  # noqa: E402
+from rlm_kernel.core import RunInterrupted  # noqa: E402
+from rlm_kernel.models.policies import ScriptedReplies, register_policy  # noqa: E402
+from rlm_kernel.models.server import ModelServer  # noqa: E402
+
+FENCE = "`" * 3
+
+
+def _block(code: str) -> str:
+    return f"{FENCE}repl\n{code}\n{FENCE}"
+
+
+def faults() -> str:
+    root = ScriptedReplies([_block("replies = llm_query_batched([f'p{i}' for i in range(1000)])"), _block("FINAL(replies)")])
+
+    def policy(messages):
+        return root(messages) if messages[0]["role"] == "system" else "ok"
+
+    kinds = ("429", "500", "timeout", "malformed")
+    with ModelServer(policy, fail_rate=0.4, faults=kinds, timeout_fault_seconds=5, seed=11) as server:
+        started = time.perf_counter()
+        result = RLM(model="openai/policy", api_base=server.url, concurrency=64, call_timeout=1.0, retries=3, retry_backoff=0.05).completion("ctx", "q")
+        seconds = time.perf_counter() - started
+        stats = server.stats()
+    ok = sum(1 for r in result.answer if r == "ok")
+    injected = ", ".join(f"{stats['faults'][k]} {k}" for k in kinds)
+    return (
+        f"1,000 sub-calls at 40% injected faults ({injected}): {ok} answered, {1000 - ok} hold their error text, "
+        f"0 crashed; {stats['requests']:,} requests served = {result.usage.llm_calls:,} calls on the ledger; {seconds:.1f} s"
+    )
+
+
+def interrupt() -> str:
+    release = threading.Event()
+
+    def policy(messages):
+        if messages[0]["role"] == "system":
+            return _block("out = llm_query_batched(['slow'] * 64)")
+        release.wait(30)
+        return "late"
+
+    with ModelServer(policy) as server:
+        stamps: list[float] = []
+
+        def fire() -> None:
+            while server.stats()["max_in_flight"] < 64:
+                time.sleep(0.01)
+            stamps.append(time.monotonic())
+            _thread.interrupt_main()
+
+        threading.Thread(target=fire, daemon=True).start()
+        try:
+            RLM(model="openai/policy", api_base=server.url, concurrency=64).completion("ctx", "q")
+            raise AssertionError("the run was not interrupted")
+        except RunInterrupted as stop:
+            stopped = time.monotonic() - stamps[0]
+            cancelled = sum(1 for s in stop.result.trace.root.subcalls if s.error == "cancelled")
+        release.set()
+    return f"interrupt with 64 sub-calls in flight: run stopped {stopped * 1000:.0f} ms after the interrupt; {cancelled}/64 calls cancelled and recorded"
+
+
+def runaway_code() -> str:
+    lines = []
+    for label, code in (("busy loop", "while True:\n    pass"), ("time.sleep(10**6)", "import time\ntime.sleep(10**6)")):
+        model = register_policy([_block(code), _block("FINAL('went on')")])
+        started = time.perf_counter()
+        result = RLM(model=model, cell_timeout=1.0).completion("ctx", "q")
+        lines.append(f"{label} stopped and the run went on ({result.answer!r}) in {time.perf_counter() - started:.2f} s")
+    return "cell_timeout=1 s on the main thread: " + "; ".join(lines)
+
+
+def budgets() -> str:
+    def greedy(messages):
+        if messages[0]["role"] != "system":
+            return "reply " * 10
+        return _block("print(llm_query_batched(['x ' * 40] * 8))")
+
+    model = register_policy(greedy)
+    rows = []
+    for limits in ({"max_llm_calls": 25}, {"max_tokens": 8_000}, {"max_seconds": 0.5}):
+        result = RLM(model=model, max_iterations=50, concurrency=8, **limits).completion("ctx", "q")
+        (name, limit), = limits.items()
+        used = {"max_llm_calls": result.usage.llm_calls, "max_tokens": result.usage.tokens, "max_seconds": round(result.seconds, 2)}[name]
+        rows.append(f"{name}={limit}: used {used}, stopped by {result.limit}")
+    return "budgets (8 concurrent sub-calls per step): " + "; ".join(rows)
+
+
+def main() -> int:
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    RLM(model="scripted/demo").completion("warm up litellm", "warm up")
+    for figure in (faults, interrupt, runaway_code, budgets):
+        print(figure())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
