@@ -31,6 +31,11 @@ def rlm_spec(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield Path(install(prefix=str(prefix)))
 
 
+def question_of(messages: list[dict[str, Any]]) -> str:
+    """The question an RLM node was asked (its first user message starts with it)."""
+    return str(messages[1]["content"]).split("\n", 1)[0].removeprefix("Question: ")
+
+
 def repl(code: str, prose: str = "Working on it.") -> str:
     """A model reply with one ```repl block."""
     return f"{prose}\n```repl\n{code}\n```\n"

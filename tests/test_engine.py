@@ -11,7 +11,7 @@ import pytest
 from rlm_kernel import RLM
 from rlm_kernel.core import RunInterrupted, Trace
 from rlm_kernel.core.context import ContextError
-from tests.conftest import repl
+from tests.conftest import question_of, repl
 
 DOC = "alpha line\n" * 50 + "The secret code is 4242.\n" + "omega line\n" * 50
 
@@ -194,7 +194,7 @@ def _depth_policy(messages):
     system = messages[0]["content"] if messages[0]["role"] == "system" else ""
     if not system:
         return "leaf:" + messages[-1]["content"].split("\n", 1)[0]
-    question = messages[1]["content"].split("\n", 1)[0].removeprefix("Question: ")
+    question = question_of(messages)
     if len(messages) > 2:
         return repl("FINAL(got)")
     if "start a child RLM" in system:
@@ -231,7 +231,7 @@ def test_rlm_query_at_the_depth_limit_degrades_to_llm_query(scripted):
 
 def test_batched_children_capture_their_own_output(scripted):
     def policy(messages):
-        question = messages[1]["content"].split("\n", 1)[0].removeprefix("Question: ")
+        question = question_of(messages)
         if question == "root":
             if len(messages) > 2:
                 return repl("FINAL(outs)")

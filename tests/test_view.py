@@ -19,7 +19,7 @@ from rlm_kernel.core import Event, Trace, Usage
 from rlm_kernel.core.repl import NamespaceREPL
 from rlm_kernel.jupyter.html import STATUS_COLOURS, node_summary, render_html, render_node_html
 from rlm_kernel.jupyter.view import TraceView
-from tests.conftest import repl
+from tests.conftest import question_of, repl
 from tests.test_engine import DOC, _depth_policy
 
 # The view draws from its own thread: an exception there is a failure, not a warning.
@@ -52,7 +52,7 @@ def _batched_policy(messages: list[dict[str, Any]]) -> str:
     """Root starts 8 children at once; each child fans out 4 sub-model calls, then answers."""
     if messages[0]["role"] != "system":
         return "sub:" + messages[-1]["content"]
-    question = messages[1]["content"].split("\n", 1)[0].removeprefix("Question: ")
+    question = question_of(messages)
     if question == "root":
         if len(messages) > 2:
             return repl("FINAL(outs)")
