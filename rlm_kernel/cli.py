@@ -1,13 +1,16 @@
-"""The `rlm` command: `rlm run` asks a question about a file; `rlm serve-model` serves an offline policy."""
+"""The `rlm` command: `rlm run` asks a question about a file; `rlm export` writes a trace as a notebook;
+`rlm trace convert` writes a trace in the reference implementation's log format; `rlm serve-model` serves
+an offline policy."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from rlm_kernel.core import RLM, RunInterrupted
 from rlm_kernel.core.context import ContextError, load_context
+from rlm_kernel.core.trace import Trace
 
 DEFAULT_QUERY = "Summarize the context."
 
@@ -65,19 +68,69 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("export", help="write a JSONL trace as a notebook that reads as a report and re-runs offline")
+    p.add_argument("trace", help="the JSONL trace (rlm run --trace-out)")
+    p.add_argument("notebook", help="the .ipynb to write")
+    p.add_argument("--context", help="the run's context (file, folder or glob), embedded so the notebook re-runs")
+    embed = p.add_mutually_exclusive_group()
+    embed.add_argument("--with-context", dest="with_context", action="store_true", default=None, help="embed the context whatever its size")
+    embed.add_argument("--no-context", dest="with_context", action="store_false", help="never embed the context")
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from rlm_kernel.jupyter.export import write_notebook  # Jupyter only for this command
+
+    trace = Trace.from_jsonl(args.trace)
+    context = load_context(args.context) if args.context else None
+    exported = write_notebook(trace, args.notebook, context=context, with_context=args.with_context)
+    print(f"wrote {exported.path} ({exported.cells} cells); context: {exported.context}")
+    return 0
+
+
+def _trace_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("trace", help="work with JSONL traces")
+    trace_sub = p.add_subparsers(dest="trace_command", required=True, parser_class=_Parser)
+    convert = trace_sub.add_parser("convert", help="write a trace in another log format")
+    convert.add_argument("trace", help="the JSONL trace")
+    convert.add_argument("--to", required=True, choices=["reference"], help="reference: the log format of alexzhang13/rlm, for its viewer")
+    convert.add_argument("out", help="the file to write")
+
+
+def _cmd_trace(args: argparse.Namespace) -> int:
+    from rlm_kernel.core.reference_format import write_reference
+
+    lines = write_reference(Trace.from_jsonl(args.trace), args.out)
+    print(f"wrote {args.out}: a metadata line and {lines - 1} iteration lines of the root call")
+    return 0
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"run": _cmd_run, "export": _cmd_export, "trace": _cmd_trace}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _Parser(prog="rlm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _run_parser(sub)
+    _export_parser(sub)
+    _trace_parser(sub)
     sub.add_parser("serve-model", help="serve an offline policy as an OpenAI-compatible server", add_help=False)
+    sub.add_parser("bench", help="long-context benchmarks, their report, and performance figures", add_help=False)
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["serve-model"]:
         from rlm_kernel.models.server import main as serve_main
 
         return serve_main(argv[1:])
+    if argv[:1] == ["bench"]:
+        from rlm_kernel.bench import main as bench_main
+
+        return bench_main(argv[1:])
     args = parser.parse_args(argv)
     try:
-        return _cmd_run(args)
+        return _COMMANDS[args.command](args)
+    except (OSError, ValueError) as exc:  # a missing file, a file that is not a trace (ContextError is a ValueError)
+        print(f"rlm: error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

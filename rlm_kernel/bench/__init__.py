@@ -1,1 +1,40 @@
-"""Benchmarks: engine performance figures (and, later, long-context tasks)."""
+"""Benchmarks: long-context tasks (S-NIAH, OOLONG-like, OOLONG-Pairs-like), their runner and report, and performance figures.
+
+    rlm bench TASK --model M [--sub-model M] [--api-base URL] --sizes 8k,32k --n N --mode rlm|direct [--out F]
+    rlm bench report F [F ...] [--plot score.png]
+    rlm bench perf [--quick] [--figures 1,2,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+
+class UsageError(Exception):
+    """A user error: reported as one line with exit status 2, no traceback."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`rlm bench ...`: dispatch to the task runner, the report or the performance figures."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv[:1] in (["perf"], ["report"]) else None
+    # Imported per command: the runner needs the engine, the report only matplotlib.
+    module = importlib.import_module(f"rlm_kernel.bench.{command or 'runner'}")
+    parser = _Parser(
+        prog=f"rlm bench {command}" if command else "rlm bench", description=module.__doc__ if command else __doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    module.add_arguments(parser)
+    try:
+        return int(module.run(parser.parse_args(argv[1:] if command else argv)))
+    except UsageError as exc:
+        print(f"rlm bench: error: {exc}", file=sys.stderr)
+        return 2

@@ -127,6 +127,7 @@ class RLM:
         check_context(context)
         approver = console_approver() if self.approve is True else self.approve or None
         tree = _Tree(self, scope, approver)
+        own_repl = repl is None
         repl = repl or self.new_repl()
         root = _Node(self, tree, context, query, depth=0, parent_id=None, repl=repl, model=self.model, max_iterations=self.max_iterations)
         try:
@@ -137,6 +138,8 @@ class RLM:
             raise RunInterrupted(tree.result(query, _Outcome("interrupted", root.partial_answer(), "interrupted"))) from None
         finally:
             tree.close()
+            if own_repl:
+                _close(repl)
         return tree.result(query, outcome)
 
 
@@ -494,7 +497,10 @@ class _Node:
         sub_id = self.tree.new_id("s")
         self.emit("subcall_start", subcall_id=sub_id, kind="rlm", child_id=child.id, model=child.model, prompt_preview=query[:PROMPT_PREVIEW_CHARS], prompt_chars=len(query))
         started = time.perf_counter()
-        outcome = child.run()
+        try:
+            outcome = child.run()
+        finally:
+            _close(repl)
         usage = self.tree.trace.subtree_usage(child.id)
         reply = outcome.answer if outcome.status in ("done", "max_iterations") and outcome.answer is not None else None
         self.emit(
@@ -530,6 +536,13 @@ class _Node:
             return ""
         described = ", ".join(f"{n} ({_describe_value(self.repl.get(n))})" for n in names[:20])
         return f"\n[variables set: {described}{', ...' if len(names) > 20 else ''}]"
+
+
+def _close(repl: REPL) -> None:
+    """Release a REPL the engine made (an isolated kernel); an in-process namespace has nothing to release."""
+    close = getattr(repl, "close", None)
+    if close is not None:
+        close()
 
 
 def _diff(before: dict[str, int], after: dict[str, int]) -> tuple[list[str], list[str]]:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from rlm_kernel.core.ledger import Usage
 from rlm_kernel.core.trace import Trace
+
+if TYPE_CHECKING:
+    from rlm_kernel.jupyter.export import Exported
 
 STATUSES = ("done", "max_iterations", "budget", "error", "interrupted")
 
@@ -39,6 +43,17 @@ class RLMResult:
             f"status {self.status}; {u.llm_calls} model calls, {u.input_tokens:,} input + "
             f"{u.output_tokens:,} output tokens, {cost}, {self.seconds:.2f} s"
         )
+
+    def to_notebook(self, path: str | Path, context: object = None, *, with_context: bool | None = None) -> Exported:
+        """Write the run as a notebook (nbformat v4) that reads as a report.
+
+        Pass the run's `context` to embed it, so that the notebook re-runs offline (contexts over
+        20 MB only with `with_context=True`; `with_context=False` never embeds one).
+        """
+        # Imported here: core must not import Jupyter at module level.
+        from rlm_kernel.jupyter.export import write_notebook
+
+        return write_notebook(self.trace, path, context=context, with_context=with_context)
 
     def __repr__(self) -> str:
         return f"RLMResult(status={self.status!r}, answer={self.text[:80]!r}, {self.summary()})"

@@ -10,13 +10,16 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from rlm_kernel.core.ledger import Usage
+from rlm_kernel.core.redact import Redactor
 
 EVENT_KINDS = ("call_start", "iteration", "code_result", "subcall_start", "subcall_end", "call_end")
+# Not an engine event: the context itself, written into a trace file only when asked (see JSONLWriter).
+CONTEXT_RECORD = "context"
 
 
 @dataclass(frozen=True)
@@ -28,7 +31,9 @@ class Event:
     time: float = field(default_factory=time.time)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), default=str, ensure_ascii=False)
+        # Not dataclasses.asdict: it deep-copies `data` first, which costs more than the encoding.
+        fields = {"kind": self.kind, "node_id": self.node_id, "parent_id": self.parent_id, "data": self.data, "time": self.time}
+        return json.dumps(fields, default=str, ensure_ascii=False)
 
     @classmethod
     def from_json(cls, line: str) -> Event:
@@ -100,6 +105,7 @@ class Trace:
         self.events: list[Event] = []
         self.nodes: dict[str, CallNode] = {}
         self.root_id: str | None = None
+        self.contexts: dict[str, dict[str, Any]] = {}  # node id -> its context record: sha256, and value or why omitted
         self._lock = threading.Lock()
 
     @classmethod
@@ -112,7 +118,25 @@ class Trace:
     @classmethod
     def from_jsonl(cls, path: str | Path) -> Trace:
         with open(path, encoding="utf-8") as f:
-            return cls.from_events(Event.from_json(line) for line in f if line.strip())
+            return cls.from_lines(f.read().split("\n"))
+
+    @classmethod
+    def from_lines(cls, lines: list[str]) -> Trace:
+        """A trace from JSONL lines; a last line cut short (the writer died mid-line) is left out.
+
+        A file the writer appended several runs to holds the last one (each run numbers its nodes from n0).
+        """
+        events = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                events.append(Event.from_json(line))
+            except json.JSONDecodeError:
+                if any(rest.strip() for rest in lines[number:]):
+                    raise
+        roots = [i for i, e in enumerate(events) if e.kind == "call_start" and e.parent_id is None]
+        return cls.from_events(events[roots[-1] :] if roots else events)
 
     def to_jsonl(self, path: str | Path) -> None:
         with open(path, "w", encoding="utf-8") as f:
@@ -182,6 +206,9 @@ class Trace:
         node = self.nodes[e.node_id]
         node.status, node.answer, node.error, node.seconds = d["status"], d.get("answer"), d.get("error"), d["seconds"]
 
+    def _on_context(self, e: Event) -> None:
+        self.contexts[e.node_id] = e.data
+
     def subtree_usage(self, node_id: str) -> Usage:
         total = Usage()
         for node in self.walk(node_id):
@@ -202,16 +229,38 @@ class Trace:
         return "\n".join(lines)
 
 
-class JSONLWriter:
-    """Appends each event to a file as it happens, so a crash leaves a readable prefix."""
+def context_record(node_id: str, sha256: str, context: object) -> Event:
+    """The context itself as a trace record, or the reason it is left out (not JSON, or it holds a secret)."""
+    try:
+        text = json.dumps(context, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return Event(CONTEXT_RECORD, node_id, None, {"sha256": sha256, "omitted": f"a {type(context).__name__} context is not JSON"})
+    # Redacting would make it another context (its hash and the prompts built from it change): leave it out instead.
+    if Redactor().text(text) != text:
+        return Event(CONTEXT_RECORD, node_id, None, {"sha256": sha256, "omitted": "it contains a secret (an API key or token)"})
+    return Event(CONTEXT_RECORD, node_id, None, {"sha256": sha256, "value": context})
 
-    def __init__(self, path: str | Path) -> None:
+
+class JSONLWriter:
+    """Appends each event to a file as it happens, so a crash leaves a readable prefix.
+
+    The root's call_start describes the context (hash and metadata); with `context=` the
+    context itself is also written, once, as a `context` record right after it, so that
+    the run can be replayed from the file alone.
+    """
+
+    def __init__(self, path: str | Path, context: object = None) -> None:
         self._file: IO[str] = open(path, "a", encoding="utf-8")
         self._lock = threading.Lock()
+        self._context = context
 
     def __call__(self, event: Event) -> None:
+        text = event.to_json() + "\n"
+        if self._context is not None and event.kind == "call_start" and event.parent_id is None:
+            text += context_record(event.node_id, event.data["context"]["sha256"], self._context).to_json() + "\n"
+            self._context = None  # once, and the writer stops holding on to it
         with self._lock:
-            self._file.write(event.to_json() + "\n")
+            self._file.write(text)
             self._file.flush()
 
     def close(self) -> None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import os
 import re
 import shlex
+from collections.abc import Callable
 from typing import Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
+from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import Code, display
 from traitlets import Float, Int, Unicode, default
@@ -21,9 +22,12 @@ from traitlets.config import Configurable
 from rlm_kernel.core import RLM, RLMResult, RunInterrupted
 from rlm_kernel.core.context import ContextError, check_context, context_metadata, load_context
 from rlm_kernel.jupyter import messages as msg
+from rlm_kernel.jupyter.export import ExportError, cell_outputs, decode_payload, write_notebook
+from rlm_kernel.jupyter.replay import Replayed, StepSession, load_trace, replay_run, show_outputs
 from rlm_kernel.jupyter.shell_repl import ShellREPL
+from rlm_kernel.models.replay import ReplayError, recorded_settings
 
-SUBCOMMANDS = ("config", "load", "show", "cells", "insert", "history")
+SUBCOMMANDS = ("config", "load", "show", "cells", "insert", "history", "export", "replay")
 _LINE_MAGIC = re.compile(r"^([ \t]*)%rlm[ \t]+(\S.*?)[ \t]*$")
 _ENV_DEFAULTS = {"model": "RLM_MODEL", "sub_model": "RLM_SUB_MODEL", "api_base": "RLM_API_BASE"}
 
@@ -88,6 +92,7 @@ class RLMMagics(Magics, Configurable):  # type: ignore[misc]
         shell.configurables.append(self)
         self.runs: list[RLMResult] = []
         self.default_context: str | None = None
+        self.replay: StepSession | None = None  # the replay an exported notebook is stepping through
 
     @default("model")
     def _model_from_env(self) -> str | None:
@@ -128,6 +133,13 @@ class RLMMagics(Magics, Configurable):  # type: ignore[misc]
           %rlm cells [NODE] [--run RUN]    a node's model-written code blocks and their outputs
           %rlm insert NODE[:ITERATION]     put one model-written cell below this one
           %rlm history                     this session's runs
+          %rlm export PATH.ipynb [--run N] [--with-context | --no-context]
+                                           a run as a notebook that reads as a report and re-runs offline
+          %rlm replay EXPORT.ipynb|TRACE.jsonl [--context NAME]
+                                           run a recorded run again with no model, and check its answer
+
+        An exported notebook replays itself with %%rlm_replay (its hidden setup cell), %%rlm_step
+        (one model-written block) and %rlm_replay_check (its last cell).
         """
         if cell is not None:
             return self._ask(cell, parse_argstring(self.rlm, line))
@@ -147,10 +159,7 @@ class RLMMagics(Magics, Configurable):  # type: ignore[misc]
         if not model:
             display(_Text(msg.NO_MODEL_NOTE))
             model = msg.DEMO_MODEL
-        from rlm_kernel.jupyter.view import TraceView  # ipywidgets only when a run starts
-
-        view = TraceView()
-        handle = display(view, display_id=True)
+        view, handle = self._view()
         repl = ShellREPL(self.shell, cell_timeout=self.cell_timeout, max_output_chars=self.max_output_chars)
         rlm = RLM(
             model=model,
@@ -168,28 +177,47 @@ class RLMMagics(Magics, Configurable):  # type: ignore[misc]
             trace_path=opts.trace,
             on_event=view,
         )
-        try:
-            result = rlm.completion(context, question, repl=repl)
-        except RunInterrupted as stop:
-            self._finish(stop.result, view, handle, repl)
-            raise KeyboardInterrupt from None
-        except ContextError as exc:
-            repl.restore()
-            raise UsageError(str(exc)) from None
-        self._finish(result, view, handle, repl)
-        if result.status not in ("done", "max_iterations"):
-            raise RLMRunError(msg.RUN_FAILED.format(status=result.status, error=result.error))
+        context_variable = opts.context or self.default_context
+        result = self._run(lambda: rlm.completion(context, question, repl=repl), view, handle, repl, context_variable)
         if opts.out:
             self.shell.user_ns[opts.out] = result.answer
         if result.status == "max_iterations":
             display(_Text(f"*{msg.STOPPED_AT_LIMIT}*"))
         return RLMAnswer(result.answer) if isinstance(result.answer, str) else result.answer
 
-    def _finish(self, result: RLMResult, view: Any, handle: Any, repl: ShellREPL) -> None:
+    def _view(self) -> tuple[Any, Any]:
+        from rlm_kernel.jupyter.view import TraceView  # ipywidgets only when a run starts
+
+        view = TraceView()
+        return view, display(view, display_id=True)
+
+    def _run(
+        self, complete: Callable[[], RLMResult], view: Any, handle: Any, repl: ShellREPL, context_variable: str | None
+    ) -> RLMResult:
+        """Run to the end under the live view; a failed or stopped run fails the cell and keeps its partial trace."""
+        try:
+            result = complete()
+        except RunInterrupted as stop:
+            self._finish(stop.result, view, handle, repl, context_variable)
+            raise KeyboardInterrupt from None
+        except (ContextError, ReplayError) as exc:
+            repl.restore()
+            raise UsageError(str(exc)) from None
+        self._finish(result, view, handle, repl, context_variable)
+        if result.status not in ("done", "max_iterations"):
+            raise RLMRunError(msg.RUN_FAILED.format(status=result.status, error=result.error))
+        return result
+
+    def _finish(self, result: RLMResult, view: Any, handle: Any, repl: ShellREPL, context_variable: str | None) -> None:
         repl.restore()
         view.close()
         if handle is not None:
             handle.update(view)  # the final bundle: its text/html fallback now holds the whole tree
+        # The name, not the value: `%rlm export` embeds the context if the variable still holds it.
+        result.extra["context_variable"] = context_variable
+        self._record(result)
+
+    def _record(self, result: RLMResult) -> None:
         self.runs.append(result)
         self.shell.user_ns["rlm_last"] = result
 
@@ -304,6 +332,109 @@ class RLMMagics(Magics, Configurable):  # type: ignore[misc]
             rows.append(f"| {number} | {question} | {run.status} | {u.llm_calls} | {u.input_tokens + u.output_tokens:,} | {cost} | {run.seconds:.1f} |")
         display(_Text("\n".join(rows)))
 
+    def _cmd_export(self, rest: str, word: str) -> None:
+        args = self._split(rest, word)
+        run = _take_option(args, "--run")
+        with_context = True if _take_flag(args, "--with-context") else False if _take_flag(args, "--no-context") else None
+        if len(args) != 1 or not args[0].endswith(".ipynb"):
+            raise UsageError(msg.EXPORT_USAGE)
+        result = self._run_numbered(run)
+        name = result.extra.get("context_variable")
+        try:
+            exported = write_notebook(result.trace, os.path.expanduser(args[0]), context=self.shell.user_ns.get(name), with_context=with_context)
+        except (ExportError, OSError) as exc:
+            raise UsageError(str(exc)) from None
+        note = msg.EXPORTED.format(path=exported.path, cells=exported.cells, context=exported.context)
+        display(_Text(note + ("" if exported.rerunnable else msg.EXPORT_CANNOT_RERUN)))
+
+    def _cmd_replay(self, rest: str, word: str) -> Any:
+        args = self._split(rest, word)
+        name = _take_option(args, "--context")
+        if len(args) != 1:
+            raise UsageError(msg.REPLAY_USAGE)
+        try:
+            trace = load_trace(os.path.expanduser(args[0]))
+            settings = recorded_settings(trace)
+        except (OSError, ValueError, ReplayError) as exc:  # a missing or damaged file, or not a trace
+            raise UsageError(f"{args[0]}: {exc}") from None
+        context = self._context(name) if name else None
+        view, handle = self._view()
+        repl = ShellREPL(self.shell, cell_timeout=settings["cell_timeout"], max_output_chars=settings["max_output_chars"])
+        result = self._run(lambda: replay_run(trace, context, repl=repl, on_event=view).result, view, handle, repl, name)
+        return self._checked(Replayed(result, trace.root))  # type: ignore[arg-type]
+
+    def _checked(self, replayed: Replayed) -> Any:
+        """The replayed answer; a replay that ended otherwise than the recording fails the cell and says how."""
+        if not replayed.matches:
+            ended = replayed.replayed
+            raise RLMRunError(msg.REPLAY_MISMATCH.format(recorded=_ending(replayed.recorded), replayed=_ending(ended) if ended else "nothing"))
+        display(_Text(msg.REPLAY_MATCHES.format(status=replayed.recorded.status)))
+        answer = replayed.result.answer
+        return RLMAnswer(answer) if isinstance(answer, str) else answer
+
+    # -- a replayed export: its setup cell, its model-written cells, its check ----------------
+
+    @no_var_expand
+    @cell_magic
+    def rlm_replay(self, line: str, cell: str) -> None:
+        """Start replaying the run recorded in this cell's body: the setup cell of an exported notebook.
+
+        %%rlm_replay [--context NAME] replays with a notebook variable as the context, for an
+        export that left the context out. Then run the cells below in order.
+        """
+        args = self._split(line, "rlm_replay")
+        name = _take_option(args, "--context")
+        if args:
+            raise UsageError(msg.SETUP_USAGE)
+        try:
+            trace = decode_payload(cell)
+        except ExportError as exc:
+            raise UsageError(str(exc)) from None
+        context = self._context(name) if name else None
+        if self.replay is not None:
+            self.replay.close()
+            self.replay = None
+        try:
+            self.replay = StepSession(self.shell, trace, context)
+        except (ReplayError, ContextError) as exc:
+            raise UsageError(str(exc)) from None
+        root = trace.root
+        display(_Text(msg.REPLAY_STARTED.format(node=root.id, query=" ".join(root.query.split()))))  # type: ignore[union-attr]
+
+    @no_var_expand
+    @cell_magic
+    def rlm_step(self, line: str, cell: str) -> Any:
+        """%%rlm_step NODE ITERATION BLOCK: one model-written block of a replayed export, its code as the body.
+
+        A depth-0 block runs now, in this namespace, with the replayed run's context, llm_query,
+        FINAL...; a child's block shows what it printed when its parent's block ran it.
+        """
+        parts = line.split()
+        if len(parts) != 3 or not (parts[1].isdigit() and parts[2].isdigit()):
+            raise UsageError(msg.STEP_USAGE)
+        try:
+            result = self._replay_session().step(parts[0], int(parts[1]), int(parts[2]), cell)
+        except ReplayError as exc:
+            raise UsageError(str(exc)) from None
+        return show_outputs(cell_outputs(result))
+
+    @line_magic
+    def rlm_replay_check(self, line: str) -> Any:
+        """The last cell of a replayed export: waits for the run's end and checks its answer against the recorded one."""
+        session = self._replay_session()
+        try:
+            replayed = session.finish()
+        except ReplayError as exc:
+            raise UsageError(str(exc)) from None
+        self.replay = None
+        self._record(replayed.result)
+        return self._checked(replayed)
+
+    def _replay_session(self) -> StepSession:
+        if self.replay is None:
+            raise UsageError(msg.NO_REPLAY)
+        return self.replay
+
     # -- helpers ------------------------------------------------------------------------------
 
     def _split(self, rest: str, word: str) -> list[str]:
@@ -328,3 +459,27 @@ class RLMMagics(Magics, Configurable):  # type: ignore[misc]
             number = self.runs.index(result) + 1
             raise UsageError(msg.NO_SUCH_NODE.format(node=node_id, number=number, nodes=", ".join(trace.nodes)))
         return node
+
+
+def _ending(node: Any) -> str:
+    answer = " ".join(str(node.answer).split())
+    return f"{node.status} with {answer[:200]!r}" if node.answer is not None else f"{node.status} with no answer"
+
+
+def _take_option(args: list[str], name: str) -> str | None:
+    """Remove `name VALUE` from `args` and return VALUE (None when absent)."""
+    if name not in args:
+        return None
+    at = args.index(name)
+    if at + 1 >= len(args):
+        raise UsageError(f"{name} needs a value")
+    value = args[at + 1]
+    del args[at : at + 2]
+    return value
+
+
+def _take_flag(args: list[str], name: str) -> bool:
+    if name not in args:
+        return False
+    args.remove(name)
+    return True

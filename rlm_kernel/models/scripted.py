@@ -1,33 +1,51 @@
-"""The `scripted/<policy>` litellm provider: replies from a registered policy, in process."""
+"""The offline litellm providers: `scripted/<policy>` (replies from a registered policy) and `replay/<session>`."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 from rlm_kernel.models.policies import count_tokens, get_policy, messages_tokens
 
 PROVIDER = "scripted"
 
+# (model without the provider prefix, messages, litellm's kwargs) -> (reply, prompt tokens, completion tokens)
+Responder = Callable[[str, list[dict[str, Any]], dict[str, Any]], tuple[str, int, int]]
+
 
 def register(litellm: Any) -> None:
-    """Add the scripted provider to litellm's custom provider map (idempotent)."""
-    if any(entry.get("provider") == PROVIDER for entry in litellm.custom_provider_map):
-        return
+    """Add the scripted and replay providers to litellm's custom provider map (idempotent)."""
+    from rlm_kernel.models import replay
+
+    known = {entry.get("provider") for entry in litellm.custom_provider_map}
+    added = [
+        {"provider": provider, "custom_handler": _handler(provider, respond)}
+        for provider, respond in ((PROVIDER, _scripted_reply), (replay.PROVIDER, replay.respond))
+        if provider not in known
+    ]
+    litellm.custom_provider_map = [*litellm.custom_provider_map, *added]
+
+
+def _scripted_reply(model: str, messages: list[dict[str, Any]], kwargs: dict[str, Any]) -> tuple[str, int, int]:
+    reply = get_policy(model)(messages)
+    cap = (kwargs.get("optional_params") or {}).get("max_tokens")
+    if cap is not None:
+        # Honour the output cap the way a provider would: cut the reply.
+        reply = reply[: max(0, int(cap)) * 4]
+    return reply, messages_tokens(messages), count_tokens(reply)
+
+
+def _handler(provider: str, respond: Responder) -> Any:
     from litellm import CustomLLM
     from litellm.types.utils import ModelResponse, Usage
 
-    class ScriptedLLM(CustomLLM):  # type: ignore[misc]
+    class OfflineLLM(CustomLLM):  # type: ignore[misc]
         def completion(self, model: str, messages: list[dict[str, Any]], *args: Any, **kwargs: Any) -> ModelResponse:
-            reply = get_policy(model)(messages)
-            cap = (kwargs.get("optional_params") or {}).get("max_tokens")
-            if cap is not None:
-                # Honour the output cap the way a provider would: cut the reply.
-                reply = reply[: max(0, int(cap)) * 4]
-            prompt_tokens, completion_tokens = messages_tokens(messages), count_tokens(reply)
+            reply, prompt_tokens, completion_tokens = respond(model, messages, kwargs)
             return ModelResponse(
-                model=f"{PROVIDER}/{model}",
+                model=f"{provider}/{model}",
                 created=int(time.time()),
                 choices=[{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": reply}}],
                 usage=Usage(
@@ -41,4 +59,4 @@ def register(litellm: Any) -> None:
             # Policies are plain functions; run them off the loop so a slow one blocks nothing.
             return await asyncio.to_thread(self.completion, model, messages, *args, **kwargs)
 
-    litellm.custom_provider_map = [*litellm.custom_provider_map, {"provider": PROVIDER, "custom_handler": ScriptedLLM()}]
+    return OfflineLLM()

@@ -1,0 +1,231 @@
+"""`rlm bench TASK`: run long-context tasks with an RLM or with the whole context in one prompt.
+
+    rlm bench sniah --model openai/gpt-4o-mini --sizes 8k,32k,131k --n 5 --mode rlm --out results.jsonl
+    rlm bench oolong --model openai/policy --api-base http://127.0.0.1:8000/v1 --mode direct --out results.jsonl
+
+Each task's line in the results file holds its score, tokens, cost, seconds and status, and
+for the direct baseline whether the context was cut to fit the model's window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from typing import IO, Any
+
+from rlm_kernel.bench import UsageError, offline, report
+from rlm_kernel.bench.tasks import FAMILIES, GENERATORS, Task, direct_prompt, parse_size
+from rlm_kernel.core import RLM, RunInterrupted
+from rlm_kernel.core.errors import ModelError, TransientModelError
+from rlm_kernel.core.lm import OFFLINE_PROVIDERS, LiteLLM, import_litellm
+from rlm_kernel.models.policies import count_tokens
+
+DEFAULT_WINDOW = 128_000
+OUTPUT_RESERVE = 4_096  # tokens kept free in the window for the reply
+ANSWER_CHARS = 2_000  # answers and gold answers are cut to this in the results file
+_DIRECT_ATTEMPTS = 4
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("task", choices=FAMILIES, help="task family")
+    parser.add_argument("--model", required=True, help="litellm model name (scripted/bench: the offline stand-in)")
+    parser.add_argument("--sub-model", help="model for sub-calls (default: --model)")
+    parser.add_argument("--api-base", help="base URL of an OpenAI-compatible server")
+    parser.add_argument("--sizes", default="8k", help="context sizes in tokens, comma-separated: 8k,32k,131k,1m,2^20")
+    parser.add_argument("--n", type=int, default=1, help="tasks per size (default 1)")
+    parser.add_argument("--mode", choices=("rlm", "direct"), default="rlm", help="rlm, or direct: the context in one prompt")
+    parser.add_argument("--out", help="append one JSON line per task to this file")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--window", type=int, help=f"direct mode: the model's input window in tokens (default: litellm's model info, else {DEFAULT_WINDOW:,})")
+    parser.add_argument("--max-iterations", type=int, default=20)
+    parser.add_argument("--max-depth", type=int, default=1)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--max-cost-usd", type=float, help="budget per task")
+    parser.add_argument("--call-timeout", type=float, default=300.0)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if not sizes or args.n < 1:
+        raise UsageError("give at least one size and --n >= 1")
+    offline.register()
+    import_litellm()  # seconds of import, kept out of the first task's time
+    window, window_source = _window(args.model, args.window) if args.mode == "direct" else (None, None)
+    out = _open_out(args.out)
+    solve = _direct_solver(args, window) if args.mode == "direct" else _rlm_solver(args)
+    records: list[dict[str, Any]] = []
+    total = len(sizes) * args.n
+    progress = _Progress(total)
+    try:
+        for size in sizes:
+            for index in range(args.n):
+                task = GENERATORS[args.task](size, args.seed, index)
+                progress.show(len(records), task.id)
+                record = _record(args, task, solve, window, window_source)
+                records.append(record)
+                if out:
+                    out.write(json.dumps(record) + "\n")
+                    out.flush()
+                progress.show(len(records), task.id, record["score"])
+    except KeyboardInterrupt:
+        progress.done()
+        print(f"rlm bench: interrupted after {len(records)} of {total} tasks", file=sys.stderr)
+        return 130
+    finally:
+        if out:
+            out.close()
+    progress.done()
+    print(report.summary_table(records))
+    if args.out:
+        print(f"results: {args.out}")
+    return 0
+
+
+def _open_out(path: str | None) -> IO[str] | None:
+    if not path:
+        return None
+    try:
+        return open(path, "a", encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+Solver = Callable[[Task], dict[str, Any]]
+
+
+def _record(args: argparse.Namespace, task: Task, solve: Solver, window: int | None, window_source: str | None) -> dict[str, Any]:
+    started = time.perf_counter()
+    outcome = solve(task)
+    answer = outcome.pop("answer")
+    marked = outcome.pop("offline_mark", False)
+    text = "" if answer is None else str(answer)
+    return {
+        "task": task.family, "id": task.id, "kind": task.kind, "mode": args.mode, "model": args.model,
+        "sub_model": (args.sub_model or args.model) if args.mode == "rlm" else None, "seed": args.seed,
+        "size_tokens": task.size_tokens, "context_tokens": count_tokens(task.context), "context_chars": len(task.context),
+        "score": task.score(answer), "answer": text[:ANSWER_CHARS], "answer_chars": len(text), "gold": task.gold_text[:ANSWER_CHARS],
+        "offline": args.model.startswith("scripted/") or marked,
+        "window": window, "window_source": window_source, "seconds": round(time.perf_counter() - started, 3),
+        "meta": task.meta, **outcome,
+    }
+
+
+def _rlm_solver(args: argparse.Namespace) -> Solver:
+    def solve(task: Task) -> dict[str, Any]:
+        rlm = RLM(
+            model=args.model, sub_model=args.sub_model, api_base=args.api_base, max_depth=args.max_depth,
+            max_iterations=args.max_iterations, concurrency=args.concurrency, max_cost_usd=args.max_cost_usd,
+            call_timeout=args.call_timeout,
+        )
+        try:
+            result = rlm.completion(task.context, task.question)
+        except RunInterrupted:
+            raise KeyboardInterrupt from None
+        replies = (it.reply for node in result.trace.walk() for it in node.iterations)
+        return {
+            "answer": result.answer, "status": result.status, "error": result.error, "truncated": False,
+            "offline_mark": any(offline.OFFLINE_MARK in reply for reply in replies), **_usage(result.usage.to_dict()),
+        }
+
+    return solve
+
+
+def _direct_solver(args: argparse.Namespace, window: int) -> Solver:
+    lm = LiteLLM(api_base=args.api_base)
+
+    def solve(task: Task) -> dict[str, Any]:
+        budget = window - count_tokens(direct_prompt("", task.question)) - OUTPUT_RESERVE
+        context, cut = fit_context(task.context, budget, _chars_per_token(args.model, task.context))
+        messages = [{"role": "user", "content": direct_prompt(context, task.question)}]
+        for attempt in range(_DIRECT_ATTEMPTS):
+            try:
+                completion = lm.complete(messages, model=args.model, timeout=args.call_timeout)
+                break
+            except TransientModelError as exc:
+                if attempt == _DIRECT_ATTEMPTS - 1:
+                    return _failed(f"{exc} (gave up after {_DIRECT_ATTEMPTS} attempts)", cut)
+                time.sleep(0.5 * 2**attempt)
+            except ModelError as exc:
+                return _failed(str(exc), cut)
+        return {
+            "answer": completion.text, "status": "done", "error": None, "truncated": cut > 0, "cut_chars": cut,
+            "offline_mark": offline.OFFLINE_MARK in completion.text, **_usage(completion.usage.to_dict()),
+        }
+
+    return solve
+
+
+def _failed(error: str, cut: int) -> dict[str, Any]:
+    return {"answer": None, "status": "error", "error": error, "truncated": cut > 0, "cut_chars": cut, **_usage({})}
+
+
+def _usage(usage: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "input_tokens": usage.get("input_tokens", 0), "output_tokens": usage.get("output_tokens", 0),
+        "llm_calls": usage.get("llm_calls", 0), "cost_usd": usage.get("cost_usd", 0.0),
+        "cost_known": usage.get("cost_known", True),
+    }
+
+
+def fit_context(context: str, budget_tokens: int, chars_per_token: float) -> tuple[str, int]:
+    """The context cut in the middle to fit `budget_tokens`, and how many characters were cut (0: it fits)."""
+    keep = max(0, int(budget_tokens * chars_per_token))
+    if len(context) <= keep:
+        return context, 0
+    cut = len(context) - keep
+    head = keep // 2
+    marker = f"\n[... {cut:,} characters cut here to fit the model's window ...]\n"
+    return context[:head] + marker + context[len(context) - (keep - head) :], cut
+
+
+def _window(model: str, given: int | None) -> tuple[int, str]:
+    """The model's input window in tokens, and where that number came from."""
+    if given is not None:
+        return given, "--window"
+    if not model.startswith(OFFLINE_PROVIDERS):
+        try:
+            known = import_litellm().get_model_info(model).get("max_input_tokens")
+        except Exception:  # litellm raises for models it does not know
+            known = None
+        if known:
+            return int(known), "litellm model info"
+    return DEFAULT_WINDOW, "default"
+
+
+def _chars_per_token(model: str, context: str) -> float:
+    """Characters per token for this model on this text (from a sample), with a 5% margin."""
+    if model.startswith(OFFLINE_PROVIDERS):
+        return 4.0  # the offline backends count 4 characters a token
+    middle = len(context) // 2
+    sample = context[max(0, middle - 20_000) : middle + 20_000]
+    tokens = import_litellm().token_counter(model=model, text=sample)
+    return 0.95 * len(sample) / max(1, tokens)
+
+
+class _Progress:
+    """A one-line progress bar on stderr (a line per task when stderr is not a terminal)."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.scores: list[float] = []
+        self.tty = sys.stderr.isatty()
+
+    def show(self, done: int, label: str, score: float | None = None) -> None:
+        if score is not None:
+            self.scores.append(score)
+        if not self.tty and score is None:
+            return
+        filled = round(20 * done / self.total)
+        mean = f"  mean score {sum(self.scores) / len(self.scores):.2f}" if self.scores else ""
+        line = f"[{'#' * filled}{'.' * (20 - filled)}] {done}/{self.total} {label}{mean}"
+        print(f"\r{line:<100}" if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        if self.tty:
+            print(file=sys.stderr)

@@ -1,0 +1,79 @@
+"""Scorers, as the paper's benchmarks score: RULER containment, OOLONG's synthetic scoring, pairs F1."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+COMPARISONS = ("more common than", "less common than", "same frequency as")
+_DATE_FORMATS = ("%m/%d/%Y", "%Y-%m-%d", "%b %d, %Y", "%B %d, %Y", "%d %B %Y", "%d %b %Y", "%m/%d/%y")
+_PAIR = re.compile(r"\(\s*(\d+)\s*,\s*(\d+)\s*\)")
+
+
+def score_containment(answer: object, gold: str) -> float:
+    """RULER's string match: 1 when the gold value occurs in the answer (case-insensitive)."""
+    return float(str(gold).lower() in _text(answer).lower())
+
+
+def render_oolong(answer_type: str, gold: Any) -> str:
+    """The gold answer written in the form the question asks for."""
+    if answer_type == "date":
+        return f"Date: {gold:%m/%d/%Y}"
+    prefix = {"label": "Label", "user": "User"}.get(answer_type, "Answer")
+    return f"{prefix}: {gold}"
+
+
+def score_oolong(answer: object, answer_type: str, gold: Any) -> float:
+    """OOLONG's synthetic scoring: exact match, 0.75 ** |error| for numbers, date equality.
+
+    The reply is parsed as OOLONG does: the last comparison phrase when the gold is one, else
+    the text after the last colon with `*`, `[` and `]` stripped.
+    """
+    text = _text(answer)
+    if answer_type == "comparison":
+        found = [(text.lower().rfind(p), p) for p in COMPARISONS if p in text.lower()]
+        return float(bool(found) and max(found)[1] == gold)
+    parsed = text.rsplit(":", 1)[-1].strip().strip("*[]'\" .").strip()
+    if parsed.lower() == str(gold).lower():
+        return 1.0
+    if answer_type == "number":
+        number = re.search(r"-?\d+", parsed.replace(",", ""))
+        return 0.75 ** abs(int(number.group()) - int(gold)) if number else 0.0
+    if answer_type == "user":
+        digits = re.findall(r"\d+", parsed)
+        return float(len(digits) == 1 and int(digits[0]) == int(gold))
+    if answer_type == "date":
+        return float(parse_date(parsed) == gold)
+    return float(str(gold).lower() in parsed.lower())
+
+
+def parse_date(text: str) -> dt.date | None:
+    """A date in any of the usual written forms, or None."""
+    for fmt in _DATE_FORMATS:
+        try:
+            return dt.datetime.strptime(text.strip(), fmt).date()
+        except ValueError:
+            continue
+    return None
+
+
+def parse_pairs(answer: object) -> set[tuple[int, int]]:
+    """Every `(a, b)` in the answer, as (lower, higher)."""
+    return {(min(a, b), max(a, b)) for a, b in ((int(x), int(y)) for x, y in _PAIR.findall(_text(answer))) if a != b}
+
+
+def score_pairs(answer: object, gold: frozenset[tuple[int, int]]) -> float:
+    """F1 of the predicted pairs against the gold pairs; 1 when both are empty."""
+    predicted = parse_pairs(answer)
+    if not predicted and not gold:
+        return 1.0
+    hits = len(predicted & gold)
+    if not hits:
+        return 0.0
+    precision, recall = hits / len(predicted), hits / len(gold)
+    return 2 * precision * recall / (precision + recall)
+
+
+def _text(answer: object) -> str:
+    return "" if answer is None else answer if isinstance(answer, str) else str(answer)

@@ -1,0 +1,313 @@
+"""A run as a notebook (nbformat v4) that reads as a report and re-runs offline.
+
+The notebook, in order: `%load_ext rlm_kernel`; a Markdown header (question, models, status,
+usage, cost, context); a hidden setup cell (tagged `rlm-replay`) that carries the recorded
+events and, when it fits, the context; one section per call node, depth first, whose heading
+shows its depth and question: each iteration's prose as Markdown, each code block that ran as
+a code cell tagged `rlm-generated` with its recorded outputs and `metadata["rlm"]` (node,
+parent, depth, iteration, block, model, usage), the sub-model calls it made in collapsed
+`<details>`; the final answer last, and a cell that checks the replayed answer against it.
+
+Executing the notebook replays the run (see jupyter/replay.py): the setup cell starts it
+again on the `replay` model backend, with no network; each depth-0 code cell runs its block
+in the notebook's namespace when it runs, and a child's code cell shows what its block
+printed when the parent's call ran it. Everything written comes from the trace's events,
+which the engine has already redacted; the context is checked before it is embedded.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rlm_kernel.core.context import context_metadata
+from rlm_kernel.core.parsing import parse_reply
+from rlm_kernel.core.trace import CONTEXT_RECORD, CallNode, Event, SubCall, Trace, context_record
+
+GENERATED_TAG = "rlm-generated"
+REPLAY_TAG = "rlm-replay"
+SETUP_MAGIC = "%%rlm_replay"
+STEP_MAGIC = "%%rlm_step"
+CHECK_MAGIC = "%rlm_replay_check"
+MAX_EMBEDDED_CONTEXT_CHARS = 20_000_000  # larger contexts are embedded only when asked
+HEADING_CHARS = 100
+PAYLOAD_LINE_CHARS = 120
+
+
+class ExportError(ValueError):
+    """A trace that cannot be exported, or a file that holds no export."""
+
+
+@dataclass(frozen=True)
+class Exported:
+    path: Path
+    cells: int
+    context: str  # "embedded", or why the context was left out (the notebook then cannot re-run as it is)
+
+    @property
+    def rerunnable(self) -> bool:
+        return self.context == "embedded"
+
+
+def write_notebook(trace: Trace, path: str | Path, *, context: object = None, with_context: bool | None = None) -> Exported:
+    """Write `trace` as a notebook at `path`.
+
+    `context`: the run's context, embedded so that the notebook re-runs (checked against the
+    recorded sha256); without it, a context recorded in the trace is used. `with_context`:
+    None embeds contexts up to MAX_EMBEDDED_CONTEXT_CHARS, True any size, False none.
+    """
+    notebook, note = build_notebook(trace, context=context, with_context=with_context)
+    path = Path(path)
+    # json, not nbformat.write: nbformat validates and copies the whole notebook, several times slower on a large tree.
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(notebook, f, ensure_ascii=False, indent=1)
+        f.write("\n")
+    return Exported(path, len(notebook["cells"]), note)
+
+
+def build_notebook(trace: Trace, *, context: object = None, with_context: bool | None = None) -> tuple[dict[str, Any], str]:
+    """The notebook as an nbformat v4 dict, and the context note (see `Exported.context`)."""
+    # Imported here: pygments and jupyter_client would slow `%load_ext`, which imports this module.
+    from rlm_kernel.jupyter.html import CellLinks
+    from rlm_kernel.jupyter.install import DISPLAY_NAME, KERNEL_NAME
+
+    root = trace.root
+    if root is None:
+        raise ExportError("the trace has no root call: nothing to export")
+    record, note = _context_to_embed(trace, root, context, with_context)
+    cells = _Cells()
+    cells.code("%load_ext rlm_kernel")
+    cells.markdown(_header(trace, root, note))
+    events = [e for e in trace.events if e.kind != CONTEXT_RECORD] + ([record] if record else [])
+    cells.code(f"{SETUP_MAGIC}\n{encode_payload(events)}", tags=[REPLAY_TAG], jupyter={"source_hidden": True})
+    links = CellLinks.from_events(trace.events)
+    results = {(e.node_id, e.data["iteration"], e.data["index"]): e.data for e in trace.events if e.kind == "code_result"}
+    for node in trace.walk():
+        _section(cells, trace, node, links, results)
+    answer = root.answer if root.answer is not None else f"*No answer* (status {root.status}: {root.error})"
+    cells.markdown(f"## Final answer\n\n{answer}")
+    cells.code(CHECK_MAGIC, tags=[REPLAY_TAG])
+    notebook = {
+        "nbformat": 4,
+        "nbformat_minor": 5,
+        "metadata": {
+            "kernelspec": {"name": KERNEL_NAME, "display_name": DISPLAY_NAME, "language": "python"},
+            "language_info": {"name": "python"},
+            "rlm": {"root": root.id, "query": root.query, "status": root.status, "context": note},
+        },
+        "cells": cells.cells,
+    }
+    return notebook, note
+
+
+def _context_to_embed(trace: Trace, root: CallNode, context: object, with_context: bool | None) -> tuple[Event | None, str]:
+    sha256, chars = root.context["sha256"], root.context["length"]
+    if with_context is False:
+        return None, "left out, as asked"
+    if context is None:
+        recorded = trace.contexts.get(root.id, {})
+        if "value" not in recorded:
+            return None, f"not available ({recorded.get('omitted') or 'the trace does not hold it'})"
+        context = recorded["value"]
+    elif context_metadata(context).sha256 != sha256:
+        return None, "left out: the context given is not the one this run used (its sha256 differs)"
+    if with_context is None and chars > MAX_EMBEDDED_CONTEXT_CHARS:
+        return None, f"left out: {chars:,} characters is over the {MAX_EMBEDDED_CONTEXT_CHARS:,} embedded unless asked (--with-context)"
+    record = context_record(root.id, sha256, context)
+    if "omitted" in record.data:
+        return None, f"left out: {record.data['omitted']}"
+    return record, "embedded"
+
+
+# -- the replay payload: the trace's events (and the context) as compressed JSONL ----------------
+
+
+def encode_payload(events: list[Event]) -> str:
+    data = zlib.compress("\n".join(e.to_json() for e in events).encode("utf-8"))
+    text = base64.b64encode(data).decode("ascii")
+    return "\n".join(text[i : i + PAYLOAD_LINE_CHARS] for i in range(0, len(text), PAYLOAD_LINE_CHARS))
+
+
+def decode_payload(text: str) -> Trace:
+    try:
+        data = zlib.decompress(base64.b64decode("".join(text.split())))
+    except (ValueError, zlib.error) as exc:
+        raise ExportError(f"the replay data is damaged: {exc}") from None
+    return Trace.from_lines(data.decode("utf-8").split("\n"))
+
+
+def read_export(path: str | Path) -> Trace:
+    """The recorded trace carried by an exported notebook (its setup cell)."""
+    with open(path, encoding="utf-8") as f:
+        notebook = json.load(f)
+    for cell in notebook.get("cells", []):
+        source = cell.get("source", "")
+        source = source if isinstance(source, str) else "".join(source)
+        if cell.get("cell_type") == "code" and source.startswith(SETUP_MAGIC):
+            return decode_payload(source.partition("\n")[2])
+    raise ExportError(f"{path} is not an rlm_kernel export: it has no {SETUP_MAGIC} cell")
+
+
+# -- outputs -----------------------------------------------------------------------------------
+
+
+def cell_outputs(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """A code_result's outputs as notebook outputs: stdout, stderr, the trailing value, the error.
+
+    The same function renders the recorded outputs into the export and the replayed ones
+    when a cell re-runs, so a faithful replay gives equal outputs.
+    """
+    error = result.get("error")
+    if "stdout" in result:  # the parts, when the engine recorded them separately
+        outputs = [_stream("stdout", result["stdout"]), _stream("stderr", result["stderr"])]
+        if result.get("value") is not None:
+            outputs.append({"output_type": "execute_result", "execution_count": None, "data": {"text/plain": result["value"]}, "metadata": {}})
+    else:  # only the observation the model saw: stdout, stderr and value in one text, then the error
+        text = result["output"]
+        if error and text.endswith(error):
+            text = text[: -len(error)].rstrip("\n")
+        outputs = [_stream("stdout", text)]
+    if error:
+        outputs.append(error_output(error))
+    return [o for o in outputs if o is not None]
+
+
+def _stream(name: str, text: str) -> dict[str, Any] | None:
+    return {"output_type": "stream", "name": name, "text": text if text.endswith("\n") else text + "\n"} if text else None
+
+
+def error_output(traceback_text: str) -> dict[str, Any]:
+    """An error output from a plain traceback: the exception's name and message from its last part."""
+    lines = traceback_text.split("\n")
+    # The exception line is the first one that is not a frame (indented) nor the "Traceback" banner.
+    at = next((i for i, line in enumerate(lines) if line and not line[0].isspace() and not line.startswith("Traceback ")), None)
+    ename, evalue = "Error", traceback_text
+    if at is not None:
+        match = re.match(r"([A-Za-z_][\w.]*)(?::\s?(.*))?$", lines[at])
+        if match:
+            ename, evalue = match.group(1), "\n".join([match.group(2) or "", *lines[at + 1 :]]).strip("\n")
+    return {"output_type": "error", "ename": ename, "evalue": evalue, "traceback": lines}
+
+
+# -- cells ---------------------------------------------------------------------------------------
+
+
+class _Cells:
+    def __init__(self) -> None:
+        self.cells: list[dict[str, Any]] = []
+
+    def _id(self) -> str:
+        return f"rlm-{len(self.cells):05d}"
+
+    def markdown(self, source: str) -> None:
+        self.cells.append({"cell_type": "markdown", "id": self._id(), "metadata": {}, "source": source})
+
+    def code(self, source: str, outputs: list[dict[str, Any]] | None = None, tags: list[str] | None = None, **metadata: Any) -> None:
+        if tags:
+            metadata["tags"] = tags
+        self.cells.append(
+            {"cell_type": "code", "id": self._id(), "metadata": metadata, "source": source, "outputs": outputs or [], "execution_count": None}
+        )
+
+
+def _header(trace: Trace, root: CallNode, note: str) -> str:
+    usage = trace.subtree_usage(root.id)
+    nodes = list(trace.walk())
+    others = sorted(({n.model for n in nodes} | {s.model for n in nodes for s in n.subcalls}) - {root.model})
+    models = f"root `{root.model}`" + (f"; sub-calls and children {', '.join(f'`{m}`' for m in others)}" if others else "")
+    cost = f"${usage.cost_usd:.4f}" if usage.cost_known else f"${usage.cost_usd:.4f} + unknown (unpriced model)"
+    status = root.status + (f": {root.error}" if root.error else "")
+    rerun = (
+        "Run all cells to replay the run offline: the hidden cell below serves the recorded model replies "
+        "(the `replay` model backend), each model-written cell at depth 0 runs its code again in this notebook, "
+        "and the last cell checks that the answer comes out the same."
+        if note == "embedded"
+        else f"The context is {note}, so this notebook cannot re-run as it is: load the context into a variable "
+        f"and add `--context NAME` to the first line of the hidden setup cell (`{SETUP_MAGIC}`)."
+    )
+    rows = [
+        ("status", status),
+        ("models", models),
+        ("usage", f"{usage.llm_calls:,} model calls, {usage.input_tokens:,} input + {usage.output_tokens:,} output tokens"),
+        ("cost", cost),
+        ("time", f"{root.seconds:.2f} s"),
+        ("call tree", f"{len(nodes):,} calls, depth up to {max(n.depth for n in nodes)}"),
+        ("context", f"{root.context.get('summary', '')} (sha256 `{root.context['sha256'][:16]}…`); {note}"),
+    ]
+    table = "\n".join(f"| {name} | {_cell_text(value)} |" for name, value in rows)
+    return f"# RLM run: {_one_line(root.query)}\n\n**Question**\n\n{_quote(root.query)}\n\n| | |\n|---|---|\n{table}\n\n{rerun}"
+
+
+def _section(cells: _Cells, trace: Trace, node: CallNode, links: CellLinks, results: dict[tuple[str, int, int], dict[str, Any]]) -> None:
+    usage = trace.subtree_usage(node.id)
+    lines = [
+        f"{'#' * min(2 + node.depth, 6)} Depth {node.depth} · {node.id}: {_one_line(node.query)}",
+        "",
+        f"`{node.status}` · `{node.model}` · {len(node.iterations)} iterations · "
+        f"{usage.input_tokens:,}+{usage.output_tokens:,} tokens · {node.seconds:.2f} s"
+        + (f" · child of {node.parent_id}" if node.parent_id else ""),
+    ]
+    if _one_line(node.query) != node.query:
+        lines += ["", _quote(node.query)]
+    cells.markdown("\n".join(lines))
+    subcalls = {s.id: s for s in node.subcalls}
+    for iteration in node.iterations:
+        u = iteration.usage
+        prose = parse_reply(iteration.reply).prose.strip()
+        head = f"**Iteration {iteration.index + 1}** · {u.input_tokens:,}+{u.output_tokens:,} tokens · {iteration.seconds:.2f} s"
+        cells.markdown(f"{head}\n\n{prose}" if prose else head)
+        for cell in iteration.cells:
+            rlm = {"node": node.id, "parent": node.parent_id, "depth": node.depth, "iteration": iteration.index,
+                   "block": cell.index, "model": node.model, "usage": u.to_dict()}
+            tags = [GENERATED_TAG] + (["raises-exception"] if cell.error else [])
+            source = f"{STEP_MAGIC} {node.id} {iteration.index} {cell.index}\n{cell.code.rstrip()}"
+            cells.code(source, cell_outputs(results[(node.id, cell.iteration, cell.index)]), tags=tags, rlm=rlm)
+            started = [subcalls[s] for s in links.of_cell(node.id, cell)]
+            if started:
+                cells.markdown(_subcalls(started))
+    if node.error:
+        cells.markdown(f"**{node.id} stopped** ({node.status}): {node.error}")
+    elif node.depth and node.answer is not None:
+        cells.markdown(f"**Answer of {node.id}:**\n\n{_quote(node.answer)}")
+
+
+def _subcalls(subcalls: list[SubCall]) -> str:
+    parts = []
+    llm = [s for s in subcalls if s.kind == "llm"]
+    if llm:
+        inner = "".join(_llm_details(s) for s in llm)
+        parts.append(f"<details><summary>{len(llm)} sub-model call{'s' if len(llm) > 1 else ''} (llm_query)</summary>\n{inner}</details>")
+    for sub in subcalls:
+        if sub.kind == "rlm":
+            reply = f" → {html.escape(_one_line(sub.reply))}" if sub.reply is not None else ""
+            parts.append(f"↳ child RLM **{sub.child_id}** (its section is below): {html.escape(_one_line(sub.prompt_preview))}{reply}")
+    return "\n\n".join(parts)
+
+
+def _llm_details(sub: SubCall) -> str:
+    shown = len(sub.prompt_preview)
+    length = f"{sub.prompt_chars:,} chars" + (f", first {shown:,} recorded" if shown < sub.prompt_chars else "")
+    state = f"{sub.usage.input_tokens:,}+{sub.usage.output_tokens:,} tokens · {sub.seconds:.2f} s" + (" · error" if sub.error else "")
+    return (
+        f"<details><summary>llm_query · {html.escape(sub.model)} · {length} · {state}</summary>"
+        f"<b>prompt</b><pre>{html.escape(sub.prompt_preview)}</pre><b>reply</b><pre>{html.escape(sub.reply or '')}</pre></details>\n"
+    )
+
+
+def _one_line(text: str, chars: int = HEADING_CHARS) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= chars else text[: chars - 1] + "…"
+
+
+def _quote(text: str) -> str:
+    return "\n".join(f"> {line}" for line in text.split("\n"))
+
+
+def _cell_text(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|")

@@ -1,0 +1,301 @@
+"""Replaying a recorded run with no model: whole (`replay_run`, `%rlm replay`), or cell by cell (an export).
+
+`StepSession` is what an exported notebook runs. The engine replays the run on a worker thread
+and hands each depth-0 block to the notebook cell that shows it, so the block runs when its cell
+runs, in the notebook's namespace. The hand-off is strict: the notebook waits while the engine
+works and the engine waits while a cell runs, so two threads never use the namespace at once.
+Child RLMs run inside their parent's block, as in the recorded run; their cells then show what
+their blocks printed.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import queue
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rlm_kernel.core.aio import WAIT_SLICE_S
+from rlm_kernel.core.context import context_metadata
+from rlm_kernel.core.errors import RunInterrupted
+from rlm_kernel.core.repl import REPL, ExecResult
+from rlm_kernel.core.result import RLMResult
+from rlm_kernel.core.trace import CallNode, Event, EventHandler, Trace
+from rlm_kernel.jupyter.export import STEP_MAGIC, read_export
+from rlm_kernel.jupyter.shell_repl import ShellREPL
+from rlm_kernel.models.replay import ReplayError, replay_rlm
+
+
+def load_trace(path: str | Path) -> Trace:
+    """The recorded run in an exported notebook (.ipynb) or a JSONL trace."""
+    return read_export(path) if str(path).endswith(".ipynb") else Trace.from_jsonl(path)
+
+
+def replay_context(trace: Trace, context: object = None) -> object:
+    """The context to replay with: `context`, checked against the recorded hash, or the one the trace holds."""
+    root = _root(trace)
+    if context is None:
+        recorded = trace.contexts.get(root.id, {})
+        if "value" not in recorded:
+            why = recorded.get("omitted") or "it was not recorded"
+            raise ReplayError(f"the recording holds no context ({why}): pass the run's context to replay it")
+        return recorded["value"]
+    if context_metadata(context).sha256 != root.context["sha256"]:
+        raise ReplayError("that context is not the one the recorded run used (its sha256 differs)")
+    return context
+
+
+@dataclass(frozen=True)
+class Replayed:
+    result: RLMResult
+    recorded: CallNode  # the recorded root call
+
+    @property
+    def replayed(self) -> CallNode | None:
+        return self.result.trace.root
+
+    @property
+    def matches(self) -> bool:
+        """The replay ended as the recording did, with the same answer (as recorded: text)."""
+        now = self.replayed
+        return now is not None and (now.status, now.answer) == (self.recorded.status, self.recorded.answer)
+
+
+def replay_run(trace_or_path: Trace | str | Path, context: object = None, *, repl: REPL | None = None, on_event: EventHandler | None = None) -> Replayed:
+    """Run a recorded run again through the `replay` model backend, offline; see `Replayed.matches`."""
+    trace = trace_or_path if isinstance(trace_or_path, Trace) else load_trace(trace_or_path)
+    value = replay_context(trace, context)
+    result = replay_rlm(trace, on_event=on_event).completion(value, _root(trace).query, repl=repl)
+    return Replayed(result, _root(trace))
+
+
+def _root(trace: Trace) -> CallNode:
+    if trace.root is None:
+        raise ReplayError("the recording has no root call")
+    return trace.root
+
+
+# -- cell by cell ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Block:
+    position: tuple[int, int]  # root iteration, block
+    code: str
+    timeout: float | None
+    done: concurrent.futures.Future[ExecResult]
+
+
+class _HandOffREPL(ShellREPL):
+    """The depth-0 REPL of a stepped replay: the engine's thread asks for a block, a notebook cell runs it."""
+
+    def __init__(self, session: StepSession, shell: Any, **kwargs: Any) -> None:
+        super().__init__(shell, **kwargs)
+        self._session = session
+
+    def execute(self, code: str, timeout: float | None = None) -> ExecResult:
+        return self._session.hand_over(code, timeout)
+
+    def run_here(self, code: str, timeout: float | None) -> ExecResult:
+        return super().execute(code, timeout)
+
+
+class _NodeMap:
+    """Replayed node ids to recorded ones (ids can differ when children ran in parallel).
+
+    A child is the first recorded child of its parent's counterpart, not yet matched, with the
+    same question and context; twins are interchangeable.
+    """
+
+    def __init__(self, recorded: Trace) -> None:
+        self._recorded = recorded
+        self._ids: dict[str, str | None] = {}
+        self._matched: set[str] = set()
+
+    def recorded_id(self, event: Event) -> str | None:
+        if event.kind == "call_start":
+            self._ids[event.node_id] = self._match(event)
+        return self._ids.get(event.node_id)
+
+    def _match(self, event: Event) -> str | None:
+        if event.parent_id is None:
+            return self._recorded.root_id
+        parent = self._ids.get(event.parent_id)
+        wanted = (event.data["query"], event.data["context"]["sha256"])
+        for child in self._recorded.nodes[parent].children if parent else []:
+            node = self._recorded.nodes[child]
+            if child not in self._matched and (node.query, node.context["sha256"]) == wanted:
+                self._matched.add(child)
+                return child
+        return None
+
+
+class StepSession:
+    """An exported run replayed cell by cell (see the module docstring)."""
+
+    def __init__(self, shell: Any, recorded: Trace, context: object = None) -> None:
+        self.recorded = recorded
+        root = _root(recorded)
+        value = replay_context(recorded, context)
+        rlm = replay_rlm(recorded, on_event=self._on_event)
+        self.repl = _HandOffREPL(self, shell, cell_timeout=rlm.cell_timeout, max_output_chars=rlm.max_output_chars)
+        self.outputs: dict[tuple[str, int, int], dict[str, Any]] = {}  # recorded (node, iteration, block) -> replayed code_result
+        self._code = {(e.node_id, e.data["iteration"], e.data["index"]): e.data["code"] for e in recorded.events if e.kind == "code_result"}
+        self._nodes = _NodeMap(recorded)
+        self._position = (0, 0)
+        self._requests: queue.Queue[_Block | None] = queue.Queue()  # None: the run ended
+        self._pending: _Block | None = None
+        self._ended = False
+        self._cancelled = threading.Event()
+        self.result: RLMResult | None = None
+        self.failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(rlm, value, root.query), name="rlm-replay", daemon=True)
+        self._thread.start()
+        try:
+            self._wait_for_engine()
+        except BaseException:  # an interrupt while the engine starts: stop it rather than leave it waiting
+            self.close()
+            raise
+
+    # -- the engine's side (worker thread) --
+
+    def _run(self, rlm: Any, context: object, query: str) -> None:
+        try:
+            self.result = rlm.completion(context, query, repl=self.repl)
+        except BaseException as exc:  # the notebook reports it at its next step
+            self.failure = exc
+            self.result = exc.result if isinstance(exc, RunInterrupted) else None
+        finally:
+            self._requests.put(None)
+
+    def hand_over(self, code: str, timeout: float | None) -> ExecResult:
+        block = _Block(self._position, code, timeout, concurrent.futures.Future())
+        self._requests.put(block)
+        while True:
+            try:
+                return block.done.result(timeout=WAIT_SLICE_S)
+            except concurrent.futures.TimeoutError:
+                if self._cancelled.is_set():
+                    raise KeyboardInterrupt from None
+
+    def _on_event(self, event: Event) -> None:
+        node_id = self._nodes.recorded_id(event)
+        if event.kind == "code_result" and node_id is not None:
+            self.outputs[(node_id, event.data["iteration"], event.data["index"])] = event.data
+        if event.parent_id is None and event.kind == "iteration":
+            self._position = (event.data["index"], 0)
+        elif event.parent_id is None and event.kind == "code_result":
+            self._position = (event.data["iteration"], event.data["index"] + 1)
+
+    # -- the notebook's side (the cells' thread) --
+
+    def _wait_for_engine(self) -> None:
+        """Until the engine hands over its next depth-0 block or the run ends (a kernel interrupt stops the wait)."""
+        while self._pending is None and not self._ended:
+            try:
+                item = self._requests.get(timeout=WAIT_SLICE_S)
+            except queue.Empty:
+                continue
+            if item is None:
+                self._ended = True
+            else:
+                self._pending = item
+
+    def step(self, node_id: str, iteration: int, index: int, code: str) -> dict[str, Any]:
+        """Run one depth-0 block, or find a child's block; returns its replayed code_result."""
+        key = (node_id, iteration, index)
+        if key not in self._code:
+            raise ReplayError(f"the recording has no block {index} in iteration {iteration} of {node_id}")
+        if code.strip() != self._code[key].strip():
+            raise ReplayError("this cell's code is not the recorded block's: a replay runs the recorded code only")
+        if node_id == self.recorded.root_id and key not in self.outputs:
+            self._run_block(iteration, index)
+        if key not in self.outputs:
+            raise ReplayError(
+                f"{node_id} iteration {iteration} block {index} has not run in this replay: it runs inside its "
+                "parent's block, so run the cells above first" + self._state()
+            )
+        return self.outputs[key]
+
+    def _run_block(self, iteration: int, index: int) -> None:
+        self._wait_for_engine()
+        block = self._pending
+        if block is None:
+            raise ReplayError("the replayed run has ended before this block" + self._state())
+        if block.position != (iteration, index):
+            raise ReplayError(f"the replay is waiting for the cell {self._cell_of(block)}: run the cells in order")
+        self._pending = None
+        try:
+            result = self.repl.run_here(block.code, block.timeout)
+        except BaseException as exc:  # an interrupt: the engine's run ends as interrupted
+            block.done.set_exception(exc)
+            raise
+        block.done.set_result(result)
+        self._wait_for_engine()  # the engine records the block and makes its next call meanwhile
+
+    def _cell_of(self, block: _Block) -> str:
+        return f"{STEP_MAGIC} {self.recorded.root_id} {block.position[0]} {block.position[1]}"
+
+    def _state(self) -> str:
+        if self.failure is not None:
+            return f" (the replay stopped: {self.failure})"
+        if self.result is not None and self.result.status != "done":
+            return f" (the replay ended with status {self.result.status}: {self.result.error})"
+        return ""
+
+    def finish(self) -> Replayed:
+        """Wait for the end of the run and put back the names the engine set in the namespace."""
+        self._wait_for_engine()
+        if self._pending is not None:
+            raise ReplayError(f"the replay is waiting for the cell {self._cell_of(self._pending)}: run the cells above first")
+        self._thread.join()
+        self.repl.restore()
+        if self.result is None:
+            raise ReplayError(f"the replay failed: {self.failure!r}")
+        return Replayed(self.result, _root(self.recorded))
+
+    def close(self) -> None:
+        """Stop the replay (a new one replaces it) and put back the names the engine set."""
+        self._cancelled.set()  # the engine's thread, waiting for a cell, stops as interrupted
+        self._thread.join(timeout=5)
+        self.repl.restore()
+
+
+# -- outputs inside a cell ------------------------------------------------------------------------
+
+
+class ReplayedError(Exception):
+    """A recorded error raised again, so that the cell shows it as the recorded run did."""
+
+    traceback_lines: list[str] = []
+
+    def _render_traceback_(self) -> list[str]:  # IPython shows this instead of its own traceback
+        return self.traceback_lines
+
+
+class _Value:
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        return self.data
+
+
+def show_outputs(outputs: list[dict[str, Any]]) -> Any:
+    """Produce notebook outputs from inside a cell: streams written, the value returned, the error raised."""
+    value = None
+    for output in outputs:
+        kind = output["output_type"]
+        if kind == "stream":
+            stream = sys.stdout if output["name"] == "stdout" else sys.stderr
+            stream.write(output["text"])
+            stream.flush()  # keeps stdout before stderr, as recorded
+        elif kind == "execute_result":
+            value = _Value(output["data"])
+        else:
+            # Named as the recorded exception, so the cell's error output reads the same.
+            raise type(output["ename"], (ReplayedError,), {"traceback_lines": output["traceback"]})(output["evalue"])
+    return value
