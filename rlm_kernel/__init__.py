@@ -29,7 +29,8 @@ def unload_ipython_extension(ipython: Any) -> None:
 
     manager = ipython.magics_manager
     for kind in ("line", "cell"):
-        manager.magics[kind].pop("rlm", None)
+        for name in RLMMagics.magics[kind]:
+            manager.magics[kind].pop(name, None)
     instance = manager.registry.pop(RLMMagics.__name__, None)
     if instance in ipython.configurables:
         ipython.configurables.remove(instance)
