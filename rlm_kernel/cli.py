@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from rlm_kernel.core import RLM, RunInterrupted
+from rlm_kernel.core.approve import ApprovalUnavailable
 from rlm_kernel.core.context import ContextError, load_context
 from rlm_kernel.core.trace import Trace
 
@@ -36,6 +37,8 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--max-seconds", type=float)
     p.add_argument("--cell-timeout", type=float)
     p.add_argument("--trace-out", help="append the run's events to this JSONL file")
+    p.add_argument("--approve", action="store_true", help="show each model-written block and run it only on a yes (needs a terminal)")
+    p.add_argument("--isolated", action="store_true", help="run model code in a separate resource-limited kernel")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -48,11 +51,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         model=args.model, sub_model=args.sub_model, api_base=args.api_base, max_depth=args.max_depth,
         max_iterations=args.max_iterations, max_llm_calls=args.max_llm_calls, max_tokens=args.max_tokens,
         max_cost_usd=args.max_cost_usd, max_seconds=args.max_seconds, cell_timeout=args.cell_timeout,
-        trace_path=args.trace_out,
+        trace_path=args.trace_out, approve=args.approve, isolation="kernel" if args.isolated else None,
     )
     try:
         result = rlm.completion(context, args.query)
-    except ContextError as exc:
+    except (ContextError, ApprovalUnavailable) as exc:
         print(f"rlm: error: {exc}", file=sys.stderr)
         return 2
     except RunInterrupted as exc:

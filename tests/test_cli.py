@@ -46,3 +46,24 @@ def test_bad_option_exits_2_without_a_traceback():
     proc = subprocess.run([sys.executable, "-m", "rlm_kernel.cli", "run", "--max-depth", "two"], capture_output=True, text=True, env=env)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stderr.startswith("rlm: error:")
+
+
+def test_approve_without_a_terminal_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    doc = tmp_path / "d.txt"
+    doc.write_text("hello")
+    code = main(["run", "--context", str(doc), "--model", "scripted/demo", "--approve"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "interactive terminal" in err and err.count("\n") == 1
+
+
+def test_isolated_run_answers_from_a_separate_kernel(tmp_path, capsys):
+    doc = tmp_path / "log.txt"
+    doc.write_text(sample_document(20_000), encoding="utf-8")
+    code = main(["run", "--context", str(doc), "--model", "scripted/demo", "--query", "What happened to the coolant?", "--isolated"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "Bao replaced the worn impeller" in out and "[done] n0" in out

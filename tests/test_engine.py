@@ -387,3 +387,41 @@ def test_approve_true_without_a_terminal_refuses_before_any_call(scripted, monke
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     with pytest.raises(ApprovalUnavailable, match="interactive terminal"):
         RLM(model=scripted(["never asked"]), approve=True).completion(DOC, "q")
+
+
+def test_an_interrupt_stops_a_child_waiting_for_approval(scripted):
+    """The interrupt lands in the main thread; the child asking from its own thread is stopped too."""
+    import _thread
+    import threading
+    import time
+
+    from rlm_kernel.core import RunInterrupted
+
+    waiting = threading.Event()
+    left: list[str] = []
+
+    def approver(code, node_id, depth):
+        if depth == 0:
+            return True
+        waiting.set()
+        try:
+            while True:  # a frontend's input box that nobody answers (ipykernel polls like this)
+                time.sleep(0.01)
+        finally:
+            left.append(node_id)
+
+    root = scripted([repl("print(rlm_query_batched([('abc', 'child'), ('def', 'child')]))")])
+    child = scripted([repl("FINAL('never')")])
+    threading.Thread(target=lambda: waiting.wait(10) and _thread.interrupt_main(), daemon=True).start()
+    with pytest.raises(RunInterrupted) as caught:
+        RLM(model=root, sub_model=child, max_depth=2, approve=approver).completion(DOC, "q")
+    deadline = time.monotonic() + 2
+    while not left and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert left, "the child's approval wait was left running"
+    assert caught.value.result.status == "interrupted"
+
+
+def test_isolation_limits_are_checked_up_front(scripted):
+    with pytest.raises(ValueError, match="unknown isolation limits"):
+        RLM(model=scripted(["x"]), isolation="kernel", isolation_limits={"memory_mb": 1})

@@ -194,3 +194,25 @@ def test_help_still_works_and_question_marks_reach_the_magic(ip, capsys):
     assert "--context" in capsys.readouterr().out
     with pytest.raises(UsageError, match="No context"):
         run(ip, "%rlm What is the code?")
+
+
+def test_approve_without_a_frontend_that_answers_is_refused_before_any_call(ip):
+    model = register_policy(["never asked"])
+    ip.user_ns["doc"] = "text"
+    with pytest.raises(UsageError, match="cannot answer input requests"):
+        run(ip, f"%%rlm --approve --context doc --model {model}\nq")
+    assert "rlm_last" not in ip.user_ns
+
+
+def test_isolated_run_keeps_the_notebook_namespace_out_of_reach(ip):
+    model = register_policy([
+        repl("print(secret)") + "```repl\nsecret = 'changed'\nleaked = 1\nprint(len(context))\n```\n",
+        repl("FINAL(len(context))"),
+    ])
+    ip.user_ns.update(doc="x" * 1234, secret="notebook-only")
+    answer = run(ip, f"%%rlm --isolated --context doc --model {model} --out n\nhow long?")
+    assert answer == 1234 and ip.user_ns["n"] == 1234
+    assert ip.user_ns["secret"] == "notebook-only" and "leaked" not in ip.user_ns
+    assert "context" not in ip.user_ns  # the context went to the kernel, not into this namespace
+    first = ip.user_ns["rlm_last"].trace.root.iterations[0].cells
+    assert "NameError" in first[0].error and first[1].output.strip() == "1234"

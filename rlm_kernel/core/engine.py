@@ -10,7 +10,7 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +31,7 @@ from rlm_kernel.core.prompts import (
     out_of_iterations_message,
     system_prompt,
 )
-from rlm_kernel.core.repl import REPL, ExecResult, NamespaceREPL
+from rlm_kernel.core.repl import REPL, ExecResult, NamespaceREPL, raise_in_thread
 from rlm_kernel.core.result import RLMResult
 from rlm_kernel.core.trace import Event, EventHandler, JSONLWriter, Trace
 
@@ -39,6 +39,8 @@ NO_OUTPUT = "(no output: print what you need)"
 PROMPT_PREVIEW_CHARS = 500
 ANSWER_RECORD_CHARS = 100_000
 _MISSING = object()
+# Keyword arguments of rlm_kernel.isolation.KernelREPL that RLM(isolation_limits=...) passes on.
+ISOLATION_LIMITS = ("memory_limit", "cpu_seconds", "file_size_limit")
 
 
 class RLM:
@@ -69,6 +71,7 @@ class RLM:
         max_output_tokens: int = 4096,
         approve: bool | Approver = False,
         isolation: str | None = None,
+        isolation_limits: Mapping[str, float | None] | None = None,
         cell_timeout: float | None = None,
         call_timeout: float = 120.0,
         retries: int = 3,
@@ -99,6 +102,10 @@ class RLM:
         if isolation not in (None, "kernel"):
             raise ValueError(f"isolation must be None or 'kernel', not {isolation!r}")
         self.isolation = isolation
+        unknown = set(isolation_limits or {}) - set(ISOLATION_LIMITS)
+        if unknown:
+            raise ValueError(f"unknown isolation limits {sorted(unknown)}; known: {', '.join(ISOLATION_LIMITS)}")
+        self.isolation_limits = dict(isolation_limits or {})
         self.lm: LM = lm or LiteLLM(api_base=api_base, api_key=api_key, router=router)
 
     def completion(self, context: object, query: str, *, repl: REPL | None = None) -> RLMResult:
@@ -120,7 +127,7 @@ class RLM:
             # Imported here: the isolated kernel needs jupyter_client, which core does not import otherwise.
             from rlm_kernel.isolation import KernelREPL
 
-            return KernelREPL(cell_timeout=self.cell_timeout, max_output_chars=self.max_output_chars)
+            return KernelREPL(cell_timeout=self.cell_timeout, max_output_chars=self.max_output_chars, **self.isolation_limits)  # type: ignore[arg-type]
         return NamespaceREPL(cell_timeout=self.cell_timeout, max_output_chars=self.max_output_chars)
 
     def _complete(self, context: object, query: str, repl: REPL | None, scope: CancelScope) -> RLMResult:
@@ -134,6 +141,7 @@ class RLM:
             outcome = root.run()
         except (KeyboardInterrupt, RunCancelled):
             scope.cancel()
+            tree.stop_approval()
             tree.close_open_nodes()
             raise RunInterrupted(tree.result(query, _Outcome("interrupted", root.partial_answer(), "interrupted"))) from None
         finally:
@@ -158,6 +166,7 @@ class _Tree:
         self.ledger = Ledger(rlm.limits)
         self.approver = approver
         self._approval_lock = threading.Lock()  # children ask from their threads: one question at a time
+        self._approving: int | None = None  # the thread waiting for the user's answer
         self.redactor = Redactor([rlm.api_key])
         self.scope = scope
         self.trace = Trace()
@@ -188,7 +197,19 @@ class _Tree:
         if self.approver is None:
             return True
         with self._approval_lock:
-            return bool(self.approver(code, node_id, depth))
+            if self.scope.cancelled.is_set():
+                raise RunCancelled()
+            self._approving = threading.get_ident()
+            try:
+                return bool(self.approver(code, node_id, depth))
+            finally:
+                self._approving = None
+
+    def stop_approval(self) -> None:
+        """An interrupt reaches only the main thread: a child waiting for the user's answer is stopped here."""
+        waiting = self._approving
+        if waiting is not None and waiting != threading.main_thread().ident:
+            raise_in_thread(waiting, RunCancelled)
 
     def close_open_nodes(self) -> None:
         for node in list(self.trace.nodes.values()):

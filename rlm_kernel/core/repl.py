@@ -176,7 +176,7 @@ class _deadline:
             signal.setitimer(signal.ITIMER_REAL, self.seconds)
         else:
             ident = threading.get_ident()
-            self._timer = threading.Timer(self.seconds, _inject_timeout, args=(ident,))
+            self._timer = threading.Timer(self.seconds, raise_in_thread, args=(ident, CellTimeout))
             self._timer.daemon = True
             self._timer.start()
 
@@ -194,5 +194,6 @@ def _raise_timeout(signum: int, frame: object) -> None:
     raise CellTimeout()
 
 
-def _inject_timeout(thread_id: int) -> None:
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(CellTimeout))
+def raise_in_thread(thread_id: int, exception: type[BaseException]) -> None:
+    """Raise `exception` in another thread at its next Python instruction (C code that blocks is not reached)."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exception))

@@ -16,12 +16,13 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import Code, display
-from traitlets import Float, Int, Unicode, default
+from traitlets import Bool, Float, Int, Unicode, default
 from traitlets.config import Configurable
 
 from rlm_kernel.core import RLM, RLMResult, RunInterrupted
 from rlm_kernel.core.context import ContextError, check_context, context_metadata, load_context
 from rlm_kernel.jupyter import messages as msg
+from rlm_kernel.jupyter.approval import notebook_approver
 from rlm_kernel.jupyter.export import ExportError, cell_outputs, decode_payload, write_notebook
 from rlm_kernel.jupyter.replay import Replayed, StepSession, load_trace, replay_run, show_outputs
 from rlm_kernel.jupyter.shell_repl import ShellREPL
@@ -85,6 +86,10 @@ class RLMMagics(Magics, Configurable):  # type: ignore[misc]
     cell_timeout = Float(None, allow_none=True, help="Seconds one model-written code block may run before it is stopped.").tag(config=True)
     max_output_chars = Int(10_000, help="Characters of a code block's output shown to the model (head and tail).").tag(config=True)
     concurrency = Int(16, help="Sub-model calls in flight at once.").tag(config=True)
+    approve = Bool(False, help="Show each model-written block and run it only when the user answers y (needs a frontend that takes input).").tag(config=True)
+    isolated = Bool(False, help="Run model code in a separate resource-limited kernel: the notebook's variables stay out of its reach.").tag(config=True)
+    isolated_memory_mb = Int(2048, help="Address-space limit of an isolated kernel, in MiB (0: none).").tag(config=True)
+    isolated_cpu_seconds = Float(600.0, help="CPU seconds an isolated kernel may use over its life (0: no limit).").tag(config=True)
 
     def __init__(self, shell: Any) -> None:
         Configurable.__init__(self, config=shell.config)
@@ -118,6 +123,8 @@ class RLMMagics(Magics, Configurable):  # type: ignore[misc]
     @argument("--timeout", type=float, help="max_seconds for this run")
     @argument("--out", help="also store the answer in this variable")
     @argument("--trace", help="append the run's events to this JSONL file")
+    @argument("--approve", action="store_true", help="show each model-written block and run it only on a yes")
+    @argument("--isolated", action="store_true", help="run model code in a separate limited kernel, not in this namespace")
     @line_cell_magic
     def rlm(self, line: str, cell: str | None = None) -> Any:
         """Ask a Recursive Language Model about a notebook variable.
@@ -159,8 +166,11 @@ class RLMMagics(Magics, Configurable):  # type: ignore[misc]
         if not model:
             display(_Text(msg.NO_MODEL_NOTE))
             model = msg.DEMO_MODEL
+        approver = notebook_approver(self.shell) if opts.approve or self.approve else False
+        isolated = opts.isolated or self.isolated
+        # Isolated: the engine starts a kernel per node; the notebook namespace is never the REPL.
+        repl = None if isolated else ShellREPL(self.shell, cell_timeout=self.cell_timeout, max_output_chars=self.max_output_chars)
         view, handle = self._view()
-        repl = ShellREPL(self.shell, cell_timeout=self.cell_timeout, max_output_chars=self.max_output_chars)
         rlm = RLM(
             model=model,
             sub_model=opts.sub_model or self.sub_model,
@@ -176,6 +186,9 @@ class RLMMagics(Magics, Configurable):  # type: ignore[misc]
             cell_timeout=self.cell_timeout,
             trace_path=opts.trace,
             on_event=view,
+            approve=approver,
+            isolation="kernel" if isolated else None,
+            isolation_limits={"memory_limit": self.isolated_memory_mb * 1024**2 or None, "cpu_seconds": self.isolated_cpu_seconds or None},
         )
         context_variable = opts.context or self.default_context
         result = self._run(lambda: rlm.completion(context, question, repl=repl), view, handle, repl, context_variable)
@@ -192,7 +205,7 @@ class RLMMagics(Magics, Configurable):  # type: ignore[misc]
         return view, display(view, display_id=True)
 
     def _run(
-        self, complete: Callable[[], RLMResult], view: Any, handle: Any, repl: ShellREPL, context_variable: str | None
+        self, complete: Callable[[], RLMResult], view: Any, handle: Any, repl: ShellREPL | None, context_variable: str | None
     ) -> RLMResult:
         """Run to the end under the live view; a failed or stopped run fails the cell and keeps its partial trace."""
         try:
@@ -201,15 +214,17 @@ class RLMMagics(Magics, Configurable):  # type: ignore[misc]
             self._finish(stop.result, view, handle, repl, context_variable)
             raise KeyboardInterrupt from None
         except (ContextError, ReplayError) as exc:
-            repl.restore()
+            if repl is not None:
+                repl.restore()
             raise UsageError(str(exc)) from None
         self._finish(result, view, handle, repl, context_variable)
         if result.status not in ("done", "max_iterations"):
             raise RLMRunError(msg.RUN_FAILED.format(status=result.status, error=result.error))
         return result
 
-    def _finish(self, result: RLMResult, view: Any, handle: Any, repl: ShellREPL, context_variable: str | None) -> None:
-        repl.restore()
+    def _finish(self, result: RLMResult, view: Any, handle: Any, repl: ShellREPL | None, context_variable: str | None) -> None:
+        if repl is not None:
+            repl.restore()
         view.close()
         if handle is not None:
             handle.update(view)  # the final bundle: its text/html fallback now holds the whole tree

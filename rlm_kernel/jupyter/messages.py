@@ -34,3 +34,10 @@ REPLAY_STARTED = "Replaying {node}: {query} Run the cells below in order; each d
 NO_REPLAY = "No replay is running: run the hidden setup cell (%%rlm_replay) near the top of this notebook first."
 STEP_USAGE = "usage: %%rlm_step NODE ITERATION BLOCK, with the block's code as the cell body"
 SETUP_USAGE = "usage: %%rlm_replay [--context NAME], with the replay data as the cell body"
+APPROVE_NEEDS_INPUT = (
+    "--approve asks before each model-written block runs, and this frontend cannot answer input requests "
+    "(nbconvert, papermill and other headless runs cannot). Run the cell in JupyterLab, Notebook or a terminal, "
+    "or drop --approve."
+)
+APPROVE_HEADER = "**{node}** (depth {depth}) wants to run this block:"
+APPROVE_PROMPT = "Run it? [y/N] "
