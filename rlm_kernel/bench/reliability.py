@@ -12,6 +12,7 @@ from __future__ import annotations
 import _thread
 import os
 import platform
+import sys
 import threading
 import time
 
@@ -105,10 +106,37 @@ def budgets() -> str:
     return "budgets (8 concurrent sub-calls per step): " + "; ".join(rows)
 
 
+def isolation() -> str:
+    escapes = {
+        "memory bomb": "x = bytearray(8 * 1024**3)",
+        "fork": "import os\nos.fork()",
+        "write outside its directory": "open('/tmp/rlm-isolation-escape.txt', 'w')",
+        "read a notebook variable": "print(secret)",
+    }
+    reply = "\n".join(_block(code) for code in escapes.values())
+    model = register_policy([reply, _block("FINAL('went on')")])
+    notebook = sys.modules["__main__"]  # where a notebook's variables live
+    notebook.secret = "notebook-only"  # type: ignore[attr-defined]
+    started = time.perf_counter()
+    result = RLM(model=model, isolation="kernel", isolation_limits={"memory_limit": 1024**3}).completion("ctx", "q")
+    del notebook.secret  # type: ignore[attr-defined]
+    seconds = time.perf_counter() - started
+    cells = result.trace.root.iterations[0].cells
+    stopped = "; ".join(f"{what}: {_error_name(cell.error)}" for what, cell in zip(escapes, cells))
+    return f"isolation='kernel' (1 GiB memory limit): {stopped}; the run went on ({result.answer!r}); {seconds:.2f} s with the kernel's start"
+
+
+def _error_name(error: str | None) -> str:
+    if not error:
+        return "NOT STOPPED"
+    last = error.strip().splitlines()[-1]
+    return last.split(":", 1)[0]
+
+
 def main() -> int:
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     RLM(model="scripted/demo").completion("warm up litellm", "warm up")
-    for figure in (faults, interrupt, runaway_code, budgets):
+    for figure in (faults, interrupt, runaway_code, budgets, isolation):
         print(figure())
     return 0
 
