@@ -30,6 +30,8 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--sub-model", help="model for llm_query and child RLMs (default: --model)")
     p.add_argument("--api-base", help="base URL of an OpenAI-compatible server")
     p.add_argument("--max-depth", type=int, default=1, help="RLM levels: 1 = sub-model calls only (default 1)")
+    p.add_argument("--transport", choices=["litellm", "direct"], default="litellm",
+                   help="litellm (any provider, the default) or direct: post to the OpenAI-compatible --api-base itself")
     p.add_argument("--max-iterations", type=int, default=20)
     p.add_argument("--max-llm-calls", type=int)
     p.add_argument("--max-tokens", type=int)
@@ -41,18 +43,23 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--isolated", action="store_true", help="run model code in a separate resource-limited kernel")
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    try:
-        context = load_context(args.context)
-    except ContextError as exc:
-        print(f"rlm: error: {exc}", file=sys.stderr)
-        return 2
-    rlm = RLM(
+def _rlm(args: argparse.Namespace) -> RLM:
+    return RLM(
         model=args.model, sub_model=args.sub_model, api_base=args.api_base, max_depth=args.max_depth,
         max_iterations=args.max_iterations, max_llm_calls=args.max_llm_calls, max_tokens=args.max_tokens,
         max_cost_usd=args.max_cost_usd, max_seconds=args.max_seconds, cell_timeout=args.cell_timeout,
         trace_path=args.trace_out, approve=args.approve, isolation="kernel" if args.isolated else None,
+        transport=args.transport,
     )
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    try:
+        context = load_context(args.context)
+        rlm = _rlm(args)
+    except (ContextError, ValueError) as exc:  # ValueError: settings that do not fit together
+        print(f"rlm: error: {exc}", file=sys.stderr)
+        return 2
     try:
         result = rlm.completion(context, args.query)
     except (ContextError, ApprovalUnavailable) as exc:

@@ -1,4 +1,4 @@
-"""The engine over litellm's real HTTP path, against `rlm serve-model` on 127.0.0.1."""
+"""The engine over real HTTP, against `rlm serve-model` on 127.0.0.1: litellm's path and the direct one."""
 
 from __future__ import annotations
 
@@ -23,13 +23,17 @@ def _root_then_subs(root_replies):
     return policy
 
 
-def test_32_batched_prompts_at_100ms_latency_run_concurrently():
+TRANSPORTS = pytest.mark.parametrize("transport", ["litellm", "direct"])
+
+
+@TRANSPORTS
+def test_32_batched_prompts_at_100ms_latency_run_concurrently(transport):
     policy = _root_then_subs([
         repl("import time\nt0 = time.perf_counter()\nreplies = llm_query_batched([f'p{i}' for i in range(32)])\nelapsed = time.perf_counter() - t0"),
         repl("FINAL((replies, elapsed))"),
     ])
     with ModelServer(policy, latency_ms=100) as server:
-        rlm = RLM(model="openai/policy", api_base=server.url, concurrency=32)
+        rlm = RLM(model="openai/policy", api_base=server.url, concurrency=32, transport=transport)
         result = rlm.completion("some context", "fan out")
         stats = server.stats()
     replies, elapsed = result.answer
@@ -40,19 +44,21 @@ def test_32_batched_prompts_at_100ms_latency_run_concurrently():
     assert result.usage.input_tokens > 0 and not result.usage.cost_known
 
 
-def test_transient_faults_are_retried_and_counted_per_attempt():
+@TRANSPORTS
+def test_transient_faults_are_retried_and_counted_per_attempt(transport):
     policy = _root_then_subs([repl("FINAL(llm_query_batched(['a', 'b', 'c', 'd']))")])
     with ModelServer(policy, fail_rate=0.4, faults=("429", "500", "malformed"), seed=3) as server:
-        result = RLM(model="openai/policy", api_base=server.url, retries=8, retry_backoff=0.01).completion("ctx", "q")
+        result = RLM(model="openai/policy", api_base=server.url, retries=8, retry_backoff=0.01, transport=transport).completion("ctx", "q")
         stats = server.stats()
     assert result.answer == ["sub:a", "sub:b", "sub:c", "sub:d"]
     assert sum(stats["faults"].values()) > 0
     assert result.usage.llm_calls == stats["requests"]
 
 
-def test_unreachable_server_fails_the_run_with_one_clear_line():
+@TRANSPORTS
+def test_unreachable_server_fails_the_run_with_one_clear_line(transport):
     started = time.perf_counter()
-    result = RLM(model="openai/none", api_base="http://127.0.0.1:9/v1", retries=1, retry_backoff=0.01).completion("ctx", "q")
+    result = RLM(model="openai/none", api_base="http://127.0.0.1:9/v1", retries=1, retry_backoff=0.01, transport=transport).completion("ctx", "q")
     assert result.status == "error"
     assert "gave up after 2 attempts" in result.error and "\n" not in result.error
     assert time.perf_counter() - started < 30
@@ -71,3 +77,39 @@ def test_each_answer_protocol_over_http(reply, expected):
     with ModelServer(_root_then_subs([reply])) as server:
         result = RLM(model="openai/policy", api_base=server.url).completion("ctx", "q")
     assert (result.status, result.answer) == ("done", expected)
+
+
+def test_direct_transport_classifies_errors_and_never_shows_the_key():
+    import asyncio
+
+    from rlm_kernel.core.errors import ModelError, TransientModelError
+    from rlm_kernel.core.openai_compatible import OpenAICompatibleLM
+
+    key = "sk-planted-secret-0123456789"
+    messages = [{"role": "user", "content": "hi"}]
+    with ModelServer(lambda m: "ok", fail_rate=1.0, faults=("429",)) as limited, ModelServer(lambda m: "ok", latency_ms=2000) as slow:
+        lm = OpenAICompatibleLM(api_base=limited.url, api_key=key)
+        with pytest.raises(TransientModelError, match="HTTP 429") as rate:
+            asyncio.run(lm.acomplete(messages, model="openai/policy"))
+        lm = OpenAICompatibleLM(api_base=limited.url + "/wrong-path", api_key=key)
+        with pytest.raises(ModelError, match="HTTP 404") as missing:
+            asyncio.run(lm.acomplete(messages, model="openai/policy"))
+        assert not isinstance(missing.value, TransientModelError)  # retrying cannot help
+        with pytest.raises(TransientModelError, match="Timeout"):
+            asyncio.run(OpenAICompatibleLM(api_base=slow.url).acomplete(messages, model="openai/policy", timeout=0.2))
+    for error in (rate.value, missing.value):
+        assert key not in str(error)
+
+
+def test_direct_transport_prices_known_models_once_and_marks_unknown_ones():
+    import asyncio
+
+    from rlm_kernel.core.openai_compatible import OpenAICompatibleLM
+
+    with ModelServer(lambda m: "ok", model_name="gpt-4o-mini") as server:
+        lm = OpenAICompatibleLM(api_base=server.url)
+        priced = asyncio.run(lm.acomplete([{"role": "user", "content": "hi"}], model="openai/gpt-4o-mini"))
+    assert priced.usage.cost_known and priced.usage.cost_usd > 0
+    assert lm.price("openai/no-such-local-model", 10, 10) is None
+    with pytest.raises(ValueError, match="needs api_base"):
+        RLM(model="openai/x", transport="direct")

@@ -216,3 +216,12 @@ def test_isolated_run_keeps_the_notebook_namespace_out_of_reach(ip):
     assert "context" not in ip.user_ns  # the context went to the kernel, not into this namespace
     first = ip.user_ns["rlm_last"].trace.root.iterations[0].cells
     assert "NameError" in first[0].error and first[1].output.strip() == "1234"
+
+
+def test_settings_that_do_not_fit_together_are_usage_errors(ip):
+    ip.user_ns["doc"] = "text"
+    ip.run_line_magic("config", "RLMMagics.transport = 'direct'")
+    with pytest.raises(UsageError, match="needs api_base"):
+        run(ip, "%%rlm --context doc --model openai/x\nq")
+    with pytest.raises(UsageError, match="max_depth"):
+        run(ip, "%%rlm --context doc --depth -1 --model openai/x --api-base http://127.0.0.1:9/v1\nq")

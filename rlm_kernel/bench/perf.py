@@ -195,18 +195,20 @@ def figure_fan_out(args: argparse.Namespace) -> dict[str, Any]:
     prompts, latency = 256, 0.2
     repeats = 1 if args.quick else 3
     print(f"2. fan-out: {prompts} llm_query_batched prompts at {latency * 1000:.0f} ms latency through rlm serve-model "
-          f"(median of {repeats})")
-    rows = {}
-    for concurrency in (32,) if args.quick else (16, 32, 64):
-        with serve("rlm_kernel.bench.offline:BenchPolicy", latency * 1000) as url:
-            walls = [fan_out(url, prompts, concurrency) for _ in range(repeats)]
-            in_flight = server_stats(url)["max_in_flight"]
-        ideal = math.ceil(prompts / concurrency) * latency
-        wall = statistics.median(walls)
-        rows[concurrency] = {"wall_s": wall, "ideal_s": ideal, "ratio": wall / ideal, "max_in_flight": in_flight, "walls": walls}
-        target = " (target: within 1.25x)" if concurrency == 32 else ""
-        print(f"   concurrency {concurrency:>2}: {wall:.2f} s against ideal {ideal:.2f} s = {wall / ideal:.2f}x{target}; "
-              f"server saw at most {in_flight} in flight")
+          f"(median of {repeats}); transport litellm (the default) and direct (RLM(transport='direct'))")
+    rows: dict[str, dict[int, Any]] = {}
+    for transport in ("litellm", "direct"):
+        rows[transport] = {}
+        for concurrency in (32,) if args.quick else (16, 32, 64):
+            with serve("rlm_kernel.bench.offline:BenchPolicy", latency * 1000) as url:
+                walls = [fan_out(url, prompts, concurrency, transport=transport) for _ in range(repeats)]
+                in_flight = server_stats(url)["max_in_flight"]
+            ideal = math.ceil(prompts / concurrency) * latency
+            wall = statistics.median(walls)
+            rows[transport][concurrency] = {"wall_s": wall, "ideal_s": ideal, "ratio": wall / ideal, "max_in_flight": in_flight, "walls": walls}
+            target = " (target: within 1.25x)" if concurrency == 32 else ""
+            print(f"   {transport:<7} concurrency {concurrency:>2}: {wall:.2f} s against ideal {ideal:.2f} s = {wall / ideal:.2f}x{target}; "
+                  f"server saw at most {in_flight} in flight")
     return rows
 
 

@@ -21,6 +21,7 @@ from rlm_kernel.core.context import check_context, context_metadata, make_helper
 from rlm_kernel.core.errors import BudgetExhausted, ModelError, RunInterrupted, SubmitAnswer, TransientModelError
 from rlm_kernel.core.ledger import Ledger, Limits, Usage
 from rlm_kernel.core.lm import LM, Completion, LiteLLM, Messages
+from rlm_kernel.core.openai_compatible import OpenAICompatibleLM
 from rlm_kernel.core.parsing import ParsedReply, find_text_final, parse_reply
 from rlm_kernel.core.redact import Redactor
 from rlm_kernel.core.prompts import (
@@ -49,6 +50,10 @@ class RLM:
     `max_depth` counts RLM levels: 1 gives a root with plain sub-model calls
     (`rlm_query` degrades to `llm_query`), 2 lets the root start child RLMs,
     and so on. Every call of the tree draws on one ledger of limits.
+
+    Models are called through litellm (any provider). `transport="direct"`
+    posts to the OpenAI-compatible `api_base` itself, skipping litellm's
+    per-call CPU work: for large fan-outs against a local server.
     """
 
     def __init__(
@@ -78,6 +83,7 @@ class RLM:
         retry_backoff: float = 0.5,
         trace_path: str | None = None,
         router: list[dict[str, Any]] | None = None,
+        transport: str = "litellm",
         lm: LM | None = None,
     ) -> None:
         if max_depth < 1 or max_iterations < 1 or concurrency < 1:
@@ -106,7 +112,7 @@ class RLM:
         if unknown:
             raise ValueError(f"unknown isolation limits {sorted(unknown)}; known: {', '.join(ISOLATION_LIMITS)}")
         self.isolation_limits = dict(isolation_limits or {})
-        self.lm: LM = lm or LiteLLM(api_base=api_base, api_key=api_key, router=router)
+        self.lm: LM = lm or _make_lm(transport, api_base, api_key, router)
 
     def completion(self, context: object, query: str, *, repl: REPL | None = None) -> RLMResult:
         """Answer `query` about `context`. Raises RunInterrupted (a KeyboardInterrupt) with the partial result."""
@@ -557,6 +563,16 @@ class _Node:
             return ""
         described = ", ".join(f"{n} ({_describe_value(self.repl.get(n))})" for n in names[:20])
         return f"\n[variables set: {described}{', ...' if len(names) > 20 else ''}]"
+
+
+def _make_lm(transport: str, api_base: str | None, api_key: str | None, router: list[dict[str, Any]] | None) -> LM:
+    if transport == "litellm":
+        return LiteLLM(api_base=api_base, api_key=api_key, router=router)
+    if transport != "direct":
+        raise ValueError(f"transport must be 'litellm' or 'direct', not {transport!r}")
+    if not api_base or router is not None:
+        raise ValueError("transport='direct' posts to one OpenAI-compatible server: it needs api_base and no router")
+    return OpenAICompatibleLM(api_base=api_base, api_key=api_key)
 
 
 def _close(repl: REPL) -> None:

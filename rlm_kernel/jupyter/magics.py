@@ -16,7 +16,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import Code, display
-from traitlets import Bool, Float, Int, Unicode, default
+from traitlets import Bool, Enum, Float, Int, Unicode, default
 from traitlets.config import Configurable
 
 from rlm_kernel.core import RLM, RLMResult, RunInterrupted
@@ -77,6 +77,10 @@ class RLMMagics(Magics, Configurable):  # type: ignore[misc]
     model = Unicode(None, allow_none=True, help="litellm model name of the root model (default: $RLM_MODEL, else the offline demo policy).").tag(config=True)
     sub_model = Unicode(None, allow_none=True, help="Model for llm_query and child RLMs (default: $RLM_SUB_MODEL, else `model`).").tag(config=True)
     api_base = Unicode(None, allow_none=True, help="Base URL of an OpenAI-compatible server (default: $RLM_API_BASE).").tag(config=True)
+    transport = Enum(
+        ["litellm", "direct"], "litellm",
+        help="How models are called: litellm (any provider), or direct: posted straight to the OpenAI-compatible api_base (less CPU per call, for large fan-outs).",
+    ).tag(config=True)
     max_depth = Int(1, help="RLM levels: 1 = root with plain sub-model calls; 2 lets the root start child RLMs.").tag(config=True)
     max_iterations = Int(20, help="Replies the root model may make before it must answer.").tag(config=True)
     max_llm_calls = Int(None, allow_none=True, help="Model calls allowed for the whole call tree.").tag(config=True)
@@ -170,26 +174,30 @@ class RLMMagics(Magics, Configurable):  # type: ignore[misc]
         isolated = opts.isolated or self.isolated
         # Isolated: the engine starts a kernel per node; the notebook namespace is never the REPL.
         repl = None if isolated else ShellREPL(self.shell, cell_timeout=self.cell_timeout, max_output_chars=self.max_output_chars)
+        try:
+            rlm = RLM(
+                model=model,
+                sub_model=opts.sub_model or self.sub_model,
+                api_base=opts.api_base or self.api_base,
+                max_depth=opts.depth or self.max_depth,
+                max_iterations=opts.max_iterations or self.max_iterations,
+                max_llm_calls=self.max_llm_calls,
+                max_tokens=self.max_tokens,
+                max_cost_usd=opts.budget if opts.budget is not None else self.max_cost_usd,
+                max_seconds=opts.timeout if opts.timeout is not None else self.max_seconds,
+                max_output_chars=self.max_output_chars,
+                concurrency=self.concurrency,
+                cell_timeout=self.cell_timeout,
+                trace_path=opts.trace,
+                approve=approver,
+                isolation="kernel" if isolated else None,
+                transport=self.transport,
+                isolation_limits={"memory_limit": self.isolated_memory_mb * 1024**2 or None, "cpu_seconds": self.isolated_cpu_seconds or None},
+            )
+        except ValueError as exc:  # settings that do not fit together
+            raise UsageError(str(exc)) from None
         view, handle = self._view()
-        rlm = RLM(
-            model=model,
-            sub_model=opts.sub_model or self.sub_model,
-            api_base=opts.api_base or self.api_base,
-            max_depth=opts.depth or self.max_depth,
-            max_iterations=opts.max_iterations or self.max_iterations,
-            max_llm_calls=self.max_llm_calls,
-            max_tokens=self.max_tokens,
-            max_cost_usd=opts.budget if opts.budget is not None else self.max_cost_usd,
-            max_seconds=opts.timeout if opts.timeout is not None else self.max_seconds,
-            max_output_chars=self.max_output_chars,
-            concurrency=self.concurrency,
-            cell_timeout=self.cell_timeout,
-            trace_path=opts.trace,
-            on_event=view,
-            approve=approver,
-            isolation="kernel" if isolated else None,
-            isolation_limits={"memory_limit": self.isolated_memory_mb * 1024**2 or None, "cpu_seconds": self.isolated_cpu_seconds or None},
-        )
+        rlm.on_event.append(view)
         context_variable = opts.context or self.default_context
         result = self._run(lambda: rlm.completion(context, question, repl=repl), view, handle, repl, context_variable)
         if opts.out:

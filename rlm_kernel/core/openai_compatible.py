@@ -1,0 +1,112 @@
+"""A direct LM for OpenAI-compatible servers (`RLM(transport="direct")`).
+
+litellm spends about 3 ms of CPU on each call (request mapping in a worker
+thread, logging objects, pricing the response), all on the one event loop
+that carries every sub-call. For a large `llm_query_batched` against a local
+server (vLLM, llama.cpp, Ollama, `rlm serve-model`) that CPU, not the server,
+sets the wall time. This LM posts `/chat/completions` itself over one pooled
+httpx client per event loop: about 1 ms a call. Prices still come from
+litellm's map, looked up once per model.
+
+It speaks only the OpenAI chat-completions wire format; every other provider
+goes through `LiteLLM`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import weakref
+from typing import Any
+
+from rlm_kernel.core.errors import ModelError, TransientModelError
+from rlm_kernel.core.ledger import Usage
+from rlm_kernel.core.lm import OFFLINE_PROVIDERS, Completion, LiteLLM, Messages, estimate_tokens, import_litellm
+
+_NO_KEY = "sk-no-key-required"  # local servers want some key; never a real one by default
+_MODEL_PREFIX = "openai/"
+
+
+class OpenAICompatibleLM:
+    """Chat completions posted straight to an OpenAI-compatible `api_base`; one attempt per call."""
+
+    def __init__(self, *, api_base: str, api_key: str | None = None, extra: dict[str, Any] | None = None) -> None:
+        self.api_base = api_base.rstrip("/")
+        self._api_key = api_key
+        self.extra = dict(extra or {})
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+        self._rates: dict[str, tuple[float, float] | None] = {}
+        self._pricing = LiteLLM()
+
+    def estimate_tokens(self, messages: Messages) -> int:
+        return estimate_tokens(messages)
+
+    def price(self, model: str, input_tokens: int, output_tokens: int) -> float | None:
+        """litellm's price, its per-token rates looked up once per model (a miss costs litellm about 1 ms)."""
+        if model not in self._rates:
+            rate_in, rate_out = self._pricing.price(model, 1, 0), self._pricing.price(model, 0, 1)
+            self._rates[model] = None if rate_in is None or rate_out is None else (rate_in, rate_out)
+        rates = self._rates[model]
+        return None if rates is None else input_tokens * rates[0] + output_tokens * rates[1]
+
+    async def acomplete(
+        self, messages: Messages, *, model: str, max_output_tokens: int | None = None, timeout: float = 120.0
+    ) -> Completion:
+        """One attempt; raises TransientModelError (429, 5xx, timeouts, garbled replies) or ModelError."""
+        import httpx
+
+        body: dict[str, Any] = {"model": model.removeprefix(_MODEL_PREFIX), "messages": messages, **self.extra}
+        if max_output_tokens is not None:
+            body["max_tokens"] = max_output_tokens
+        started = time.perf_counter()
+        try:
+            response = await self._client().post(f"{self.api_base}/chat/completions", json=body, timeout=timeout)
+        except httpx.TimeoutException as exc:
+            raise TransientModelError(f"Timeout: no reply from {self.api_base} within {timeout:g} s") from exc
+        except httpx.TransportError as exc:
+            raise TransientModelError(self._redact(f"{type(exc).__name__}: {exc}")) from None
+        seconds = time.perf_counter() - started
+        if response.status_code != 200:
+            raise self._status_error(response)
+        try:
+            data = response.json()
+            text = data["choices"][0]["message"]["content"] or ""
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, IndexError, TypeError) as exc:
+            raise TransientModelError(f"malformed reply from {model}: {type(exc).__name__}: {exc}") from None
+        return Completion(text=text, usage=self._usage(model, messages, text, data.get("usage")), model=model, seconds=seconds)
+
+    def _client(self) -> Any:
+        """One connection pool per event loop (an httpx client must not cross loops)."""
+        import httpx
+
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            headers = {"Authorization": f"Bearer {self._api_key or _NO_KEY}"}
+            # No cap on connections: the engine's semaphore is the concurrency limit.
+            limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
+            client = self._clients[loop] = httpx.AsyncClient(headers=headers, limits=limits)
+        return client
+
+    def _usage(self, model: str, messages: Messages, text: str, usage: Any) -> Usage:
+        usage = usage if isinstance(usage, dict) else {}
+        input_tokens, output_tokens = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if not isinstance(input_tokens, int) or not isinstance(output_tokens, int):
+            # Some local servers omit usage; count it rather than record zero.
+            litellm = import_litellm()
+            input_tokens = litellm.token_counter(model=model, messages=messages)
+            output_tokens = litellm.token_counter(model=model, text=text)
+        cost = self.price(model, input_tokens, output_tokens)
+        if cost is None and model.startswith(OFFLINE_PROVIDERS):
+            cost = 0.0
+        return Usage(llm_calls=1, input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost or 0.0, cost_known=cost is not None)
+
+    def _status_error(self, response: Any) -> ModelError:
+        status = response.status_code
+        detail = response.text.strip().splitlines()[0][:500] if response.text.strip() else response.reason_phrase
+        message = self._redact(f"HTTP {status} from {self.api_base}: {detail}")
+        return TransientModelError(message) if status == 429 or status >= 500 else ModelError(message)
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._api_key, "[redacted]") if self._api_key else text
