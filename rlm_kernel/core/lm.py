@@ -164,12 +164,14 @@ class LiteLLM:
 
     def _get_router(self, litellm: Any) -> Any:
         if self._router is None:
-            priced = set(litellm.model_cost)
+            known = set(litellm.model_cost)
             self._router = litellm.Router(model_list=self._router_config, num_retries=0)
-            # The Router registers each deployment's model in litellm's process-wide price map, with an
-            # empty entry when it has no price: that would price an unknown model at $0 for every caller.
-            for name in set(litellm.model_cost) - priced:
-                if not litellm.model_cost[name]:
+            # The Router registers each deployment's model in litellm's process-wide price map, with no
+            # price when it has none: every later call to that model would then cost $0, not "unknown".
+            deployed = {d.get("litellm_params", {}).get("model") for d in self._router_config}
+            for name in (set(litellm.model_cost) - known) & deployed:
+                entry = litellm.model_cost[name]
+                if entry.get("input_cost_per_token") is None and entry.get("output_cost_per_token") is None:
                     del litellm.model_cost[name]
         return self._router
 
