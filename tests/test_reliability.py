@@ -76,7 +76,7 @@ def _stats(url: str) -> dict:
         return json.load(response)
 
 
-def _interrupted_run(url: str) -> tuple[float, object]:
+def _interrupted_run(url: str, transport: str) -> tuple[float, object]:
     """A run interrupted (as by the kernel's stop button) once 64 sub-calls are in flight."""
     in_flight_before = _stats(url)["requests"]
     stamps: list[float] = []
@@ -90,14 +90,15 @@ def _interrupted_run(url: str) -> tuple[float, object]:
     watcher = threading.Thread(target=interrupt_when_all_in_flight, daemon=True)
     watcher.start()
     with pytest.raises(RunInterrupted) as caught:
-        RLM(model="openai/policy", api_base=url, concurrency=64).completion("ctx", "q")
+        RLM(model="openai/policy", api_base=url, concurrency=64, transport=transport).completion("ctx", "q")
     stopped = time.monotonic() - stamps[0]
     watcher.join(5)
     return stopped, caught.value.result
 
 
-def test_interrupt_with_64_calls_in_flight_cancels_them_all_and_leaves_nothing_behind(hanging_server):
-    stopped, partial = _interrupted_run(hanging_server)
+@pytest.mark.parametrize("transport", ["litellm", "direct"])
+def test_interrupt_with_64_calls_in_flight_cancels_them_all_and_leaves_nothing_behind(hanging_server, transport):
+    stopped, partial = _interrupted_run(hanging_server, transport)
     assert stopped < 1.0, f"took {stopped:.2f} s to stop"
     assert partial.status == "interrupted" and partial.trace.root.status == "interrupted"
     assert len(partial.trace.root.subcalls) == 64
@@ -105,7 +106,7 @@ def test_interrupt_with_64_calls_in_flight_cancels_them_all_and_leaves_nothing_b
     # The first run grew the loop's reusable worker pool and litellm's client; a second
     # interrupted run must not add a thread or a socket: nothing leaks per run.
     threads, sockets = threading.active_count(), _count_sockets()
-    stopped_again, _ = _interrupted_run(hanging_server)
+    stopped_again, _ = _interrupted_run(hanging_server, transport)
     assert stopped_again < 1.0
     assert threading.active_count() <= threads
     assert _count_sockets() <= sockets, "sockets of cancelled calls are still open"
