@@ -344,7 +344,7 @@ def test_nbconvert_without_widget_state_shows_the_html_tree(scripted):
     cell.outputs = [nbformat.v4.new_output("display_data", data=view._repr_mimebundle_())]
     notebook.cells.append(cell)
     page, _ = nbconvert.HTMLExporter().from_notebook_node(notebook)
-    assert page.count("<details") == 3 and "n3 · d2 · " in page
+    assert page.count("<details") == 3 and "n2 · d2 · " in page
 
 
 def test_stopped_runs_end_with_their_status_in_the_titles(scripted):

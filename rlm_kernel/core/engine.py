@@ -178,7 +178,7 @@ class _Tree:
         self.trace = Trace()
         self.started = time.perf_counter()
         self.semaphore = asyncio.Semaphore(rlm.concurrency)
-        self._ids = itertools.count()
+        self._ids = {"n": itertools.count(), "s": itertools.count()}  # nodes n0, n1...; sub-calls s0, s1...
         self._emit_lock = threading.Lock()
         self._writer = JSONLWriter(rlm.trace_path) if rlm.trace_path else None
         self._handlers: list[EventHandler] = [self.trace.add, *([self._writer] if self._writer else []), *rlm.on_event]
@@ -186,7 +186,7 @@ class _Tree:
         self.handler_errors: list[str] = []
 
     def new_id(self, prefix: str) -> str:
-        return f"{prefix}{next(self._ids)}"
+        return f"{prefix}{next(self._ids[prefix])}"
 
     def emit(self, kind: str, node_id: str, parent_id: str | None, /, **data: Any) -> None:
         event = Event(kind, node_id, parent_id, self.redactor.data(data))

@@ -86,6 +86,7 @@ class RLMMagics(Magics, Configurable):  # type: ignore[misc]
     max_llm_calls = Int(None, allow_none=True, help="Model calls allowed for the whole call tree.").tag(config=True)
     max_tokens = Int(None, allow_none=True, help="Input plus output tokens allowed for the whole call tree.").tag(config=True)
     max_cost_usd = Float(None, allow_none=True, help="US dollars allowed for the whole call tree (priced models only).").tag(config=True)
+    max_output_tokens = Int(4096, help="Output tokens one model call may use; applied only under a token or cost budget, which reserves it per call.").tag(config=True)
     max_seconds = Float(None, allow_none=True, help="Wall-clock seconds allowed for a run.").tag(config=True)
     cell_timeout = Float(None, allow_none=True, help="Seconds one model-written code block may run before it is stopped.").tag(config=True)
     max_output_chars = Int(10_000, help="Characters of a code block's output shown to the model (head and tail).").tag(config=True)
@@ -186,6 +187,7 @@ class RLMMagics(Magics, Configurable):  # type: ignore[misc]
                 max_cost_usd=opts.budget if opts.budget is not None else self.max_cost_usd,
                 max_seconds=opts.timeout if opts.timeout is not None else self.max_seconds,
                 max_output_chars=self.max_output_chars,
+                max_output_tokens=self.max_output_tokens,
                 concurrency=self.concurrency,
                 cell_timeout=self.cell_timeout,
                 trace_path=opts.trace,
