@@ -101,7 +101,7 @@ def test_direct_transport_classifies_errors_and_never_shows_the_key():
         assert key not in str(error)
 
 
-def test_direct_transport_prices_known_models_once_and_marks_unknown_ones():
+def test_direct_transport_prices_known_models_and_marks_unknown_ones():
     import asyncio
 
     from rlm_kernel.core.openai_compatible import OpenAICompatibleLM

@@ -31,6 +31,8 @@ def test_known_model_is_priced_and_unknown_model_is_marked_unknown():
     lm = LiteLLM()
     assert lm.price("gpt-4o-mini", 1_000_000, 0) > 0
     assert lm.price("openai/some-local-model-nobody-prices", 1000, 1000) is None
+    assert lm.price("openai/some-local-model-nobody-prices", 1000, 1000) is None  # the remembered miss
+    assert lm.price("gpt-4o-mini", 2_000_000, 0) == 2 * lm.price("gpt-4o-mini", 1_000_000, 0)
 
 
 def test_errors_are_classified_and_keys_redacted():

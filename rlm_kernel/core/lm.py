@@ -68,6 +68,12 @@ def estimate_tokens(messages: Messages) -> int:
     return sum(math.ceil(len(str(m.get("content") or "")) / 3) + 8 for m in messages)
 
 
+def count_tokens(model: str, messages: Messages, text: str) -> tuple[int, int]:
+    """Input and output tokens counted with litellm: some local servers omit usage, and zero would be wrong."""
+    litellm = import_litellm()
+    return litellm.token_counter(model=model, messages=messages), litellm.token_counter(model=model, text=text)
+
+
 class LiteLLM:
     """Chat completions through litellm: any provider, or a local OpenAI-compatible server.
 
@@ -88,20 +94,23 @@ class LiteLLM:
         self._router_config = router
         self._router: Any = None
         self.extra = dict(extra or {})
+        self._unpriced: set[str] = set()  # litellm's miss for a model costs about 1 ms: learn it once
 
     def estimate_tokens(self, messages: Messages) -> int:
         return estimate_tokens(messages)
 
     def price(self, model: str, input_tokens: int, output_tokens: int) -> float | None:
         """US dollars from litellm's price map; offline models cost 0 unless a price is registered for them."""
-        litellm = import_litellm()
-        try:
-            prompt_cost, completion_cost = litellm.cost_per_token(
-                model=model, prompt_tokens=input_tokens, completion_tokens=output_tokens
-            )
-        except Exception:  # litellm raises various errors for unmapped models
-            return 0.0 if model.startswith(OFFLINE_PROVIDERS) else None
-        return float(prompt_cost + completion_cost)
+        if model not in self._unpriced:
+            litellm = import_litellm()
+            try:
+                prompt_cost, completion_cost = litellm.cost_per_token(
+                    model=model, prompt_tokens=input_tokens, completion_tokens=output_tokens
+                )
+                return float(prompt_cost + completion_cost)
+            except Exception:  # litellm raises various errors for unmapped models
+                self._unpriced.add(model)
+        return 0.0 if model.startswith(OFFLINE_PROVIDERS) else None
 
     def complete(
         self, messages: Messages, *, model: str, max_output_tokens: int | None = None, timeout: float = 120.0
@@ -147,9 +156,7 @@ class LiteLLM:
         input_tokens = getattr(usage, "prompt_tokens", None)
         output_tokens = getattr(usage, "completion_tokens", None)
         if input_tokens is None or output_tokens is None:
-            # Some local servers omit usage; count it ourselves rather than record zero.
-            input_tokens = litellm.token_counter(model=model, messages=messages)
-            output_tokens = litellm.token_counter(model=model, text=text)
+            input_tokens, output_tokens = count_tokens(model, messages, text)
         # litellm prices every response as it returns it; pricing it again costs about 1 ms of CPU a call.
         cost = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
         if cost is None and model.startswith(OFFLINE_PROVIDERS):

@@ -6,8 +6,7 @@ that carries every sub-call. For a large `llm_query_batched` against a local
 server (vLLM, llama.cpp, Ollama, `rlm serve-model`) that CPU, not the server,
 sets the wall time. This LM posts `/chat/completions` itself with aiohttp
 (about 0.4 ms of CPU a call) over one keep-alive connection pool that lives
-on the engine's model-call loop. Prices still come from litellm's map, looked
-up once per model.
+on the engine's model-call loop. Prices still come from litellm's map.
 
 It speaks only the OpenAI chat-completions wire format; every other provider
 goes through `LiteLLM`.
@@ -24,7 +23,7 @@ from typing import Any
 from rlm_kernel.core.aio import background_loop
 from rlm_kernel.core.errors import ModelError, TransientModelError
 from rlm_kernel.core.ledger import Usage
-from rlm_kernel.core.lm import OFFLINE_PROVIDERS, Completion, LiteLLM, Messages, estimate_tokens, import_litellm
+from rlm_kernel.core.lm import Completion, LiteLLM, Messages, count_tokens, estimate_tokens
 
 _NO_KEY = "sk-no-key-required"  # local servers want some key; never a real one by default
 _MODEL_PREFIX = "openai/"
@@ -38,19 +37,13 @@ class OpenAICompatibleLM:
         self.api_base = api_base.rstrip("/")
         self._api_key = api_key
         self.extra = dict(extra or {})
-        self._rates: dict[str, tuple[float, float] | None] = {}
         self._pricing = LiteLLM()
 
     def estimate_tokens(self, messages: Messages) -> int:
         return estimate_tokens(messages)
 
     def price(self, model: str, input_tokens: int, output_tokens: int) -> float | None:
-        """litellm's price, its per-token rates looked up once per model (a miss costs litellm about 1 ms)."""
-        if model not in self._rates:
-            rate_in, rate_out = self._pricing.price(model, 1, 0), self._pricing.price(model, 0, 1)
-            self._rates[model] = None if rate_in is None or rate_out is None else (rate_in, rate_out)
-        rates = self._rates[model]
-        return None if rates is None else input_tokens * rates[0] + output_tokens * rates[1]
+        return self._pricing.price(model, input_tokens, output_tokens)
 
     async def acomplete(
         self, messages: Messages, *, model: str, max_output_tokens: int | None = None, timeout: float = 120.0
@@ -94,13 +87,8 @@ class OpenAICompatibleLM:
         usage = usage if isinstance(usage, dict) else {}
         input_tokens, output_tokens = usage.get("prompt_tokens"), usage.get("completion_tokens")
         if not isinstance(input_tokens, int) or not isinstance(output_tokens, int):
-            # Some local servers omit usage; count it rather than record zero.
-            litellm = import_litellm()
-            input_tokens = litellm.token_counter(model=model, messages=messages)
-            output_tokens = litellm.token_counter(model=model, text=text)
+            input_tokens, output_tokens = count_tokens(model, messages, text)
         cost = self.price(model, input_tokens, output_tokens)
-        if cost is None and model.startswith(OFFLINE_PROVIDERS):
-            cost = 0.0
         return Usage(llm_calls=1, input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost or 0.0, cost_known=cost is not None)
 
     def _status_error(self, status: int, reason: str | None, raw: bytes) -> ModelError:
