@@ -30,8 +30,12 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--sub-model", help="model for llm_query and child RLMs (default: --model)")
     p.add_argument("--api-base", help="base URL of an OpenAI-compatible server")
     p.add_argument("--max-depth", type=int, default=1, help="RLM levels: 1 = sub-model calls only (default 1)")
-    p.add_argument("--transport", choices=["litellm", "direct"], default="litellm",
-                   help="litellm (any provider, the default) or direct: post to the OpenAI-compatible --api-base itself")
+    p.add_argument(
+        "--transport",
+        choices=["litellm", "direct"],
+        default="litellm",
+        help="litellm (any provider, the default) or direct: post to the OpenAI-compatible --api-base itself",
+    )
     p.add_argument("--max-iterations", type=int, default=20)
     p.add_argument("--max-llm-calls", type=int)
     p.add_argument("--max-tokens", type=int)
@@ -39,16 +43,29 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--max-seconds", type=float)
     p.add_argument("--cell-timeout", type=float)
     p.add_argument("--trace-out", help="append the run's events to this JSONL file")
-    p.add_argument("--approve", action="store_true", help="show each model-written block and run it only on a yes (needs a terminal)")
+    p.add_argument(
+        "--approve",
+        action="store_true",
+        help="show each model-written block and run it only on a yes (needs a terminal)",
+    )
     p.add_argument("--isolated", action="store_true", help="run model code in a separate resource-limited kernel")
 
 
 def _rlm(args: argparse.Namespace) -> RLM:
     return RLM(
-        model=args.model, sub_model=args.sub_model, api_base=args.api_base, max_depth=args.max_depth,
-        max_iterations=args.max_iterations, max_llm_calls=args.max_llm_calls, max_tokens=args.max_tokens,
-        max_cost_usd=args.max_cost_usd, max_seconds=args.max_seconds, cell_timeout=args.cell_timeout,
-        trace_path=args.trace_out, approve=args.approve, isolation="kernel" if args.isolated else None,
+        model=args.model,
+        sub_model=args.sub_model,
+        api_base=args.api_base,
+        max_depth=args.max_depth,
+        max_iterations=args.max_iterations,
+        max_llm_calls=args.max_llm_calls,
+        max_tokens=args.max_tokens,
+        max_cost_usd=args.max_cost_usd,
+        max_seconds=args.max_seconds,
+        cell_timeout=args.cell_timeout,
+        trace_path=args.trace_out,
+        approve=args.approve,
+        isolation="kernel" if args.isolated else None,
         transport=args.transport,
     )
 
@@ -84,7 +101,13 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     p.add_argument("notebook", help="the .ipynb to write")
     p.add_argument("--context", help="the run's context (file, folder or glob), embedded so the notebook re-runs")
     embed = p.add_mutually_exclusive_group()
-    embed.add_argument("--with-context", dest="with_context", action="store_true", default=None, help="embed the context whatever its size")
+    embed.add_argument(
+        "--with-context",
+        dest="with_context",
+        action="store_true",
+        default=None,
+        help="embed the context whatever its size",
+    )
     embed.add_argument("--no-context", dest="with_context", action="store_false", help="never embed the context")
 
 
@@ -103,7 +126,12 @@ def _trace_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     trace_sub = p.add_subparsers(dest="trace_command", required=True, parser_class=_Parser)
     convert = trace_sub.add_parser("convert", help="write a trace in another log format")
     convert.add_argument("trace", help="the JSONL trace")
-    convert.add_argument("--to", required=True, choices=["reference"], help="reference: the log format of alexzhang13/rlm, for its viewer")
+    convert.add_argument(
+        "--to",
+        required=True,
+        choices=["reference"],
+        help="reference: the log format of alexzhang13/rlm, for its viewer",
+    )
     convert.add_argument("out", help="the file to write")
 
 
@@ -115,7 +143,11 @@ def _cmd_trace(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"run": _cmd_run, "export": _cmd_export, "trace": _cmd_trace}
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": _cmd_run,
+    "export": _cmd_export,
+    "trace": _cmd_trace,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

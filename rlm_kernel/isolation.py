@@ -88,10 +88,7 @@ _MAX_BRIDGE_BODY = 256 * MiB
 _IOPUB_KEEP = 100_000  # chars of stray output (threads, C code) kept per request before the usual truncation
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 _KEEP_ENV = ("PATH", "LANG", "LANGUAGE", "TZ")
-_RESTARTED = (
-    "The isolated kernel was restarted: every variable you made is gone; "
-    "`context` and the functions are back."
-)
+_RESTARTED = "The isolated kernel was restarted: every variable you made is gone; `context` and the functions are back."
 
 # Applies the rlimits, then becomes the kernel (exec keeps the pid jupyter_client tracks). A separate
 # launcher rather than Popen(preexec_fn=...): preexec_fn is unsafe in a process with threads.
@@ -140,10 +137,12 @@ class KernelREPL:
             **({"RLIMIT_FSIZE": [file_size_limit, file_size_limit]} if file_size_limit else {}),
         }
         self._limits_text = ", ".join(
-            part for part in (
+            part
+            for part in (
                 memory_limit and f"memory_limit={_size(memory_limit)}",
                 cpu_seconds and f"cpu_seconds={cpu_seconds:g}",
-            ) if part
+            )
+            if part
         )
         self._values: dict[str, object] = {}  # what set() was given, by name: get() returns these while intact
         self._bindings: dict[str, dict[str, Any]] = {}  # how each name is bound in the kernel, replayed on restart
@@ -235,16 +234,27 @@ class KernelREPL:
     def _start(self) -> None:
         env = {k: v for k, v in os.environ.items() if k in _KEEP_ENV or k.startswith("LC_")}
         env.update(
-            HOME=str(self.workdir), TMPDIR=str(self.workdir), IPYTHONDIR=str(self._dir / "ipython"),
-            PYTHONPATH=_PACKAGE_ROOT, PYTHONDONTWRITEBYTECODE="1",
+            HOME=str(self.workdir),
+            TMPDIR=str(self.workdir),
+            IPYTHONDIR=str(self._dir / "ipython"),
+            PYTHONPATH=_PACKAGE_ROOT,
+            PYTHONDONTWRITEBYTECODE="1",
             # Fewer malloc arenas and BLAS threads keep the address space (what RLIMIT_AS counts) small.
-            MALLOC_ARENA_MAX="2", OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+            MALLOC_ARENA_MAX="2",
+            OPENBLAS_NUM_THREADS="1",
+            OMP_NUM_THREADS="1",
+            MKL_NUM_THREADS="1",
             JUPYTER_PLATFORM_DIRS="1",
         )
-        self._kernel = self._resources.kernel = _Kernel(self._dir, self.workdir, env, self._rlimits, self.startup_timeout)
+        self._kernel = self._resources.kernel = _Kernel(
+            self._dir, self.workdir, env, self._rlimits, self.startup_timeout
+        )
         boot = {
-            "workdir": str(self.workdir), "bridge": self._bridge.url, "token": self._bridge.token,
-            "cell_timeout": self.cell_timeout, "max_output_chars": self.max_output_chars,
+            "workdir": str(self.workdir),
+            "bridge": self._bridge.url,
+            "token": self._bridge.token,
+            "cell_timeout": self.cell_timeout,
+            "max_output_chars": self.max_output_chars,
             "max_transfer_chars": self.max_transfer_chars,
         }
         self._pending = list(self._bindings)
@@ -312,7 +322,9 @@ class KernelREPL:
             for name in failed:  # not bound: forget them, or every restart would fail on them again
                 self._values.pop(name, None)
                 self._bindings.pop(name, None)
-            raise TypeError("could not send values into the isolated kernel: " + "; ".join(f"{n!r}: {w}" for n, w in failed.items()))
+            raise TypeError(
+                "could not send values into the isolated kernel: " + "; ".join(f"{n!r}: {w}" for n, w in failed.items())
+            )
         return "ok", reply
 
     def _binding(self, name: str, value: object) -> dict[str, Any]:
@@ -354,15 +366,27 @@ class KernelREPL:
 class _Kernel:
     """One kernel process under the rlimits, and a blocking client for it."""
 
-    def __init__(self, directory: Path, workdir: Path, env: dict[str, str], rlimits: dict[str, list[int]], startup_timeout: float) -> None:
+    def __init__(
+        self, directory: Path, workdir: Path, env: dict[str, str], rlimits: dict[str, list[int]], startup_timeout: float
+    ) -> None:
         from jupyter_client import KernelManager  # only isolated runs need jupyter_client
 
         class LimitedKernelManager(KernelManager):  # type: ignore[misc]
             def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
                 # This interpreter's ipykernel whatever kernelspecs are installed, behind the launcher.
                 return [
-                    sys.executable, "-I", "-c", _LAUNCHER, json.dumps(rlimits), sys.executable, "-m", "ipykernel_launcher",
-                    "-f", os.path.realpath(self.connection_file), "--HistoryManager.enabled=False", *(extra_arguments or []),
+                    sys.executable,
+                    "-I",
+                    "-c",
+                    _LAUNCHER,
+                    json.dumps(rlimits),
+                    sys.executable,
+                    "-m",
+                    "ipykernel_launcher",
+                    "-f",
+                    os.path.realpath(self.connection_file),
+                    "--HistoryManager.enabled=False",
+                    *(extra_arguments or []),
                 ]
 
         self._log_path = directory / "kernel.log"
@@ -417,7 +441,12 @@ class _Kernel:
         Past `limit` seconds the kernel is interrupted (if `interrupt`) and given a grace period; then it is "hung".
         """
         msg_id = self.kc.execute(
-            "", silent=True, store_history=False, user_expressions={"r": expression}, allow_stdin=False, stop_on_error=False
+            "",
+            silent=True,
+            store_history=False,
+            user_expressions={"r": expression},
+            allow_stdin=False,
+            stop_on_error=False,
         )
         try:
             status, content = self._wait(msg_id, limit, interrupt)
@@ -476,7 +505,9 @@ class _Kernel:
         if self.kc is not None:
             self.kc.stop_channels()
         if self.km.has_kernel:
-            self.km.shutdown_kernel(now=True)  # SIGKILL, and cleans up: the kernel holds nothing worth a polite shutdown
+            self.km.shutdown_kernel(
+                now=True
+            )  # SIGKILL, and cleans up: the kernel holds nothing worth a polite shutdown
         else:
             self.km.cleanup_resources()
 
@@ -519,7 +550,7 @@ class _Bridge:
         bridge = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 status, reply = bridge.serve(self.path, self.headers.get("Authorization", ""), self)
                 body = json.dumps(reply).encode()
                 self.send_response(status)
@@ -686,7 +717,9 @@ class _KernelSide:
         self.hidden: dict[str, Any] = shell.user_ns_hidden
         self.installed: dict[str, object] = {}
         self.config = config
-        self.repl = NamespaceREPL(self.ns, cell_timeout=config["cell_timeout"], max_output_chars=config["max_output_chars"])
+        self.repl = NamespaceREPL(
+            self.ns, cell_timeout=config["cell_timeout"], max_output_chars=config["max_output_chars"]
+        )
         _install_guard(config["workdir"])
 
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -713,7 +746,10 @@ class _KernelSide:
             try:
                 data["submitted"] = {"protocol": r.submitted.protocol, **_encode(r.submitted.value, None)}
             except MemoryError:
-                data["submitted"] = {"protocol": r.submitted.protocol, "repr": "<the answer was too large to send back>"}
+                data["submitted"] = {
+                    "protocol": r.submitted.protocol,
+                    "repr": "<the answer was too large to send back>",
+                }
         answer = self.installed.get(_ANSWER)
         if isinstance(answer, dict) and self.ns.get(_ANSWER) is answer:
             data["answer"] = _encode(answer.get("content"), self.config["max_transfer_chars"])
@@ -722,7 +758,8 @@ class _KernelSide:
     def _state(self) -> dict[str, Any]:
         missing = object()
         ids = {
-            n: id(v) for n, v in list(self.ns.items())
+            n: id(v)
+            for n, v in list(self.ns.items())
             if not n.startswith("__") and not (n in self.hidden and self.hidden[n] is v)
         }
         intact = [n for n, v in self.installed.items() if self.ns.get(n, missing) is v]
@@ -753,14 +790,16 @@ class _KernelSide:
             if not isinstance(name, str):
                 raise SubmitAnswer(name, "FINAL_VAR")
             if name not in ns:
-                raise NameError(f"FINAL_VAR: there is no variable named {name!r}; assign it first, or submit a value with FINAL(value)")
+                raise NameError(
+                    f"FINAL_VAR: there is no variable named {name!r}; assign it first, or submit a value with FINAL(value)"
+                )
             raise SubmitAnswer(ns[name], "FINAL_VAR")
 
         def SHOW_VARS() -> str:  # noqa: N802
-            from rlm_kernel.core.engine import _describe_value
+            from rlm_kernel.core.values import describe_value
 
             names = [n for n in self._state()["ids"] if n not in self.installed and not n.startswith("_")]
-            return "\n".join(f"{n}: {_describe_value(ns[n])}" for n in sorted(names)) or "(no variables yet)"
+            return "\n".join(f"{n}: {describe_value(ns[n])}" for n in sorted(names)) or "(no variables yet)"
 
         function = {"FINAL": FINAL, "FINAL_VAR": FINAL_VAR, "SHOW_VARS": SHOW_VARS}[name]
         function.__doc__ = doc
@@ -777,7 +816,12 @@ def _stub(name: str, doc: str, signature: str, url: str, token: str) -> Callable
             raise TypeError(f"{name}() takes plain data (str, numbers, lists, dicts) in the isolated kernel")
         connection = http.client.HTTPConnection("127.0.0.1", port)  # no proxies: the bridge is local
         try:
-            connection.request("POST", "/call", json.dumps(call), {"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+            connection.request(
+                "POST",
+                "/call",
+                json.dumps(call),
+                {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            )
             reply = json.loads(connection.getresponse().read())
         finally:
             connection.close()
@@ -801,15 +845,42 @@ def _stub(name: str, doc: str, signature: str, url: str, token: str) -> Callable
 # -- the guard: an audit hook against writes outside the working directory and new processes -----------
 
 _PATH_EVENTS: dict[str, tuple[int, ...]] = {  # event -> positions of path arguments that must stay inside
-    "os.remove": (0,), "os.rmdir": (0,), "os.mkdir": (0,), "os.rename": (0, 1), "os.link": (0, 1), "os.symlink": (1,),
-    "os.chmod": (0,), "os.chown": (0,), "os.chflags": (0,), "os.truncate": (0,), "os.utime": (0,),
-    "os.setxattr": (0,), "os.removexattr": (0,), "shutil.rmtree": (0,), "shutil.chown": (0,),
-    "shutil.copyfile": (1,), "shutil.copymode": (1,), "shutil.copystat": (1,), "shutil.copytree": (1,),
-    "shutil.move": (0, 1), "shutil.make_archive": (0,), "shutil.unpack_archive": (1,), "sqlite3.connect": (0,),
+    "os.remove": (0,),
+    "os.rmdir": (0,),
+    "os.mkdir": (0,),
+    "os.rename": (0, 1),
+    "os.link": (0, 1),
+    "os.symlink": (1,),
+    "os.chmod": (0,),
+    "os.chown": (0,),
+    "os.chflags": (0,),
+    "os.truncate": (0,),
+    "os.utime": (0,),
+    "os.setxattr": (0,),
+    "os.removexattr": (0,),
+    "shutil.rmtree": (0,),
+    "shutil.chown": (0,),
+    "shutil.copyfile": (1,),
+    "shutil.copymode": (1,),
+    "shutil.copystat": (1,),
+    "shutil.copytree": (1,),
+    "shutil.move": (0, 1),
+    "shutil.make_archive": (0,),
+    "shutil.unpack_archive": (1,),
+    "sqlite3.connect": (0,),
 }
-_PROCESS_EVENTS = frozenset({
-    "os.fork", "os.forkpty", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.startfile", "subprocess.Popen",
-})
+_PROCESS_EVENTS = frozenset(
+    {
+        "os.fork",
+        "os.forkpty",
+        "os.system",
+        "os.exec",
+        "os.posix_spawn",
+        "os.spawn",
+        "os.startfile",
+        "subprocess.Popen",
+    }
+)
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 
 
@@ -844,7 +915,9 @@ def _install_guard(workdir: str) -> None:
                 return
             writes = any(c in mode for c in "wax+") if isinstance(mode, str) else bool(flags & _WRITE_FLAGS)
             if (writes or (mode is None and os.path.isdir(path))) and not inside(path):
-                deny(f"opening {os.fsdecode(os.fspath(path))!r} for writing" if writes else f"opening directory {path!r}")
+                deny(
+                    f"opening {os.fsdecode(os.fspath(path))!r} for writing" if writes else f"opening directory {path!r}"
+                )
         elif event in _PATH_EVENTS:
             for i in _PATH_EVENTS[event]:
                 if i < len(args) and not inside(args[i]):

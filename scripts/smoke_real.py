@@ -69,8 +69,21 @@ def llama_server(gguf: Path, log_path: Path, timeout: float = 180.0) -> Iterator
     """llama-cpp-python's OpenAI-compatible server on a free port; yields its api_base and process."""
     port = free_port()
     command = [
-        sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", "smollm2",
-        "--host", "127.0.0.1", "--port", str(port), "--n_threads", "2", "--n_ctx", "4096",
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(gguf),
+        "--model_alias",
+        "smollm2",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_threads",
+        "2",
+        "--n_ctx",
+        "4096",
     ]
     api_base = f"http://127.0.0.1:{port}/v1"
     with log_path.open("wb") as log:
@@ -130,7 +143,9 @@ def smoke_notebook(model: str, api_base: str, trace_path: Path) -> nbformat.Note
 def execute(nb: nbformat.NotebookNode, workdir: Path) -> str | None:
     """Run every cell (errors allowed, as a person would see them); None, or why the kernel died."""
     try:
-        NotebookClient(nb, kernel_name="rlm", timeout=900, allow_errors=True, resources={"metadata": {"path": str(workdir)}}).execute()
+        NotebookClient(
+            nb, kernel_name="rlm", timeout=900, allow_errors=True, resources={"metadata": {"path": str(workdir)}}
+        ).execute()
     except DeadKernelError as exc:
         return f"the kernel died: {exc}"
     return None
@@ -173,18 +188,26 @@ def summarise(nb: nbformat.NotebookNode, trace_path: Path, died: str | None, mod
         for node, it in iterations
     ]
     code = [
-        {"node": node.id, "first_line": cell.code.strip().splitlines()[0][:100] if cell.code.strip() else "",
-         "error": (cell.error or "").strip().splitlines()[-1][:160] if cell.error else None}
+        {
+            "node": node.id,
+            "first_line": cell.code.strip().splitlines()[0][:100] if cell.code.strip() else "",
+            "error": (cell.error or "").strip().splitlines()[-1][:160] if cell.error else None,
+        }
         for node, cell in cells
     ]
     checks = {
-        "real_tokens_flowed": usage.get("llm_calls", 0) >= 1 and usage.get("input_tokens", 0) > 0 and usage.get("output_tokens", 0) > 0,
+        "real_tokens_flowed": usage.get("llm_calls", 0) >= 1
+        and usage.get("input_tokens", 0) > 0
+        and usage.get("output_tokens", 0) > 0,
         # Every reply went through the parser: it is in the trace with its code blocks split out (zero is an outcome).
         "replies_parsed": bool(iterations) and all(it.reply for _, it in iterations),
         # Each block ran, or failed with its traceback recorded; the run went on and the kernel ran the next cell.
-        "code_ran_or_failed_cleanly": died is None and report is not None and all(c.error is None or c.error.strip() for _, c in cells),
+        "code_ran_or_failed_cleanly": died is None
+        and report is not None
+        and all(c.error is None or c.error.strip() for _, c in cells),
         "trace_written": root is not None and root.status != "running" and trace.events[-1].kind == "call_end",
-        "usage_recorded": traced is not None and (traced.input_tokens, traced.output_tokens) == (usage.get("input_tokens"), usage.get("output_tokens")),
+        "usage_recorded": traced is not None
+        and (traced.input_tokens, traced.output_tokens) == (usage.get("input_tokens"), usage.get("output_tokens")),
     }
     return {
         "model": model,

@@ -103,9 +103,16 @@ class JupyterLab:
         self._log = self.log_path.open("wb")
         self._process = subprocess.Popen(
             [
-                sys.executable, "-m", "jupyterlab",
-                "--no-browser", "--allow-root", "--ip=127.0.0.1", f"--port={self.port}",
-                "--ServerApp.port_retries=0", "--ServerApp.token=", "--ServerApp.password=",
+                sys.executable,
+                "-m",
+                "jupyterlab",
+                "--no-browser",
+                "--allow-root",
+                "--ip=127.0.0.1",
+                f"--port={self.port}",
+                "--ServerApp.port_retries=0",
+                "--ServerApp.token=",
+                "--ServerApp.password=",
                 f"--ServerApp.root_dir={self.root_dir}",
             ],
             env=env,

@@ -7,14 +7,14 @@ import os
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from collections.abc import Callable, Iterator, Sequence  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
 
-import pytest  # noqa: E402
+import pytest
 
-from rlm_kernel.jupyter.install import install  # noqa: E402
-from rlm_kernel.models.policies import register_policy  # noqa: E402
+from rlm_kernel.jupyter.install import install
+from rlm_kernel.models.policies import register_policy
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -38,7 +38,9 @@ def client() -> Iterator[Any]:
         manager.shutdown_kernel(now=True)
 
 
-def _execute(kc: Any, code: str, answers: list[str] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
+def _execute(
+    kc: Any, code: str, answers: list[str] | None = None
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
     """Run `code`; answer input requests from `answers` in order. Returns the reply, the outputs and the prompts."""
     outputs: list[dict[str, Any]] = []
     prompts: list[str] = []
@@ -57,7 +59,9 @@ def _texts(outputs: list[dict[str, Any]]) -> str:
     parts = []
     for out in outputs:
         content = out["content"]
-        parts.append(str(content.get("data", {}).get("text/plain", "")) + content.get("text", "") + content.get("evalue", ""))
+        parts.append(
+            str(content.get("data", {}).get("text/plain", "")) + content.get("text", "") + content.get("evalue", "")
+        )
     return "\n".join(parts)
 
 

@@ -9,8 +9,6 @@ import ast
 import datetime as dt
 import json
 import re
-import subprocess
-import sys
 from collections import Counter, defaultdict
 from itertools import combinations
 from pathlib import Path
@@ -19,7 +17,17 @@ import pytest
 
 from rlm_kernel.bench import main as bench_main
 from rlm_kernel.bench import offline, perf, report, runner, scoring
-from rlm_kernel.bench.tasks import DEPTHS, LABELS, NOISE_LINE, direct_prompt, make_tasks, oolong, oolong_pairs, parse_size, sniah
+from rlm_kernel.bench.tasks import (
+    DEPTHS,
+    LABELS,
+    NOISE_LINE,
+    direct_prompt,
+    make_tasks,
+    oolong,
+    oolong_pairs,
+    parse_size,
+    sniah,
+)
 from rlm_kernel.models.policies import count_tokens
 from rlm_kernel.models.server import ModelServer
 
@@ -86,7 +94,9 @@ def _recompute_oolong(question: str, records) -> tuple[str, object]:
         return "number", counts[quoted[0]]
     if "same frequency as" in question:
         a, b = counts[quoted[0]], counts[quoted[1]]
-        return "comparison", {True: "more common than", False: "less common than"}[a > b] if a != b else "same frequency as"
+        return "comparison", {True: "more common than", False: "less common than"}[
+            a > b
+        ] if a != b else "same frequency as"
     if "which user" in question:
         return "user", Counter(r.user for r in records if r.label == quoted[0]).most_common(1)[0][0]
     if m := re.search(r"between (.+) and (.+), both", question):
@@ -99,7 +109,15 @@ def _recompute_oolong(question: str, records) -> tuple[str, object]:
 
 def test_oolong_gold_answers_recomputed_from_the_hidden_labels():
     tasks = make_tasks("oolong", [8000, 16000], 7, seed=5)
-    assert {t.kind for t in tasks} == {"most_common", "least_common", "count", "compare", "user_most", "range_count", "first_date"}
+    assert {t.kind for t in tasks} == {
+        "most_common",
+        "least_common",
+        "count",
+        "compare",
+        "user_most",
+        "range_count",
+        "first_date",
+    }
     for task in tasks:
         assert _recompute_oolong(task.question, task.records) == task.gold, task.id
         assert task.score(task.gold_text) == 1.0
@@ -133,11 +151,24 @@ def test_pairs_gold_recomputed_from_the_hidden_labels():
             ok = lambda u, v: fits(u) and fits(v)  # noqa: E731
         expected = {(u, v) for u, v in combinations(sorted(per_user), 2) if ok(u, v)}
         assert expected == task.gold, task.id
-    assert {t.kind for t in make_tasks("oolong-pairs", [8000], 4)} == {"either", "either_after", "asymmetric", "exactly_one"}
+    assert {t.kind for t in make_tasks("oolong-pairs", [8000], 4)} == {
+        "either",
+        "either_after",
+        "asymmetric",
+        "exactly_one",
+    }
 
 
 def test_sizes_parse_as_documented():
-    assert [parse_size(s) for s in ("8k", "131k", "1m", "10M", "2^17", "4096", "1.5k")] == [8000, 131000, 10**6, 10**7, 131072, 4096, 1500]
+    assert [parse_size(s) for s in ("8k", "131k", "1m", "10M", "2^17", "4096", "1.5k")] == [
+        8000,
+        131000,
+        10**6,
+        10**7,
+        131072,
+        4096,
+        1500,
+    ]
     with pytest.raises(ValueError, match="bad size"):
         parse_size("8q")
 
@@ -194,9 +225,33 @@ def test_pairs_f1_including_empty_sets():
 # the runner and the report, end to end with the offline stand-in
 
 FIELDS = {
-    "task", "id", "kind", "mode", "model", "sub_model", "seed", "size_tokens", "context_tokens", "context_chars", "score",
-    "answer", "answer_chars", "gold", "offline", "window", "window_source", "seconds", "meta", "status", "error",
-    "truncated", "input_tokens", "output_tokens", "llm_calls", "cost_usd", "cost_known",
+    "task",
+    "id",
+    "kind",
+    "mode",
+    "model",
+    "sub_model",
+    "seed",
+    "size_tokens",
+    "context_tokens",
+    "context_chars",
+    "score",
+    "answer",
+    "answer_chars",
+    "gold",
+    "offline",
+    "window",
+    "window_source",
+    "seconds",
+    "meta",
+    "status",
+    "error",
+    "truncated",
+    "input_tokens",
+    "output_tokens",
+    "llm_calls",
+    "cost_usd",
+    "cost_known",
 }
 
 
@@ -208,7 +263,9 @@ def test_rlm_mode_end_to_end_writes_every_field(family, tmp_path, capsys):
     assert len(records) == 4 and all(FIELDS <= set(r) for r in records)
     # The stand-in follows the right strategy, so generators, scorers and plumbing agree: every score is 1.
     assert [r["score"] for r in records] == [1.0] * 4
-    assert all(r["status"] == "done" and r["offline"] and r["llm_calls"] >= 4 and r["input_tokens"] > 0 for r in records)
+    assert all(
+        r["status"] == "done" and r["offline"] and r["llm_calls"] >= 4 and r["input_tokens"] > 0 for r in records
+    )
     assert [r["size_tokens"] for r in records] == [4000, 4000, 8000, 8000]
     printed = capsys.readouterr().out
     assert report.OFFLINE_NOTE in printed and "100.0%" in printed
@@ -216,7 +273,19 @@ def test_rlm_mode_end_to_end_writes_every_field(family, tmp_path, capsys):
 
 def test_direct_mode_cuts_the_context_to_the_window_and_says_so(tmp_path, capsys):
     out = tmp_path / "results.jsonl"
-    args = ["oolong", "--model", "scripted/bench", "--sizes", "4k,16k", "--n", "3", "--mode", "direct", "--window", "9000"]
+    args = [
+        "oolong",
+        "--model",
+        "scripted/bench",
+        "--sizes",
+        "4k,16k",
+        "--n",
+        "3",
+        "--mode",
+        "direct",
+        "--window",
+        "9000",
+    ]
     assert bench_main([*args, "--out", str(out)]) == 0
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert all(FIELDS <= set(r) and r["llm_calls"] == 1 and r["window"] == 9000 for r in records)
@@ -237,7 +306,24 @@ def test_fit_context_cuts_the_middle():
 def test_report_prints_the_table_and_draws_the_plot(tmp_path, capsys):
     results = tmp_path / "r.jsonl"
     for mode in ("rlm", "direct"):
-        assert bench_main(["sniah", "--model", "scripted/bench", "--sizes", "4k,8k", "--mode", mode, "--window", "5000", "--out", str(results)]) == 0
+        assert (
+            bench_main(
+                [
+                    "sniah",
+                    "--model",
+                    "scripted/bench",
+                    "--sizes",
+                    "4k,8k",
+                    "--mode",
+                    mode,
+                    "--window",
+                    "5000",
+                    "--out",
+                    str(results),
+                ]
+            )
+            == 0
+        )
     capsys.readouterr()
     plot = tmp_path / "score.png"
     assert bench_main(["report", str(results), "--plot", str(plot)]) == 0
@@ -290,17 +376,26 @@ def _repl_code(reply: str) -> str:
 def test_the_side_by_side_policy_writes_only_code_that_also_runs_in_rlms():
     policy = offline.BenchPolicy(portable=True)
     task = sniah(8000)
-    messages = [{"role": "system", "content": "s"}, {"role": "user", "content": f"Answer the following: {task.question}"}]
+    messages = [
+        {"role": "system", "content": "s"},
+        {"role": "user", "content": f"Answer the following: {task.question}"},
+    ]
     replies = []
     for _ in range(3):
         replies.append(policy(messages))
         messages.append({"role": "assistant", "content": replies[-1]})
-    replies.append(policy([{"role": "system", "content": "s"}, {"role": "user", "content": "Answer the following: fan out 8 prompts"}]))
+    replies.append(
+        policy(
+            [{"role": "system", "content": "s"}, {"role": "user", "content": "Answer the following: fan out 8 prompts"}]
+        )
+    )
     for reply in replies:
         tree = ast.parse(_repl_code(reply))
         loaded = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
         stored = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
-        assert loaded - stored - {"chunks", "found", "replies", "ask", "elapsed", "t0", "i", "c", "r"} <= _PORTABLE_NAMES, reply
+        assert (
+            loaded - stored - {"chunks", "found", "replies", "ask", "elapsed", "t0", "i", "c", "r"} <= _PORTABLE_NAMES
+        ), reply
     assert "answer['ready'] = True" in replies[2] and "answer['ready'] = True" in replies[3]
 
 
@@ -319,7 +414,10 @@ def test_side_by_side_policy_counts_root_requests_over_http():
 def test_fan_out_through_a_router_of_two_deployments_splits_the_load():
     with ModelServer(offline.BenchPolicy()) as first, ModelServer(offline.BenchPolicy()) as second:
         router = [
-            {"model_name": "local-model", "litellm_params": {"model": "openai/policy", "api_base": s.url, "api_key": "x"}}
+            {
+                "model_name": "local-model",
+                "litellm_params": {"model": "openai/policy", "api_base": s.url, "api_key": "x"},
+            }
             for s in (first, second)
         ]
         seconds = perf.fan_out("", 24, 8, model="local-model", router=router)

@@ -31,14 +31,16 @@ from tests.conftest import repl
 pytestmark = pytest.mark.timeout(240)
 
 SHOTS = ARTIFACTS / "browser"
-DOC = "\n".join([
-    "06:00 solar-array OK",
-    "07:30 coolant-pump FAIL pressure drop in loop B",
-    "07:45 coolant-pump OK after seal replaced",
-    "12:10 radio OK",
-    "15:20 heater FAIL thermostat stuck",
-    "15:50 heater OK after thermostat reset",
-])
+DOC = "\n".join(
+    [
+        "06:00 solar-array OK",
+        "07:30 coolant-pump FAIL pressure drop in loop B",
+        "07:45 coolant-pump OK after seal replaced",
+        "12:10 radio OK",
+        "15:20 heater FAIL thermostat stuck",
+        "15:50 heater OK after thermostat reset",
+    ]
+)
 ROOT_Q = "Which system failed first, and when?"
 CHILD_Q = "Which system failed in these lines?"
 GRAND_Q = "Name the system in this line."
@@ -197,7 +199,9 @@ def test_call_tree_in_jupyterlab(tmp_path: Path, gates: dict[str, threading.Even
             child.locator(":scope > .jupyter-widget-Collapse-header").click()
             expect(child_body).to_be_visible()
             child_details = child_body.locator(".widget-html-content").first
-            expect(child_details.locator("pre", has_text="flagged = [line")).to_have_text(re.compile(re.escape(CHILD_CODE)))
+            expect(child_details.locator("pre", has_text="flagged = [line")).to_have_text(
+                re.compile(re.escape(CHILD_CODE))
+            )
             expect(child_details.locator("pre", has_text=CHILD_OUTPUT)).to_be_visible()
             grandchild = _node(cell, 2)
             grandchild.locator(":scope > .jupyter-widget-Collapse-header").click()

@@ -24,7 +24,14 @@ def _greedy(messages):
 
 MODEL = register_policy(_greedy, "budget-greedy")
 import_litellm().register_model(
-    {MODEL: {"input_cost_per_token": INPUT_RATE, "output_cost_per_token": OUTPUT_RATE, "litellm_provider": "scripted", "mode": "chat"}}
+    {
+        MODEL: {
+            "input_cost_per_token": INPUT_RATE,
+            "output_cost_per_token": OUTPUT_RATE,
+            "litellm_provider": "scripted",
+            "mode": "chat",
+        }
+    }
 )
 
 limits = st.fixed_dictionaries(
@@ -41,9 +48,9 @@ limits = st.fixed_dictionaries(
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(limits)
 def test_the_tree_never_spends_past_a_limit_and_names_the_one_that_stopped_it(chosen):
-    result = RLM(model=MODEL, max_depth=3, max_iterations=3, child_max_iterations=2, concurrency=8, **chosen).completion(
-        "a context " * 100, "spend"
-    )
+    result = RLM(
+        model=MODEL, max_depth=3, max_iterations=3, child_max_iterations=2, concurrency=8, **chosen
+    ).completion("a context " * 100, "spend")
     used = result.usage
     assert used.llm_calls <= chosen.get("max_llm_calls", 10**9)
     assert used.input_tokens + used.output_tokens <= chosen.get("max_tokens", 10**9)

@@ -15,7 +15,19 @@ def test_rlm_run_with_the_demo_policy_prints_answer_tree_and_totals(tmp_path, ca
     doc = tmp_path / "log.txt"
     doc.write_text(sample_document(300_000), encoding="utf-8")
     trace = tmp_path / "trace.jsonl"
-    code = main(["run", "--context", str(doc), "--model", "scripted/demo", "--query", "What happened to the coolant?", "--trace-out", str(trace)])
+    code = main(
+        [
+            "run",
+            "--context",
+            str(doc),
+            "--model",
+            "scripted/demo",
+            "--query",
+            "What happened to the coolant?",
+            "--trace-out",
+            str(trace),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "4 passages mention coolant" in out and "Bao replaced the worn impeller" in out
@@ -43,7 +55,9 @@ def test_unreachable_model_is_one_line_and_exit_1(tmp_path, capsys):
 
 def test_bad_option_exits_2_without_a_traceback():
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-    proc = subprocess.run([sys.executable, "-m", "rlm_kernel.cli", "run", "--max-depth", "two"], capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "rlm_kernel.cli", "run", "--max-depth", "two"], capture_output=True, text=True, env=env
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stderr.startswith("rlm: error:")
 
@@ -63,7 +77,18 @@ def test_approve_without_a_terminal_is_one_line_and_exit_2(tmp_path, capsys, mon
 def test_isolated_run_answers_from_a_separate_kernel(tmp_path, capsys):
     doc = tmp_path / "log.txt"
     doc.write_text(sample_document(20_000), encoding="utf-8")
-    code = main(["run", "--context", str(doc), "--model", "scripted/demo", "--query", "What happened to the coolant?", "--isolated"])
+    code = main(
+        [
+            "run",
+            "--context",
+            str(doc),
+            "--model",
+            "scripted/demo",
+            "--query",
+            "What happened to the coolant?",
+            "--isolated",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     assert "Bao replaced the worn impeller" in out and "[done] n0" in out

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
+import operator
 import re
 import time
 import tracemalloc
@@ -136,9 +138,7 @@ def test_dict_metadata() -> None:
     assert lines[1:] == ["'beta': [1, 2, 3]", "7: None"]
 
 
-@pytest.mark.parametrize(
-    "context", ["z" * 5000, ["z" * 5000] * 3, [{"k": "z" * 5000}] * 3, {"k": "z" * 5000, "l": 1}]
-)
+@pytest.mark.parametrize("context", ["z" * 5000, ["z" * 5000] * 3, [{"k": "z" * 5000}] * 3, {"k": "z" * 5000, "l": 1}])
 @pytest.mark.parametrize("preview_chars", [0, 10, 100])
 def test_preview_respects_preview_chars(context: object, preview_chars: int) -> None:
     preview = context_metadata(context, preview_chars=preview_chars).preview
@@ -446,7 +446,7 @@ def test_partition_list() -> None:
     partition = make_helpers(items)["partition"]
     groups = partition(n=3)
     assert [len(group) for group in groups] == [4, 3, 3]
-    assert sum(groups, []) == items
+    assert functools.reduce(operator.iadd, groups, []) == items
     assert partition(size=4) == [items[:4], items[4:8], items[8:]]
     assert partition(n=50) == [[item] for item in items]
     with pytest.raises(ValueError, match="by= applies to text contexts"):
@@ -545,7 +545,11 @@ def test_load_glob(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("relative", "expected"),
-    [("missing.txt", "no such file or directory: "), ("*.nothing", "no files match "), ("empty", "no files in directory ")],
+    [
+        ("missing.txt", "no such file or directory: "),
+        ("*.nothing", "no files match "),
+        ("empty", "no files in directory "),
+    ],
 )
 def test_load_errors_name_the_path(tmp_path: Path, relative: str, expected: str) -> None:
     (tmp_path / "empty").mkdir()

@@ -61,7 +61,7 @@ def test_execution_stops_at_the_first_submitting_block(scripted):
     "reply, expected",
     [
         ("I am sure now.\nFINAL(The code is 4242 (four-two-four-two))", "The code is 4242 (four-two-four-two)"),
-        ("FINAL(\"quoted answer\")", "quoted answer"),
+        ('FINAL("quoted answer")', "quoted answer"),
         ("FINAL(unbalanced answer", "unbalanced answer"),
     ],
 )
@@ -137,7 +137,9 @@ def test_megabytes_of_output_are_cut_to_head_and_tail_with_the_true_length(scrip
 
 
 def test_reserved_names_are_restored_after_each_block(scripted):
-    model = scripted([repl("llm_query = None\ncontext = 'overwritten'"), repl("FINAL((callable(llm_query), len(context)))")])
+    model = scripted(
+        [repl("llm_query = None\ncontext = 'overwritten'"), repl("FINAL((callable(llm_query), len(context)))")]
+    )
     assert RLM(model=model).completion(DOC, "q").answer == (True, len(DOC))
 
 
@@ -341,7 +343,16 @@ def test_trace_events_round_trip_through_jsonl(scripted, tmp_path):
     sub = scripted(lambda m: "hello back")
     result = RLM(model=model, sub_model=sub, trace_path=str(path), on_event=events.append).completion(DOC, "q")
     kinds = [e.kind for e in events]
-    assert kinds == ["call_start", "iteration", "subcall_start", "subcall_end", "code_result", "iteration", "code_result", "call_end"]
+    assert kinds == [
+        "call_start",
+        "iteration",
+        "subcall_start",
+        "subcall_end",
+        "code_result",
+        "iteration",
+        "code_result",
+        "call_end",
+    ]
     assert all(e.node_id == result.trace.root_id for e in events)
     reloaded = Trace.from_jsonl(path)
     assert reloaded.outline() == result.trace.outline()

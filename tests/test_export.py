@@ -38,10 +38,16 @@ def depth_two_policy(messages: list[dict[str, Any]]) -> str:
         return "sub:" + " ".join(messages[-1]["content"].split()[:4])
     turn = sum(m["role"] == "assistant" for m in messages)
     if f"Question: {CHILD_QUESTION}" in messages[1]["content"]:
-        return [repl("part = llm_query('summarise: ' + context)\nprint(part)", "Child looks."), repl("FINAL(part.upper())")][turn]
+        return [
+            repl("part = llm_query('summarise: ' + context)\nprint(part)", "Child looks."),
+            repl("FINAL(part.upper())"),
+        ][turn]
     return [
         FIRST_REPLY,
-        repl(f"detail = rlm_query(hits[0], {CHILD_QUESTION!r})\nprint(detail)\nraise ValueError('deliberate: ' + detail)", "Ask a child."),
+        repl(
+            f"detail = rlm_query(hits[0], {CHILD_QUESTION!r})\nprint(detail)\nraise ValueError('deliberate: ' + detail)",
+            "Ask a child.",
+        ),
         repl("FINAL(detail + ' / ' + str(len(notes)))", "Done."),
     ][turn]
 
@@ -87,34 +93,63 @@ def test_export_is_a_valid_notebook_laid_out_as_the_run(recorded, tmp_path):
     assert (cells[0].cell_type, cells[0].source) == ("code", "%load_ext rlm_kernel")
     header = cells[1].source
     assert cells[1].cell_type == "markdown" and header.startswith(f"# RLM run: {QUESTION}")
-    for needle in (f"root `{root.model}`", "| status | done |", f"{recorded.usage.llm_calls} model calls", "| cost | $0.0000 |", "embedded"):
+    for needle in (
+        f"root `{root.model}`",
+        "| status | done |",
+        f"{recorded.usage.llm_calls} model calls",
+        "| cost | $0.0000 |",
+        "embedded",
+    ):
         assert needle in header
     assert cells[2].metadata.jupyter.source_hidden and cells[2].metadata.tags == ["rlm-replay"]
     assert nb.metadata.kernelspec.name == "rlm" and nb.metadata.kernelspec.language == "python"
 
     headings = [c.source.split("\n")[0] for c in cells if c.cell_type == "markdown" and c.source.startswith("##")]
-    assert headings == [f"## Depth 0 · {root.id}: {QUESTION}", f"### Depth 1 · {child.id}: {CHILD_QUESTION}", "## Final answer"]
+    assert headings == [
+        f"## Depth 0 · {root.id}: {QUESTION}",
+        f"### Depth 1 · {child.id}: {CHILD_QUESTION}",
+        "## Final answer",
+    ]
     blocks = [(n, it, cell) for n in trace.walk() for it in n.iterations for cell in it.cells]
     code_cells = generated(nb)
     assert len(code_cells) == len(blocks) == 6
     for cell, (node, iteration, block) in zip(code_cells, blocks):
         assert cell.source == f"%%rlm_step {node.id} {iteration.index} {block.index}\n{block.code.rstrip()}"
         meta = cell.metadata.rlm
-        assert (meta.node, meta.parent, meta.depth, meta.iteration, meta.block) == (node.id, node.parent_id, node.depth, iteration.index, block.index)
+        assert (meta.node, meta.parent, meta.depth, meta.iteration, meta.block) == (
+            node.id,
+            node.parent_id,
+            node.depth,
+            iteration.index,
+            block.index,
+        )
         assert meta.model == node.model and meta.usage == iteration.usage.to_dict()
     assert "I will look first." in cells[cells.index(code_cells[0]) - 1].source  # the prose comes before its code
 
     first, second, failing = code_cells[0], code_cells[1], code_cells[2]
-    assert first.outputs == [{"output_type": "stream", "name": "stdout", "text": f"{len(CONTEXT)} chars\n['L201: line 200: station 3 FAULT coolant']\n"}]
+    assert first.outputs == [
+        {
+            "output_type": "stream",
+            "name": "stdout",
+            "text": f"{len(CONTEXT)} chars\n['L201: line 200: station 3 FAULT coolant']\n",
+        }
+    ]
     assert [o.output_type for o in second.outputs] == ["stream"] and "checking" in second.outputs[0].text
     assert "raises-exception" in failing.metadata.tags and "raises-exception" not in first.metadata.tags
     assert [o.output_type for o in failing.outputs] == ["stream", "error"]
     error = failing.outputs[1]
-    assert error.ename == "ValueError" and error.evalue == f"deliberate: {child.answer}" and error.traceback[0].startswith("Traceback")
+    assert (
+        error.ename == "ValueError"
+        and error.evalue == f"deliberate: {child.answer}"
+        and error.traceback[0].startswith("Traceback")
+    )
 
     subcalls = cells[cells.index(second) + 1]
     assert subcalls.cell_type == "markdown" and subcalls.source.startswith("<details><summary>2 sub-model calls")
-    assert "<pre>note L201: line 200: station 3 FAULT coolant</pre>" in subcalls.source and "<pre>sub:note L201: line 200:</pre>" in subcalls.source
+    assert (
+        "<pre>note L201: line 200: station 3 FAULT coolant</pre>" in subcalls.source
+        and "<pre>sub:note L201: line 200:</pre>" in subcalls.source
+    )
     pointer = cells[cells.index(failing) + 1]
     assert f"child RLM **{child.id}**" in pointer.source and CHILD_QUESTION in pointer.source
     assert cells[-2].source == f"## Final answer\n\n{recorded.answer}"
@@ -161,7 +196,9 @@ def test_stepping_through_an_export_runs_each_root_block_when_its_cell_runs(reco
     run(ip, steps[1].source)
     with pytest.raises(ReplayedError, match="deliberate") as failed:  # the recorded error, raised again
         run(ip, steps[2].source)
-    assert type(failed.value).__name__ == "ValueError" and failed.value._render_traceback_()[-1].startswith("ValueError: deliberate")
+    assert type(failed.value).__name__ == "ValueError" and failed.value._render_traceback_()[-1].startswith(
+        "ValueError: deliberate"
+    )
     assert ip.user_ns["detail"] == recorded.trace.nodes[recorded.trace.root.children[0]].answer
     assert "part" not in ip.user_ns  # the child's variables live in its own namespace
     for step in steps[3:]:
@@ -179,12 +216,16 @@ def reverse_words_policy(messages: list[dict[str, Any]]) -> str:
     if "Question: part" in messages[1]["content"]:
         return repl("print('child sees', context)\nFINAL(context[::-1])")
     if len(messages) == 2:
-        return repl("answers = rlm_query_batched([(w, f'part {i}') for i, w in enumerate(context.split())])\nprint(answers)")
+        return repl(
+            "answers = rlm_query_batched([(w, f'part {i}') for i, w in enumerate(context.split())])\nprint(answers)"
+        )
     return repl("FINAL(' '.join(answers))")
 
 
 def test_stepping_through_parallel_children_shows_each_childs_own_outputs(ip, tmp_path, capsys):
-    recorded = RLM(model=register_policy(reverse_words_policy), max_depth=2, concurrency=8).completion(WORDS, "reverse each word")
+    recorded = RLM(model=register_policy(reverse_words_policy), max_depth=2, concurrency=8).completion(
+        WORDS, "reverse each word"
+    )
     nb = nbformat.read(recorded.to_notebook(tmp_path / "run.ipynb", WORDS).path, as_version=4)
     run(ip, nb.cells[2].source)
     children = 0
@@ -236,11 +277,17 @@ def test_rlm_export_and_rlm_replay_magics(ip, tmp_path, capsys):
     assert run(ip, f"%rlm replay {tmp_path / 'run.ipynb'}") == answer
     assert "same answer" in capsys.readouterr().out
     assert run(ip, f"%rlm replay {trace} --context station_log") == answer
-    assert ip.user_ns["rlm_last"].trace.root.query == QUESTION and len(ip.magics_manager.registry["RLMMagics"].runs) == 3
-    assert trace.read_text(encoding="utf-8").count(json.dumps(answer)) == 1  # the answer, recorded once (in the root's call_end)
+    assert (
+        ip.user_ns["rlm_last"].trace.root.query == QUESTION and len(ip.magics_manager.registry["RLMMagics"].runs) == 3
+    )
+    assert (
+        trace.read_text(encoding="utf-8").count(json.dumps(answer)) == 1
+    )  # the answer, recorded once (in the root's call_end)
     forged = tmp_path / "forged.jsonl"
     forged.write_text(trace.read_text(encoding="utf-8").replace(json.dumps(answer), '"forged"'), encoding="utf-8")
-    with pytest.raises(UsageError, match="ended differently from the recorded run: recorded done with 'forged', replayed done with"):
+    with pytest.raises(
+        UsageError, match="ended differently from the recorded run: recorded done with 'forged', replayed done with"
+    ):
         run(ip, f"%rlm replay {forged} --context station_log")
     ip.user_ns["station_log"] = "another text"
     run(ip, f"%rlm export {tmp_path / 'later.ipynb'} --run 1")
@@ -292,7 +339,7 @@ def test_a_context_recorded_in_the_trace_is_embedded(tmp_path, capsys):
 
 
 def test_cell_outputs_from_recorded_parts_and_from_the_observation():
-    traceback = 'Traceback (most recent call last):\n  File "<rlm-cell-1>", line 1, in <module>\nKeyError: \'x\''
+    traceback = "Traceback (most recent call last):\n  File \"<rlm-cell-1>\", line 1, in <module>\nKeyError: 'x'"
     parts = {"output": "ignored", "error": traceback, "stdout": "out\n", "stderr": "warn", "value": None}
     assert cell_outputs(parts) == [
         {"output_type": "stream", "name": "stdout", "text": "out\n"},
@@ -300,12 +347,26 @@ def test_cell_outputs_from_recorded_parts_and_from_the_observation():
         {"output_type": "error", "ename": "KeyError", "evalue": "'x'", "traceback": traceback.split("\n")},
     ]
     value = cell_outputs({"output": "", "error": None, "stdout": "", "stderr": "", "value": "42"})
-    assert value == [{"output_type": "execute_result", "execution_count": None, "data": {"text/plain": "42"}, "metadata": {}}]
+    assert value == [
+        {"output_type": "execute_result", "execution_count": None, "data": {"text/plain": "42"}, "metadata": {}}
+    ]
     assert show_outputs(value)._repr_mimebundle_() == {"text/plain": "42"}
     observed = cell_outputs({"output": f"partial\n{traceback}", "error": traceback})
     assert [o["output_type"] for o in observed] == ["stream", "error"] and observed[0]["text"] == "partial\n"
-    timeout = cell_outputs({"output": "TimeoutError: this code ran past cell_timeout=1s", "error": "TimeoutError: this code ran past cell_timeout=1s"})
-    assert timeout == [{"output_type": "error", "ename": "TimeoutError", "evalue": "this code ran past cell_timeout=1s", "traceback": ["TimeoutError: this code ran past cell_timeout=1s"]}]
+    timeout = cell_outputs(
+        {
+            "output": "TimeoutError: this code ran past cell_timeout=1s",
+            "error": "TimeoutError: this code ran past cell_timeout=1s",
+        }
+    )
+    assert timeout == [
+        {
+            "output_type": "error",
+            "ename": "TimeoutError",
+            "evalue": "this code ran past cell_timeout=1s",
+            "traceback": ["TimeoutError: this code ran past cell_timeout=1s"],
+        }
+    ]
 
 
 def test_no_planted_key_reaches_an_export_a_trace_or_a_converted_log(scripted, tmp_path, monkeypatch):
@@ -336,7 +397,10 @@ def test_no_planted_key_reaches_an_export_a_trace_or_a_converted_log(scripted, t
         main(["export", str(trace_path), str(tmp_path / "cli.ipynb")])
         main(["trace", "convert", str(trace_path), "--to", "reference", str(tmp_path / "reference.jsonl")])
         written = [p.read_text(encoding="utf-8") for p in tmp_path.iterdir()]
-        payloads = [decode_payload(nbformat.read(p, as_version=4).cells[2].source.partition("\n")[2]) for p in tmp_path.glob("*.ipynb")]
+        payloads = [
+            decode_payload(nbformat.read(p, as_version=4).cells[2].source.partition("\n")[2])
+            for p in tmp_path.glob("*.ipynb")
+        ]
         written += [json.dumps([e.data for e in trace.events]) for trace in payloads]
         for text in written:
             for secret in (FAKE_ENV_KEY, FAKE_TOKEN, FAKE_ARG_KEY):

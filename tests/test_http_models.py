@@ -28,10 +28,14 @@ TRANSPORTS = pytest.mark.parametrize("transport", ["litellm", "direct"])
 
 @TRANSPORTS
 def test_32_batched_prompts_at_100ms_latency_run_concurrently(transport):
-    policy = _root_then_subs([
-        repl("import time\nt0 = time.perf_counter()\nreplies = llm_query_batched([f'p{i}' for i in range(32)])\nelapsed = time.perf_counter() - t0"),
-        repl("FINAL((replies, elapsed))"),
-    ])
+    policy = _root_then_subs(
+        [
+            repl(
+                "import time\nt0 = time.perf_counter()\nreplies = llm_query_batched([f'p{i}' for i in range(32)])\nelapsed = time.perf_counter() - t0"
+            ),
+            repl("FINAL((replies, elapsed))"),
+        ]
+    )
     with ModelServer(policy, latency_ms=100) as server:
         rlm = RLM(model="openai/policy", api_base=server.url, concurrency=32, transport=transport)
         result = rlm.completion("some context", "fan out")
@@ -48,7 +52,9 @@ def test_32_batched_prompts_at_100ms_latency_run_concurrently(transport):
 def test_transient_faults_are_retried_and_counted_per_attempt(transport):
     policy = _root_then_subs([repl("FINAL(llm_query_batched(['a', 'b', 'c', 'd']))")])
     with ModelServer(policy, fail_rate=0.4, faults=("429", "500", "malformed"), seed=3) as server:
-        result = RLM(model="openai/policy", api_base=server.url, retries=8, retry_backoff=0.01, transport=transport).completion("ctx", "q")
+        result = RLM(
+            model="openai/policy", api_base=server.url, retries=8, retry_backoff=0.01, transport=transport
+        ).completion("ctx", "q")
         stats = server.stats()
     assert result.answer == ["sub:a", "sub:b", "sub:c", "sub:d"]
     assert sum(stats["faults"].values()) > 0
@@ -58,7 +64,9 @@ def test_transient_faults_are_retried_and_counted_per_attempt(transport):
 @TRANSPORTS
 def test_unreachable_server_fails_the_run_with_one_clear_line(transport):
     started = time.perf_counter()
-    result = RLM(model="openai/none", api_base="http://127.0.0.1:9/v1", retries=1, retry_backoff=0.01, transport=transport).completion("ctx", "q")
+    result = RLM(
+        model="openai/none", api_base="http://127.0.0.1:9/v1", retries=1, retry_backoff=0.01, transport=transport
+    ).completion("ctx", "q")
     assert result.status == "error"
     assert "gave up after 2 attempts" in result.error and "\n" not in result.error
     assert time.perf_counter() - started < 30
@@ -87,7 +95,10 @@ def test_direct_transport_classifies_errors_and_never_shows_the_key():
 
     key = "sk-planted-secret-0123456789"
     messages = [{"role": "user", "content": "hi"}]
-    with ModelServer(lambda m: "ok", fail_rate=1.0, faults=("429",)) as limited, ModelServer(lambda m: "ok", latency_ms=2000) as slow:
+    with (
+        ModelServer(lambda m: "ok", fail_rate=1.0, faults=("429",)) as limited,
+        ModelServer(lambda m: "ok", latency_ms=2000) as slow,
+    ):
         lm = OpenAICompatibleLM(api_base=limited.url, api_key=key)
         with pytest.raises(TransientModelError, match="HTTP 429") as rate:
             asyncio.run(lm.acomplete(messages, model="openai/policy"))

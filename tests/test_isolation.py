@@ -51,20 +51,21 @@ def _processes() -> set[int]:
 def test_model_code_cannot_reach_the_notebook_and_answers_come_back(scripted, monkeypatch, tmp_path):
     notebook = sys.modules["__main__"]  # in a notebook, the user's namespace is __main__'s
     monkeypatch.setattr(notebook, "secret", "notebook-only", raising=False)
-    root = scripted([
-        repl("print(secret)")
-        + "```repl\n"
-        "import __main__, os\n"
-        "seen = getattr(__main__, 'secret', None)\n"
-        "secret = 'changed by the model'\n"
-        "__main__.secret = 'changed by the model'\n"
-        "pid = os.getpid()\n"
-        "hi = llm_query('say hi')\n"
-        "kids = rlm_query_batched([('abc', 'final_var'), ('def', 'answer ready'), ('ghi', 'answer rebound')])\n"
-        "print(len(context), hi, kids)\n"
-        "```\n",
-        repl("FINAL({'n': len(context), 'hi': hi, 'kids': kids, 'pid': pid, 'seen': seen})"),
-    ])
+    root = scripted(
+        [
+            repl("print(secret)") + "```repl\n"
+            "import __main__, os\n"
+            "seen = getattr(__main__, 'secret', None)\n"
+            "secret = 'changed by the model'\n"
+            "__main__.secret = 'changed by the model'\n"
+            "pid = os.getpid()\n"
+            "hi = llm_query('say hi')\n"
+            "kids = rlm_query_batched([('abc', 'final_var'), ('def', 'answer ready'), ('ghi', 'answer rebound')])\n"
+            "print(len(context), hi, kids)\n"
+            "```\n",
+            repl("FINAL({'n': len(context), 'hi': hi, 'kids': kids, 'pid': pid, 'seen': seen})"),
+        ]
+    )
 
     def sub(messages: list[dict[str, Any]]) -> str:
         if len(messages) == 1:  # a plain llm_query
@@ -194,7 +195,9 @@ def test_code_that_ignores_the_timeout_signal_is_interrupted(kernel):
 
 def test_code_that_survives_the_interrupt_costs_a_restart(kernel):
     kernel.execute("lost = 1")
-    result = kernel.execute("import time\nwhile True:\n    try:\n        time.sleep(10**6)\n    except BaseException:\n        pass")
+    result = kernel.execute(
+        "import time\nwhile True:\n    try:\n        time.sleep(10**6)\n    except BaseException:\n        pass"
+    )
     assert "restarted" in result.error and "gone" in result.error
     assert "NameError" in kernel.execute("lost").error
     assert kernel.execute("len(context)").value == str(len(DOC))

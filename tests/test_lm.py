@@ -96,7 +96,10 @@ def test_a_router_does_not_make_unknown_models_look_priced():
     model = "openai/router-unpriced-model"
     with ModelServer(lambda messages: "ok", model_name="router-unpriced-model") as server:
         # Two deployments of one model: the second registration fills the first one's empty entry.
-        router = [{"model_name": "pool", "litellm_params": {"model": model, "api_base": server.url, "api_key": "x"}} for _ in range(2)]
+        router = [
+            {"model_name": "pool", "litellm_params": {"model": model, "api_base": server.url, "api_key": "x"}}
+            for _ in range(2)
+        ]
         reply = asyncio.run(LiteLLM(router=router).acomplete([{"role": "user", "content": "hi"}], model="pool"))
     assert reply.text == "ok" and not reply.usage.cost_known
     assert LiteLLM().price(model, 1000, 1000) is None

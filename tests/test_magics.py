@@ -205,10 +205,12 @@ def test_approve_without_a_frontend_that_answers_is_refused_before_any_call(ip):
 
 
 def test_isolated_run_keeps_the_notebook_namespace_out_of_reach(ip):
-    model = register_policy([
-        repl("print(secret)") + "```repl\nsecret = 'changed'\nleaked = 1\nprint(len(context))\n```\n",
-        repl("FINAL(len(context))"),
-    ])
+    model = register_policy(
+        [
+            repl("print(secret)") + "```repl\nsecret = 'changed'\nleaked = 1\nprint(len(context))\n```\n",
+            repl("FINAL(len(context))"),
+        ]
+    )
     ip.user_ns.update(doc="x" * 1234, secret="notebook-only")
     answer = run(ip, f"%%rlm --isolated --context doc --model {model} --out n\nhow long?")
     assert answer == 1234 and ip.user_ns["n"] == 1234

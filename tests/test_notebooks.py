@@ -31,7 +31,9 @@ def test_quickstart_runs_under_both_kernels(kernel, tmp_path):
     assert tree and "<details" in tree[0]["data"]["text/html"] and "[done] n0" in tree[0]["data"]["text/plain"]
     assert "demo policy" in outputs["%rlm config"][0]["data"]["text/plain"]
     assert "('done'," in outputs["rlm_last.status, rlm_last.usage"][0]["data"]["text/plain"]
-    assert outputs["print(term, len(chunks), 'chunks;', len(findings), 'findings')"][0]["text"].startswith("coolant 8 chunks;")
+    assert outputs["print(term, len(chunks), 'chunks;', len(findings), 'findings')"][0]["text"].startswith(
+        "coolant 8 chunks;"
+    )
     assert (tmp_path / "station_log.txt").stat().st_size > 1_000_000
 
 
@@ -81,7 +83,9 @@ def test_interrupt_stops_a_run_within_a_second_and_the_kernel_lives_on():
             elapsed = time.monotonic() - interrupted_at
             assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
             assert elapsed < 1.0, f"interrupt took {elapsed:.2f} s"
-            content, outputs = _execute(kc, "print(rlm_last.status, rlm_last.trace.root.status, len(rlm_last.trace.root.subcalls))")
+            content, outputs = _execute(
+                kc, "print(rlm_last.status, rlm_last.trace.root.status, len(rlm_last.trace.root.subcalls))"
+            )
             assert content["status"] == "ok"
             printed = "".join(m["content"].get("text", "") for m in outputs if m["msg_type"] == "stream")
             assert printed.split() == ["interrupted", "interrupted", "64"]
@@ -111,7 +115,9 @@ def test_cell_timeout_stops_blocking_and_looping_code_at_depth_0_in_the_kernel()
         assert time.monotonic() - started < 20
         results = [m["content"]["data"]["text/plain"] for m in outputs if m["msg_type"] == "execute_result"]
         assert results == ["'survived'"]
-        content, outputs = _execute(kc, "print([c.error.splitlines()[0] for it in rlm_last.trace.root.iterations for c in it.cells if c.error])")
+        content, outputs = _execute(
+            kc, "print([c.error.splitlines()[0] for it in rlm_last.trace.root.iterations for c in it.cells if c.error])"
+        )
         printed = "".join(m["content"].get("text", "") for m in outputs if m["msg_type"] == "stream")
         assert printed.count("cell_timeout=1s") == 2
     finally:

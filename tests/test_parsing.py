@@ -9,7 +9,7 @@ from rlm_kernel.core.parsing import find_text_final, parse_reply
 
 
 def test_runs_repl_python_and_bare_fences_in_order_and_skips_other_languages():
-    reply = "a\n```repl\none\n```\nb\n```python\ntwo\n```\n```json\n{\"x\": 1}\n```\n```\nthree\n```\n"
+    reply = 'a\n```repl\none\n```\nb\n```python\ntwo\n```\n```json\n{"x": 1}\n```\n```\nthree\n```\n'
     assert parse_reply(reply).blocks == ["one\n", "two\n", "three\n"]
 
 
@@ -43,7 +43,25 @@ def test_text_final_forms():
 
 text = st.text(alphabet=st.characters(codec="utf-8"), max_size=400)
 pieces = st.lists(
-    st.one_of(text, st.sampled_from(["```", "```repl\n", "```python\n", "\n```\n", "FINAL(", "FINAL_VAR(", ")", "(", "REPL output:", "```output\n", "\x00", "\ufffd"])),
+    st.one_of(
+        text,
+        st.sampled_from(
+            [
+                "```",
+                "```repl\n",
+                "```python\n",
+                "\n```\n",
+                "FINAL(",
+                "FINAL_VAR(",
+                ")",
+                "(",
+                "REPL output:",
+                "```output\n",
+                "\x00",
+                "\ufffd",
+            ]
+        ),
+    ),
     max_size=30,
 )
 

@@ -10,8 +10,28 @@ from rlm_kernel.core.reference_format import NOT_RECORDED, reference_lines
 from rlm_kernel.models.policies import register_policy
 from tests.test_export import CHILD_QUESTION, CONTEXT, QUESTION, depth_two_policy
 
-METADATA_KEYS = {"type", "timestamp", "root_model", "max_depth", "max_iterations", "backend", "backend_kwargs", "environment_type", "environment_kwargs", "other_backends"}
-ITERATION_KEYS = {"type", "iteration", "timestamp", "prompt", "response", "code_blocks", "final_answer", "iteration_time"}
+METADATA_KEYS = {
+    "type",
+    "timestamp",
+    "root_model",
+    "max_depth",
+    "max_iterations",
+    "backend",
+    "backend_kwargs",
+    "environment_type",
+    "environment_kwargs",
+    "other_backends",
+}
+ITERATION_KEYS = {
+    "type",
+    "iteration",
+    "timestamp",
+    "prompt",
+    "response",
+    "code_blocks",
+    "final_answer",
+    "iteration_time",
+}
 RESULT_KEYS = {"stdout", "stderr", "locals", "execution_time", "rlm_calls"}
 
 
@@ -33,7 +53,10 @@ def test_converted_lines_have_the_reference_fields_and_the_prompts_the_model_saw
     metadata, iterations = lines[0], lines[1:]
     assert METADATA_KEYS <= set(metadata) and metadata["type"] == "metadata"
     assert metadata["root_model"] == result.trace.root.model and metadata["max_depth"] == 2
-    assert metadata["rlm_kernel"]["query"] == QUESTION and metadata["rlm_kernel"]["usage"]["llm_calls"] == result.usage.llm_calls
+    assert (
+        metadata["rlm_kernel"]["query"] == QUESTION
+        and metadata["rlm_kernel"]["usage"]["llm_calls"] == result.usage.llm_calls
+    )
     assert len(iterations) == len(sent) == 3
     for number, (line, messages) in enumerate(zip(iterations, sent), 1):
         assert set(line) == ITERATION_KEYS and line["type"] == "iteration" and line["iteration"] == number
@@ -52,11 +75,15 @@ def test_converted_lines_have_the_reference_fields_and_the_prompts_the_model_saw
     assert calls[0]["prompt_tokens"] > 0 and calls[0]["execution_time"] >= 0
 
     (failing,) = iterations[1]["code_blocks"]
-    assert failing["result"]["stderr"].endswith("ValueError: deliberate: " + result.trace.nodes[result.trace.root.children[0]].answer)
+    assert failing["result"]["stderr"].endswith(
+        "ValueError: deliberate: " + result.trace.nodes[result.trace.root.children[0]].answer
+    )
     assert "Traceback" not in failing["result"]["stdout"]
     (child,) = failing["result"]["rlm_calls"]
     assert child["prompt"] == CHILD_QUESTION and child["response"] == "SUB:SUMMARISE: L201: LINE 200:"
     child_iterations = child["metadata"]["iterations"]
-    assert [i["iteration"] for i in child_iterations] == [1, 2] and child_iterations[-1]["final_answer"] == child["response"]
+    assert [i["iteration"] for i in child_iterations] == [1, 2] and child_iterations[-1]["final_answer"] == child[
+        "response"
+    ]
     assert child_iterations[0]["code_blocks"][0]["result"]["rlm_calls"][0]["prompt"].startswith("summarise: ")
     assert child_iterations[0]["prompt"][1]["content"].startswith(f"Question: {CHILD_QUESTION}")

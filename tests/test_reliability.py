@@ -27,10 +27,14 @@ def _root_then_echo(root_replies):
 
 
 def test_a_thousand_sub_calls_through_injected_faults_all_end_and_are_all_charged():
-    policy = _root_then_echo([repl("replies = llm_query_batched([f'p{i}' for i in range(1000)])"), repl("FINAL(replies)")])
+    policy = _root_then_echo(
+        [repl("replies = llm_query_batched([f'p{i}' for i in range(1000)])"), repl("FINAL(replies)")]
+    )
     faults = ("429", "500", "timeout", "malformed")
     with ModelServer(policy, fail_rate=0.4, faults=faults, timeout_fault_seconds=5, seed=11) as server:
-        rlm = RLM(model="openai/policy", api_base=server.url, concurrency=32, call_timeout=3.0, retries=3, retry_backoff=0.05)
+        rlm = RLM(
+            model="openai/policy", api_base=server.url, concurrency=32, call_timeout=3.0, retries=3, retry_backoff=0.05
+        )
         result = rlm.completion("ctx", "fan out through faults")
         stats = server.stats()
     assert result.status == "done"
@@ -62,8 +66,19 @@ def hanging_policy(messages):
 def hanging_server():
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "rlm_kernel.cli", "serve-model", "--port", "0", "--policy", "tests.test_reliability:hanging_policy"],
-        stdout=subprocess.PIPE, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "rlm_kernel.cli",
+            "serve-model",
+            "--port",
+            "0",
+            "--policy",
+            "tests.test_reliability:hanging_policy",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     url = proc.stdout.readline().split()[-1]
     yield url

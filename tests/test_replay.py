@@ -37,7 +37,10 @@ def outputs(trace: Trace) -> list[tuple[str, int, int, str, str]]:
     rows = []
     for node in trace.walk():
         for iteration in node.iterations:
-            rows += [(node.query, iteration.index, c.index, c.code, re.sub(r"<rlm-cell-\d+>", "<rlm-cell>", c.output)) for c in iteration.cells]
+            rows += [
+                (node.query, iteration.index, c.index, c.code, re.sub(r"<rlm-cell-\d+>", "<rlm-cell>", c.output))
+                for c in iteration.cells
+            ]
     return sorted(rows)
 
 
@@ -54,7 +57,9 @@ def test_replay_gives_the_same_answer_outputs_and_tokens_without_calling_the_mod
 
 
 def test_parallel_children_replay_to_the_same_answers():
-    recorded = RLM(model=register_policy(reverse_words_policy), max_depth=2, concurrency=8).completion(WORDS, "reverse each word")
+    recorded = RLM(model=register_policy(reverse_words_policy), max_depth=2, concurrency=8).completion(
+        WORDS, "reverse each word"
+    )
     replayed = replay_run(recorded.trace, WORDS)
     assert replayed.matches and replayed.result.answer == "ahpla ateb ammag atled nolispe atez ate ateht"
     assert outputs(replayed.result.trace) == outputs(recorded.trace)
@@ -75,7 +80,11 @@ def test_a_request_the_recording_lacks_fails_clearly():
     book = ReplayBook(recorded.trace.events)
     with pytest.raises(ReplayError, match="replay has no recorded reply for the sub-model prompt 'never asked'"):
         book.reply([{"role": "user", "content": "never asked"}])
-    events = [e for e in recorded.trace.events if not (e.kind == "iteration" and e.node_id == recorded.trace.root_id and e.data["index"] == 2)]
+    events = [
+        e
+        for e in recorded.trace.events
+        if not (e.kind == "iteration" and e.node_id == recorded.trace.root_id and e.data["index"] == 2)
+    ]
     replayed = replay_run(Trace.from_events(events), CONTEXT)
     assert not replayed.matches and replayed.result.status == "error"
     assert "replay has no recorded reply for RLM call 3 of the conversation" in replayed.result.error
@@ -88,15 +97,27 @@ def test_a_request_the_recording_lacks_fails_clearly():
 def test_settings_are_read_back_from_the_recorded_run():
     policy = register_policy(depth_two_policy)
     settings = dict(
-        model=policy, sub_model=policy, max_depth=3, max_iterations=7, child_max_iterations=4, max_llm_calls=40,
-        max_tokens=90_000, max_cost_usd=0.75, max_output_chars=5_000, concurrency=4, cell_timeout=2.5,
+        model=policy,
+        sub_model=policy,
+        max_depth=3,
+        max_iterations=7,
+        child_max_iterations=4,
+        max_llm_calls=40,
+        max_tokens=90_000,
+        max_cost_usd=0.75,
+        max_output_chars=5_000,
+        concurrency=4,
+        cell_timeout=2.5,
     )
     recorded = RLM(**settings).completion(CONTEXT, QUESTION)
     assert recorded_settings(recorded.trace) == settings
     assert replay_run(recorded.trace, CONTEXT).matches
     events = [
-        dataclasses.replace(e, data={**e.data, "system_prompt": e.data["system_prompt"].replace("persistent", "lasting")})
-        if e.kind == "call_start" else e
+        dataclasses.replace(
+            e, data={**e.data, "system_prompt": e.data["system_prompt"].replace("persistent", "lasting")}
+        )
+        if e.kind == "call_start"
+        else e
         for e in recorded.trace.events
     ]
     with pytest.raises(ReplayError, match="cannot read the run's settings"):
@@ -126,7 +147,10 @@ def test_a_context_holding_a_secret_is_never_written(tmp_path, monkeypatch):
     writer.close()
     assert "sk-very-secret-value-123" not in path.read_text(encoding="utf-8")
     trace = Trace.from_jsonl(path)
-    assert trace.contexts[trace.root_id] == {"sha256": trace.root.context["sha256"], "omitted": "it contains a secret (an API key or token)"}
+    assert trace.contexts[trace.root_id] == {
+        "sha256": trace.root.context["sha256"],
+        "omitted": "it contains a secret (an API key or token)",
+    }
 
 
 def test_an_interrupted_run_leaves_a_readable_prefix(tmp_path):
@@ -172,7 +196,9 @@ def test_trace_size_does_not_grow_with_the_context(tmp_path):
 
 
 def test_event_json_round_trips():
-    event = Event("iteration", "n0", None, {"reply": "é ✓", "usage": {"input_tokens": 1}, "nested": [1, {"a": None}]}, time=12.5)
+    event = Event(
+        "iteration", "n0", None, {"reply": "é ✓", "usage": {"input_tokens": 1}, "nested": [1, {"a": None}]}, time=12.5
+    )
     assert Event.from_json(event.to_json()) == event
     assert json.loads(event.to_json())["kind"] == "iteration"
 

@@ -55,7 +55,9 @@ def get_json(url: str) -> Any:
         return json.loads(response.read())
 
 
-def chat(server: ModelServer, messages: list[dict[str, Any]] = MESSAGES, **kwargs: Any) -> tuple[int, dict[str, str], bytes]:
+def chat(
+    server: ModelServer, messages: list[dict[str, Any]] = MESSAGES, **kwargs: Any
+) -> tuple[int, dict[str, str], bytes]:
     return post(f"{server.url}/chat/completions", {"model": "some-model", "messages": messages}, **kwargs)
 
 

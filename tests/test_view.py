@@ -38,11 +38,16 @@ def _depth_two_run(scripted, **kwargs: Any):
 
 def _feature_run(scripted, **kwargs: Any):
     """A root that makes variables, rebinds one it found, calls a sub-model, hits an error and prints markup."""
-    model = scripted([
-        repl("a = 1\nold = 'mine'\nv = llm_query('say <hi>')\nprint(v)", prose="First I ask the sub-model <b>politely</b>."),
-        repl("b = 1/0"),
-        repl(f"print({SCRIPT!r})\nFINAL('answer <i>ok</i>')"),
-    ])
+    model = scripted(
+        [
+            repl(
+                "a = 1\nold = 'mine'\nv = llm_query('say <hi>')\nprint(v)",
+                prose="First I ask the sub-model <b>politely</b>.",
+            ),
+            repl("b = 1/0"),
+            repl(f"print({SCRIPT!r})\nFINAL('answer <i>ok</i>')"),
+        ]
+    )
     sub = scripted(lambda messages: "hello <back>")
     rlm = RLM(model=model, sub_model=sub, **kwargs)
     return rlm.completion(DOC, "What is <this>?", repl=NamespaceREPL({"old": "the user's"}))
@@ -59,7 +64,9 @@ def _batched_policy(messages: list[dict[str, Any]]) -> str:
         return repl("outs = rlm_query_batched([(str(i) * 10, f'child {i}') for i in range(8)])")
     if len(messages) > 2:
         return repl("FINAL(replies[0])")
-    return repl("import time\ntime.sleep(0.01)\nreplies = llm_query_batched([context + str(k) for k in range(4)])\nprint(replies)")
+    return repl(
+        "import time\ntime.sleep(0.01)\nreplies = llm_query_batched([context + str(k) for k in range(4)])\nprint(replies)"
+    )
 
 
 def _budget_run(scripted, **kwargs: Any):
@@ -90,19 +97,60 @@ def _synthetic_events(parent_of: dict[str, str | None], *, depth: int = 0, cost_
             return Event(event_kind, node, parent, data)
 
         code = f"x_{node} = llm_query('part {node}')\nprint(len(x_{node}))"
-        yield ev("call_start", depth=depth, model="m", query=f"question of {node}", context={"summary": "10 chars"},
-                 system_prompt="", user_prompt="")
-        yield ev("iteration", index=0, reply=f"Looking at {node}.\n```repl\n{code}\n```", blocks=1,
-                 fabricated_output=False, model="m", usage=usage, seconds=0.1)
-        yield ev("subcall_start", subcall_id=f"{node}-s", kind="llm", model="m", prompt_preview=f"part {node}", prompt_chars=9)
+        yield ev(
+            "call_start",
+            depth=depth,
+            model="m",
+            query=f"question of {node}",
+            context={"summary": "10 chars"},
+            system_prompt="",
+            user_prompt="",
+        )
+        yield ev(
+            "iteration",
+            index=0,
+            reply=f"Looking at {node}.\n```repl\n{code}\n```",
+            blocks=1,
+            fabricated_output=False,
+            model="m",
+            usage=usage,
+            seconds=0.1,
+        )
+        yield ev(
+            "subcall_start",
+            subcall_id=f"{node}-s",
+            kind="llm",
+            model="m",
+            prompt_preview=f"part {node}",
+            prompt_chars=9,
+        )
         yield ev("subcall_end", subcall_id=f"{node}-s", reply="ok", error=None, usage=usage, seconds=0.1)
         for child in children[node]:
-            yield ev("subcall_start", subcall_id=f"{child}-c", kind="rlm", child_id=child, model="m",
-                     prompt_preview=f"question of {child}", prompt_chars=20)
+            yield ev(
+                "subcall_start",
+                subcall_id=f"{child}-c",
+                kind="rlm",
+                child_id=child,
+                model="m",
+                prompt_preview=f"question of {child}",
+                prompt_chars=20,
+            )
             yield (child, depth + 1)
-            yield ev("subcall_end", subcall_id=f"{child}-c", reply=f"answer of {child}", error=None, usage=usage, seconds=0.1)
-        yield ev("code_result", iteration=0, index=0, code=code, output="2", error=None, seconds=0.01,
-                 created=[f"x_{node}"], rebound=[], submitted=False)
+            yield ev(
+                "subcall_end", subcall_id=f"{child}-c", reply=f"answer of {child}", error=None, usage=usage, seconds=0.1
+            )
+        yield ev(
+            "code_result",
+            iteration=0,
+            index=0,
+            code=code,
+            output="2",
+            error=None,
+            seconds=0.01,
+            created=[f"x_{node}"],
+            rebound=[],
+            submitted=False,
+        )
         yield ev("call_end", status="done", answer=f"answer of {node}", error=None, limit=None, seconds=0.5)
 
     root = next(node for node, parent in parent_of.items() if parent not in parent_of)
@@ -149,7 +197,9 @@ class _TreeReader(HTMLParser):
         self.stack.pop()
         if tag == "summary":
             self.in_summary = False
-            found = re.match(r"\s*(?:running|done|error|budget|interrupted|max_iterations) (\S+) · d\d+ ·", self.summary)
+            found = re.match(
+                r"\s*(?:running|done|error|budget|interrupted|max_iterations) (\S+) · d\d+ ·", self.summary
+            )
             if found:  # a node's summary, not a sub-model call's
                 node_id = found.group(1)
                 details = self.stack[-1]
@@ -203,7 +253,9 @@ def test_page_shows_prose_code_outputs_sub_calls_and_escapes_everything(scripted
     # The llm_query sits in its own collapsed <details> inside the root: prompt, length, reply.
     assert _read_tree(page) == {"n0": None}
     sub = re.search(r"<details[^>]*><summary[^>]*>llm_query · (.*?)</details>", page, re.S)
-    assert sub and "8 chars" in sub.group(1) and "say &lt;hi&gt;" in sub.group(1) and "hello &lt;back&gt;" in sub.group(1)
+    assert (
+        sub and "8 chars" in sub.group(1) and "say &lt;hi&gt;" in sub.group(1) and "hello &lt;back&gt;" in sub.group(1)
+    )
     assert page.index("iteration 1 ·") < page.index("llm_query · ") < page.index("iteration 2 ·")  # in its cell
 
 
@@ -244,7 +296,9 @@ def test_a_running_trace_shows_running_nodes_and_sub_calls(scripted):
     events = result.trace.events
     cut = next(i for i, e in enumerate(events) if e.kind == "subcall_start") + 1
     page = render_html(Trace.from_events(events[:cut]))
-    assert _has_badge(page, "running", " n0") and _has_badge(page, "running", "</summary>")  # the node and its llm_query
+    assert _has_badge(page, "running", " n0") and _has_badge(
+        page, "running", "</summary>"
+    )  # the node and its llm_query
     assert "cell running:" in page and "llm_query" in page and "say &lt;hi&gt;" in page
     assert _read_tree(page) == {"n0": None}
     assert render_html(Trace()).count("no calls yet") == 1
@@ -408,7 +462,9 @@ def test_eight_child_threads_build_a_complete_view(scripted, capsys):
     view = TraceView(throttle_s=0.002)  # flush often, so drawing overlaps the events
     emitters: set[str] = set()
     handlers = [view, lambda event: emitters.add(threading.current_thread().name)]
-    result = RLM(model=scripted(_batched_policy), max_depth=2, concurrency=8, on_event=handlers).completion("root context", "root")
+    result = RLM(model=scripted(_batched_policy), max_depth=2, concurrency=8, on_event=handlers).completion(
+        "root context", "root"
+    )
     view.close()
     assert "event handler failed" not in capsys.readouterr().err
     assert len({name for name in emitters if name.startswith("rlm-n0")}) == 8  # one thread a child, besides the others
@@ -435,12 +491,26 @@ def test_events_fed_from_eight_raw_threads_at_once(throttle_s):
     def feed(events: list[Event]) -> None:
         child = events[0].node_id
         barrier.wait()
-        view(Event("subcall_start", "n0", None, dict(subcall_id=f"{child}-c", kind="rlm", child_id=child, model="m",
-                                                      prompt_preview="q", prompt_chars=1)))
+        view(
+            Event(
+                "subcall_start",
+                "n0",
+                None,
+                dict(
+                    subcall_id=f"{child}-c", kind="rlm", child_id=child, model="m", prompt_preview="q", prompt_chars=1
+                ),
+            )
+        )
         for event in events:
             view(event)
-        view(Event("subcall_end", "n0", None, dict(subcall_id=f"{child}-c", reply="a", error=None,
-                                                    usage=Usage().to_dict(), seconds=0.1)))
+        view(
+            Event(
+                "subcall_end",
+                "n0",
+                None,
+                dict(subcall_id=f"{child}-c", reply="a", error=None, usage=Usage().to_dict(), seconds=0.1),
+            )
+        )
 
     threads = [threading.Thread(target=feed, args=(events,)) for events in subtrees]
     for thread in threads:

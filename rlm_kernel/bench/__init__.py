@@ -1,8 +1,8 @@
 """Benchmarks: long-context tasks (S-NIAH, OOLONG-like, OOLONG-Pairs-like), their runner and report, and performance figures.
 
-    rlm bench TASK --model M [--sub-model M] [--api-base URL] --sizes 8k,32k --n N --mode rlm|direct [--out F]
-    rlm bench report F [F ...] [--plot score.png]
-    rlm bench perf [--quick] [--figures 1,2,...]
+rlm bench TASK --model M [--sub-model M] [--api-base URL] --sizes 8k,32k --n N --mode rlm|direct [--out F]
+rlm bench report F [F ...] [--plot score.png]
+rlm bench perf [--quick] [--figures 1,2,...]
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Imported per command: the runner needs the engine, the report only matplotlib.
     module = importlib.import_module(f"rlm_kernel.bench.{command or 'runner'}")
     parser = _Parser(
-        prog=f"rlm bench {command}" if command else "rlm bench", description=module.__doc__ if command else __doc__,
+        prog=f"rlm bench {command}" if command else "rlm bench",
+        description=module.__doc__ if command else __doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     module.add_arguments(parser)

@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from rlm_kernel.bench import UsageError
-from rlm_kernel.bench.offline import COUNTERS_REQUEST, register as register_bench
+from rlm_kernel.bench.offline import COUNTERS_REQUEST
+from rlm_kernel.bench.offline import register as register_bench
 from rlm_kernel.bench.tasks import size_label, sniah
 from rlm_kernel.core import RLM, Event
 from rlm_kernel.core.ledger import Usage
@@ -53,8 +54,12 @@ _FENCE = "`" * 3
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats")
-    parser.add_argument("--figures", default=",".join(map(str, FIGURES)), help="comma-separated figure numbers (default: all)")
-    parser.add_argument("--ref-python", default=DEFAULT_REF_PYTHON, help="interpreter of the environment with `rlms` (figure 5)")
+    parser.add_argument(
+        "--figures", default=",".join(map(str, FIGURES)), help="comma-separated figure numbers (default: all)"
+    )
+    parser.add_argument(
+        "--ref-python", default=DEFAULT_REF_PYTHON, help="interpreter of the environment with `rlms` (figure 5)"
+    )
     parser.add_argument("--out", help="also write the figures as JSON to this file")
 
 
@@ -74,13 +79,20 @@ def run(args: argparse.Namespace) -> int:
     RLM(model=register_policy([f"{_FENCE}repl\nFINAL(1)\n{_FENCE}"], "bench-warmup")).completion("x", "warm up litellm")
     figures: dict[str, Any] = {"machine": machine()}
     runners: dict[int, Callable[[argparse.Namespace], dict[str, Any]]] = {
-        1: figure_overhead, 2: figure_fan_out, 3: figure_flatness, 4: figure_memory, 5: figure_side_by_side, 6: figure_scale_out,
+        1: figure_overhead,
+        2: figure_fan_out,
+        3: figure_flatness,
+        4: figure_memory,
+        5: figure_side_by_side,
+        6: figure_scale_out,
     }
     for number in chosen:
         print()
         started = time.perf_counter()
         figures[str(number)] = runners[number](args)
-        print(f"  ({time.perf_counter() - started:.0f} s; reproduce: rlm bench perf --figures {number}{' --quick' if args.quick else ''})")
+        print(
+            f"  ({time.perf_counter() - started:.0f} s; reproduce: rlm bench perf --figures {number}{' --quick' if args.quick else ''})"
+        )
     figures["load_average_after"] = os.getloadavg()
     print(f"\nload average after: {', '.join(f'{x:.1f}' for x in figures['load_average_after'])}")
     if args.out:
@@ -93,9 +105,15 @@ def machine() -> str:
     """CPU, cores, Python, and how busy the machine was (timings on a shared machine vary)."""
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError, StopIteration):  # no /proc, or no model name (some ARM kernels)
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()}, Python {platform.python_version()}; load average {load}"
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {platform.system()}, Python {platform.python_version()}; load average {load}"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -114,7 +132,9 @@ class _InstantLM:
     def price(self, model: str, input_tokens: int, output_tokens: int) -> float:
         return 0.0
 
-    async def acomplete(self, messages: list[dict[str, Any]], *, model: str, max_output_tokens: int | None, timeout: float) -> Completion:
+    async def acomplete(
+        self, messages: list[dict[str, Any]], *, model: str, max_output_tokens: int | None, timeout: float
+    ) -> Completion:
         return Completion(self.reply, Usage(1, 10, 10), model, 0.0)
 
 
@@ -135,14 +155,17 @@ def overhead_per_iteration(iterations: int, through_litellm: bool = True) -> lis
     lm = None if through_litellm else _InstantLM(reply)
     RLM(model=model, max_iterations=iterations, on_event=on_event, lm=lm).completion("abc" * 1000, "q")
     # Between two iteration events: run the block, build the next prompt, then the model call.
-    return [(t1 - t0) - model_s for (t0, _), (t1, model_s) in zip(stamps, stamps[1:])]
+    return [(t1 - t0) - model_s for (t0, _), (t1, model_s) in itertools.pairwise(stamps)]
 
 
 def figure_overhead(args: argparse.Namespace) -> dict[str, Any]:
     iterations = 100 if args.quick else 300
     print(f"1. engine overhead per iteration ({iterations} iterations, zero-latency model; target: median < 2 ms)")
     rows = {}
-    for label, through_litellm in (("through litellm (scripted provider)", True), ("engine alone (an LM object, no litellm)", False)):
+    for label, through_litellm in (
+        ("through litellm (scripted provider)", True),
+        ("engine alone (an LM object, no litellm)", False),
+    ):
         overhead = sorted(overhead_per_iteration(iterations, through_litellm))
         median, p95 = statistics.median(overhead) * 1000, overhead[int(len(overhead) * 0.95)] * 1000
         rows["litellm" if through_litellm else "engine"] = {"median_ms": median, "p95_ms": p95}
@@ -157,7 +180,16 @@ def figure_overhead(args: argparse.Namespace) -> dict[str, Any]:
 @contextlib.contextmanager
 def serve(policy: str, latency_ms: float = 0.0) -> Iterator[str]:
     """`rlm serve-model` in its own process; yields its api_base."""
-    command = [sys.executable, "-m", "rlm_kernel.cli", "serve-model", "--policy", policy, "--latency-ms", str(latency_ms)]
+    command = [
+        sys.executable,
+        "-m",
+        "rlm_kernel.cli",
+        "serve-model",
+        "--policy",
+        policy,
+        "--latency-ms",
+        str(latency_ms),
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
@@ -194,8 +226,10 @@ def fan_out(url: str, prompts: int, concurrency: int, **rlm_options: Any) -> flo
 def figure_fan_out(args: argparse.Namespace) -> dict[str, Any]:
     prompts, latency = 256, 0.2
     repeats = 1 if args.quick else 3
-    print(f"2. fan-out: {prompts} llm_query_batched prompts at {latency * 1000:.0f} ms latency through rlm serve-model "
-          f"(median of {repeats}); transport litellm (the default) and direct (RLM(transport='direct'))")
+    print(
+        f"2. fan-out: {prompts} llm_query_batched prompts at {latency * 1000:.0f} ms latency through rlm serve-model "
+        f"(median of {repeats}); transport litellm (the default) and direct (RLM(transport='direct'))"
+    )
     rows: dict[str, dict[int, Any]] = {}
     for transport in ("litellm", "direct"):
         rows[transport] = {}
@@ -205,10 +239,18 @@ def figure_fan_out(args: argparse.Namespace) -> dict[str, Any]:
                 in_flight = server_stats(url)["max_in_flight"]
             ideal = math.ceil(prompts / concurrency) * latency
             wall = statistics.median(walls)
-            rows[transport][concurrency] = {"wall_s": wall, "ideal_s": ideal, "ratio": wall / ideal, "max_in_flight": in_flight, "walls": walls}
+            rows[transport][concurrency] = {
+                "wall_s": wall,
+                "ideal_s": ideal,
+                "ratio": wall / ideal,
+                "max_in_flight": in_flight,
+                "walls": walls,
+            }
             target = " (target: within 1.25x)" if concurrency == 32 else ""
-            print(f"   {transport:<7} concurrency {concurrency:>2}: {wall:.2f} s against ideal {ideal:.2f} s = {wall / ideal:.2f}x{target}; "
-                  f"server saw at most {in_flight} in flight")
+            print(
+                f"   {transport:<7} concurrency {concurrency:>2}: {wall:.2f} s against ideal {ideal:.2f} s = {wall / ideal:.2f}x{target}; "
+                f"server saw at most {in_flight} in flight"
+            )
     return rows
 
 
@@ -241,11 +283,17 @@ def figure_flatness(args: argparse.Namespace) -> dict[str, Any]:
     rows = {}
     for n_chars in sizes:
         tokens, calls = root_input_tokens(n_chars)
-        rows[n_chars] = {"root_input_tokens": tokens, "root_calls": calls, "direct_prompt_tokens": count_tokens(sample_document(n_chars))}
+        rows[n_chars] = {
+            "root_input_tokens": tokens,
+            "root_calls": calls,
+            "direct_prompt_tokens": count_tokens(sample_document(n_chars)),
+        }
     base = rows[sizes[0]]["root_input_tokens"]
     for n_chars, row in rows.items():
-        print(f"   {n_chars:>12,} chars: root {row['root_input_tokens']:,} tokens in {row['root_calls']} calls "
-              f"(x{row['root_input_tokens'] / base:.3f}); direct prompt {row['direct_prompt_tokens']:,} tokens")
+        print(
+            f"   {n_chars:>12,} chars: root {row['root_input_tokens']:,} tokens in {row['root_calls']} calls "
+            f"(x{row['root_input_tokens'] / base:.3f}); direct prompt {row['direct_prompt_tokens']:,} tokens"
+        )
     print("   target: root tokens at 10M within 1.05x of 10K")
     return rows
 
@@ -283,15 +331,28 @@ def memory_child(megabytes: int) -> None:
     needle = "\nNEEDLE-4242\n"
     middle = chunk[: -len(needle)] + needle
     # One allocation of the final size: join() only holds references to the two chunks.
-    context = "".join(itertools.chain(itertools.repeat(chunk, megabytes // 2), [middle], itertools.repeat(chunk, megabytes - megabytes // 2 - 1)))
+    context = "".join(
+        itertools.chain(
+            itertools.repeat(chunk, megabytes // 2), [middle], itertools.repeat(chunk, megabytes - megabytes // 2 - 1)
+        )
+    )
     built = _peak_rss_mb()
     started = time.perf_counter()
     result = RLM(model=model, max_iterations=10).completion(context, "Where is the needle?")
-    print(json.dumps({
-        "context_mb": len(context) / 2**20, "baseline_mb": baseline, "after_build_mb": built, "peak_mb": _peak_rss_mb(),
-        "status": result.status, "answer": str(result.answer), "iterations": len(result.trace.root.iterations) if result.trace.root else 0,
-        "seconds": time.perf_counter() - started,
-    }))
+    print(
+        json.dumps(
+            {
+                "context_mb": len(context) / 2**20,
+                "baseline_mb": baseline,
+                "after_build_mb": built,
+                "peak_mb": _peak_rss_mb(),
+                "status": result.status,
+                "answer": str(result.answer),
+                "iterations": len(result.trace.root.iterations) if result.trace.root else 0,
+                "seconds": time.perf_counter() - started,
+            }
+        )
+    )
 
 
 def _peak_rss_mb() -> float:
@@ -307,14 +368,20 @@ def figure_memory(args: argparse.Namespace) -> dict[str, Any]:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     row = json.loads(out.strip().splitlines()[-1])
     over = row["peak_mb"] - row["baseline_mb"]
-    print(f"   context {row['context_mb']:.0f} MB; process before the context {row['baseline_mb']:.0f} MB (Python, litellm, a warm-up run); "
-          f"after building it {row['after_build_mb']:.0f} MB; peak {row['peak_mb']:.0f} MB")
+    print(
+        f"   context {row['context_mb']:.0f} MB; process before the context {row['baseline_mb']:.0f} MB (Python, litellm, a warm-up run); "
+        f"after building it {row['after_build_mb']:.0f} MB; peak {row['peak_mb']:.0f} MB"
+    )
     added = over - row["context_mb"]
-    print(f"   the run added {added:.0f} MB beyond the context itself (peak - before - context); "
-          f"status {row['status']}, {row['iterations']} iterations, {row['seconds']:.1f} s")
-    print(f"   target: the run stays under context + 100 MB (no copies of the context): peak - before = {over:.0f} MB "
-          f"against {row['context_mb'] + 100:.0f} MB, {'met' if added < 100 else 'missed'}. The absolute peak also holds "
-          f"the {row['baseline_mb']:.0f} MB the process had before any context.")
+    print(
+        f"   the run added {added:.0f} MB beyond the context itself (peak - before - context); "
+        f"status {row['status']}, {row['iterations']} iterations, {row['seconds']:.1f} s"
+    )
+    print(
+        f"   target: the run stays under context + 100 MB (no copies of the context): peak - before = {over:.0f} MB "
+        f"against {row['context_mb'] + 100:.0f} MB, {'met' if added < 100 else 'missed'}. The absolute peak also holds "
+        f"the {row['baseline_mb']:.0f} MB the process had before any context."
+    )
     return row
 
 
@@ -351,8 +418,10 @@ def _counters(url: str) -> dict[str, int]:
 
 def figure_side_by_side(args: argparse.Namespace) -> dict[str, Any]:
     ref_python = Path(args.ref_python)
-    print("5. side by side with the reference package rlms 0.1.3: one rlm serve-model (200 ms latency), one portable "
-          "scripted policy, same tasks; each side a fresh process")
+    print(
+        "5. side by side with the reference package rlms 0.1.3: one rlm serve-model (200 ms latency), one portable "
+        "scripted policy, same tasks; each side a fresh process"
+    )
     if not ref_python.exists():
         print(f"   skipped: {ref_python} not found (make bench-ref creates it)")
         return {"skipped": f"{ref_python} not found"}
@@ -381,8 +450,10 @@ def figure_side_by_side(args: argparse.Namespace) -> dict[str, Any]:
                     runs[side].append(run_row)
             rows[name] = {side: _summary(side_runs) for side, side_runs in runs.items()}
             _print_side_by_side(name, rows[name])
-    print("   ratio = rlm_kernel / rlms (below 1: rlm_kernel lower). Each side runs at its default concurrency of 16 "
-          "(rlms 0.1.3 fixes its batch concurrency at 16).")
+    print(
+        "   ratio = rlm_kernel / rlms (below 1: rlm_kernel lower). Each side runs at its default concurrency of 16 "
+        "(rlms 0.1.3 fixes its batch concurrency at 16)."
+    )
     return rows
 
 
@@ -401,8 +472,10 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _print_side_by_side(name: str, row: dict[str, Any]) -> None:
     ours, theirs = row["rlm_kernel"], row["rlms"]
-    print(f"   {name}: answers correct: rlm_kernel {ours['correct']}, rlms {theirs['correct']}; "
-          f"root calls {ours['root_requests']:.0f} vs {theirs['root_requests']:.0f}; sub-calls {ours['sub_requests']:.0f} vs {theirs['sub_requests']:.0f}")
+    print(
+        f"   {name}: answers correct: rlm_kernel {ours['correct']}, rlms {theirs['correct']}; "
+        f"root calls {ours['root_requests']:.0f} vs {theirs['root_requests']:.0f}; sub-calls {ours['sub_requests']:.0f} vs {theirs['sub_requests']:.0f}"
+    )
     for label, key, unit in (
         ("wall time of the completion call", "seconds", "s"),
         ("wall time of the process (imports included)", "process_seconds", "s"),
@@ -419,17 +492,24 @@ def _print_side_by_side(name: str, row: dict[str, Any]) -> None:
 
 def figure_scale_out(args: argparse.Namespace) -> dict[str, Any]:
     prompts, concurrency = 256, 32
-    print(f"6. scale-out: {prompts} prompts at 200 ms, concurrency {concurrency}, through a litellm Router over two "
-          "rlm serve-model deployments of one model name")
+    print(
+        f"6. scale-out: {prompts} prompts at 200 ms, concurrency {concurrency}, through a litellm Router over two "
+        "rlm serve-model deployments of one model name"
+    )
     policy = "rlm_kernel.bench.offline:BenchPolicy"
     with serve(policy, 200) as first, serve(policy, 200) as second:
         router = [
-            {"model_name": "local-model", "litellm_params": {"model": "openai/policy", "api_base": url, "api_key": "sk-no-key-required"}}
+            {
+                "model_name": "local-model",
+                "litellm_params": {"model": "openai/policy", "api_base": url, "api_key": "sk-no-key-required"},
+            }
             for url in (first, second)
         ]
         wall = fan_out(first, prompts, concurrency, model="local-model", router=router)
         served = [server_stats(url)["served"] for url in (first, second)]
     ideal = math.ceil(prompts / concurrency) * 0.2
-    print(f"   requests served (the root call included): {served[0]} and {served[1]}; fan-out wall {wall:.2f} s "
-          f"against ideal {ideal:.2f} s = {wall / ideal:.2f}x")
+    print(
+        f"   requests served (the root call included): {served[0]} and {served[1]}; fan-out wall {wall:.2f} s "
+        f"against ideal {ideal:.2f} s = {wall / ideal:.2f}x"
+    )
     return {"served": served, "wall_s": wall, "ideal_s": ideal}

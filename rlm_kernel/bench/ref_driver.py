@@ -22,7 +22,8 @@ def main(argv: list[str]) -> int:
     with open(path, encoding="utf-8") as file:
         context = file.read()
     rlm = RLM(
-        backend="openai", backend_kwargs={"model_name": "policy", "base_url": url, "api_key": "sk-no-key-required"},
+        backend="openai",
+        backend_kwargs={"model_name": "policy", "base_url": url, "api_key": "sk-no-key-required"},
         max_iterations=10,
     )
     started = time.perf_counter()

@@ -19,10 +19,10 @@ import time
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from rlm_kernel import RLM  # noqa: E402
-from rlm_kernel.core import RunInterrupted  # noqa: E402
-from rlm_kernel.models.policies import ScriptedReplies, register_policy  # noqa: E402
-from rlm_kernel.models.server import ModelServer  # noqa: E402
+from rlm_kernel import RLM
+from rlm_kernel.core import RunInterrupted
+from rlm_kernel.models.policies import ScriptedReplies, register_policy
+from rlm_kernel.models.server import ModelServer
 
 FENCE = "`" * 3
 
@@ -32,7 +32,9 @@ def _block(code: str) -> str:
 
 
 def faults() -> str:
-    root = ScriptedReplies([_block("replies = llm_query_batched([f'p{i}' for i in range(1000)])"), _block("FINAL(replies)")])
+    root = ScriptedReplies(
+        [_block("replies = llm_query_batched([f'p{i}' for i in range(1000)])"), _block("FINAL(replies)")]
+    )
 
     def policy(messages):
         return root(messages) if messages[0]["role"] == "system" else "ok"
@@ -40,7 +42,9 @@ def faults() -> str:
     kinds = ("429", "500", "timeout", "malformed")
     with ModelServer(policy, fail_rate=0.4, faults=kinds, timeout_fault_seconds=5, seed=11) as server:
         started = time.perf_counter()
-        result = RLM(model="openai/policy", api_base=server.url, concurrency=64, call_timeout=1.0, retries=3, retry_backoff=0.05).completion("ctx", "q")
+        result = RLM(
+            model="openai/policy", api_base=server.url, concurrency=64, call_timeout=1.0, retries=3, retry_backoff=0.05
+        ).completion("ctx", "q")
         seconds = time.perf_counter() - started
         stats = server.stats()
     ok = sum(1 for r in result.answer if r == "ok")
@@ -82,11 +86,16 @@ def interrupt() -> str:
 
 def runaway_code() -> str:
     lines = []
-    for label, code in (("busy loop", "while True:\n    pass"), ("time.sleep(10**6)", "import time\ntime.sleep(10**6)")):
+    for label, code in (
+        ("busy loop", "while True:\n    pass"),
+        ("time.sleep(10**6)", "import time\ntime.sleep(10**6)"),
+    ):
         model = register_policy([_block(code), _block("FINAL('went on')")])
         started = time.perf_counter()
         result = RLM(model=model, cell_timeout=1.0).completion("ctx", "q")
-        lines.append(f"{label} stopped and the run went on ({result.answer!r}) in {time.perf_counter() - started:.2f} s")
+        lines.append(
+            f"{label} stopped and the run went on ({result.answer!r}) in {time.perf_counter() - started:.2f} s"
+        )
     return "cell_timeout=1 s on the main thread: " + "; ".join(lines)
 
 
@@ -100,8 +109,12 @@ def budgets() -> str:
     rows = []
     for limits in ({"max_llm_calls": 25}, {"max_tokens": 8_000}, {"max_seconds": 0.5}):
         result = RLM(model=model, max_iterations=50, concurrency=8, **limits).completion("ctx", "q")
-        (name, limit), = limits.items()
-        used = {"max_llm_calls": result.usage.llm_calls, "max_tokens": result.usage.tokens, "max_seconds": round(result.seconds, 2)}[name]
+        ((name, limit),) = limits.items()
+        used = {
+            "max_llm_calls": result.usage.llm_calls,
+            "max_tokens": result.usage.tokens,
+            "max_seconds": round(result.seconds, 2),
+        }[name]
         rows.append(f"{name}={limit}: used {used}, stopped by {result.limit}")
     return "budgets (8 concurrent sub-calls per step): " + "; ".join(rows)
 

@@ -43,7 +43,7 @@ def load(paths: Iterable[str]) -> list[dict[str, Any]]:
     for path in paths:
         try:
             with open(path, encoding="utf-8") as file:
-                for number, line in enumerate(file, 1):
+                for number, line in enumerate(file, 1):  # noqa: B007 - the except clause reports it
                     if line.strip():
                         records.append(json.loads(line))
         except OSError as exc:
@@ -68,17 +68,32 @@ def summary_table(records: list[dict[str, Any]]) -> str:
     for (task, mode, model, size), group in _groups(records).items():
         n = len(group)
         cost = f"{_mean(r['cost_usd'] for r in group):.4f}" + ("" if all(r["cost_known"] for r in group) else "+?")
-        rows.append((
-            task, mode, model, size_label(size), str(n), f"{100 * _mean(r['score'] for r in group):.1f}%",
-            f"{_mean(r['input_tokens'] for r in group):,.0f}", f"{_mean(r['output_tokens'] for r in group):,.0f}",
-            cost, f"{_mean(r['seconds'] for r in group):.2f}", str(sum(r["status"] not in _OK for r in group)),
-            str(sum(bool(r.get("truncated")) for r in group)),
-        ))
+        rows.append(
+            (
+                task,
+                mode,
+                model,
+                size_label(size),
+                str(n),
+                f"{100 * _mean(r['score'] for r in group):.1f}%",
+                f"{_mean(r['input_tokens'] for r in group):,.0f}",
+                f"{_mean(r['output_tokens'] for r in group):,.0f}",
+                cost,
+                f"{_mean(r['seconds'] for r in group):.2f}",
+                str(sum(r["status"] not in _OK for r in group)),
+                str(sum(bool(r.get("truncated")) for r in group)),
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) if i < 3 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))) for row in rows]
+    lines = [
+        "  ".join(cell.ljust(w) if i < 3 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+        for row in rows
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    notes = ["score: mean per task (S-NIAH: value found; OOLONG: exact, 0.75**|error| for numbers; pairs: F1); "
-             "in/out tok, cost, seconds: mean per task; cut: direct prompts cut to the model's window; cost +?: unpriced model"]
+    notes = [
+        "score: mean per task (S-NIAH: value found; OOLONG: exact, 0.75**|error| for numbers; pairs: F1); "
+        "in/out tok, cost, seconds: mean per task; cut: direct prompts cut to the model's window; cost +?: unpriced model"
+    ]
     if any(r.get("offline") for r in records):
         notes.insert(0, f"NOTE: {OFFLINE_NOTE}")
     return "\n".join(lines + notes)

@@ -36,10 +36,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-base", help="base URL of an OpenAI-compatible server")
     parser.add_argument("--sizes", default="8k", help="context sizes in tokens, comma-separated: 8k,32k,131k,1m,2^20")
     parser.add_argument("--n", type=int, default=1, help="tasks per size (default 1)")
-    parser.add_argument("--mode", choices=("rlm", "direct"), default="rlm", help="rlm, or direct: the context in one prompt")
+    parser.add_argument(
+        "--mode", choices=("rlm", "direct"), default="rlm", help="rlm, or direct: the context in one prompt"
+    )
     parser.add_argument("--out", help="append one JSON line per task to this file")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--window", type=int, help=f"direct mode: the model's input window in tokens (default: litellm's model info, else {DEFAULT_WINDOW:,})")
+    parser.add_argument(
+        "--window",
+        type=int,
+        help=f"direct mode: the model's input window in tokens (default: litellm's model info, else {DEFAULT_WINDOW:,})",
+    )
     parser.add_argument("--max-iterations", type=int, default=20)
     parser.add_argument("--max-depth", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=16)
@@ -99,28 +105,48 @@ def _open_out(path: str | None) -> IO[str] | None:
 Solver = Callable[[Task], dict[str, Any]]
 
 
-def _record(args: argparse.Namespace, task: Task, solve: Solver, window: int | None, window_source: str | None) -> dict[str, Any]:
+def _record(
+    args: argparse.Namespace, task: Task, solve: Solver, window: int | None, window_source: str | None
+) -> dict[str, Any]:
     started = time.perf_counter()
     outcome = solve(task)
     answer = outcome.pop("answer")
     marked = outcome.pop("offline_mark", False)
     text = "" if answer is None else str(answer)
     return {
-        "task": task.family, "id": task.id, "kind": task.kind, "mode": args.mode, "model": args.model,
-        "sub_model": (args.sub_model or args.model) if args.mode == "rlm" else None, "seed": args.seed,
-        "size_tokens": task.size_tokens, "context_tokens": count_tokens(task.context), "context_chars": len(task.context),
-        "score": task.score(answer), "answer": text[:ANSWER_CHARS], "answer_chars": len(text), "gold": task.gold_text[:ANSWER_CHARS],
+        "task": task.family,
+        "id": task.id,
+        "kind": task.kind,
+        "mode": args.mode,
+        "model": args.model,
+        "sub_model": (args.sub_model or args.model) if args.mode == "rlm" else None,
+        "seed": args.seed,
+        "size_tokens": task.size_tokens,
+        "context_tokens": count_tokens(task.context),
+        "context_chars": len(task.context),
+        "score": task.score(answer),
+        "answer": text[:ANSWER_CHARS],
+        "answer_chars": len(text),
+        "gold": task.gold_text[:ANSWER_CHARS],
         "offline": args.model.startswith("scripted/") or marked,
-        "window": window, "window_source": window_source, "seconds": round(time.perf_counter() - started, 3),
-        "meta": task.meta, **outcome,
+        "window": window,
+        "window_source": window_source,
+        "seconds": round(time.perf_counter() - started, 3),
+        "meta": task.meta,
+        **outcome,
     }
 
 
 def _rlm_solver(args: argparse.Namespace) -> Solver:
     def solve(task: Task) -> dict[str, Any]:
         rlm = RLM(
-            model=args.model, sub_model=args.sub_model, api_base=args.api_base, max_depth=args.max_depth,
-            max_iterations=args.max_iterations, concurrency=args.concurrency, max_cost_usd=args.max_cost_usd,
+            model=args.model,
+            sub_model=args.sub_model,
+            api_base=args.api_base,
+            max_depth=args.max_depth,
+            max_iterations=args.max_iterations,
+            concurrency=args.concurrency,
+            max_cost_usd=args.max_cost_usd,
             call_timeout=args.call_timeout,
         )
         try:
@@ -129,8 +155,12 @@ def _rlm_solver(args: argparse.Namespace) -> Solver:
             raise KeyboardInterrupt from None
         replies = (it.reply for node in result.trace.walk() for it in node.iterations)
         return {
-            "answer": result.answer, "status": result.status, "error": result.error, "truncated": False,
-            "offline_mark": any(offline.OFFLINE_MARK in reply for reply in replies), **_usage(result.usage.to_dict()),
+            "answer": result.answer,
+            "status": result.status,
+            "error": result.error,
+            "truncated": False,
+            "offline_mark": any(offline.OFFLINE_MARK in reply for reply in replies),
+            **_usage(result.usage.to_dict()),
         }
 
     return solve
@@ -154,8 +184,13 @@ def _direct_solver(args: argparse.Namespace, window: int) -> Solver:
             except ModelError as exc:
                 return _failed(str(exc), cut)
         return {
-            "answer": completion.text, "status": "done", "error": None, "truncated": cut > 0, "cut_chars": cut,
-            "offline_mark": offline.OFFLINE_MARK in completion.text, **_usage(completion.usage.to_dict()),
+            "answer": completion.text,
+            "status": "done",
+            "error": None,
+            "truncated": cut > 0,
+            "cut_chars": cut,
+            "offline_mark": offline.OFFLINE_MARK in completion.text,
+            **_usage(completion.usage.to_dict()),
         }
 
     return solve
@@ -167,8 +202,10 @@ def _failed(error: str, cut: int) -> dict[str, Any]:
 
 def _usage(usage: dict[str, Any]) -> dict[str, Any]:
     return {
-        "input_tokens": usage.get("input_tokens", 0), "output_tokens": usage.get("output_tokens", 0),
-        "llm_calls": usage.get("llm_calls", 0), "cost_usd": usage.get("cost_usd", 0.0),
+        "input_tokens": usage.get("input_tokens", 0),
+        "output_tokens": usage.get("output_tokens", 0),
+        "llm_calls": usage.get("llm_calls", 0),
+        "cost_usd": usage.get("cost_usd", 0.0),
         "cost_known": usage.get("cost_known", True),
     }
 

@@ -148,47 +148,110 @@ def sniah(size_tokens: int, seed: int = 0, index: int = 0) -> Task:
 LABELS = ("numeric value", "entity", "location", "description and abstract concept", "abbreviation", "human being")
 _FIRST_DATE = dt.date(2022, 1, 1)
 _DAYS = 3 * 365
-_CITIES = "Glasgow Lima Osaka Nairobi Oslo Quito Perth Dakar Hanoi Tbilisi Porto Recife Cusco Bergen Tromso Zagreb".split()
-_LANDMARKS = ("the Eiffel Tower", "Machu Picchu", "the Great Barrier Reef", "Table Mountain", "the Alhambra",
-              "Angkor Wat", "the Atacama Desert", "Lake Baikal", "the Matterhorn", "Petra")
-_THINGS = ("telescope", "bicycle", "barometer", "printing press", "stethoscope", "compass", "zipper", "microwave oven",
-           "hot air balloon", "typewriter", "lighthouse", "thermometer")
+_CITIES = (
+    "Glasgow Lima Osaka Nairobi Oslo Quito Perth Dakar Hanoi Tbilisi Porto Recife Cusco Bergen Tromso Zagreb".split()
+)
+_LANDMARKS = (
+    "the Eiffel Tower",
+    "Machu Picchu",
+    "the Great Barrier Reef",
+    "Table Mountain",
+    "the Alhambra",
+    "Angkor Wat",
+    "the Atacama Desert",
+    "Lake Baikal",
+    "the Matterhorn",
+    "Petra",
+)
+_THINGS = (
+    "telescope",
+    "bicycle",
+    "barometer",
+    "printing press",
+    "stethoscope",
+    "compass",
+    "zipper",
+    "microwave oven",
+    "hot air balloon",
+    "typewriter",
+    "lighthouse",
+    "thermometer",
+)
 _ANIMALS = ("axolotl", "okapi", "pangolin", "quokka", "narwhal", "capybara", "tapir", "kinkajou", "gharial", "fossa")
-_CONCEPTS = ("entropy", "irony", "democracy", "stoicism", "inflation", "photosynthesis", "nostalgia", "gravity",
-             "utilitarianism", "the placebo effect", "supply and demand", "karma")
+_CONCEPTS = (
+    "entropy",
+    "irony",
+    "democracy",
+    "stoicism",
+    "inflation",
+    "photosynthesis",
+    "nostalgia",
+    "gravity",
+    "utilitarianism",
+    "the placebo effect",
+    "supply and demand",
+    "karma",
+)
 _ABBREVIATIONS = ("NASA", "UNESCO", "CPU", "DNA", "RSVP", "NATO", "LASER", "SCUBA", "HTML", "FIFA", "OPEC", "RADAR")
-_ORGANISATIONS = ("the World Health Organization", "the European Union", "the International Space Station",
-                  "the Federal Bureau of Investigation", "the United Nations Children's Fund")
+_ORGANISATIONS = (
+    "the World Health Organization",
+    "the European Union",
+    "the International Space Station",
+    "the Federal Bureau of Investigation",
+    "the United Nations Children's Fund",
+)
 _FIELDS = ("surgery", "astronomy", "carpentry", "sailing", "photography", "beekeeping")
 _FOODS = ("cheese", "noodle", "bread", "pepper", "apple", "tea")
-_EVENTS = ("the first moon landing", "the fall of the Berlin Wall", "the first Olympic Games",
-           "the signing of the Magna Carta", "the opening of the Suez Canal")
+_EVENTS = (
+    "the first moon landing",
+    "the fall of the Berlin Wall",
+    "the first Olympic Games",
+    "the signing of the Magna Carta",
+    "the opening of the Suez Canal",
+)
 
 # Each category has templates whose wording tells a reader the category, as TREC questions do.
 _TEMPLATES: dict[str, tuple[str, ...]] = {
     "numeric value": (
-        "How many people live in {city} ?", "When was the {thing} invented ?", "What year did {event} happen ?",
-        "How far is {city} from {city2} ?", "How much does a {thing} weigh ?", "How tall is {landmark} ?",
+        "How many people live in {city} ?",
+        "When was the {thing} invented ?",
+        "What year did {event} happen ?",
+        "How far is {city} from {city2} ?",
+        "How much does a {thing} weigh ?",
+        "How tall is {landmark} ?",
     ),
     "entity": (
-        "What kind of animal is a {animal} ?", "What tool is used in {field} to measure angles ?",
-        "What type of {food} is most popular in {city} ?", "What do you call a baby {animal} ?",
+        "What kind of animal is a {animal} ?",
+        "What tool is used in {field} to measure angles ?",
+        "What type of {food} is most popular in {city} ?",
+        "What do you call a baby {animal} ?",
         "What is the best-selling {thing} brand ?",
     ),
     "location": (
-        "Where is {city} ?", "In which country is {landmark} ?", "Where can you see a wild {animal} ?",
-        "What continent is {city} on ?", "Where was the first {thing} built ?",
+        "Where is {city} ?",
+        "In which country is {landmark} ?",
+        "Where can you see a wild {animal} ?",
+        "What continent is {city} on ?",
+        "Where was the first {thing} built ?",
     ),
     "description and abstract concept": (
-        "What does {concept} mean ?", "Why does {concept} matter ?", "How does a {thing} work ?",
-        "What is the origin of the word {concept} ?", "What is the difference between {concept} and {concept2} ?",
+        "What does {concept} mean ?",
+        "Why does {concept} matter ?",
+        "How does a {thing} work ?",
+        "What is the origin of the word {concept} ?",
+        "What is the difference between {concept} and {concept2} ?",
     ),
     "abbreviation": (
-        "What does {abbr} stand for ?", "What is the full form of {abbr} ?", "What is the abbreviation for {org} ?",
+        "What does {abbr} stand for ?",
+        "What is the full form of {abbr} ?",
+        "What is the abbreviation for {org} ?",
     ),
     "human being": (
-        "Who invented the {thing} ?", "Who first described {concept} ?", "Who was the first person to climb {landmark} ?",
-        "Who founded {org} ?", "Who discovered the {animal} ?",
+        "Who invented the {thing} ?",
+        "Who first described {concept} ?",
+        "Who was the first person to climb {landmark} ?",
+        "Who founded {org} ?",
+        "Who discovered the {animal} ?",
     ),
 }
 
@@ -221,9 +284,18 @@ def _instance(rng: random.Random, label: str) -> str:
     city, city2 = rng.sample(_CITIES, 2)
     concept, concept2 = rng.sample(_CONCEPTS, 2)
     return template.format(
-        city=city, city2=city2, concept=concept, concept2=concept2, thing=rng.choice(_THINGS),
-        animal=rng.choice(_ANIMALS), landmark=rng.choice(_LANDMARKS), abbr=rng.choice(_ABBREVIATIONS),
-        org=rng.choice(_ORGANISATIONS), field=rng.choice(_FIELDS), food=rng.choice(_FOODS), event=rng.choice(_EVENTS),
+        city=city,
+        city2=city2,
+        concept=concept,
+        concept2=concept2,
+        thing=rng.choice(_THINGS),
+        animal=rng.choice(_ANIMALS),
+        landmark=rng.choice(_LANDMARKS),
+        abbr=rng.choice(_ABBREVIATIONS),
+        org=rng.choice(_ORGANISATIONS),
+        field=rng.choice(_FIELDS),
+        food=rng.choice(_FOODS),
+        event=rng.choice(_EVENTS),
     )
 
 
@@ -243,7 +315,9 @@ def oolong_records(
     while True:
         label = rng.choices(LABELS, cum_weights=label_cum)[0]
         record = Record(
-            _FIRST_DATE + dt.timedelta(days=rng.randrange(_DAYS)), rng.choices(users, cum_weights=user_cum)[0], label,
+            _FIRST_DATE + dt.timedelta(days=rng.randrange(_DAYS)),
+            rng.choices(users, cum_weights=user_cum)[0],
+            label,
             _instance(rng, label),
         )
         used += len(record.line())
@@ -322,8 +396,14 @@ def oolong(size_tokens: int, seed: int = 0, index: int = 0) -> Task:
         if made is not None:
             question, gold = made
             return Task(
-                id=f"oolong-{size_label(size_tokens)}-s{seed}-{index}", family="oolong", kind=kind,
-                size_tokens=size_tokens, context=context, question=question, gold=gold, meta={"lines": len(records)},
+                id=f"oolong-{size_label(size_tokens)}-s{seed}-{index}",
+                family="oolong",
+                kind=kind,
+                size_tokens=size_tokens,
+                context=context,
+                question=question,
+                gold=gold,
+                meta={"lines": len(records)},
                 records=tuple(records),
             )
     raise AssertionError("every OOLONG question kind tied")  # count and range_count never tie
@@ -395,10 +475,20 @@ def oolong_pairs(size_tokens: int, seed: int = 0, index: int = 0) -> Task:
     users = sorted(profiles)
     gold = frozenset((u, v) for i, u in enumerate(users) for v in users[i + 1 :] if holds(profiles[u], profiles[v]))
     return Task(
-        id=f"oolong-pairs-{size_label(size_tokens)}-s{seed}-{index}", family="oolong-pairs", kind=kind,
-        size_tokens=size_tokens, context=context, question=f"In the data above, list all pairs of user IDs where {condition}.{PAIRS_FORMAT}",
-        gold=gold, meta={"lines": len(records), "users": len(users)}, records=tuple(records),
+        id=f"oolong-pairs-{size_label(size_tokens)}-s{seed}-{index}",
+        family="oolong-pairs",
+        kind=kind,
+        size_tokens=size_tokens,
+        context=context,
+        question=f"In the data above, list all pairs of user IDs where {condition}.{PAIRS_FORMAT}",
+        gold=gold,
+        meta={"lines": len(records), "users": len(users)},
+        records=tuple(records),
     )
 
 
-GENERATORS: dict[str, Callable[[int, int, int], Task]] = {"sniah": sniah, "oolong": oolong, "oolong-pairs": oolong_pairs}
+GENERATORS: dict[str, Callable[[int, int, int], Task]] = {
+    "sniah": sniah,
+    "oolong": oolong,
+    "oolong-pairs": oolong_pairs,
+}

@@ -21,10 +21,10 @@ from typing import Any
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from rlm_kernel import RLM  # noqa: E402
-from rlm_kernel.core.trace import Trace  # noqa: E402
-from rlm_kernel.jupyter.export import write_notebook  # noqa: E402
-from rlm_kernel.models.policies import register_policy  # noqa: E402
+from rlm_kernel import RLM
+from rlm_kernel.core.trace import Trace
+from rlm_kernel.jupyter.export import write_notebook
+from rlm_kernel.models.policies import register_policy
 
 CHILDREN = 999
 ITERATIONS = 20
@@ -72,7 +72,9 @@ def trace_bytes(n_chars: int) -> int:
     model = register_policy([step] * (ITERATIONS - 1) + ["```repl\nFINAL('ok')\n```"])
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "trace.jsonl"
-        result = RLM(model=model, max_iterations=ITERATIONS, trace_path=str(path)).completion(_context(n_chars), "Is all nominal?")
+        result = RLM(model=model, max_iterations=ITERATIONS, trace_path=str(path)).completion(
+            _context(n_chars), "Is all nominal?"
+        )
         assert result.status == "done" and len(result.trace.root.iterations) == ITERATIONS, result.error  # type: ignore[union-attr]
         return path.stat().st_size
 
@@ -80,7 +82,9 @@ def trace_bytes(n_chars: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.parse_args(argv)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
 
     started = time.perf_counter()
     trace = fan_out_trace()

@@ -7,6 +7,15 @@ from rlm_kernel.core.result import RLMResult
 from rlm_kernel.core.trace import Event, Trace
 
 __all__ = [
-    "RLM", "RLMResult", "RLMError", "ModelError", "TransientModelError", "BudgetExhausted", "RunInterrupted",
-    "Limits", "Usage", "Event", "Trace",
+    "RLM",
+    "BudgetExhausted",
+    "Event",
+    "Limits",
+    "ModelError",
+    "RLMError",
+    "RLMResult",
+    "RunInterrupted",
+    "Trace",
+    "TransientModelError",
+    "Usage",
 ]

@@ -23,8 +23,9 @@ import statistics
 import string
 from abc import ABC, abstractmethod
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 SUPPORTED = "str, list[str], list[dict], dict, or a pandas DataFrame"
 
@@ -67,8 +68,7 @@ def _kind(context: object) -> str:
         first = context[0]
         if not isinstance(first, (str, dict)):
             raise ContextError(
-                f"unsupported context type list[{type(first).__name__}]: use {SUPPORTED} "
-                "(e.g. [str(x) for x in items])"
+                f"unsupported context type list[{type(first).__name__}]: use {SUPPORTED} (e.g. [str(x) for x in items])"
             )
         base = str if isinstance(first, str) else dict
         for i, item in enumerate(context):
@@ -164,15 +164,22 @@ def _list_str_metadata(items: list[str], preview_chars: int) -> ContextMetadata:
     lengths = [len(item) for item in items]
     summary = f"{len(items):,} items; item length {_spread(lengths)}"
     preview = _preview(
-        (f"[{i}] {_one_line(item, _PREVIEW_ITEM_CHARS)}" for i, item in enumerate(items)), len(items), "items", preview_chars
+        (f"[{i}] {_one_line(item, _PREVIEW_ITEM_CHARS)}" for i, item in enumerate(items)),
+        len(items),
+        "items",
+        preview_chars,
     )
-    return ContextMetadata("list[str]", sum(lengths), len(items), None, summary, preview, _hash_items("list[str]", items))
+    return ContextMetadata(
+        "list[str]", sum(lengths), len(items), None, summary, preview, _hash_items("list[str]", items)
+    )
 
 
 def _list_dict_metadata(records: list[dict], preview_chars: int) -> ContextMetadata:
     lengths = [_record_chars(record) for record in records]
     key_counts = Counter(key for record in records for key in record)
-    summary = f"{len(records):,} records; keys: {_keys_summary(key_counts, len(records))}; record length {_spread(lengths)}"
+    summary = (
+        f"{len(records):,} records; keys: {_keys_summary(key_counts, len(records))}; record length {_spread(lengths)}"
+    )
     preview = _preview(
         (f"[{i}] {_one_line(_brief_repr.repr(record), _PREVIEW_ITEM_CHARS)}" for i, record in enumerate(records)),
         len(records),
@@ -422,7 +429,7 @@ class _TextHelpers:
             cut = i * length // n
             newline = text.find("\n", cut - 1, cut + slack) if slack else -1
             cuts.append(cut if newline == -1 else newline + 1)
-        return cuts + [length]
+        return [*cuts, length]
 
     def _cuts_size(self, size: int) -> list[int]:
         text, length = self._text, len(self._text)
@@ -433,7 +440,7 @@ class _TextHelpers:
             # Only the last tenth is searched, so a newline early in the chunk cannot make it tiny.
             newline = text.rfind("\n", end - slack, end) if slack else -1
             cuts.append(end if newline == -1 else newline + 1)
-        return cuts + [length]
+        return [*cuts, length]
 
     def _cuts_by(self, by: str) -> list[int]:
         starts = {match.start() for match in _compile(by, 0).finditer(self._text)}
@@ -523,7 +530,7 @@ def _sizes_by_chars(lengths: Iterable[int], budget: int) -> list[int]:
             items = chars = 0
         items += 1
         chars += length
-    return sizes + [items]
+    return [*sizes, items]
 
 
 class _ListHelpers(_ItemHelpers):

@@ -23,7 +23,6 @@ from rlm_kernel.core.ledger import Ledger, Limits, Usage
 from rlm_kernel.core.lm import LM, Completion, LiteLLM, Messages
 from rlm_kernel.core.openai_compatible import OpenAICompatibleLM
 from rlm_kernel.core.parsing import ParsedReply, find_text_final, parse_reply
-from rlm_kernel.core.redact import Redactor
 from rlm_kernel.core.prompts import (
     NO_CODE_MESSAGE,
     Capabilities,
@@ -32,9 +31,11 @@ from rlm_kernel.core.prompts import (
     out_of_iterations_message,
     system_prompt,
 )
+from rlm_kernel.core.redact import Redactor
 from rlm_kernel.core.repl import REPL, ExecResult, NamespaceREPL, raise_in_thread
 from rlm_kernel.core.result import RLMResult
 from rlm_kernel.core.trace import Event, EventHandler, JSONLWriter, Trace
+from rlm_kernel.core.values import describe_value
 
 NO_OUTPUT = "(no output: print what you need)"
 PROMPT_PREVIEW_CHARS = 500
@@ -133,7 +134,9 @@ class RLM:
             # Imported here: the isolated kernel needs jupyter_client, which core does not import otherwise.
             from rlm_kernel.isolation import KernelREPL
 
-            return KernelREPL(cell_timeout=self.cell_timeout, max_output_chars=self.max_output_chars, **self.isolation_limits)  # type: ignore[arg-type]
+            return KernelREPL(
+                cell_timeout=self.cell_timeout, max_output_chars=self.max_output_chars, **self.isolation_limits
+            )  # type: ignore[arg-type]
         return NamespaceREPL(cell_timeout=self.cell_timeout, max_output_chars=self.max_output_chars)
 
     def _complete(self, context: object, query: str, repl: REPL | None, scope: CancelScope) -> RLMResult:
@@ -142,14 +145,26 @@ class RLM:
         tree = _Tree(self, scope, approver)
         own_repl = repl is None
         repl = repl or self.new_repl()
-        root = _Node(self, tree, context, query, depth=0, parent_id=None, repl=repl, model=self.model, max_iterations=self.max_iterations)
+        root = _Node(
+            self,
+            tree,
+            context,
+            query,
+            depth=0,
+            parent_id=None,
+            repl=repl,
+            model=self.model,
+            max_iterations=self.max_iterations,
+        )
         try:
             outcome = root.run()
         except (KeyboardInterrupt, RunCancelled):
             scope.cancel()
             tree.stop_approval()
             tree.close_open_nodes()
-            raise RunInterrupted(tree.result(query, _Outcome("interrupted", root.partial_answer(), "interrupted"))) from None
+            raise RunInterrupted(
+                tree.result(query, _Outcome("interrupted", root.partial_answer(), "interrupted"))
+            ) from None
         finally:
             tree.close()
             if own_repl:
@@ -220,7 +235,14 @@ class _Tree:
     def close_open_nodes(self) -> None:
         for node in list(self.trace.nodes.values()):
             if node.status == "running":
-                self.emit("call_end", node.id, node.parent_id, status="interrupted", error="interrupted", seconds=time.perf_counter() - self.started)
+                self.emit(
+                    "call_end",
+                    node.id,
+                    node.parent_id,
+                    status="interrupted",
+                    error="interrupted",
+                    seconds=time.perf_counter() - self.started,
+                )
         self.closed = True
 
     def close(self) -> None:
@@ -254,8 +276,17 @@ class _Node:
     """One RLM call: a model, a REPL, a context, a question."""
 
     def __init__(
-        self, rlm: RLM, tree: _Tree, context: object, query: str, *, depth: int, parent_id: str | None,
-        repl: REPL, model: str, max_iterations: int,
+        self,
+        rlm: RLM,
+        tree: _Tree,
+        context: object,
+        query: str,
+        *,
+        depth: int,
+        parent_id: str | None,
+        repl: REPL,
+        model: str,
+        max_iterations: int,
     ) -> None:
         self.rlm, self.tree, self.context, self.query = rlm, tree, context, query
         self.depth, self.parent_id, self.repl, self.model = depth, parent_id, repl, model
@@ -263,9 +294,14 @@ class _Node:
         self.id = tree.new_id("n")
         self.answer = AnswerDict(content="", ready=False)
         self.capabilities = Capabilities(
-            depth=depth, max_depth=rlm.max_depth, max_iterations=max_iterations,
-            max_output_chars=rlm.max_output_chars, sub_model=rlm.sub_model, limits=rlm.limits,
-            concurrency=rlm.concurrency, cell_timeout=rlm.cell_timeout,
+            depth=depth,
+            max_depth=rlm.max_depth,
+            max_iterations=max_iterations,
+            max_output_chars=rlm.max_output_chars,
+            sub_model=rlm.sub_model,
+            limits=rlm.limits,
+            concurrency=rlm.concurrency,
+            cell_timeout=rlm.cell_timeout,
         )
         self.tools: dict[str, Any] = {}
         self._delta_start = 2  # the system and first user messages travel in call_start
@@ -284,8 +320,13 @@ class _Node:
             {"role": "user", "content": first_user_message(self.query, description.describe())},
         ]
         self.emit(
-            "call_start", depth=self.depth, model=self.model, query=self.query, context=description.to_dict(),
-            system_prompt=messages[0]["content"], user_prompt=messages[1]["content"],
+            "call_start",
+            depth=self.depth,
+            model=self.model,
+            query=self.query,
+            context=description.to_dict(),
+            system_prompt=messages[0]["content"],
+            user_prompt=messages[1]["content"],
         )
         try:
             outcome = self._iterate(messages)
@@ -355,8 +396,16 @@ class _Node:
             created, rebound = _diff(before, self._snapshot())
             output = self.tree.redactor.text(truncate(result.observation(), self.rlm.max_output_chars))
             self.emit(
-                "code_result", iteration=iteration, index=index, code=code, output=output, error=result.error,
-                seconds=result.seconds, created=created, rebound=rebound, submitted=submitted is not None,
+                "code_result",
+                iteration=iteration,
+                index=index,
+                code=code,
+                output=output,
+                error=result.error,
+                seconds=result.seconds,
+                created=created,
+                rebound=rebound,
+                submitted=submitted is not None,
             )
             label = f"[block {index + 1} of {len(blocks)}]\n" if len(blocks) > 1 else ""
             observations.append(label + (output or NO_OUTPUT) + self._variables_note(created + rebound))
@@ -368,9 +417,16 @@ class _Node:
     def _emit_iteration(self, index: int, completion: Completion, parsed: ParsedReply, new_messages: Messages) -> None:
         """`new_messages`: what was added to the history since the last call (deltas, never the whole list)."""
         self.emit(
-            "iteration", index=index, reply=completion.text, kept=None if parsed.kept == completion.text else parsed.kept,
-            new_messages=new_messages, blocks=len(parsed.blocks), fabricated_output=parsed.fabricated_output,
-            model=completion.model, usage=completion.usage.to_dict(), seconds=completion.seconds,
+            "iteration",
+            index=index,
+            reply=completion.text,
+            kept=None if parsed.kept == completion.text else parsed.kept,
+            new_messages=new_messages,
+            blocks=len(parsed.blocks),
+            fabricated_output=parsed.fabricated_output,
+            model=completion.model,
+            usage=completion.usage.to_dict(),
+            seconds=completion.seconds,
         )
 
     def _end(self, outcome: _Outcome, started: float) -> None:
@@ -378,7 +434,11 @@ class _Node:
             return
         answer = None if outcome.answer is None else truncate(str(outcome.answer), ANSWER_RECORD_CHARS)
         self.emit(
-            "call_end", status=outcome.status, answer=answer, error=outcome.error, limit=outcome.limit,
+            "call_end",
+            status=outcome.status,
+            answer=answer,
+            error=outcome.error,
+            limit=outcome.limit,
             seconds=time.perf_counter() - started,
         )
 
@@ -430,8 +490,13 @@ class _Node:
         prompt = self.tree.redactor.text(prompt)
         sub_id = self.tree.new_id("s")
         self.emit(
-            "subcall_start", subcall_id=sub_id, kind="llm", model=model, prompt_preview=prompt[:PROMPT_PREVIEW_CHARS],
-            prompt_chars=len(prompt), prompt_sha256=hashlib.sha256(prompt.encode("utf-8", "surrogatepass")).hexdigest(),
+            "subcall_start",
+            subcall_id=sub_id,
+            kind="llm",
+            model=model,
+            prompt_preview=prompt[:PROMPT_PREVIEW_CHARS],
+            prompt_chars=len(prompt),
+            prompt_sha256=hashlib.sha256(prompt.encode("utf-8", "surrogatepass")).hexdigest(),
         )
         started = time.perf_counter()
         usage, error = Usage(), None
@@ -443,9 +508,22 @@ class _Node:
         except ModelError as exc:
             reply = error = f"Error: sub-model call failed: {exc}"
         except asyncio.CancelledError:
-            self.emit("subcall_end", subcall_id=sub_id, error="cancelled", usage=usage.to_dict(), seconds=time.perf_counter() - started)
+            self.emit(
+                "subcall_end",
+                subcall_id=sub_id,
+                error="cancelled",
+                usage=usage.to_dict(),
+                seconds=time.perf_counter() - started,
+            )
             raise
-        self.emit("subcall_end", subcall_id=sub_id, reply=reply, error=error, usage=usage.to_dict(), seconds=time.perf_counter() - started)
+        self.emit(
+            "subcall_end",
+            subcall_id=sub_id,
+            reply=reply,
+            error=error,
+            usage=usage.to_dict(),
+            seconds=time.perf_counter() - started,
+        )
         return reply
 
     # -- functions in the REPL ----------------------------------------------------------------
@@ -457,8 +535,10 @@ class _Node:
 
         def llm_query_batched(prompts: list[str], model: str | None = None) -> list[str]:
             """Ask many prompts concurrently; replies in order, a failed slot holds its error text."""
+
             async def gather() -> list[str]:
                 return list(await asyncio.gather(*(self._asub_llm(str(p), model) for p in prompts)))
+
             return self.tree.scope.run(gather())
 
         def rlm_query(context: object, query: str, model: str | None = None) -> Any:
@@ -484,19 +564,27 @@ class _Node:
                 raise SubmitAnswer(name, "FINAL_VAR")
             value = self.repl.get(name, _MISSING)
             if value is _MISSING:
-                raise NameError(f"FINAL_VAR: there is no variable named {name!r}; assign it first, or submit a value with FINAL(value)")
+                raise NameError(
+                    f"FINAL_VAR: there is no variable named {name!r}; assign it first, or submit a value with FINAL(value)"
+                )
             raise SubmitAnswer(value, "FINAL_VAR")
 
         def SHOW_VARS() -> str:  # noqa: N802
             """The variables you have made, with their types and sizes."""
             names = [n for n in self.repl.names() if n not in self.tools and not n.startswith("_")]
-            return "\n".join(f"{n}: {_describe_value(self.repl.get(n))}" for n in sorted(names)) or "(no variables yet)"
+            return "\n".join(f"{n}: {describe_value(self.repl.get(n))}" for n in sorted(names)) or "(no variables yet)"
 
         self.tools = {
-            "context": self.context, **make_helpers(self.context),
-            "llm_query": llm_query, "llm_query_batched": llm_query_batched,
-            "rlm_query": rlm_query, "rlm_query_batched": rlm_query_batched,
-            "FINAL": FINAL, "FINAL_VAR": FINAL_VAR, "SHOW_VARS": SHOW_VARS, "answer": self.answer,
+            "context": self.context,
+            **make_helpers(self.context),
+            "llm_query": llm_query,
+            "llm_query_batched": llm_query_batched,
+            "rlm_query": rlm_query,
+            "rlm_query_batched": rlm_query_batched,
+            "FINAL": FINAL,
+            "FINAL_VAR": FINAL_VAR,
+            "SHOW_VARS": SHOW_VARS,
+            "answer": self.answer,
         }
         for name, value in self.tools.items():
             self.repl.set(name, value)
@@ -518,11 +606,26 @@ class _Node:
         rlm = self.rlm
         repl = rlm.new_repl()
         child = _Node(
-            rlm, self.tree, context, query, depth=self.depth + 1, parent_id=self.id, repl=repl,
-            model=model or rlm.sub_model, max_iterations=rlm.child_max_iterations,
+            rlm,
+            self.tree,
+            context,
+            query,
+            depth=self.depth + 1,
+            parent_id=self.id,
+            repl=repl,
+            model=model or rlm.sub_model,
+            max_iterations=rlm.child_max_iterations,
         )
         sub_id = self.tree.new_id("s")
-        self.emit("subcall_start", subcall_id=sub_id, kind="rlm", child_id=child.id, model=child.model, prompt_preview=query[:PROMPT_PREVIEW_CHARS], prompt_chars=len(query))
+        self.emit(
+            "subcall_start",
+            subcall_id=sub_id,
+            kind="rlm",
+            child_id=child.id,
+            model=child.model,
+            prompt_preview=query[:PROMPT_PREVIEW_CHARS],
+            prompt_chars=len(query),
+        )
         started = time.perf_counter()
         try:
             outcome = child.run()
@@ -531,8 +634,12 @@ class _Node:
         usage = self.tree.trace.subtree_usage(child.id)
         reply = outcome.answer if outcome.status in ("done", "max_iterations") and outcome.answer is not None else None
         self.emit(
-            "subcall_end", subcall_id=sub_id, reply=None if reply is None else truncate(str(reply), ANSWER_RECORD_CHARS),
-            error=outcome.error, usage=usage.to_dict(), seconds=time.perf_counter() - started,
+            "subcall_end",
+            subcall_id=sub_id,
+            reply=None if reply is None else truncate(str(reply), ANSWER_RECORD_CHARS),
+            error=outcome.error,
+            usage=usage.to_dict(),
+            seconds=time.perf_counter() - started,
         )
         if reply is None:
             return f"Error: the child RLM stopped ({outcome.status}): {outcome.error}"
@@ -548,7 +655,9 @@ class _Node:
             except Exception as exc:
                 return f"Error: {type(exc).__name__}: {exc}"
 
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(self.rlm.concurrency, len(pairs) or 1), thread_name_prefix=f"rlm-{self.id}")
+        pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=min(self.rlm.concurrency, len(pairs) or 1), thread_name_prefix=f"rlm-{self.id}"
+        )
         try:
             futures = [pool.submit(one, pair) for pair in pairs]
             return [self.tree.scope.wait(f) for f in futures]
@@ -561,7 +670,7 @@ class _Node:
     def _variables_note(self, names: list[str]) -> str:
         if not names:
             return ""
-        described = ", ".join(f"{n} ({_describe_value(self.repl.get(n))})" for n in names[:20])
+        described = ", ".join(f"{n} ({describe_value(self.repl.get(n))})" for n in names[:20])
         return f"\n[variables set: {described}{', ...' if len(names) > 20 else ''}]"
 
 
@@ -588,16 +697,5 @@ def _diff(before: dict[str, int], after: dict[str, int]) -> tuple[list[str], lis
     return created, rebound
 
 
-def _describe_value(value: Any) -> str:
-    kind = type(value).__name__
-    if isinstance(value, str):
-        return f"str, {len(value):,} chars"
-    try:
-        return f"{kind}, {len(value):,} items"
-    except TypeError:
-        return kind
-
-
 def _as_text(context: object) -> str:
     return context if isinstance(context, str) else repr(context)
-

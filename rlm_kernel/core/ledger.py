@@ -141,4 +141,6 @@ class Ledger:
 
     def _refuse(self, limit: str, why: str) -> None:
         self.stopped_by = self.stopped_by or limit
-        raise BudgetExhausted(limit, f"budget exhausted ({limit}): {why}. Aggregate what you have and submit your answer now.")
+        raise BudgetExhausted(
+            limit, f"budget exhausted ({limit}): {why}. Aggregate what you have and submit your answer now."
+        )

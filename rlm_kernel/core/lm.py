@@ -118,7 +118,9 @@ class LiteLLM:
         """The synchronous form of `acomplete`, interruptible with Ctrl-C."""
         from rlm_kernel.core.aio import CancelScope
 
-        return CancelScope().run(self.acomplete(messages, model=model, max_output_tokens=max_output_tokens, timeout=timeout))
+        return CancelScope().run(
+            self.acomplete(messages, model=model, max_output_tokens=max_output_tokens, timeout=timeout)
+        )
 
     async def acomplete(
         self, messages: Messages, *, model: str, max_output_tokens: int | None = None, timeout: float = 120.0
@@ -149,7 +151,9 @@ class LiteLLM:
             text = response.choices[0].message.content or ""
         except (AttributeError, IndexError, TypeError) as exc:
             raise TransientModelError(f"malformed reply from {model}: {exc}") from None
-        return Completion(text=text, usage=self._usage(litellm, model, messages, text, response), model=model, seconds=seconds)
+        return Completion(
+            text=text, usage=self._usage(litellm, model, messages, text, response), model=model, seconds=seconds
+        )
 
     def _usage(self, litellm: Any, model: str, messages: Messages, text: str, response: Any) -> Usage:
         usage = getattr(response, "usage", None)

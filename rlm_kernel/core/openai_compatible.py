@@ -66,7 +66,10 @@ class OpenAICompatibleLM:
         started = time.perf_counter()
         try:
             async with _shared_session().post(
-                f"{self.api_base}/chat/completions", json=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
+                f"{self.api_base}/chat/completions",
+                json=body,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=timeout),
             ) as response:
                 status, reason, raw = response.status, response.reason, await response.read()
         except asyncio.TimeoutError:
@@ -81,7 +84,9 @@ class OpenAICompatibleLM:
             text = data["choices"][0]["message"]["content"] or ""
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, IndexError, TypeError) as exc:
             raise TransientModelError(f"malformed reply from {model}: {type(exc).__name__}: {exc}") from None
-        return Completion(text=text, usage=self._usage(model, messages, text, data.get("usage")), model=model, seconds=seconds)
+        return Completion(
+            text=text, usage=self._usage(model, messages, text, data.get("usage")), model=model, seconds=seconds
+        )
 
     def _usage(self, model: str, messages: Messages, text: str, usage: Any) -> Usage:
         usage = usage if isinstance(usage, dict) else {}
@@ -89,7 +94,13 @@ class OpenAICompatibleLM:
         if not isinstance(input_tokens, int) or not isinstance(output_tokens, int):
             input_tokens, output_tokens = count_tokens(model, messages, text)
         cost = self.price(model, input_tokens, output_tokens)
-        return Usage(llm_calls=1, input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost or 0.0, cost_known=cost is not None)
+        return Usage(
+            llm_calls=1,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost_usd=cost or 0.0,
+            cost_known=cost is not None,
+        )
 
     def _status_error(self, status: int, reason: str | None, raw: bytes) -> ModelError:
         text = raw.decode("utf-8", "replace").strip()

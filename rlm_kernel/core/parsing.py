@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 RUNNABLE_LANGUAGES = {"repl", "python", "py", "python3", ""}
 _OUTPUT_LANGUAGES = {"output", "text", "console", "stdout", "result", "repl-output"}
 _FENCE = re.compile(r"^[ \t]*```[ \t]*([\w+-]*)[ \t]*$")
-_FAKE_OUTPUT = re.compile(r"^[ \t]*(?:\*\*)?(?:REPL output|Output|Observation|Execution result|Result)s?(?:\*\*)?[ \t]*:", re.I)
+_FAKE_OUTPUT = re.compile(
+    r"^[ \t]*(?:\*\*)?(?:REPL output|Output|Observation|Execution result|Result)s?(?:\*\*)?[ \t]*:", re.I
+)
 _TEXT_FINAL = re.compile(r"^[ \t]*(FINAL_VAR|FINAL)\(", re.M)
 
 

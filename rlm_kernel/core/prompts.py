@@ -93,7 +93,7 @@ def continue_message(observation: str, iteration: int, max_iterations: int) -> s
 
 NO_CODE_MESSAGE = (
     "Your reply had no ```repl code block, so nothing ran. Write code to work on `context`, "
-    "or submit with FINAL(value) / FINAL_VAR(\"name\")."
+    'or submit with FINAL(value) / FINAL_VAR("name").'
 )
 
 

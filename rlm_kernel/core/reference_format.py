@@ -66,8 +66,12 @@ def reference_lines(trace: Trace) -> list[dict[str, Any]]:
         "environment_kwargs": {},
         "other_backends": others or None,
         "rlm_kernel": {
-            "query": root.query, "status": root.status, "answer": root.answer, "error": root.error,
-            "usage": trace.subtree_usage(root.id).to_dict(), "context": root.context,
+            "query": root.query,
+            "status": root.status,
+            "answer": root.answer,
+            "error": root.error,
+            "usage": trace.subtree_usage(root.id).to_dict(),
+            "context": root.context,
         },
     }
     return [metadata, *({"type": "iteration", **line} for line in _iterations(trace, root.id, by_node))]
@@ -91,24 +95,43 @@ def _iterations(trace: Trace, node_id: str, by_node: dict[str, list[Event]]) -> 
     for event in by_node.get(node_id, []):
         d = event.data
         if event.kind == "call_start":
-            messages = [{"role": "system", "content": d["system_prompt"]}, {"role": "user", "content": d["user_prompt"]}]
+            messages = [
+                {"role": "system", "content": d["system_prompt"]},
+                {"role": "user", "content": d["user_prompt"]},
+            ]
         elif event.kind == "iteration":
             messages = messages + d["new_messages"]
-            lines.append({
-                "iteration": d["index"] + 1, "timestamp": _timestamp(event), "prompt": messages, "response": d["reply"],
-                "code_blocks": [], "final_answer": None, "iteration_time": d["seconds"],
-            })
+            lines.append(
+                {
+                    "iteration": d["index"] + 1,
+                    "timestamp": _timestamp(event),
+                    "prompt": messages,
+                    "response": d["reply"],
+                    "code_blocks": [],
+                    "final_answer": None,
+                    "iteration_time": d["seconds"],
+                }
+            )
             # The reply joins the history as kept (fabricated output cut); the deltas do not repeat it.
-            messages = messages + [{"role": "assistant", "content": d["reply"] if d.get("kept") is None else d["kept"]}]
+            messages = [*messages, {"role": "assistant", "content": d["reply"] if d.get("kept") is None else d["kept"]}]
         elif event.kind == "subcall_start":
-            call = {"root_model": d["model"], "prompt": d["prompt_preview"], "response": None, "kind": d["kind"], "child_id": d.get("child_id")}
+            call = {
+                "root_model": d["model"],
+                "prompt": d["prompt_preview"],
+                "response": None,
+                "kind": d["kind"],
+                "child_id": d.get("child_id"),
+            }
             calls[d["subcall_id"]] = call
             started.append(call)
         elif event.kind == "subcall_end":
             usage = Usage(**d["usage"])
             calls[d["subcall_id"]].update(
-                response=d.get("reply"), usage_summary=_usage_summary(calls[d["subcall_id"]]["root_model"], usage),
-                prompt_tokens=usage.input_tokens, completion_tokens=usage.output_tokens, execution_time=d["seconds"],
+                response=d.get("reply"),
+                usage_summary=_usage_summary(calls[d["subcall_id"]]["root_model"], usage),
+                prompt_tokens=usage.input_tokens,
+                completion_tokens=usage.output_tokens,
+                execution_time=d["seconds"],
                 **({"error": d["error"]} if d.get("error") else {}),
             )
         elif event.kind == "code_result" and lines:
@@ -116,7 +139,13 @@ def _iterations(trace: Trace, node_id: str, by_node: dict[str, list[Event]]) -> 
             if error and stdout.endswith(error):
                 stdout = stdout[: -len(error)].rstrip("\n")
             locals_ = dict.fromkeys([*d["created"], *d["rebound"]], NOT_RECORDED)
-            result = {"stdout": stdout, "stderr": error or "", "locals": locals_, "execution_time": d["seconds"], "rlm_calls": started}
+            result = {
+                "stdout": stdout,
+                "stderr": error or "",
+                "locals": locals_,
+                "execution_time": d["seconds"],
+                "rlm_calls": started,
+            }
             lines[-1]["code_blocks"].append({"code": d["code"], "result": result})
             lines[-1]["iteration_time"] += d["seconds"]
             started = []
@@ -130,7 +159,11 @@ def _iterations(trace: Trace, node_id: str, by_node: dict[str, list[Event]]) -> 
 
 
 def _usage_summary(model: str, usage: Usage) -> dict[str, Any]:
-    summary = {"total_calls": usage.llm_calls, "total_input_tokens": usage.input_tokens, "total_output_tokens": usage.output_tokens}
+    summary = {
+        "total_calls": usage.llm_calls,
+        "total_input_tokens": usage.input_tokens,
+        "total_output_tokens": usage.output_tokens,
+    }
     return {"model_usage_summaries": {model: summary}}
 
 

@@ -110,7 +110,7 @@ class NamespaceREPL:
         with capture_thread_output(self.max_output_chars) as (out, err):
             try:
                 body, last = _split_trailing_expression(code, filename)
-                with _deadline(limit):
+                with _Deadline(limit):
                     exec(body, self.namespace)
                     if last is not None:
                         value = eval(last, self.namespace)
@@ -154,7 +154,7 @@ def format_exception(exc: BaseException, filename: str) -> str:
     return "".join(lines + traceback.format_exception_only(type(exc), exc)).rstrip()
 
 
-class _deadline:
+class _Deadline:
     """Stops the current thread's code after `seconds`.
 
     On the main thread a SIGALRM timer interrupts loops and blocking calls such as

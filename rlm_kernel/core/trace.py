@@ -32,7 +32,13 @@ class Event:
 
     def to_json(self) -> str:
         # Not dataclasses.asdict: it deep-copies `data` first, which costs more than the encoding.
-        fields = {"kind": self.kind, "node_id": self.node_id, "parent_id": self.parent_id, "data": self.data, "time": self.time}
+        fields = {
+            "kind": self.kind,
+            "node_id": self.node_id,
+            "parent_id": self.parent_id,
+            "data": self.data,
+            "time": self.time,
+        }
         return json.dumps(fields, default=str, ensure_ascii=False)
 
     @classmethod
@@ -180,7 +186,10 @@ class Trace:
 
     def _on_code_result(self, e: Event) -> None:
         d = e.data
-        fields = {k: d[k] for k in ("iteration", "index", "code", "output", "error", "seconds", "created", "rebound", "submitted")}
+        fields = {
+            k: d[k]
+            for k in ("iteration", "index", "code", "output", "error", "seconds", "created", "rebound", "submitted")
+        }
         node = self.nodes[e.node_id]
         target = next((it for it in reversed(node.iterations) if it.index == d["iteration"]), None)
         if target is not None:
@@ -234,10 +243,17 @@ def context_record(node_id: str, sha256: str, context: object) -> Event:
     try:
         text = json.dumps(context, ensure_ascii=False)
     except (TypeError, ValueError):
-        return Event(CONTEXT_RECORD, node_id, None, {"sha256": sha256, "omitted": f"a {type(context).__name__} context is not JSON"})
+        return Event(
+            CONTEXT_RECORD,
+            node_id,
+            None,
+            {"sha256": sha256, "omitted": f"a {type(context).__name__} context is not JSON"},
+        )
     # Redacting would make it another context (its hash and the prompts built from it change): leave it out instead.
     if Redactor().text(text) != text:
-        return Event(CONTEXT_RECORD, node_id, None, {"sha256": sha256, "omitted": "it contains a secret (an API key or token)"})
+        return Event(
+            CONTEXT_RECORD, node_id, None, {"sha256": sha256, "omitted": "it contains a secret (an API key or token)"}
+        )
     return Event(CONTEXT_RECORD, node_id, None, {"sha256": sha256, "value": context})
 
 

@@ -24,11 +24,14 @@ import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rlm_kernel.core.context import context_metadata
 from rlm_kernel.core.parsing import parse_reply
 from rlm_kernel.core.trace import CONTEXT_RECORD, CallNode, Event, SubCall, Trace, context_record
+
+if TYPE_CHECKING:
+    from rlm_kernel.jupyter.html import CellLinks
 
 GENERATED_TAG = "rlm-generated"
 REPLAY_TAG = "rlm-replay"
@@ -55,7 +58,9 @@ class Exported:
         return self.context == "embedded"
 
 
-def write_notebook(trace: Trace, path: str | Path, *, context: object = None, with_context: bool | None = None) -> Exported:
+def write_notebook(
+    trace: Trace, path: str | Path, *, context: object = None, with_context: bool | None = None
+) -> Exported:
     """Write `trace` as a notebook at `path`.
 
     `context`: the run's context, embedded so that the notebook re-runs (checked against the
@@ -71,7 +76,9 @@ def write_notebook(trace: Trace, path: str | Path, *, context: object = None, wi
     return Exported(path, len(notebook["cells"]), note)
 
 
-def build_notebook(trace: Trace, *, context: object = None, with_context: bool | None = None) -> tuple[dict[str, Any], str]:
+def build_notebook(
+    trace: Trace, *, context: object = None, with_context: bool | None = None
+) -> tuple[dict[str, Any], str]:
     """The notebook as an nbformat v4 dict, and the context note (see `Exported.context`)."""
     # Imported here: pygments and jupyter_client would slow `%load_ext`, which imports this module.
     from rlm_kernel.jupyter.html import CellLinks
@@ -87,7 +94,9 @@ def build_notebook(trace: Trace, *, context: object = None, with_context: bool |
     events = [e for e in trace.events if e.kind != CONTEXT_RECORD] + ([record] if record else [])
     cells.code(f"{SETUP_MAGIC}\n{encode_payload(events)}", tags=[REPLAY_TAG], jupyter={"source_hidden": True})
     links = CellLinks.from_events(trace.events)
-    results = {(e.node_id, e.data["iteration"], e.data["index"]): e.data for e in trace.events if e.kind == "code_result"}
+    results = {
+        (e.node_id, e.data["iteration"], e.data["index"]): e.data for e in trace.events if e.kind == "code_result"
+    }
     for node in trace.walk():
         _section(cells, trace, node, links, results)
     answer = root.answer if root.answer is not None else f"*No answer* (status {root.status}: {root.error})"
@@ -106,7 +115,9 @@ def build_notebook(trace: Trace, *, context: object = None, with_context: bool |
     return notebook, note
 
 
-def _context_to_embed(trace: Trace, root: CallNode, context: object, with_context: bool | None) -> tuple[Event | None, str]:
+def _context_to_embed(
+    trace: Trace, root: CallNode, context: object, with_context: bool | None
+) -> tuple[Event | None, str]:
     sha256, chars = root.context["sha256"], root.context["length"]
     if with_context is False:
         return None, "left out, as asked"
@@ -118,7 +129,10 @@ def _context_to_embed(trace: Trace, root: CallNode, context: object, with_contex
     elif context_metadata(context).sha256 != sha256:
         return None, "left out: the context given is not the one this run used (its sha256 differs)"
     if with_context is None and chars > MAX_EMBEDDED_CONTEXT_CHARS:
-        return None, f"left out: {chars:,} characters is over the {MAX_EMBEDDED_CONTEXT_CHARS:,} embedded unless asked (--with-context)"
+        return (
+            None,
+            f"left out: {chars:,} characters is over the {MAX_EMBEDDED_CONTEXT_CHARS:,} embedded unless asked (--with-context)",
+        )
     record = context_record(root.id, sha256, context)
     if "omitted" in record.data:
         return None, f"left out: {record.data['omitted']}"
@@ -167,7 +181,14 @@ def cell_outputs(result: dict[str, Any]) -> list[dict[str, Any]]:
     if "stdout" in result:  # the parts, when the engine recorded them separately
         outputs = [_stream("stdout", result["stdout"]), _stream("stderr", result["stderr"])]
         if result.get("value") is not None:
-            outputs.append({"output_type": "execute_result", "execution_count": None, "data": {"text/plain": result["value"]}, "metadata": {}})
+            outputs.append(
+                {
+                    "output_type": "execute_result",
+                    "execution_count": None,
+                    "data": {"text/plain": result["value"]},
+                    "metadata": {},
+                }
+            )
     else:  # only the observation the model saw: stdout, stderr and value in one text, then the error
         text = result["output"]
         if error and text.endswith(error):
@@ -179,14 +200,19 @@ def cell_outputs(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _stream(name: str, text: str) -> dict[str, Any] | None:
-    return {"output_type": "stream", "name": name, "text": text if text.endswith("\n") else text + "\n"} if text else None
+    return (
+        {"output_type": "stream", "name": name, "text": text if text.endswith("\n") else text + "\n"} if text else None
+    )
 
 
 def error_output(traceback_text: str) -> dict[str, Any]:
     """An error output from a plain traceback: the exception's name and message from its last part."""
     lines = traceback_text.split("\n")
     # The exception line is the first one that is not a frame (indented) nor the "Traceback" banner.
-    at = next((i for i, line in enumerate(lines) if line and not line[0].isspace() and not line.startswith("Traceback ")), None)
+    at = next(
+        (i for i, line in enumerate(lines) if line and not line[0].isspace() and not line.startswith("Traceback ")),
+        None,
+    )
     ename, evalue = "Error", traceback_text
     if at is not None:
         match = re.match(r"([A-Za-z_][\w.]*)(?::\s?(.*))?$", lines[at])
@@ -208,11 +234,20 @@ class _Cells:
     def markdown(self, source: str) -> None:
         self.cells.append({"cell_type": "markdown", "id": self._id(), "metadata": {}, "source": source})
 
-    def code(self, source: str, outputs: list[dict[str, Any]] | None = None, tags: list[str] | None = None, **metadata: Any) -> None:
+    def code(
+        self, source: str, outputs: list[dict[str, Any]] | None = None, tags: list[str] | None = None, **metadata: Any
+    ) -> None:
         if tags:
             metadata["tags"] = tags
         self.cells.append(
-            {"cell_type": "code", "id": self._id(), "metadata": metadata, "source": source, "outputs": outputs or [], "execution_count": None}
+            {
+                "cell_type": "code",
+                "id": self._id(),
+                "metadata": metadata,
+                "source": source,
+                "outputs": outputs or [],
+                "execution_count": None,
+            }
         )
 
 
@@ -220,7 +255,9 @@ def _header(trace: Trace, root: CallNode, note: str) -> str:
     usage = trace.subtree_usage(root.id)
     nodes = list(trace.walk())
     others = sorted(({n.model for n in nodes} | {s.model for n in nodes for s in n.subcalls}) - {root.model})
-    models = f"root `{root.model}`" + (f"; sub-calls and children {', '.join(f'`{m}`' for m in others)}" if others else "")
+    models = f"root `{root.model}`" + (
+        f"; sub-calls and children {', '.join(f'`{m}`' for m in others)}" if others else ""
+    )
     cost = f"${usage.cost_usd:.4f}" if usage.cost_known else f"${usage.cost_usd:.4f} + unknown (unpriced model)"
     status = root.status + (f": {root.error}" if root.error else "")
     rerun = (
@@ -234,7 +271,10 @@ def _header(trace: Trace, root: CallNode, note: str) -> str:
     rows = [
         ("status", status),
         ("models", models),
-        ("usage", f"{usage.llm_calls:,} model calls, {usage.input_tokens:,} input + {usage.output_tokens:,} output tokens"),
+        (
+            "usage",
+            f"{usage.llm_calls:,} model calls, {usage.input_tokens:,} input + {usage.output_tokens:,} output tokens",
+        ),
         ("cost", cost),
         ("time", f"{root.seconds:.2f} s"),
         ("call tree", f"{len(nodes):,} calls, depth up to {max(n.depth for n in nodes)}"),
@@ -244,7 +284,9 @@ def _header(trace: Trace, root: CallNode, note: str) -> str:
     return f"# RLM run: {_one_line(root.query)}\n\n**Question**\n\n{_quote(root.query)}\n\n| | |\n|---|---|\n{table}\n\n{rerun}"
 
 
-def _section(cells: _Cells, trace: Trace, node: CallNode, links: CellLinks, results: dict[tuple[str, int, int], dict[str, Any]]) -> None:
+def _section(
+    cells: _Cells, trace: Trace, node: CallNode, links: CellLinks, results: dict[tuple[str, int, int], dict[str, Any]]
+) -> None:
     usage = trace.subtree_usage(node.id)
     lines = [
         f"{'#' * min(2 + node.depth, 6)} Depth {node.depth} · {node.id}: {_one_line(node.query)}",
@@ -263,8 +305,15 @@ def _section(cells: _Cells, trace: Trace, node: CallNode, links: CellLinks, resu
         head = f"**Iteration {iteration.index + 1}** · {u.input_tokens:,}+{u.output_tokens:,} tokens · {iteration.seconds:.2f} s"
         cells.markdown(f"{head}\n\n{prose}" if prose else head)
         for cell in iteration.cells:
-            rlm = {"node": node.id, "parent": node.parent_id, "depth": node.depth, "iteration": iteration.index,
-                   "block": cell.index, "model": node.model, "usage": u.to_dict()}
+            rlm = {
+                "node": node.id,
+                "parent": node.parent_id,
+                "depth": node.depth,
+                "iteration": iteration.index,
+                "block": cell.index,
+                "model": node.model,
+                "usage": u.to_dict(),
+            }
             tags = [GENERATED_TAG] + (["raises-exception"] if cell.error else [])
             source = f"{STEP_MAGIC} {node.id} {iteration.index} {cell.index}\n{cell.code.rstrip()}"
             cells.code(source, cell_outputs(results[(node.id, cell.iteration, cell.index)]), tags=tags, rlm=rlm)
@@ -282,18 +331,24 @@ def _subcalls(subcalls: list[SubCall]) -> str:
     llm = [s for s in subcalls if s.kind == "llm"]
     if llm:
         inner = "".join(_llm_details(s) for s in llm)
-        parts.append(f"<details><summary>{len(llm)} sub-model call{'s' if len(llm) > 1 else ''} (llm_query)</summary>\n{inner}</details>")
+        parts.append(
+            f"<details><summary>{len(llm)} sub-model call{'s' if len(llm) > 1 else ''} (llm_query)</summary>\n{inner}</details>"
+        )
     for sub in subcalls:
         if sub.kind == "rlm":
             reply = f" → {html.escape(_one_line(sub.reply))}" if sub.reply is not None else ""
-            parts.append(f"↳ child RLM **{sub.child_id}** (its section is below): {html.escape(_one_line(sub.prompt_preview))}{reply}")
+            parts.append(
+                f"↳ child RLM **{sub.child_id}** (its section is below): {html.escape(_one_line(sub.prompt_preview))}{reply}"
+            )
     return "\n\n".join(parts)
 
 
 def _llm_details(sub: SubCall) -> str:
     shown = len(sub.prompt_preview)
     length = f"{sub.prompt_chars:,} chars" + (f", first {shown:,} recorded" if shown < sub.prompt_chars else "")
-    state = f"{sub.usage.input_tokens:,}+{sub.usage.output_tokens:,} tokens · {sub.seconds:.2f} s" + (" · error" if sub.error else "")
+    state = f"{sub.usage.input_tokens:,}+{sub.usage.output_tokens:,} tokens · {sub.seconds:.2f} s" + (
+        " · error" if sub.error else ""
+    )
     return (
         f"<details><summary>llm_query · {html.escape(sub.model)} · {length} · {state}</summary>"
         f"<b>prompt</b><pre>{html.escape(sub.prompt_preview)}</pre><b>reply</b><pre>{html.escape(sub.reply or '')}</pre></details>\n"

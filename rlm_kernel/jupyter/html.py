@@ -27,7 +27,14 @@ STATUS_COLOURS = {
     "interrupted": "#6e7781",
     "max_iterations": "#8250df",
 }
-STATUS_ICONS = {"running": "⏳", "done": "✅", "error": "❌", "budget": "💰", "interrupted": "⏹", "max_iterations": "🔁"}
+STATUS_ICONS = {
+    "running": "⏳",
+    "done": "✅",
+    "error": "❌",
+    "budget": "💰",
+    "interrupted": "⏹",
+    "max_iterations": "🔁",
+}
 QUESTION_CHARS = 80
 POINTER_REPLY_CHARS = 200
 _OTHER_COLOUR = "#57606a"
@@ -108,8 +115,15 @@ def highlight_code(code: str) -> str:
 def _summary_parts(node: CallNode, usage: Usage) -> list[str]:
     question = _shorten(" ".join(node.query.split()), QUESTION_CHARS)
     cost = f"${usage.cost_usd:.4f}" if usage.cost_known else "cost unknown"
-    parts = [node.id, f"d{node.depth}", node.model, question, f"{len(node.iterations)} it",
-             f"{usage.input_tokens:,}+{usage.output_tokens:,} tok", cost]
+    parts = [
+        node.id,
+        f"d{node.depth}",
+        node.model,
+        question,
+        f"{len(node.iterations)} it",
+        f"{usage.input_tokens:,}+{usage.output_tokens:,} tok",
+        cost,
+    ]
     if node.status != "running":
         parts.append(_seconds(node.seconds))
     return parts

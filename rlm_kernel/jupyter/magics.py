@@ -74,27 +74,57 @@ class RLMRunError(UsageError):
 class RLMMagics(Magics, Configurable):  # type: ignore[misc]
     """Ask a Recursive Language Model about a notebook variable."""
 
-    model = Unicode(None, allow_none=True, help="litellm model name of the root model (default: $RLM_MODEL, else the offline demo policy).").tag(config=True)
-    sub_model = Unicode(None, allow_none=True, help="Model for llm_query and child RLMs (default: $RLM_SUB_MODEL, else `model`).").tag(config=True)
-    api_base = Unicode(None, allow_none=True, help="Base URL of an OpenAI-compatible server (default: $RLM_API_BASE).").tag(config=True)
+    model = Unicode(
+        None,
+        allow_none=True,
+        help="litellm model name of the root model (default: $RLM_MODEL, else the offline demo policy).",
+    ).tag(config=True)
+    sub_model = Unicode(
+        None, allow_none=True, help="Model for llm_query and child RLMs (default: $RLM_SUB_MODEL, else `model`)."
+    ).tag(config=True)
+    api_base = Unicode(
+        None, allow_none=True, help="Base URL of an OpenAI-compatible server (default: $RLM_API_BASE)."
+    ).tag(config=True)
     transport = Enum(
-        ["litellm", "direct"], "litellm",
+        ["litellm", "direct"],
+        "litellm",
         help="How models are called: litellm (any provider), or direct: posted straight to the OpenAI-compatible api_base (less CPU per call, for large fan-outs).",
     ).tag(config=True)
-    max_depth = Int(1, help="RLM levels: 1 = root with plain sub-model calls; 2 lets the root start child RLMs.").tag(config=True)
+    max_depth = Int(1, help="RLM levels: 1 = root with plain sub-model calls; 2 lets the root start child RLMs.").tag(
+        config=True
+    )
     max_iterations = Int(20, help="Replies the root model may make before it must answer.").tag(config=True)
     max_llm_calls = Int(None, allow_none=True, help="Model calls allowed for the whole call tree.").tag(config=True)
-    max_tokens = Int(None, allow_none=True, help="Input plus output tokens allowed for the whole call tree.").tag(config=True)
-    max_cost_usd = Float(None, allow_none=True, help="US dollars allowed for the whole call tree (priced models only).").tag(config=True)
-    max_output_tokens = Int(4096, help="Output tokens one model call may use; applied only under a token or cost budget, which reserves it per call.").tag(config=True)
+    max_tokens = Int(None, allow_none=True, help="Input plus output tokens allowed for the whole call tree.").tag(
+        config=True
+    )
+    max_cost_usd = Float(
+        None, allow_none=True, help="US dollars allowed for the whole call tree (priced models only)."
+    ).tag(config=True)
+    max_output_tokens = Int(
+        4096,
+        help="Output tokens one model call may use; applied only under a token or cost budget, which reserves it per call.",
+    ).tag(config=True)
     max_seconds = Float(None, allow_none=True, help="Wall-clock seconds allowed for a run.").tag(config=True)
-    cell_timeout = Float(None, allow_none=True, help="Seconds one model-written code block may run before it is stopped.").tag(config=True)
-    max_output_chars = Int(10_000, help="Characters of a code block's output shown to the model (head and tail).").tag(config=True)
+    cell_timeout = Float(
+        None, allow_none=True, help="Seconds one model-written code block may run before it is stopped."
+    ).tag(config=True)
+    max_output_chars = Int(10_000, help="Characters of a code block's output shown to the model (head and tail).").tag(
+        config=True
+    )
     concurrency = Int(16, help="Sub-model calls in flight at once.").tag(config=True)
-    approve = Bool(False, help="Show each model-written block and run it only when the user answers y (needs a frontend that takes input).").tag(config=True)
-    isolated = Bool(False, help="Run model code in a separate resource-limited kernel: the notebook's variables stay out of its reach.").tag(config=True)
+    approve = Bool(
+        False,
+        help="Show each model-written block and run it only when the user answers y (needs a frontend that takes input).",
+    ).tag(config=True)
+    isolated = Bool(
+        False,
+        help="Run model code in a separate resource-limited kernel: the notebook's variables stay out of its reach.",
+    ).tag(config=True)
     isolated_memory_mb = Int(2048, help="Address-space limit of an isolated kernel, in MiB (0: none).").tag(config=True)
-    isolated_cpu_seconds = Float(600.0, help="CPU seconds an isolated kernel may use over its life (0: no limit).").tag(config=True)
+    isolated_cpu_seconds = Float(600.0, help="CPU seconds an isolated kernel may use over its life (0: no limit).").tag(
+        config=True
+    )
 
     def __init__(self, shell: Any) -> None:
         Configurable.__init__(self, config=shell.config)
@@ -129,7 +159,9 @@ class RLMMagics(Magics, Configurable):  # type: ignore[misc]
     @argument("--out", help="also store the answer in this variable")
     @argument("--trace", help="append the run's events to this JSONL file")
     @argument("--approve", action="store_true", help="show each model-written block and run it only on a yes")
-    @argument("--isolated", action="store_true", help="run model code in a separate limited kernel, not in this namespace")
+    @argument(
+        "--isolated", action="store_true", help="run model code in a separate limited kernel, not in this namespace"
+    )
     @line_cell_magic
     def rlm(self, line: str, cell: str | None = None) -> Any:
         """Ask a Recursive Language Model about a notebook variable.
@@ -174,7 +206,11 @@ class RLMMagics(Magics, Configurable):  # type: ignore[misc]
         approver = notebook_approver(self.shell) if opts.approve or self.approve else False
         isolated = opts.isolated or self.isolated
         # Isolated: the engine starts a kernel per node; the notebook namespace is never the REPL.
-        repl = None if isolated else ShellREPL(self.shell, cell_timeout=self.cell_timeout, max_output_chars=self.max_output_chars)
+        repl = (
+            None
+            if isolated
+            else ShellREPL(self.shell, cell_timeout=self.cell_timeout, max_output_chars=self.max_output_chars)
+        )
         try:
             rlm = RLM(
                 model=model,
@@ -194,7 +230,10 @@ class RLMMagics(Magics, Configurable):  # type: ignore[misc]
                 approve=approver,
                 isolation="kernel" if isolated else None,
                 transport=self.transport,
-                isolation_limits={"memory_limit": self.isolated_memory_mb * 1024**2 or None, "cpu_seconds": self.isolated_cpu_seconds or None},
+                isolation_limits={
+                    "memory_limit": self.isolated_memory_mb * 1024**2 or None,
+                    "cpu_seconds": self.isolated_cpu_seconds or None,
+                },
             )
         except ValueError as exc:  # settings that do not fit together
             raise UsageError(str(exc)) from None
@@ -215,7 +254,12 @@ class RLMMagics(Magics, Configurable):  # type: ignore[misc]
         return view, display(view, display_id=True)
 
     def _run(
-        self, complete: Callable[[], RLMResult], view: Any, handle: Any, repl: ShellREPL | None, context_variable: str | None
+        self,
+        complete: Callable[[], RLMResult],
+        view: Any,
+        handle: Any,
+        repl: ShellREPL | None,
+        context_variable: str | None,
     ) -> RLMResult:
         """Run to the end under the live view; a failed or stopped run fails the cell and keeps its partial trace."""
         try:
@@ -232,7 +276,9 @@ class RLMMagics(Magics, Configurable):  # type: ignore[misc]
             raise RLMRunError(msg.RUN_FAILED.format(status=result.status, error=result.error))
         return result
 
-    def _finish(self, result: RLMResult, view: Any, handle: Any, repl: ShellREPL | None, context_variable: str | None) -> None:
+    def _finish(
+        self, result: RLMResult, view: Any, handle: Any, repl: ShellREPL | None, context_variable: str | None
+    ) -> None:
         if repl is not None:
             repl.restore()
         view.close()
@@ -318,7 +364,11 @@ class RLMMagics(Magics, Configurable):  # type: ignore[misc]
         for iteration in node.iterations:
             for cell in iteration.cells:
                 shown = True
-                display(_Text(f"**{node.id}:{iteration.index}** block {cell.index + 1}" + (" (error)" if cell.error else "")))
+                display(
+                    _Text(
+                        f"**{node.id}:{iteration.index}** block {cell.index + 1}" + (" (error)" if cell.error else "")
+                    )
+                )
                 display(Code(cell.code, language="python"))
                 display(_Text("```text\n" + (cell.output or "(no output)") + "\n```"))
         if not shown:
@@ -354,19 +404,28 @@ class RLMMagics(Magics, Configurable):  # type: ignore[misc]
             u = run.usage
             question = " ".join(run.query.split())[:60].replace("|", "\\|")
             cost = f"${u.cost_usd:.4f}" if u.cost_known else "unknown"
-            rows.append(f"| {number} | {question} | {run.status} | {u.llm_calls} | {u.input_tokens + u.output_tokens:,} | {cost} | {run.seconds:.1f} |")
+            rows.append(
+                f"| {number} | {question} | {run.status} | {u.llm_calls} | {u.input_tokens + u.output_tokens:,} | {cost} | {run.seconds:.1f} |"
+            )
         display(_Text("\n".join(rows)))
 
     def _cmd_export(self, rest: str, word: str) -> None:
         args = self._split(rest, word)
         run = _take_option(args, "--run")
-        with_context = True if _take_flag(args, "--with-context") else False if _take_flag(args, "--no-context") else None
+        with_context = (
+            True if _take_flag(args, "--with-context") else False if _take_flag(args, "--no-context") else None
+        )
         if len(args) != 1 or not args[0].endswith(".ipynb"):
             raise UsageError(msg.EXPORT_USAGE)
         result = self._run_numbered(run)
         name = result.extra.get("context_variable")
         try:
-            exported = write_notebook(result.trace, os.path.expanduser(args[0]), context=self.shell.user_ns.get(name), with_context=with_context)
+            exported = write_notebook(
+                result.trace,
+                os.path.expanduser(args[0]),
+                context=self.shell.user_ns.get(name),
+                with_context=with_context,
+            )
         except (ExportError, OSError) as exc:
             raise UsageError(str(exc)) from None
         note = msg.EXPORTED.format(path=exported.path, cells=exported.cells, context=exported.context)
@@ -384,15 +443,23 @@ class RLMMagics(Magics, Configurable):  # type: ignore[misc]
             raise UsageError(f"{args[0]}: {exc}") from None
         context = self._context(name) if name else None
         view, handle = self._view()
-        repl = ShellREPL(self.shell, cell_timeout=settings["cell_timeout"], max_output_chars=settings["max_output_chars"])
-        result = self._run(lambda: replay_run(trace, context, repl=repl, on_event=view).result, view, handle, repl, name)
+        repl = ShellREPL(
+            self.shell, cell_timeout=settings["cell_timeout"], max_output_chars=settings["max_output_chars"]
+        )
+        result = self._run(
+            lambda: replay_run(trace, context, repl=repl, on_event=view).result, view, handle, repl, name
+        )
         return self._checked(Replayed(result, trace.root))  # type: ignore[arg-type]
 
     def _checked(self, replayed: Replayed) -> Any:
         """The replayed answer; a replay that ended otherwise than the recording fails the cell and says how."""
         if not replayed.matches:
             ended = replayed.replayed
-            raise RLMRunError(msg.REPLAY_MISMATCH.format(recorded=_ending(replayed.recorded), replayed=_ending(ended) if ended else "nothing"))
+            raise RLMRunError(
+                msg.REPLAY_MISMATCH.format(
+                    recorded=_ending(replayed.recorded), replayed=_ending(ended) if ended else "nothing"
+                )
+            )
         display(_Text(msg.REPLAY_MATCHES.format(status=replayed.recorded.status)))
         answer = replayed.result.answer
         return RLMAnswer(answer) if isinstance(answer, str) else answer

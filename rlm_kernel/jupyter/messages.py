@@ -6,12 +6,14 @@ DEMO_MODEL = "scripted/demo"
 
 NO_MODEL_NOTE = (
     "No model configured: using the offline **demo policy** (`scripted/demo`), a scripted stand-in that "
-    "follows a fixed strategy, not a model. Set one with `%config RLMMagics.model = \"openai/gpt-4o-mini\"`, "
+    'follows a fixed strategy, not a model. Set one with `%config RLMMagics.model = "openai/gpt-4o-mini"`, '
     "the `RLM_MODEL` environment variable, or `%%rlm --model ...`."
 )
 NO_CONTEXT = "No context: pass --context NAME (a notebook variable) or load one with %rlm load PATH."
 UNKNOWN_VARIABLE = "No variable named {name!r} in the notebook."
-DEFAULT_CONTEXT_GONE = "The default context {name!r} (from %rlm load) no longer exists; load it again or pass --context."
+DEFAULT_CONTEXT_GONE = (
+    "The default context {name!r} (from %rlm load) no longer exists; load it again or pass --context."
+)
 EMPTY_QUESTION = "No question: write it in the cell body under %%rlm, or after %rlm on the line."
 LOADED = "Loaded {description} from `{source}` into `{name}`; it is now the default context for %%rlm."
 SUBCOMMAND_HINT = "To ask a question that starts with {word!r}, put it in a %%rlm cell."

@@ -64,7 +64,13 @@ class Replayed:
         return now is not None and (now.status, now.answer) == (self.recorded.status, self.recorded.answer)
 
 
-def replay_run(trace_or_path: Trace | str | Path, context: object = None, *, repl: REPL | None = None, on_event: EventHandler | None = None) -> Replayed:
+def replay_run(
+    trace_or_path: Trace | str | Path,
+    context: object = None,
+    *,
+    repl: REPL | None = None,
+    on_event: EventHandler | None = None,
+) -> Replayed:
     """Run a recorded run again through the `replay` model backend, offline; see `Replayed.matches`."""
     trace = trace_or_path if isinstance(trace_or_path, Trace) else load_trace(trace_or_path)
     value = replay_context(trace, context)
@@ -142,8 +148,14 @@ class StepSession:
         value = replay_context(recorded, context)
         rlm = replay_rlm(recorded, on_event=self._on_event)
         self.repl = _HandOffREPL(self, shell, cell_timeout=rlm.cell_timeout, max_output_chars=rlm.max_output_chars)
-        self.outputs: dict[tuple[str, int, int], dict[str, Any]] = {}  # recorded (node, iteration, block) -> replayed code_result
-        self._code = {(e.node_id, e.data["iteration"], e.data["index"]): e.data["code"] for e in recorded.events if e.kind == "code_result"}
+        self.outputs: dict[
+            tuple[str, int, int], dict[str, Any]
+        ] = {}  # recorded (node, iteration, block) -> replayed code_result
+        self._code = {
+            (e.node_id, e.data["iteration"], e.data["index"]): e.data["code"]
+            for e in recorded.events
+            if e.kind == "code_result"
+        }
         self._nodes = _NodeMap(recorded)
         self._position = (0, 0)
         self._requests: queue.Queue[_Block | None] = queue.Queue()  # None: the run ended
@@ -250,7 +262,9 @@ class StepSession:
         """Wait for the end of the run and put back the names the engine set in the namespace."""
         self._wait_for_engine()
         if self._pending is not None:
-            raise ReplayError(f"the replay is waiting for the cell {self._cell_of(self._pending)}: run the cells above first")
+            raise ReplayError(
+                f"the replay is waiting for the cell {self._cell_of(self._pending)}: run the cells above first"
+            )
         self._thread.join()
         self.repl.restore()
         if self.result is None:

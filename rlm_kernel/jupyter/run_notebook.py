@@ -21,7 +21,9 @@ from nbconvert import HTMLExporter
 
 def run_notebook(path: Path, out_dir: Path, kernel: str = "rlm", timeout: int = 600) -> nbformat.NotebookNode:
     nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, kernel_name=kernel, timeout=timeout, resources={"metadata": {"path": str(path.parent)}}).execute()
+    NotebookClient(
+        nb, kernel_name=kernel, timeout=timeout, resources={"metadata": {"path": str(path.parent)}}
+    ).execute()
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = out_dir / f"{path.stem}.executed.ipynb"
     nbformat.write(nb, executed)

@@ -93,7 +93,9 @@ class TraceView:
             with self._lock:
                 new = [(node_id, self._trace.nodes[node_id].parent_id) for node_id in self._new]
                 titles = {node_id: self._title(node_id) for node_id in self._dirty_titles}
-                details = {node_id: render_node_html(self._trace, node_id, self._links) for node_id in self._dirty_details}
+                details = {
+                    node_id: render_node_html(self._trace, node_id, self._links) for node_id in self._dirty_details
+                }
                 self._new, self._dirty_titles, self._dirty_details = [], set(), set()
             # Widgets change outside the lock: sending comm messages must not hold up the engine.
             for node_id, parent_id in new:

@@ -77,9 +77,11 @@ class DemoPolicy:
     def _sub(self, prompt: str) -> str:
         match = re.match(re.escape(_EXTRACT_PREFIX) + r" (.+?):\n\n", prompt)
         if not match:
-            return "[demo policy] I only extract lines; ask me to 'Extract every line of the text below that mentions X'."
+            return (
+                "[demo policy] I only extract lines; ask me to 'Extract every line of the text below that mentions X'."
+            )
         term = match.group(1).lower()
-        body = prompt[match.end():]
+        body = prompt[match.end() :]
         lines = [line.strip() for line in body.splitlines() if term in line.lower()]
         return "\n".join(lines) if lines else "NONE"
 
@@ -95,8 +97,16 @@ def candidate_terms(question: str) -> list[str]:
 
 _SYSTEMS = ["coolant pump", "north antenna", "power bus", "weather mast", "data relay", "greenhouse", "rover bay"]
 _ACTIONS = [
-    "checked", "logged readings on", "cleaned", "inspected", "recalibrated", "photographed", "walked past",
-    "noted nothing unusual at", "updated the checklist for", "tested the alarm on",
+    "checked",
+    "logged readings on",
+    "cleaned",
+    "inspected",
+    "recalibrated",
+    "photographed",
+    "walked past",
+    "noted nothing unusual at",
+    "updated the checklist for",
+    "tested the alarm on",
 ]
 _WEATHER = ["clear sky", "light snow", "strong wind from the east", "fog until noon", "overcast", "calm, cold"]
 _CREW = ["Ama", "Bao", "Chidi", "Dara", "Emil", "Farah", "Goran", "Hana"]
@@ -119,7 +129,9 @@ def sample_document(n_chars: int = 2_000_000, seed: int = 7) -> str:
         entry = [f"== Day {day} ==", f"Weather: {rng.choice(_WEATHER)}."]
         for _ in range(rng.randint(6, 12)):
             hour, minute = rng.randint(0, 23), rng.randint(0, 59)
-            entry.append(f"{hour:02d}:{minute:02d} {rng.choice(_CREW)} {rng.choice(_ACTIONS)} the {rng.choice(_SYSTEMS[1:])}.")
+            entry.append(
+                f"{hour:02d}:{minute:02d} {rng.choice(_CREW)} {rng.choice(_ACTIONS)} the {rng.choice(_SYSTEMS[1:])}."
+            )
         lines.extend(entry)
         size += sum(len(line) + 1 for line in entry)
     # Spread the incidents through the log so a reader must search all of it.

@@ -142,12 +142,20 @@ class ReplayLM:
     def price(self, model: str, input_tokens: int, output_tokens: int) -> float | None:
         return self._lm.price(model, input_tokens, output_tokens)
 
-    async def acomplete(self, messages: Messages, *, model: str, max_output_tokens: int | None, timeout: float) -> Completion:
+    async def acomplete(
+        self, messages: Messages, *, model: str, max_output_tokens: int | None, timeout: float
+    ) -> Completion:
         # The recorded reply was already cut to its cap, if any: the cap is not applied twice.
         served = await self._lm.acomplete(messages, model=self.session_model, timeout=timeout)
         u = served.usage
         cost = self.price(model, u.input_tokens, u.output_tokens)
-        usage = Usage(llm_calls=1, input_tokens=u.input_tokens, output_tokens=u.output_tokens, cost_usd=cost or 0.0, cost_known=cost is not None)
+        usage = Usage(
+            llm_calls=1,
+            input_tokens=u.input_tokens,
+            output_tokens=u.output_tokens,
+            cost_usd=cost or 0.0,
+            cost_known=cost is not None,
+        )
         return Completion(served.text, usage, model, served.seconds)
 
 
@@ -185,19 +193,37 @@ def recorded_settings(trace: Trace) -> dict[str, Any]:
     depth = _MAX_DEPTH.search(prompt)
     limits = Limits(found["max_llm_calls"], found["max_tokens"], found["max_cost_usd"], found["max_seconds"])
     capabilities = Capabilities(
-        depth=0, max_depth=int(depth.group(1)) + 1 if depth else 1, max_iterations=found["max_iterations"],
-        max_output_chars=found["max_output_chars"], sub_model=sub_model.group(1) if sub_model else root.model,
-        limits=limits, concurrency=found["concurrency"], cell_timeout=found["cell_timeout"],
+        depth=0,
+        max_depth=int(depth.group(1)) + 1 if depth else 1,
+        max_iterations=found["max_iterations"],
+        max_output_chars=found["max_output_chars"],
+        sub_model=sub_model.group(1) if sub_model else root.model,
+        limits=limits,
+        concurrency=found["concurrency"],
+        cell_timeout=found["cell_timeout"],
     )
-    if None in (found["max_iterations"], found["max_output_chars"], found["concurrency"]) or system_prompt(capabilities) != prompt:
+    if (
+        None in (found["max_iterations"], found["max_output_chars"], found["concurrency"])
+        or system_prompt(capabilities) != prompt
+    ):
         raise ReplayError("cannot read the run's settings back from its system prompt (a trace from another version?)")
     child = next((n for n in trace.nodes.values() if n.depth == 1), None)
-    child_iterations = _number("max_iterations", re.search(_SETTINGS["max_iterations"], starts[child.id]["system_prompt"])) if child else None
+    child_iterations = (
+        _number("max_iterations", re.search(_SETTINGS["max_iterations"], starts[child.id]["system_prompt"]))
+        if child
+        else None
+    )
     return {
-        "model": root.model, "sub_model": capabilities.sub_model, "max_depth": capabilities.max_depth,
-        "max_iterations": capabilities.max_iterations, "child_max_iterations": child_iterations,
-        "max_llm_calls": limits.max_llm_calls, "max_tokens": limits.max_tokens, "max_cost_usd": limits.max_cost_usd,
-        "max_output_chars": capabilities.max_output_chars, "concurrency": capabilities.concurrency,
+        "model": root.model,
+        "sub_model": capabilities.sub_model,
+        "max_depth": capabilities.max_depth,
+        "max_iterations": capabilities.max_iterations,
+        "child_max_iterations": child_iterations,
+        "max_llm_calls": limits.max_llm_calls,
+        "max_tokens": limits.max_tokens,
+        "max_cost_usd": limits.max_cost_usd,
+        "max_output_chars": capabilities.max_output_chars,
+        "concurrency": capabilities.concurrency,
         "cell_timeout": capabilities.cell_timeout,
     }
 

@@ -55,7 +55,9 @@ def _handler(provider: str, respond: Responder) -> Any:
                 ),
             )
 
-        async def acompletion(self, model: str, messages: list[dict[str, Any]], *args: Any, **kwargs: Any) -> ModelResponse:
+        async def acompletion(
+            self, model: str, messages: list[dict[str, Any]], *args: Any, **kwargs: Any
+        ) -> ModelResponse:
             # Policies are plain functions; run them off the loop so a slow one blocks nothing.
             return await asyncio.to_thread(self.completion, model, messages, *args, **kwargs)
 

@@ -308,9 +308,7 @@ def _completion(model: str, messages: Messages, reply: str) -> dict[str, Any]:
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}
-        ],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
         "usage": {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
@@ -344,7 +342,9 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--policy", default="demo", help="registered name (demo) or package.module:attr")
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--fail-rate", type=float, default=0.0)
-    parser.add_argument("--faults", type=_parse_faults, default=FAULT_KINDS, help="comma-separated: 429,500,timeout,malformed")
+    parser.add_argument(
+        "--faults", type=_parse_faults, default=FAULT_KINDS, help="comma-separated: 429,500,timeout,malformed"
+    )
     parser.add_argument("--timeout-fault-seconds", type=float, default=30.0)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--model-name", default="policy")

@@ -1,0 +1,14 @@
+"""Short descriptions of model-made values, shared by the engine and the isolated REPL."""
+
+from __future__ import annotations
+
+
+def describe_value(value: object) -> str:
+    """`str, 1,234 chars`, `list, 3 items` or the type name; never raises, whatever the value."""
+    kind = type(value).__name__
+    if isinstance(value, str):
+        return f"str, {len(value):,} chars"
+    try:
+        return f"{kind}, {len(value):,} items"  # type: ignore[arg-type]
+    except Exception:  # no __len__, or one that raises: the type name says enough
+        return kind
