@@ -1,36 +1,61 @@
 """rlm_kernel: Recursive Language Models in the Jupyter notebook.
 
 `%load_ext rlm_kernel` registers the %rlm / %%rlm magics in any IPython kernel.
+
+This module is also where the package plugs into its core: core names the places where
+plug-ins go (litellm providers, isolated REPLs, the notebook writer) and imports nothing
+outside itself; the plug-ins are registered here, and each is imported only when first used.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from rlm_kernel.core import RLM, RLMResult
+from rlm_kernel.core.lm import on_litellm_import
+from rlm_kernel.core.repl import REPL, register_isolation
+from rlm_kernel.core.result import register_notebook_writer
+from rlm_kernel.core.trace import Trace
 
 __version__ = "0.1.0"
 __all__ = ["RLM", "RLMResult", "__version__", "load_ipython_extension", "unload_ipython_extension"]
 
 
-def load_ipython_extension(ipython: Any) -> None:
-    from rlm_kernel.jupyter.magics import RLMMagics, protect_line_questions
+def _register_offline_providers(litellm: Any) -> None:
+    from rlm_kernel.models.scripted import register
 
-    ipython.register_magics(RLMMagics)
-    if protect_line_questions not in ipython.input_transformers_cleanup:
-        ipython.input_transformers_cleanup.append(protect_line_questions)
+    register(litellm)
+
+
+def _isolated(mode: str) -> Any:
+    def make(**options: Any) -> REPL:
+        from rlm_kernel.isolation import repl_factory
+
+        return repl_factory(mode)(**options)  # type: ignore[no-any-return]
+
+    return make
+
+
+def _write_notebook(trace: Trace, path: str | Path, *, context: object, with_context: bool | None) -> Any:
+    from rlm_kernel.formats.notebook import write_notebook
+
+    return write_notebook(trace, path, context=context, with_context=with_context)
+
+
+on_litellm_import(_register_offline_providers)
+register_isolation("kernel", _isolated("kernel"))
+register_isolation("kernel-audit", _isolated("kernel-audit"))
+register_notebook_writer(_write_notebook)
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    from rlm_kernel.jupyter.extension import load
+
+    load(ipython)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
-    from rlm_kernel.jupyter.magics import RLMMagics, protect_line_questions
+    from rlm_kernel.jupyter.extension import unload
 
-    if protect_line_questions in ipython.input_transformers_cleanup:
-        ipython.input_transformers_cleanup.remove(protect_line_questions)
-
-    manager = ipython.magics_manager
-    for kind in ("line", "cell"):
-        for name in RLMMagics.magics[kind]:
-            manager.magics[kind].pop(name, None)
-    instance = manager.registry.pop(RLMMagics.__name__, None)
-    if instance in ipython.configurables:
-        ipython.configurables.remove(instance)
+    unload(ipython)

@@ -8,9 +8,11 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from rlm_kernel.core import RLM, RunInterrupted
-from rlm_kernel.core.approve import ApprovalUnavailable
-from rlm_kernel.core.context import ContextError, load_context
+from rlm_kernel.core import RLM, RLMResult, RunInterrupted
+from rlm_kernel.core.errors import RLMError, RunFailed
+from rlm_kernel.core.loaders import load_context
+from rlm_kernel.core.redact import Redactor
+from rlm_kernel.core.settings import SETTINGS
 from rlm_kernel.core.trace import Trace
 
 DEFAULT_QUERY = "Summarize the context."
@@ -26,73 +28,36 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p = sub.add_parser("run", help="answer a question about a file or folder with an RLM")
     p.add_argument("--context", required=True, help="file, folder or glob to load as the context")
     p.add_argument("--query", default=DEFAULT_QUERY, help="the question (default: %(default)r)")
-    p.add_argument("--model", required=True, help="litellm model name, e.g. openai/gpt-4o-mini or scripted/demo")
-    p.add_argument("--sub-model", help="model for llm_query and child RLMs (default: --model)")
-    p.add_argument("--api-base", help="base URL of an OpenAI-compatible server")
-    p.add_argument("--max-depth", type=int, default=1, help="RLM levels: 1 = sub-model calls only (default 1)")
-    p.add_argument(
-        "--transport",
-        choices=["litellm", "direct"],
-        default="litellm",
-        help="litellm (any provider, the default) or direct: post to the OpenAI-compatible --api-base itself",
-    )
-    p.add_argument("--max-iterations", type=int, default=20)
-    p.add_argument("--max-llm-calls", type=int)
-    p.add_argument("--max-tokens", type=int)
-    p.add_argument("--max-cost-usd", type=float)
-    p.add_argument("--max-seconds", type=float)
-    p.add_argument("--cell-timeout", type=float)
-    p.add_argument("--trace-out", help="append the run's events to this JSONL file")
-    p.add_argument(
-        "--approve",
-        action="store_true",
-        help="show each model-written block and run it only on a yes (needs a terminal)",
-    )
-    p.add_argument("--isolated", action="store_true", help="run model code in a separate resource-limited kernel")
-
-
-def _rlm(args: argparse.Namespace) -> RLM:
-    return RLM(
-        model=args.model,
-        sub_model=args.sub_model,
-        api_base=args.api_base,
-        max_depth=args.max_depth,
-        max_iterations=args.max_iterations,
-        max_llm_calls=args.max_llm_calls,
-        max_tokens=args.max_tokens,
-        max_cost_usd=args.max_cost_usd,
-        max_seconds=args.max_seconds,
-        cell_timeout=args.cell_timeout,
-        trace_path=args.trace_out,
-        approve=args.approve,
-        isolation="kernel" if args.isolated else None,
-        transport=args.transport,
-    )
+    for setting in SETTINGS:  # every run setting, from core's table
+        env = f" (default: ${setting.env}, else {setting.default!r})" if setting.env else ""
+        if setting.cli and setting.type is bool:
+            p.add_argument(*setting.cli, dest=setting.name, action="store_true", default=None, help=setting.help)
+        elif setting.cli:
+            p.add_argument(*setting.cli, dest=setting.name, type=setting.parse, help=setting.help + env)
+        for flag, value in setting.flag_values.items():
+            p.add_argument(flag, dest=setting.name, action="store_const", const=value, help=f"{setting.name}={value}")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    try:
-        context = load_context(args.context)
-        rlm = _rlm(args)
-    except (ContextError, ValueError) as exc:  # ValueError: settings that do not fit together
-        print(f"rlm: error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        result = rlm.completion(context, args.query)
-    except (ContextError, ApprovalUnavailable) as exc:
-        print(f"rlm: error: {exc}", file=sys.stderr)
-        return 2
-    except RunInterrupted as exc:
-        result = exc.result
+    context = load_context(args.context)
+    given = {s.name: getattr(args, s.name) for s in SETTINGS if getattr(args, s.name) is not None}
+    result = _complete(RLM(**given), context, args.query)
     print("Answer:")
     print(result.text or "(no answer)")
     print("\nCall tree:")
     print(result.trace.outline())
     print(f"\nTotal: {result.summary()}")
     if result.status not in ("done", "max_iterations"):
-        print(f"rlm: error: {result.error}", file=sys.stderr)
-        return 1
+        raise RunFailed(f"run {result.status}: {result.error}", result)
     return 0
+
+
+def _complete(rlm: RLM, context: object, query: str) -> RLMResult:
+    try:
+        return rlm.completion(context, query)
+    except RunInterrupted as stop:
+        print(f"interrupted after {stop.result.seconds:.1f} s", file=sys.stderr)
+        raise
 
 
 def _export_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -112,7 +77,7 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from rlm_kernel.jupyter.export import write_notebook  # Jupyter only for this command
+    from rlm_kernel.formats.notebook import write_notebook  # nbformat-shaped output only for this command
 
     trace = Trace.from_jsonl(args.trace)
     context = load_context(args.context) if args.context else None
@@ -136,7 +101,7 @@ def _trace_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
 
 
 def _cmd_trace(args: argparse.Namespace) -> int:
-    from rlm_kernel.core.reference_format import write_reference
+    from rlm_kernel.formats.reference import write_reference
 
     lines = write_reference(Trace.from_jsonl(args.trace), args.out)
     print(f"wrote {args.out}: a metadata line and {lines - 1} iteration lines of the root call")
@@ -170,8 +135,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return _COMMANDS[args.command](args)
-    except (OSError, ValueError) as exc:  # a missing file, a file that is not a trace (ContextError is a ValueError)
-        print(f"rlm: error: {exc}", file=sys.stderr)
+    except RLMError as exc:  # the one translation of errors: one line, and the error's exit status
+        print(f"rlm: error: {Redactor().text(str(exc))}", file=sys.stderr)
+        return exc.exit_code
+    except OSError as exc:  # a missing or unreadable file
+        print(f"rlm: error: {exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -70,7 +70,7 @@ from pathlib import Path
 from typing import Any
 
 from rlm_kernel.core.capture import BoundedText, truncate
-from rlm_kernel.core.errors import SubmitAnswer
+from rlm_kernel.core.errors import ConfigError, SubmitAnswer
 from rlm_kernel.core.repl import ExecResult
 
 GiB = 1024**3
@@ -771,7 +771,7 @@ class _KernelSide:
             with open(binding["path"], "rb") as f:
                 value = pickle.load(f)  # written by the parent, which is trusted
         elif kind == "helper":
-            from rlm_kernel.core.context import make_helpers
+            from rlm_kernel.core.helpers import make_helpers
 
             value = make_helpers(self.ns["context"])[name]
         elif kind == "native":
@@ -934,3 +934,10 @@ def _install_guard(workdir: str) -> None:
             deny(f"reaching C functions through ctypes ({event})", "ctypes could get around these checks")
 
     sys.addaudithook(hook)
+
+
+def repl_factory(mode: str) -> Callable[..., KernelREPL]:
+    """The REPL class of an isolation mode (`RLM(isolation=mode)`)."""
+    if mode != "kernel":
+        raise ConfigError(f"isolation mode {mode!r} is not available in this version")
+    return KernelREPL

@@ -22,9 +22,9 @@ from rlm_kernel.core.context import (
     ContextMetadata,
     check_context,
     context_metadata,
-    load_context,
-    make_helpers,
 )
+from rlm_kernel.core.helpers import make_helpers
+from rlm_kernel.core.loaders import load_context
 
 # ---------------------------------------------------------------------------
 # check_context

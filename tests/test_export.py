@@ -15,8 +15,8 @@ from nbclient import NotebookClient
 from rlm_kernel import RLM, RLMResult
 from rlm_kernel.cli import main
 from rlm_kernel.core.trace import JSONLWriter
-from rlm_kernel.jupyter import export
-from rlm_kernel.jupyter.export import cell_outputs, decode_payload, read_export
+from rlm_kernel.formats import notebook as export
+from rlm_kernel.formats.notebook import cell_outputs, decode_payload, read_export
 from rlm_kernel.jupyter.replay import ReplayedError, show_outputs
 from rlm_kernel.models.policies import register_policy
 from tests.conftest import repl
@@ -127,14 +127,18 @@ def test_export_is_a_valid_notebook_laid_out_as_the_run(recorded, tmp_path):
     assert "I will look first." in cells[cells.index(code_cells[0]) - 1].source  # the prose comes before its code
 
     first, second, failing = code_cells[0], code_cells[1], code_cells[2]
+    # stdout and the trailing value apart, as the notebook showed them (the events record them apart)
     assert first.outputs == [
+        {"output_type": "stream", "name": "stdout", "text": f"{len(CONTEXT)} chars\n"},
         {
-            "output_type": "stream",
-            "name": "stdout",
-            "text": f"{len(CONTEXT)} chars\n['L201: line 200: station 3 FAULT coolant']\n",
-        }
+            "output_type": "execute_result",
+            "execution_count": None,
+            "data": {"text/plain": "['L201: line 200: station 3 FAULT coolant']"},
+            "metadata": {},
+        },
     ]
-    assert [o.output_type for o in second.outputs] == ["stream"] and "checking" in second.outputs[0].text
+    assert [(o.output_type, o.name) for o in second.outputs] == [("stream", "stdout"), ("stream", "stderr")]
+    assert second.outputs[1].text == "checking\n"
     assert "raises-exception" in failing.metadata.tags and "raises-exception" not in first.metadata.tags
     assert [o.output_type for o in failing.outputs] == ["stream", "error"]
     error = failing.outputs[1]

@@ -24,7 +24,7 @@ import psutil
 import pytest
 
 from rlm_kernel import RLM
-from rlm_kernel.core.engine import AnswerDict
+from rlm_kernel.core.tools import AnswerDict
 from rlm_kernel.isolation import KernelREPL, MiB
 from tests.conftest import question_of, repl
 

@@ -6,7 +6,7 @@ import json
 
 from rlm_kernel import RLM
 from rlm_kernel.cli import main
-from rlm_kernel.core.reference_format import NOT_RECORDED, reference_lines
+from rlm_kernel.formats.reference import NOT_RECORDED, reference_lines
 from rlm_kernel.models.policies import register_policy
 from tests.test_export import CHILD_QUESTION, CONTEXT, QUESTION, depth_two_policy
 

@@ -10,10 +10,12 @@ import nbformat
 import pytest
 
 from rlm_kernel import RLM
+from rlm_kernel.core.errors import ReplayError, TraceError
 from rlm_kernel.core.trace import Event, JSONLWriter, Trace
-from rlm_kernel.jupyter.replay import _NodeMap, load_trace, replay_run
+from rlm_kernel.formats.replay import load_trace, recorded_settings, replay_run
+from rlm_kernel.jupyter.replay import _NodeMap
 from rlm_kernel.models.policies import register_policy
-from rlm_kernel.models.replay import ReplayBook, ReplayError, recorded_settings
+from rlm_kernel.models.replay import ReplayBook
 from tests.conftest import repl
 from tests.test_export import CONTEXT, QUESTION, WORDS, depth_two_policy, record_depth_two_run, reverse_words_policy
 
@@ -102,6 +104,7 @@ def test_settings_are_read_back_from_the_recorded_run():
         max_depth=3,
         max_iterations=7,
         child_max_iterations=4,
+        max_output_tokens=2048,
         max_llm_calls=40,
         max_tokens=90_000,
         max_cost_usd=0.75,
@@ -112,16 +115,22 @@ def test_settings_are_read_back_from_the_recorded_run():
     recorded = RLM(**settings).completion(CONTEXT, QUESTION)
     assert recorded_settings(recorded.trace) == settings
     assert replay_run(recorded.trace, CONTEXT).matches
-    events = [
-        dataclasses.replace(
-            e, data={**e.data, "system_prompt": e.data["system_prompt"].replace("persistent", "lasting")}
-        )
-        if e.kind == "call_start"
-        else e
-        for e in recorded.trace.events
-    ]
-    with pytest.raises(ReplayError, match="cannot read the run's settings"):
-        recorded_settings(Trace.from_events(events))
+
+    # A trace of schema 1 recorded no settings: they are read back from its system prompt, when it reads back.
+    def as_schema_1(events, edit=lambda prompt: prompt):
+        old = []
+        for e in events:
+            d = {k: v for k, v in e.data.items() if k not in ("schema", "settings", "max_iterations")}
+            if e.kind == "call_start":
+                d["system_prompt"] = edit(d["system_prompt"])
+            old.append(dataclasses.replace(e, data=d))
+        return old
+
+    from_prompt = recorded_settings(Trace.from_events(as_schema_1(recorded.trace.events)))
+    assert from_prompt == {k: v for k, v in settings.items() if k != "max_output_tokens"}  # prompts never said it
+    doctored = as_schema_1(recorded.trace.events, lambda prompt: prompt.replace("persistent", "lasting"))
+    with pytest.raises(ReplayError, match="does not record its run's settings"):
+        recorded_settings(Trace.from_events(doctored))
 
 
 def test_a_trace_written_with_its_context_replays_on_its_own(tmp_path):
@@ -165,7 +174,7 @@ def test_an_interrupted_run_leaves_a_readable_prefix(tmp_path):
     path.write_text(whole + '{"kind": "iteration", "node_id": "n0", "da', encoding="utf-8")
     assert len(Trace.from_jsonl(path).events) == len(trace.events)
     path.write_text('{"kind": "call_sta\n' + whole, encoding="utf-8")  # damage elsewhere is an error
-    with pytest.raises(json.JSONDecodeError):
+    with pytest.raises(TraceError, match="not JSON"):
         Trace.from_jsonl(path)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from rlm_kernel import RLM
-from rlm_kernel.jupyter.html import render_html
+from rlm_kernel.formats.html import render_html
 from tests.conftest import repl
 
 FAKE_ENV_KEY = "sk-fake-env-0123456789abcdef"

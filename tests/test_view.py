@@ -17,7 +17,7 @@ import pytest
 from rlm_kernel import RLM
 from rlm_kernel.core import Event, Trace, Usage
 from rlm_kernel.core.repl import NamespaceREPL
-from rlm_kernel.jupyter.html import STATUS_COLOURS, node_summary, render_html, render_node_html
+from rlm_kernel.formats.html import STATUS_COLOURS, node_summary, render_html, render_node_html
 from rlm_kernel.jupyter.view import TraceView
 from tests.conftest import question_of, repl
 from tests.test_engine import DOC, _depth_policy
@@ -123,6 +123,8 @@ def _synthetic_events(parent_of: dict[str, str | None], *, depth: int = 0, cost_
             model="m",
             prompt_preview=f"part {node}",
             prompt_chars=9,
+            iteration=0,
+            block=0,
         )
         yield ev("subcall_end", subcall_id=f"{node}-s", reply="ok", error=None, usage=usage, seconds=0.1)
         for child in children[node]:
@@ -134,6 +136,8 @@ def _synthetic_events(parent_of: dict[str, str | None], *, depth: int = 0, cost_
                 model="m",
                 prompt_preview=f"question of {child}",
                 prompt_chars=20,
+                iteration=0,
+                block=0,
             )
             yield (child, depth + 1)
             yield ev(
@@ -145,6 +149,9 @@ def _synthetic_events(parent_of: dict[str, str | None], *, depth: int = 0, cost_
             index=0,
             code=code,
             output="2",
+            stdout="2\n",
+            stderr="",
+            value=None,
             error=None,
             seconds=0.01,
             created=[f"x_{node}"],
@@ -497,7 +504,14 @@ def test_events_fed_from_eight_raw_threads_at_once(throttle_s):
                 "n0",
                 None,
                 dict(
-                    subcall_id=f"{child}-c", kind="rlm", child_id=child, model="m", prompt_preview="q", prompt_chars=1
+                    subcall_id=f"{child}-c",
+                    kind="rlm",
+                    child_id=child,
+                    model="m",
+                    prompt_preview="q",
+                    prompt_chars=1,
+                    iteration=0,
+                    block=0,
                 ),
             )
         )

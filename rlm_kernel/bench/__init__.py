@@ -12,8 +12,10 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from rlm_kernel.core.errors import RLMError
 
-class UsageError(Exception):
+
+class UsageError(RLMError):
     """A user error: reported as one line with exit status 2, no traceback."""
 
 

@@ -133,7 +133,13 @@ class _InstantLM:
         return 0.0
 
     async def acomplete(
-        self, messages: list[dict[str, Any]], *, model: str, max_output_tokens: int | None, timeout: float
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        model: str,
+        max_output_tokens: int | None,
+        timeout: float,
+        params: Any = None,
     ) -> Completion:
         return Completion(self.reply, Usage(1, 10, 10), model, 0.0)
 

@@ -23,7 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from rlm_kernel import RLM
 from rlm_kernel.core.trace import Trace
-from rlm_kernel.jupyter.export import write_notebook
+from rlm_kernel.formats.notebook import write_notebook
 from rlm_kernel.models.policies import register_policy
 
 CHILDREN = 999

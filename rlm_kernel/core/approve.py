@@ -5,15 +5,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from rlm_kernel.core.errors import RLMError
+from rlm_kernel.core.errors import ApprovalUnavailable
 
 # (code, node id, depth) -> True to run the block.
 Approver = Callable[[str, str, int], bool]
 DECLINED = "(not run: the user declined this block. Propose something else, or submit what you have.)"
-
-
-class ApprovalUnavailable(RLMError):
-    """Approval was asked for where nobody can answer (no interactive terminal or frontend)."""
 
 
 def console_approver() -> Approver:

@@ -1,4 +1,9 @@
-"""The engine's exception hierarchy."""
+"""The one error tree: every error the project raises on purpose derives from `RLMError`.
+
+Where an error replaced a builtin it derives from that builtin too, so `except ValueError`
+keeps working. Each error carries the exit status the CLI gives it (`exit_code`); the magics
+show every `RLMError` as one line, without a traceback.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,27 @@ if TYPE_CHECKING:
 
 
 class RLMError(Exception):
-    """Base class of every error the engine raises on purpose."""
+    """Base class of every error the project raises on purpose; the message is one line for the user."""
+
+    exit_code = 2  # the CLI's exit status: 2 for a usage error, 1 for a run that failed
+
+
+class ConfigError(RLMError, ValueError):
+    """Settings that are invalid or do not fit together."""
+
+
+class ContextError(RLMError, ValueError):
+    """A context the engine cannot work with; the message says why and what to do."""
+
+
+class ApprovalUnavailable(RLMError):
+    """Approval was asked for where nobody can answer (no interactive terminal or frontend)."""
 
 
 class ModelError(RLMError):
     """A model call failed and retrying will not help (or the retries ran out)."""
+
+    exit_code = 1
 
 
 class TransientModelError(ModelError):
@@ -23,13 +44,46 @@ class TransientModelError(ModelError):
 class BudgetExhausted(RLMError):
     """The tree-wide ledger refused a call; `limit` names the limit that was reached."""
 
+    exit_code = 1
+
     def __init__(self, limit: str, message: str) -> None:
         super().__init__(message)
         self.limit = limit
 
 
+class RunFailed(RLMError):
+    """A run that ended with status error or budget; `result` holds its partial result and trace."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, result: RLMResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class TraceError(RLMError, ValueError):
+    """A file or text that is not a trace of events."""
+
+
+class ExportError(RLMError, ValueError):
+    """A trace that cannot be exported, or a file that holds no export."""
+
+
+class ReplayError(RLMError, LookupError):
+    """A request the recording has no reply for, or a trace that cannot be replayed."""
+
+
+class PolicyError(RLMError, LookupError):
+    """An offline policy name or spec that does not resolve."""
+
+
 class RunInterrupted(KeyboardInterrupt):
-    """A run stopped by an interrupt; `result` holds the partial result and trace."""
+    """A run stopped by an interrupt; `result` holds the partial result and trace.
+
+    Not an RLMError: it is a KeyboardInterrupt, so that `except Exception` never swallows a stop.
+    """
+
+    exit_code = 130
 
     def __init__(self, result: RLMResult) -> None:
         super().__init__("RLM run interrupted; the partial trace is in .result")

@@ -11,21 +11,33 @@ import math
 import os
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from rlm_kernel.core.aio import CancelScope
 from rlm_kernel.core.errors import ModelError, TransientModelError
 from rlm_kernel.core.ledger import Usage
 
 Messages = list[dict[str, Any]]
 OFFLINE_PROVIDERS = ("scripted/", "replay/")
+NO_KEY = "sk-no-key-required"  # what a server that wants some key gets when no key is configured anywhere
 
 _litellm: Any = None
 _import_lock = threading.Lock()
+_setups: list[Callable[[Any], None]] = []
+
+
+def on_litellm_import(setup: Callable[[Any], None]) -> None:
+    """Run `setup(litellm)` once litellm is imported (at once if it already is): how providers plug in."""
+    with _import_lock:
+        _setups.append(setup)
+        if _litellm is not None:
+            setup(_litellm)
 
 
 def import_litellm() -> Any:
-    """litellm, imported once, offline-safe, with the project's offline providers registered."""
+    """litellm, imported once, offline-safe, with the registered providers set up."""
     global _litellm
     with _import_lock:
         if _litellm is None:
@@ -34,11 +46,10 @@ def import_litellm() -> Any:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             import litellm
 
-            from rlm_kernel.models.scripted import register
-
             litellm.suppress_debug_info = True
             litellm.telemetry = False
-            register(litellm)
+            for setup in _setups:
+                setup(litellm)
             _litellm = litellm
         return _litellm
 
@@ -55,12 +66,31 @@ class LM(Protocol):
     """What the engine needs from a model provider."""
 
     async def acomplete(
-        self, messages: Messages, *, model: str, max_output_tokens: int | None, timeout: float
-    ) -> Completion: ...
+        self,
+        messages: Messages,
+        *,
+        model: str,
+        max_output_tokens: int | None,
+        timeout: float,
+        params: Mapping[str, Any] | None = None,
+    ) -> Completion:
+        """One attempt; `params`: sampling and provider parameters (temperature, top_p, seed, ...)."""
+        ...
 
     def estimate_tokens(self, messages: Messages) -> int: ...
 
     def price(self, model: str, input_tokens: int, output_tokens: int) -> float | None: ...
+
+
+def provider_key_variable(model: str) -> str:
+    """The environment variable a provider's key usually lives in: OPENAI_API_KEY for openai/..., and so on."""
+    provider = model.split("/", 1)[0] if "/" in model else "openai"
+    return f"{provider.upper().replace('-', '_')}_API_KEY"
+
+
+def resolve_api_key(model: str, api_key: str | None) -> str | None:
+    """The key to send: the one given, else the provider's usual environment variable; None when neither is set."""
+    return api_key or os.environ.get(provider_key_variable(model)) or None
 
 
 def estimate_tokens(messages: Messages) -> int:
@@ -87,13 +117,11 @@ class LiteLLM:
         api_base: str | None = None,
         api_key: str | None = None,
         router: list[dict[str, Any]] | None = None,
-        extra: dict[str, Any] | None = None,
     ) -> None:
         self.api_base = api_base
         self._api_key = api_key
         self._router_config = router
         self._router: Any = None
-        self.extra = dict(extra or {})
         self._unpriced: set[str] = set()  # litellm's miss for a model costs about 1 ms: learn it once
 
     def estimate_tokens(self, messages: Messages) -> int:
@@ -113,21 +141,32 @@ class LiteLLM:
         return 0.0 if model.startswith(OFFLINE_PROVIDERS) else None
 
     def complete(
-        self, messages: Messages, *, model: str, max_output_tokens: int | None = None, timeout: float = 120.0
+        self,
+        messages: Messages,
+        *,
+        model: str,
+        max_output_tokens: int | None = None,
+        timeout: float = 120.0,
+        params: Mapping[str, Any] | None = None,
     ) -> Completion:
         """The synchronous form of `acomplete`, interruptible with Ctrl-C."""
-        from rlm_kernel.core.aio import CancelScope
-
-        return CancelScope().run(
-            self.acomplete(messages, model=model, max_output_tokens=max_output_tokens, timeout=timeout)
+        call = self.acomplete(
+            messages, model=model, max_output_tokens=max_output_tokens, timeout=timeout, params=params
         )
+        return CancelScope().run(call)
 
     async def acomplete(
-        self, messages: Messages, *, model: str, max_output_tokens: int | None = None, timeout: float = 120.0
+        self,
+        messages: Messages,
+        *,
+        model: str,
+        max_output_tokens: int | None = None,
+        timeout: float = 120.0,
+        params: Mapping[str, Any] | None = None,
     ) -> Completion:
         """One attempt at a chat completion; raises TransientModelError or ModelError."""
         litellm = import_litellm()
-        kwargs: dict[str, Any] = {"messages": messages, "timeout": timeout, "num_retries": 0, **self.extra}
+        kwargs: dict[str, Any] = {**(params or {}), "messages": messages, "timeout": timeout, "num_retries": 0}
         if max_output_tokens is not None:
             kwargs["max_tokens"] = max_output_tokens
         started = time.perf_counter()
@@ -137,8 +176,8 @@ class LiteLLM:
             else:
                 if self.api_base:
                     kwargs["api_base"] = self.api_base
-                    # OpenAI-compatible local servers need some key; never a real one by default.
-                    kwargs["api_key"] = self._api_key or "sk-no-key-required"
+                    # OpenAI-compatible servers want some key: the configured one, else a placeholder.
+                    kwargs["api_key"] = resolve_api_key(model, self._api_key) or NO_KEY
                 elif self._api_key:
                     kwargs["api_key"] = self._api_key
                 if not model.startswith(OFFLINE_PROVIDERS):

@@ -18,14 +18,14 @@ import asyncio
 import atexit
 import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from rlm_kernel.core.aio import background_loop
 from rlm_kernel.core.errors import ModelError, TransientModelError
 from rlm_kernel.core.ledger import Usage
-from rlm_kernel.core.lm import Completion, LiteLLM, Messages, count_tokens, estimate_tokens
+from rlm_kernel.core.lm import NO_KEY, Completion, LiteLLM, Messages, count_tokens, estimate_tokens, resolve_api_key
 
-_NO_KEY = "sk-no-key-required"  # local servers want some key; never a real one by default
 _MODEL_PREFIX = "openai/"
 _session: Any = None  # one aiohttp.ClientSession, on the background loop, shared by every instance
 
@@ -33,10 +33,9 @@ _session: Any = None  # one aiohttp.ClientSession, on the background loop, share
 class OpenAICompatibleLM:
     """Chat completions posted straight to an OpenAI-compatible `api_base`; one attempt per call."""
 
-    def __init__(self, *, api_base: str, api_key: str | None = None, extra: dict[str, Any] | None = None) -> None:
+    def __init__(self, *, api_base: str, api_key: str | None = None) -> None:
         self.api_base = api_base.rstrip("/")
         self._api_key = api_key
-        self.extra = dict(extra or {})
         self._pricing = LiteLLM()
 
     def estimate_tokens(self, messages: Messages) -> int:
@@ -46,23 +45,31 @@ class OpenAICompatibleLM:
         return self._pricing.price(model, input_tokens, output_tokens)
 
     async def acomplete(
-        self, messages: Messages, *, model: str, max_output_tokens: int | None = None, timeout: float = 120.0
+        self,
+        messages: Messages,
+        *,
+        model: str,
+        max_output_tokens: int | None = None,
+        timeout: float = 120.0,
+        params: Mapping[str, Any] | None = None,
     ) -> Completion:
         """One attempt; raises TransientModelError (429, 5xx, timeouts, garbled replies) or ModelError."""
-        call = self._post(messages, model, max_output_tokens, timeout)
+        call = self._post(messages, model, max_output_tokens, timeout, params or {})
         loop = background_loop()
         if asyncio.get_running_loop() is loop:
             return await call
         # Called from another loop: the pool lives on the engine's loop; cancelling here cancels there.
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(call, loop))
 
-    async def _post(self, messages: Messages, model: str, max_output_tokens: int | None, timeout: float) -> Completion:
+    async def _post(
+        self, messages: Messages, model: str, max_output_tokens: int | None, timeout: float, params: Mapping[str, Any]
+    ) -> Completion:
         import aiohttp
 
-        body: dict[str, Any] = {"model": model.removeprefix(_MODEL_PREFIX), "messages": messages, **self.extra}
+        body: dict[str, Any] = {**params, "model": model.removeprefix(_MODEL_PREFIX), "messages": messages}
         if max_output_tokens is not None:
             body["max_tokens"] = max_output_tokens
-        headers = {"Authorization": f"Bearer {self._api_key or _NO_KEY}"}
+        headers = {"Authorization": f"Bearer {resolve_api_key(model, self._api_key) or NO_KEY}"}
         started = time.perf_counter()
         try:
             async with _shared_session().post(

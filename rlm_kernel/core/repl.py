@@ -11,12 +11,13 @@ import signal
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from rlm_kernel.core.capture import capture_thread_output, truncate
-from rlm_kernel.core.errors import SubmitAnswer
+from rlm_kernel.core.errors import ConfigError, SubmitAnswer
 
 
 @dataclass
@@ -55,6 +56,24 @@ class REPL(Protocol):
     def snapshot(self) -> dict[str, int]:
         """An identity per name (equal while the name stays bound to the same object): shows what code rebound."""
         ...
+
+
+# Builds an isolated REPL: keyword arguments cell_timeout, max_output_chars and the isolation limits.
+ReplFactory = Callable[..., REPL]
+_isolations: dict[str, ReplFactory] = {}
+
+
+def register_isolation(mode: str, factory: ReplFactory) -> None:
+    """Make `RLM(isolation=mode)` build each node's REPL with `factory` (the package registers its sandbox)."""
+    _isolations[mode] = factory
+
+
+def isolation_factory(mode: str) -> ReplFactory:
+    factory = _isolations.get(mode)
+    if factory is None:
+        known = ", ".join(sorted(_isolations)) or "none registered"
+        raise ConfigError(f"unknown isolation mode {mode!r} (known: {known})")
+    return factory
 
 
 class CellTimeout(BaseException):

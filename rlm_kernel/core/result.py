@@ -4,21 +4,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from rlm_kernel.core.errors import ConfigError
 from rlm_kernel.core.ledger import Usage
 from rlm_kernel.core.trace import Trace
 
-if TYPE_CHECKING:
-    from rlm_kernel.jupyter.export import Exported
 
-STATUSES = ("done", "max_iterations", "budget", "error", "interrupted")
+class NotebookWriter(Protocol):
+    def __call__(self, trace: Trace, path: str | Path, *, context: object, with_context: bool | None) -> Any: ...
+
+
+_notebook_writers: list[NotebookWriter] = []
+
+
+def register_notebook_writer(writer: NotebookWriter) -> None:
+    """What `RLMResult.to_notebook` calls (rlm_kernel.formats.notebook, registered by the package)."""
+    _notebook_writers[:] = [writer]
 
 
 @dataclass
 class RLMResult:
     answer: Any  # the Python value submitted (None when there is none)
-    status: str  # one of STATUSES
+    status: str  # done, max_iterations, budget, error or interrupted
     usage: Usage  # totals for the whole call tree
     trace: Trace
     seconds: float
@@ -44,16 +52,15 @@ class RLMResult:
             f"{u.output_tokens:,} output tokens, {cost}, {self.seconds:.2f} s"
         )
 
-    def to_notebook(self, path: str | Path, context: object = None, *, with_context: bool | None = None) -> Exported:
+    def to_notebook(self, path: str | Path, context: object = None, *, with_context: bool | None = None) -> Any:
         """Write the run as a notebook (nbformat v4) that reads as a report.
 
         Pass the run's `context` to embed it, so that the notebook re-runs offline (contexts over
         20 MB only with `with_context=True`; `with_context=False` never embeds one).
         """
-        # Imported here: core must not import Jupyter at module level.
-        from rlm_kernel.jupyter.export import write_notebook
-
-        return write_notebook(self.trace, path, context=context, with_context=with_context)
+        if not _notebook_writers:
+            raise ConfigError("no notebook writer is registered (import rlm_kernel to register it)")
+        return _notebook_writers[0](self.trace, path, context=context, with_context=with_context)
 
     def __repr__(self) -> str:
         return f"RLMResult(status={self.status!r}, answer={self.text[:80]!r}, {self.summary()})"

@@ -6,6 +6,7 @@ file, the notebook widget, the CLI outline) consumes the same stream.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -14,12 +15,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from rlm_kernel.core.errors import TraceError
 from rlm_kernel.core.ledger import Usage
+from rlm_kernel.core.legacy import upgrade_events
 from rlm_kernel.core.redact import Redactor
 
-EVENT_KINDS = ("call_start", "iteration", "code_result", "subcall_start", "subcall_end", "call_end")
+# Version of the events' fields, in every call_start. 2: the root records the run's settings, sub-calls
+# their iteration and block, code results stdout, stderr, value and error apart. 1 (no field) is upgraded.
+EVENT_SCHEMA = 2
 # Not an engine event: the context itself, written into a trace file only when asked (see JSONLWriter).
 CONTEXT_RECORD = "context"
+
+
+def prompt_sha256(prompt: str) -> str:
+    """The hash a sub-call's prompt is recorded and replayed by (lone surrogates included)."""
+    return hashlib.sha256(prompt.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -54,9 +64,12 @@ class CodeCell:
     iteration: int
     index: int
     code: str
-    output: str  # what the model saw (abridged)
+    output: str  # what the model saw (abridged): stdout, stderr, value and error in one text
     error: str | None
     seconds: float
+    stdout: str = ""
+    stderr: str = ""
+    value: str | None = None  # the trailing expression's display
     created: list[str] = field(default_factory=list)
     rebound: list[str] = field(default_factory=list)
     submitted: bool = False
@@ -79,6 +92,8 @@ class SubCall:
     prompt_preview: str
     prompt_chars: int
     child_id: str | None = None
+    iteration: int | None = None  # the parent's code block that started it
+    block: int | None = None
     reply: str | None = None
     error: str | None = None
     usage: Usage = field(default_factory=Usage)
@@ -116,8 +131,9 @@ class Trace:
 
     @classmethod
     def from_events(cls, events: Iterable[Event]) -> Trace:
+        """A trace from recorded events; events of an older schema are upgraded first."""
         trace = cls()
-        for event in events:
+        for event in upgrade_events(list(events)):
             trace.add(event)
         return trace
 
@@ -138,16 +154,13 @@ class Trace:
                 continue
             try:
                 events.append(Event.from_json(line))
-            except json.JSONDecodeError:
+            except json.JSONDecodeError as exc:
                 if any(rest.strip() for rest in lines[number:]):
-                    raise
+                    raise TraceError(f"line {number} is not JSON ({exc.msg}): not an rlm_kernel trace") from None
+            except (TypeError, KeyError):
+                raise TraceError(f"line {number} is not an event: not an rlm_kernel trace") from None
         roots = [i for i, e in enumerate(events) if e.kind == "call_start" and e.parent_id is None]
         return cls.from_events(events[roots[-1] :] if roots else events)
-
-    def to_jsonl(self, path: str | Path) -> None:
-        with open(path, "w", encoding="utf-8") as f:
-            for event in self.events:
-                f.write(event.to_json() + "\n")
 
     @property
     def root(self) -> CallNode | None:
@@ -186,10 +199,8 @@ class Trace:
 
     def _on_code_result(self, e: Event) -> None:
         d = e.data
-        fields = {
-            k: d[k]
-            for k in ("iteration", "index", "code", "output", "error", "seconds", "created", "rebound", "submitted")
-        }
+        names = ("iteration", "index", "code", "output", "error", "seconds", "created", "rebound", "submitted")
+        fields = {k: d[k] for k in (*names, "stdout", "stderr", "value")}
         node = self.nodes[e.node_id]
         target = next((it for it in reversed(node.iterations) if it.index == d["iteration"]), None)
         if target is not None:
@@ -197,9 +208,9 @@ class Trace:
 
     def _on_subcall_start(self, e: Event) -> None:
         d = e.data
-        self.nodes[e.node_id].subcalls.append(
-            SubCall(d["subcall_id"], d["kind"], d["model"], d["prompt_preview"], d["prompt_chars"], d.get("child_id"))
-        )
+        sub = SubCall(d["subcall_id"], d["kind"], d["model"], d["prompt_preview"], d["prompt_chars"], d.get("child_id"))
+        sub.iteration, sub.block = d["iteration"], d["block"]
+        self.nodes[e.node_id].subcalls.append(sub)
 
     def _on_subcall_end(self, e: Event) -> None:
         d = e.data

@@ -15,74 +15,16 @@ import queue
 import sys
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from rlm_kernel.core.aio import WAIT_SLICE_S
-from rlm_kernel.core.context import context_metadata
-from rlm_kernel.core.errors import RunInterrupted
-from rlm_kernel.core.repl import REPL, ExecResult
+from rlm_kernel.core.errors import ReplayError, RunInterrupted
+from rlm_kernel.core.repl import ExecResult
 from rlm_kernel.core.result import RLMResult
-from rlm_kernel.core.trace import CallNode, Event, EventHandler, Trace
-from rlm_kernel.jupyter.export import STEP_MAGIC, read_export
+from rlm_kernel.core.trace import Event, Trace
+from rlm_kernel.formats.notebook import STEP_MAGIC
+from rlm_kernel.formats.replay import Replayed, replay_context, replay_rlm, root_call
 from rlm_kernel.jupyter.shell_repl import ShellREPL
-from rlm_kernel.models.replay import ReplayError, replay_rlm
-
-
-def load_trace(path: str | Path) -> Trace:
-    """The recorded run in an exported notebook (.ipynb) or a JSONL trace."""
-    return read_export(path) if str(path).endswith(".ipynb") else Trace.from_jsonl(path)
-
-
-def replay_context(trace: Trace, context: object = None) -> object:
-    """The context to replay with: `context`, checked against the recorded hash, or the one the trace holds."""
-    root = _root(trace)
-    if context is None:
-        recorded = trace.contexts.get(root.id, {})
-        if "value" not in recorded:
-            why = recorded.get("omitted") or "it was not recorded"
-            raise ReplayError(f"the recording holds no context ({why}): pass the run's context to replay it")
-        return recorded["value"]
-    if context_metadata(context).sha256 != root.context["sha256"]:
-        raise ReplayError("that context is not the one the recorded run used (its sha256 differs)")
-    return context
-
-
-@dataclass(frozen=True)
-class Replayed:
-    result: RLMResult
-    recorded: CallNode  # the recorded root call
-
-    @property
-    def replayed(self) -> CallNode | None:
-        return self.result.trace.root
-
-    @property
-    def matches(self) -> bool:
-        """The replay ended as the recording did, with the same answer (as recorded: text)."""
-        now = self.replayed
-        return now is not None and (now.status, now.answer) == (self.recorded.status, self.recorded.answer)
-
-
-def replay_run(
-    trace_or_path: Trace | str | Path,
-    context: object = None,
-    *,
-    repl: REPL | None = None,
-    on_event: EventHandler | None = None,
-) -> Replayed:
-    """Run a recorded run again through the `replay` model backend, offline; see `Replayed.matches`."""
-    trace = trace_or_path if isinstance(trace_or_path, Trace) else load_trace(trace_or_path)
-    value = replay_context(trace, context)
-    result = replay_rlm(trace, on_event=on_event).completion(value, _root(trace).query, repl=repl)
-    return Replayed(result, _root(trace))
-
-
-def _root(trace: Trace) -> CallNode:
-    if trace.root is None:
-        raise ReplayError("the recording has no root call")
-    return trace.root
-
 
 # -- cell by cell ----------------------------------------------------------------------------------
 
@@ -144,7 +86,7 @@ class StepSession:
 
     def __init__(self, shell: Any, recorded: Trace, context: object = None) -> None:
         self.recorded = recorded
-        root = _root(recorded)
+        root = root_call(recorded)
         value = replay_context(recorded, context)
         rlm = replay_rlm(recorded, on_event=self._on_event)
         self.repl = _HandOffREPL(self, shell, cell_timeout=rlm.cell_timeout, max_output_chars=rlm.max_output_chars)
@@ -269,7 +211,7 @@ class StepSession:
         self.repl.restore()
         if self.result is None:
             raise ReplayError(f"the replay failed: {self.failure!r}")
-        return Replayed(self.result, _root(self.recorded))
+        return Replayed(self.result, root_call(self.recorded))
 
     def close(self) -> None:
         """Stop the replay (a new one replaces it) and put back the names the engine set."""

@@ -10,7 +10,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from rlm_kernel.core.trace import Event, Trace
-from rlm_kernel.jupyter.html import STATUS_ICONS, CellLinks, node_summary, render_html, render_node_html
+from rlm_kernel.formats.html import STATUS_ICONS, CellLinks, node_summary, render_html, render_node_html
 
 # Events that change a node's usage, and so its ancestors' subtree totals in their titles.
 _USAGE_EVENTS = frozenset({"iteration", "subcall_end"})

@@ -15,7 +15,7 @@ import re
 import sys
 from pathlib import Path
 
-from rlm_kernel.models.policies import Messages
+from rlm_kernel.core.lm import Messages
 
 _STOPWORDS = set(
     "about above after again against which their there these those what when where while would could should "

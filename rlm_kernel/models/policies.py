@@ -14,16 +14,14 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from rlm_kernel.core.errors import PolicyError
+
 Messages = list[dict[str, Any]]
 Policy = Callable[[Messages], str]
 
 _registry: dict[str, Policy] = {}
 _registry_lock = threading.Lock()
 _anonymous_ids = itertools.count(1)
-
-
-class PolicyError(LookupError):
-    """A policy name or spec that does not resolve."""
 
 
 class ScriptedReplies:

@@ -17,16 +17,15 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import re
 import threading
 from collections import defaultdict, deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from rlm_kernel.core.engine import RLM
-from rlm_kernel.core.ledger import Limits, Usage
+from rlm_kernel.core.errors import ReplayError
+from rlm_kernel.core.ledger import Usage
 from rlm_kernel.core.lm import Completion, LiteLLM, Messages
-from rlm_kernel.core.prompts import Capabilities, system_prompt
 from rlm_kernel.core.trace import Event, Trace
 
 PROVIDER = "replay"
@@ -35,10 +34,6 @@ PREVIEW_CHARS = 80
 _books: dict[str, ReplayBook] = {}
 _books_lock = threading.Lock()
 _session_ids = itertools.count(1)
-
-
-class ReplayError(LookupError):
-    """A request the recording has no reply for, or a trace that cannot be replayed."""
 
 
 @dataclass(frozen=True)
@@ -143,9 +138,15 @@ class ReplayLM:
         return self._lm.price(model, input_tokens, output_tokens)
 
     async def acomplete(
-        self, messages: Messages, *, model: str, max_output_tokens: int | None, timeout: float
+        self,
+        messages: Messages,
+        *,
+        model: str,
+        max_output_tokens: int | None,
+        timeout: float,
+        params: Mapping[str, Any] | None = None,
     ) -> Completion:
-        # The recorded reply was already cut to its cap, if any: the cap is not applied twice.
+        # The recorded reply was already cut to its cap, if any, and sampled with the recorded parameters.
         served = await self._lm.acomplete(messages, model=self.session_model, timeout=timeout)
         u = served.usage
         cost = self.price(model, u.input_tokens, u.output_tokens)
@@ -157,89 +158,3 @@ class ReplayLM:
             cost_known=cost is not None,
         )
         return Completion(served.text, usage, model, served.seconds)
-
-
-# -- the recorded run's settings ------------------------------------------------------------------
-
-_NUMBER = r"([\d,.e+-]+)"
-_SETTINGS = {
-    "max_iterations": rf"{_NUMBER} iterations \(replies\) for this call",
-    "max_output_chars": rf"Output longer than {_NUMBER} characters",
-    "concurrency": rf"\(up to {_NUMBER} at a time\)",
-    "max_llm_calls": rf"{_NUMBER} model calls for the whole tree",
-    "max_tokens": rf"{_NUMBER} tokens for the whole tree",
-    "max_cost_usd": rf"\${_NUMBER} for the whole tree",
-    "max_seconds": rf"{_NUMBER} seconds of wall time",
-    "cell_timeout": rf"each code block may run {_NUMBER} s at most",
-}
-_INTEGERS = {"max_iterations", "max_output_chars", "concurrency", "max_llm_calls", "max_tokens"}
-_SUB_MODEL = re.compile(r"`llm_query\(prompt, model=None\)`: ask a sub-model \((.*?)\) one question")
-_MAX_DEPTH = re.compile(r"start a child RLM \(depth \d+ of at most (\d+)\)")
-
-
-def recorded_settings(trace: Trace) -> dict[str, Any]:
-    """The recorded run's RLM settings, read back from the system prompts it sent.
-
-    The events do not carry the settings, but the system prompt is generated from them; the
-    reading is checked by generating the root's system prompt again from what was read.
-    """
-    starts = {e.node_id: e.data for e in trace.events if e.kind == "call_start"}
-    root = trace.root
-    if root is None:
-        raise ReplayError("the trace has no root call")
-    prompt = starts[root.id]["system_prompt"]
-    found = {name: _number(name, re.search(pattern, prompt)) for name, pattern in _SETTINGS.items()}
-    sub_model = _SUB_MODEL.search(prompt)
-    depth = _MAX_DEPTH.search(prompt)
-    limits = Limits(found["max_llm_calls"], found["max_tokens"], found["max_cost_usd"], found["max_seconds"])
-    capabilities = Capabilities(
-        depth=0,
-        max_depth=int(depth.group(1)) + 1 if depth else 1,
-        max_iterations=found["max_iterations"],
-        max_output_chars=found["max_output_chars"],
-        sub_model=sub_model.group(1) if sub_model else root.model,
-        limits=limits,
-        concurrency=found["concurrency"],
-        cell_timeout=found["cell_timeout"],
-    )
-    if (
-        None in (found["max_iterations"], found["max_output_chars"], found["concurrency"])
-        or system_prompt(capabilities) != prompt
-    ):
-        raise ReplayError("cannot read the run's settings back from its system prompt (a trace from another version?)")
-    child = next((n for n in trace.nodes.values() if n.depth == 1), None)
-    child_iterations = (
-        _number("max_iterations", re.search(_SETTINGS["max_iterations"], starts[child.id]["system_prompt"]))
-        if child
-        else None
-    )
-    return {
-        "model": root.model,
-        "sub_model": capabilities.sub_model,
-        "max_depth": capabilities.max_depth,
-        "max_iterations": capabilities.max_iterations,
-        "child_max_iterations": child_iterations,
-        "max_llm_calls": limits.max_llm_calls,
-        "max_tokens": limits.max_tokens,
-        "max_cost_usd": limits.max_cost_usd,
-        "max_output_chars": capabilities.max_output_chars,
-        "concurrency": capabilities.concurrency,
-        "cell_timeout": capabilities.cell_timeout,
-    }
-
-
-def _number(name: str, match: re.Match[str] | None) -> Any:
-    if match is None:
-        return None
-    text = match.group(1).replace(",", "")
-    return int(text) if name in _INTEGERS else float(text)
-
-
-def replay_rlm(trace: Trace, **overrides: Any) -> RLM:
-    """An RLM set up as the recorded run was, whose model calls a new replay session answers.
-
-    The time budget is left out (a replay stepped through cell by cell takes its own time), and
-    there are no retries: a request the recording has no reply for fails at once.
-    """
-    settings = {**recorded_settings(trace), "retries": 0, **overrides}
-    return RLM(lm=ReplayLM(register_replay(trace)), **settings)

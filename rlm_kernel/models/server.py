@@ -23,6 +23,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from rlm_kernel.core.errors import RLMError
 from rlm_kernel.models.policies import Messages, Policy, count_tokens, load_policy, messages_tokens
 
 FAULT_KINDS = ("429", "500", "timeout", "malformed")
@@ -317,7 +318,7 @@ def _completion(model: str, messages: Messages, reply: str) -> dict[str, Any]:
     }
 
 
-class _UsageError(Exception):
+class _UsageError(RLMError):
     pass
 
 

@@ -27,11 +27,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rlm_kernel.core.context import context_metadata
+from rlm_kernel.core.errors import ExportError
 from rlm_kernel.core.parsing import parse_reply
 from rlm_kernel.core.trace import CONTEXT_RECORD, CallNode, Event, SubCall, Trace, context_record
 
 if TYPE_CHECKING:
-    from rlm_kernel.jupyter.html import CellLinks
+    from rlm_kernel.formats.html import CellLinks
 
 GENERATED_TAG = "rlm-generated"
 REPLAY_TAG = "rlm-replay"
@@ -41,10 +42,6 @@ CHECK_MAGIC = "%rlm_replay_check"
 MAX_EMBEDDED_CONTEXT_CHARS = 20_000_000  # larger contexts are embedded only when asked
 HEADING_CHARS = 100
 PAYLOAD_LINE_CHARS = 120
-
-
-class ExportError(ValueError):
-    """A trace that cannot be exported, or a file that holds no export."""
 
 
 @dataclass(frozen=True)
@@ -81,7 +78,7 @@ def build_notebook(
 ) -> tuple[dict[str, Any], str]:
     """The notebook as an nbformat v4 dict, and the context note (see `Exported.context`)."""
     # Imported here: pygments and jupyter_client would slow `%load_ext`, which imports this module.
-    from rlm_kernel.jupyter.html import CellLinks
+    from rlm_kernel.formats.html import CellLinks
     from rlm_kernel.jupyter.install import DISPLAY_NAME, KERNEL_NAME
 
     root = trace.root

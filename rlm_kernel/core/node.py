@@ -1,0 +1,376 @@
+"""One RLM call: the model replies, its code blocks run in the node's REPL, the output goes back, until an answer."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import random
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from rlm_kernel.core.aio import RunCancelled
+from rlm_kernel.core.approve import DECLINED
+from rlm_kernel.core.capture import truncate
+from rlm_kernel.core.context import check_context, context_metadata
+from rlm_kernel.core.errors import BudgetExhausted, ModelError, SubmitAnswer, TransientModelError
+from rlm_kernel.core.ledger import Usage
+from rlm_kernel.core.lm import LM, Completion, Messages
+from rlm_kernel.core.parsing import ParsedReply, find_text_final, parse_reply
+from rlm_kernel.core.prompts import (
+    NO_CODE_MESSAGE,
+    Capabilities,
+    continue_message,
+    first_user_message,
+    out_of_iterations_message,
+    system_prompt,
+)
+from rlm_kernel.core.repl import REPL, ExecResult
+from rlm_kernel.core.settings import recorded
+from rlm_kernel.core.tools import MISSING, PROMPT_PREVIEW_CHARS, AnswerDict, make_tools
+from rlm_kernel.core.trace import EVENT_SCHEMA
+from rlm_kernel.core.tree import CallTree, Outcome
+from rlm_kernel.core.values import describe_value
+
+if TYPE_CHECKING:
+    from rlm_kernel.core.engine import RLM
+
+NO_OUTPUT = "(no output: print what you need)"
+ANSWER_RECORD_CHARS = 100_000
+
+
+class Node:
+    """One RLM call: a model, a REPL, a context, a question; children are Nodes of the same tree."""
+
+    def __init__(
+        self,
+        rlm: RLM,
+        tree: CallTree,
+        context: object,
+        query: str,
+        *,
+        depth: int,
+        parent_id: str | None,
+        repl: REPL,
+        model: str,
+        max_iterations: int,
+    ) -> None:
+        self.rlm, self.tree, self.context, self.query = rlm, tree, context, query
+        self.depth, self.parent_id, self.repl, self.model = depth, parent_id, repl, model
+        self.max_iterations = max_iterations
+        # The root talks to the root model's server; children, like sub-calls, to the sub-model's.
+        self.lm: LM = rlm.lm if depth == 0 else rlm.sub_lm
+        self.params: Mapping[str, Any] = rlm.root_params if depth == 0 else rlm.sub_params
+        self.id = tree.new_id("n")
+        self.answer = AnswerDict(content="", ready=False)
+        self.capabilities = Capabilities(
+            depth=depth,
+            max_depth=rlm.max_depth,
+            max_iterations=max_iterations,
+            max_output_chars=rlm.max_output_chars,
+            sub_model=rlm.sub_model,
+            limits=rlm.limits,
+            concurrency=rlm.concurrency,
+            cell_timeout=rlm.cell_timeout,
+        )
+        self.tools: dict[str, Any] = {}
+        self._block: tuple[int, int] | None = None  # (iteration, block) of the code now running
+        self._delta_start = 2  # the system and first user messages travel in call_start
+
+    def emit(self, kind: str, /, **data: Any) -> None:
+        self.tree.emit(kind, self.id, self.parent_id, **data)
+
+    def current_block(self) -> dict[str, int | None]:
+        """Which of this node's code blocks is running: sub-calls record it, so no consumer has to infer it."""
+        iteration, block = self._block or (None, None)
+        return {"iteration": iteration, "block": block}
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def run(self) -> Outcome:
+        started = time.perf_counter()
+        description = context_metadata(self.context)
+        self.tools = make_tools(self)
+        for name, value in self.tools.items():
+            self.repl.set(name, value)
+        messages: Messages = [
+            {"role": "system", "content": system_prompt(self.capabilities)},
+            {"role": "user", "content": first_user_message(self.query, description.describe())},
+        ]
+        self.emit(
+            "call_start",
+            schema=EVENT_SCHEMA,
+            depth=self.depth,
+            model=self.model,
+            query=self.query,
+            context=description.to_dict(),
+            system_prompt=messages[0]["content"],
+            user_prompt=messages[1]["content"],
+            max_iterations=self.max_iterations,
+            **({"settings": recorded(self.rlm.settings)} if self.depth == 0 else {}),
+        )
+        try:
+            outcome = self._iterate(messages)
+        except BudgetExhausted as exc:
+            outcome = Outcome("budget", self.partial_answer(), str(exc), exc.limit)
+        except ModelError as exc:
+            outcome = Outcome("error", self.partial_answer(), f"model call failed: {exc}")
+        except (KeyboardInterrupt, RunCancelled):
+            self._end(Outcome("interrupted", self.partial_answer(), "interrupted"), started)
+            raise
+        self._end(outcome, started)
+        return outcome
+
+    def _iterate(self, messages: Messages) -> Outcome:
+        for i in range(self.max_iterations):
+            sent = len(messages)
+            completion = self.call_model(messages)
+            parsed = parse_reply(completion.text)
+            messages.append({"role": "assistant", "content": parsed.kept})
+            self._emit_iteration(i, completion, parsed, messages[self._delta_start : sent])
+            self._delta_start = len(messages)
+            observations, submitted, failed = self._run_blocks(i, parsed.blocks)
+            if submitted is not None:
+                return Outcome("done", submitted.value)
+            text_final = None if failed else find_text_final(parsed.prose)
+            if text_final is not None:
+                if text_final.kind == "FINAL":
+                    return Outcome("done", text_final.argument)
+                value = self.repl.get(text_final.argument, MISSING)
+                if value is not MISSING:
+                    return Outcome("done", value)
+                observations.append(f"FINAL_VAR({text_final.argument}): there is no such variable; assign it first.")
+            observation = "\n\n".join(observations) if observations else NO_CODE_MESSAGE
+            messages.append({"role": "user", "content": continue_message(observation, i, self.max_iterations)})
+        return self._out_of_iterations(messages)
+
+    def _out_of_iterations(self, messages: Messages) -> Outcome:
+        why = f"no answer submitted within max_iterations={self.max_iterations}"
+        partial = self.partial_answer()
+        if partial is not None:
+            return Outcome("max_iterations", partial, why)
+        messages.append({"role": "user", "content": out_of_iterations_message(self.max_iterations)})
+        completion = self.call_model(messages)
+        parsed = parse_reply(completion.text)
+        parsed.blocks = []  # nothing runs after the last call
+        self._emit_iteration(self.max_iterations, completion, parsed, messages[self._delta_start :])
+        text_final = find_text_final(parsed.prose)
+        if text_final is not None and text_final.kind == "FINAL":
+            return Outcome("max_iterations", text_final.argument, why)
+        if text_final is not None:
+            value = self.repl.get(text_final.argument, MISSING)
+            if value is not MISSING:
+                return Outcome("max_iterations", value, why)
+        return Outcome("max_iterations", parsed.prose.strip() or None, why)
+
+    def _run_blocks(self, iteration: int, blocks: list[str]) -> tuple[list[str], SubmitAnswer | None, bool]:
+        observations: list[str] = []
+        failed = False
+        for index, code in enumerate(blocks):
+            before = self._snapshot()
+            left = self.tree.ledger.seconds_left()
+            self._block = (iteration, index)
+            try:
+                if self.tree.approves(code, self.id, self.depth):
+                    result = self.repl.execute(code, None if left is None else max(left, 0.001))
+                else:
+                    result = ExecResult(stdout=DECLINED)
+            finally:
+                self._block = None
+            submitted = result.submitted or self._restore_tools()
+            created, rebound = _diff(before, self._snapshot())
+            redact = self.tree.redactor.text
+            output = redact(truncate(result.observation(), self.rlm.max_output_chars))
+            self.emit(
+                "code_result",
+                iteration=iteration,
+                index=index,
+                code=code,
+                output=output,
+                stdout=redact(result.stdout),
+                stderr=redact(result.stderr),
+                value=None if result.value is None else redact(result.value),
+                error=result.error,
+                seconds=result.seconds,
+                created=created,
+                rebound=rebound,
+                submitted=submitted is not None,
+            )
+            label = f"[block {index + 1} of {len(blocks)}]\n" if len(blocks) > 1 else ""
+            observations.append(label + (output or NO_OUTPUT) + self._variables_note(created + rebound))
+            failed = failed or result.error is not None
+            if submitted is not None:
+                return observations, submitted, failed
+        return observations, None, failed
+
+    def _emit_iteration(self, index: int, completion: Completion, parsed: ParsedReply, new_messages: Messages) -> None:
+        """`new_messages`: what was added to the history since the last call (deltas, never the whole list)."""
+        self.emit(
+            "iteration",
+            index=index,
+            reply=completion.text,
+            kept=None if parsed.kept == completion.text else parsed.kept,
+            new_messages=new_messages,
+            blocks=len(parsed.blocks),
+            fabricated_output=parsed.fabricated_output,
+            model=completion.model,
+            usage=completion.usage.to_dict(),
+            seconds=completion.seconds,
+        )
+
+    def _end(self, outcome: Outcome, started: float) -> None:
+        if self.tree.closed:  # the run already closed this node as interrupted
+            return
+        answer = None if outcome.answer is None else truncate(str(outcome.answer), ANSWER_RECORD_CHARS)
+        self.emit(
+            "call_end",
+            status=outcome.status,
+            answer=answer,
+            error=outcome.error,
+            limit=outcome.limit,
+            seconds=time.perf_counter() - started,
+        )
+
+    def partial_answer(self) -> Any:
+        content = self.answer.get("content")
+        return None if content in (None, "") else content
+
+    # -- model calls --------------------------------------------------------------------
+
+    def call_model(self, messages: Messages) -> Completion:
+        return self.tree.scope.run(self.acall_model(messages, self.model, lm=self.lm, params=self.params))
+
+    async def acall_model(self, messages: Messages, model: str, *, lm: LM, params: Mapping[str, Any]) -> Completion:
+        """One model call with retries; every attempt is charged to the tree's ledger."""
+        rlm, ledger = self.rlm, self.tree.ledger
+        messages = [{**m, "content": self.tree.redactor.text(str(m["content"]))} for m in messages]
+        estimate = lm.estimate_tokens(messages)
+        in_rate = out_rate = 0.0
+        if rlm.limits.max_cost_usd is not None:
+            in_rate, out_rate = lm.price(model, 1, 0) or 0.0, lm.price(model, 0, 1) or 0.0
+        for attempt in itertools.count():
+            # Reserve inside the semaphore, so calls queued behind it hold no budget.
+            async with self.tree.semaphore:
+                while (reservation := ledger.reserve(estimate, rlm.max_output_tokens, in_rate, out_rate)) is None:
+                    await asyncio.sleep(0.01)  # it fits once in-flight calls settle
+                left = ledger.seconds_left()
+                timeout = rlm.call_timeout if left is None else max(0.01, min(rlm.call_timeout, left))
+                try:
+                    completion = await lm.acomplete(
+                        messages, model=model, max_output_tokens=reservation.output_cap, timeout=timeout, params=params
+                    )
+                except TransientModelError as exc:
+                    ledger.settle(reservation, Usage())
+                    failure = exc
+                except BaseException:
+                    ledger.settle(reservation, Usage())
+                    raise
+                else:
+                    ledger.settle(reservation, completion.usage)
+                    return completion
+            if attempt >= rlm.retries:
+                raise ModelError(f"{failure} (gave up after {attempt + 1} attempts)") from None
+            await asyncio.sleep(rlm.retry_backoff * 2**attempt * random.uniform(0.5, 1.0))
+        raise AssertionError("unreachable")
+
+    # -- the REPL's reserved names and child RLMs ----------------------------------------------
+
+    def _restore_tools(self) -> SubmitAnswer | None:
+        """Put back reserved names the model rebound; a rebound answer dict with ready=True submits."""
+        submitted = None
+        for name, value in self.tools.items():
+            current = self.repl.get(name, MISSING)
+            if current is value:
+                continue
+            if name == "answer" and isinstance(current, dict) and current.get("ready"):
+                submitted = SubmitAnswer(current.get("content"), "answer")
+            self.repl.set(name, value)
+        return submitted
+
+    def child(self, context: object, query: str, model: str | None) -> Any:
+        """Run a child RLM one level deeper, in its own REPL; its answer, or its error as text."""
+        check_context(context)
+        rlm = self.rlm
+        repl = rlm.new_repl()
+        child = Node(
+            rlm,
+            self.tree,
+            context,
+            query,
+            depth=self.depth + 1,
+            parent_id=self.id,
+            repl=repl,
+            model=model or rlm.sub_model,
+            max_iterations=rlm.child_max_iterations,
+        )
+        sub_id = self.tree.new_id("s")
+        self.emit(
+            "subcall_start",
+            subcall_id=sub_id,
+            kind="rlm",
+            child_id=child.id,
+            model=child.model,
+            prompt_preview=query[:PROMPT_PREVIEW_CHARS],
+            prompt_chars=len(query),
+            **self.current_block(),
+        )
+        started = time.perf_counter()
+        try:
+            outcome = child.run()
+        finally:
+            close_repl(repl)
+        usage = self.tree.trace.subtree_usage(child.id)
+        reply = outcome.answer if outcome.status in ("done", "max_iterations") and outcome.answer is not None else None
+        self.emit(
+            "subcall_end",
+            subcall_id=sub_id,
+            reply=None if reply is None else truncate(str(reply), ANSWER_RECORD_CHARS),
+            error=outcome.error,
+            usage=usage.to_dict(),
+            seconds=time.perf_counter() - started,
+        )
+        if reply is None:
+            return f"Error: the child RLM stopped ({outcome.status}): {outcome.error}"
+        return reply
+
+    def children(self, pairs: list[tuple[Any, ...]], model: str | None) -> list[Any]:
+        def one(pair: tuple[Any, ...]) -> Any:
+            try:
+                context, query = pair
+                return self.child(context, str(query), model)
+            except (KeyboardInterrupt, RunCancelled):
+                raise
+            except Exception as exc:
+                return f"Error: {type(exc).__name__}: {exc}"
+
+        pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=min(self.rlm.concurrency, len(pairs) or 1), thread_name_prefix=f"rlm-{self.id}"
+        )
+        try:
+            futures = [pool.submit(one, pair) for pair in pairs]
+            return [self.tree.scope.wait(f) for f in futures]
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _snapshot(self) -> dict[str, int]:
+        return {n: v for n, v in self.repl.snapshot().items() if n not in self.tools and not n.startswith("_")}
+
+    def _variables_note(self, names: list[str]) -> str:
+        if not names:
+            return ""
+        described = ", ".join(f"{n} ({describe_value(self.repl.get(n))})" for n in names[:20])
+        return f"\n[variables set: {described}{', ...' if len(names) > 20 else ''}]"
+
+
+def close_repl(repl: REPL) -> None:
+    """Release a REPL the engine made (an isolated kernel); an in-process namespace has nothing to release."""
+    close = getattr(repl, "close", None)
+    if close is not None:
+        close()
+
+
+def _diff(before: dict[str, int], after: dict[str, int]) -> tuple[list[str], list[str]]:
+    created = [n for n in after if n not in before]
+    rebound = [n for n in after if n in before and before[n] != after[n]]
+    return created, rebound

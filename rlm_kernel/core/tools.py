@@ -1,0 +1,130 @@
+"""The functions a node puts in its REPL: sub-model calls, child RLMs, the answer protocol, SHOW_VARS."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from rlm_kernel.core.errors import BudgetExhausted, ModelError, SubmitAnswer
+from rlm_kernel.core.helpers import make_helpers
+from rlm_kernel.core.ledger import Usage
+from rlm_kernel.core.trace import prompt_sha256
+from rlm_kernel.core.values import describe_value
+
+if TYPE_CHECKING:
+    from rlm_kernel.core.node import Node
+
+PROMPT_PREVIEW_CHARS = 500
+MISSING = object()
+
+
+class AnswerDict(dict):  # type: ignore[type-arg]
+    """The `answer` variable: setting answer["ready"] to a true value submits answer["content"]."""
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, value)
+        if key == "ready" and value:
+            raise SubmitAnswer(self.get("content"), "answer")
+
+
+def make_tools(node: Node) -> dict[str, Any]:
+    """The reserved names of `node`'s REPL (put back whenever the model rebinds one)."""
+
+    def llm_query(prompt: str, model: str | None = None) -> str:
+        """Ask a sub-model one question; it sees only `prompt`."""
+        return node.tree.scope.run(sub_llm(node, str(prompt), model))
+
+    def llm_query_batched(prompts: list[str], model: str | None = None) -> list[str]:
+        """Ask many prompts concurrently; replies in order, a failed slot holds its error text."""
+
+        async def gather() -> list[str]:
+            return list(await asyncio.gather(*(sub_llm(node, str(p), model) for p in prompts)))
+
+        return node.tree.scope.run(gather())
+
+    def rlm_query(context: object, query: str, model: str | None = None) -> Any:
+        """Start a child RLM on `context` with its own question; returns its answer."""
+        if not node.capabilities.can_recurse:
+            return llm_query(f"{query}\n\n{_as_text(context)}", model)
+        return node.child(context, str(query), model)
+
+    def rlm_query_batched(pairs: Iterable[tuple[object, str]], model: str | None = None) -> list[Any]:
+        """Run `[(context, query), ...]` as child RLMs in parallel; answers in order."""
+        pairs = [tuple(p) for p in pairs]
+        if not node.capabilities.can_recurse:
+            return llm_query_batched([f"{q}\n\n{_as_text(c)}" for c, q in pairs], model)
+        return node.children(pairs, model)
+
+    def FINAL(value: Any) -> None:  # noqa: N802 - the protocol's name
+        """Submit `value` as the answer; the run ends."""
+        raise SubmitAnswer(value, "FINAL")
+
+    def FINAL_VAR(name: Any) -> None:  # noqa: N802
+        """Submit the variable called `name` as the answer; the run ends."""
+        if not isinstance(name, str):
+            raise SubmitAnswer(name, "FINAL_VAR")
+        value = node.repl.get(name, MISSING)
+        if value is MISSING:
+            raise NameError(
+                f"FINAL_VAR: there is no variable named {name!r}; assign it first, or submit a value with FINAL(value)"
+            )
+        raise SubmitAnswer(value, "FINAL_VAR")
+
+    def SHOW_VARS() -> str:  # noqa: N802
+        """The variables you have made, with their types and sizes."""
+        names = [n for n in node.repl.names() if n not in node.tools and not n.startswith("_")]
+        return "\n".join(f"{n}: {describe_value(node.repl.get(n))}" for n in sorted(names)) or "(no variables yet)"
+
+    return {
+        "context": node.context,
+        **make_helpers(node.context),
+        "llm_query": llm_query,
+        "llm_query_batched": llm_query_batched,
+        "rlm_query": rlm_query,
+        "rlm_query_batched": rlm_query_batched,
+        "FINAL": FINAL,
+        "FINAL_VAR": FINAL_VAR,
+        "SHOW_VARS": SHOW_VARS,
+        "answer": node.answer,
+    }
+
+
+async def sub_llm(node: Node, prompt: str, model: str | None) -> str:
+    """A plain sub-model call; failures come back as text so one bad slot spoils nothing."""
+    rlm = node.rlm
+    model = model or rlm.sub_model
+    prompt = node.tree.redactor.text(prompt)
+    sub_id = node.tree.new_id("s")
+    node.emit(
+        "subcall_start",
+        subcall_id=sub_id,
+        kind="llm",
+        model=model,
+        prompt_preview=prompt[:PROMPT_PREVIEW_CHARS],
+        prompt_chars=len(prompt),
+        prompt_sha256=prompt_sha256(prompt),
+        **node.current_block(),
+    )
+    started = time.perf_counter()
+    usage, error = Usage(), None
+    try:
+        messages = [{"role": "user", "content": prompt}]
+        completion = await node.acall_model(messages, model, lm=rlm.sub_lm, params=rlm.sub_params)
+        reply, usage = completion.text, completion.usage
+    except BudgetExhausted as exc:
+        reply = error = str(exc)
+    except ModelError as exc:
+        reply = error = f"Error: sub-model call failed: {exc}"
+    except asyncio.CancelledError:
+        seconds = time.perf_counter() - started
+        node.emit("subcall_end", subcall_id=sub_id, error="cancelled", usage=usage.to_dict(), seconds=seconds)
+        raise
+    seconds = time.perf_counter() - started
+    node.emit("subcall_end", subcall_id=sub_id, reply=reply, error=error, usage=usage.to_dict(), seconds=seconds)
+    return reply
+
+
+def _as_text(context: object) -> str:
+    return context if isinstance(context, str) else repr(context)

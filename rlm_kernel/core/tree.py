@@ -1,0 +1,111 @@
+"""What every node of one call tree shares: the ledger, the cancel scope, the event stream, the approver."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from rlm_kernel.core.aio import CancelScope, RunCancelled
+from rlm_kernel.core.approve import Approver
+from rlm_kernel.core.ledger import Ledger
+from rlm_kernel.core.redact import Redactor
+from rlm_kernel.core.repl import raise_in_thread
+from rlm_kernel.core.result import RLMResult
+from rlm_kernel.core.trace import Event, EventHandler, JSONLWriter, Trace
+
+if TYPE_CHECKING:
+    from rlm_kernel.core.engine import RLM
+
+
+@dataclass
+class Outcome:
+    """How one node ended."""
+
+    status: str
+    answer: Any = None
+    error: str | None = None
+    limit: str | None = None
+
+
+class CallTree:
+    """The shared state of one run: every node of the tree draws on it, from whatever thread it runs in."""
+
+    def __init__(self, rlm: RLM, scope: CancelScope, approver: Approver | None = None) -> None:
+        self.ledger = Ledger(rlm.limits)
+        self.approver = approver
+        self._approval_lock = threading.Lock()  # children ask from their threads: one question at a time
+        self._approving: int | None = None  # the thread waiting for the user's answer
+        self.redactor = Redactor([rlm.api_key, rlm.sub_api_key])
+        self.scope = scope
+        self.trace = Trace()
+        self.started = time.perf_counter()
+        self.semaphore = asyncio.Semaphore(rlm.concurrency)
+        self._ids = {"n": itertools.count(), "s": itertools.count()}  # nodes n0, n1...; sub-calls s0, s1...
+        self._emit_lock = threading.Lock()
+        self._writer = JSONLWriter(rlm.trace_path) if rlm.trace_path else None
+        self._handlers: list[EventHandler] = [self.trace.add, *([self._writer] if self._writer else []), *rlm.on_event]
+        self.closed = False
+        self.handler_errors: list[str] = []
+
+    def new_id(self, prefix: str) -> str:
+        return f"{prefix}{next(self._ids[prefix])}"
+
+    def emit(self, kind: str, node_id: str, parent_id: str | None, /, **data: Any) -> None:
+        event = Event(kind, node_id, parent_id, self.redactor.data(data))
+        with self._emit_lock:
+            for handler in self._handlers:
+                try:
+                    handler(event)
+                except Exception as exc:  # a broken view must not break the run
+                    if not self.handler_errors:
+                        print(f"rlm_kernel: event handler failed: {exc!r}", file=sys.stderr)
+                    self.handler_errors.append(repr(exc))
+
+    def approves(self, code: str, node_id: str, depth: int) -> bool:
+        if self.approver is None:
+            return True
+        with self._approval_lock:
+            if self.scope.cancelled.is_set():
+                raise RunCancelled()
+            self._approving = threading.get_ident()
+            try:
+                return bool(self.approver(code, node_id, depth))
+            finally:
+                self._approving = None
+
+    def stop_approval(self) -> None:
+        """An interrupt reaches only the main thread: a child waiting for the user's answer is stopped here."""
+        waiting = self._approving
+        if waiting is not None and waiting != threading.main_thread().ident:
+            raise_in_thread(waiting, RunCancelled)
+
+    def close_open_nodes(self) -> None:
+        for node in list(self.trace.nodes.values()):
+            if node.status == "running":
+                seconds = time.perf_counter() - self.started
+                self.emit(
+                    "call_end", node.id, node.parent_id, status="interrupted", error="interrupted", seconds=seconds
+                )
+        self.closed = True
+
+    def close(self) -> None:
+        self.closed = True
+        if self._writer:
+            self._writer.close()
+
+    def result(self, query: str, outcome: Outcome) -> RLMResult:
+        return RLMResult(
+            answer=outcome.answer,
+            status=outcome.status,
+            usage=self.ledger.snapshot(),
+            trace=self.trace,
+            seconds=time.perf_counter() - self.started,
+            error=None if outcome.error is None else self.redactor.text(outcome.error),
+            limit=outcome.limit,
+            query=query,
+        )

@@ -1,0 +1,1 @@
+"""Jupyter-free readers and writers of traces: the notebook export, the HTML tree, the reference log format, replay."""

@@ -1,0 +1,181 @@
+"""The `%rlm` subcommands, one small function each: `%rlm WORD ARGS...` calls `SUBCOMMANDS[WORD](magics, args)`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from IPython.core.error import UsageError
+from IPython.display import Code, display
+
+from rlm_kernel.core.context import context_metadata
+from rlm_kernel.core.loaders import load_context
+from rlm_kernel.core.result import RLMResult
+from rlm_kernel.core.settings import resolve
+from rlm_kernel.core.trace import CallNode
+from rlm_kernel.formats.notebook import write_notebook
+from rlm_kernel.formats.replay import Replayed, load_trace, recorded_settings, replay_run
+from rlm_kernel.jupyter import messages as msg
+from rlm_kernel.jupyter.options import config_rows, configured
+from rlm_kernel.jupyter.shell_repl import ShellREPL
+from rlm_kernel.jupyter.text import Text
+
+if TYPE_CHECKING:
+    from rlm_kernel.jupyter.magics import RLMMagics
+
+
+def config(m: RLMMagics, args: list[str]) -> None:
+    given = configured(m)
+    effective = resolve(given)
+    rows = ["| setting | value | from |", "|---|---|---|"]
+    for name, value, where in config_rows(given, effective):
+        if name == "model" and effective["model"] is None:
+            value = f"{msg.DEMO_MODEL} (offline demo policy)"
+        rows.append(f"| {name} | `{value}` | {where} |")
+    display(Text("\n".join(rows)))
+
+
+def load(m: RLMMagics, args: list[str]) -> None:
+    name = take_option(args, "--as") or "context"
+    if len(args) != 1 or not name.isidentifier():
+        raise UsageError("usage: %rlm load PATH_OR_GLOB [--as NAME]")
+    value = load_context(os.path.expanduser(args[0]))
+    m.shell.user_ns[name] = value
+    m.default_context = name
+    meta = context_metadata(value)
+    description = f"{meta.type} of {meta.length:,} characters" + (f", {meta.items:,} items" if meta.items else "")
+    display(Text(msg.LOADED.format(description=description, source=args[0], name=name)))
+
+
+def show(m: RLMMagics, args: list[str]) -> Any:
+    from rlm_kernel.jupyter.view import TraceView  # ipywidgets only when a tree is shown
+
+    return TraceView.from_trace(_run_numbered(m, args[0] if args else None).trace)
+
+
+def cells(m: RLMMagics, args: list[str]) -> None:
+    result = _run_numbered(m, take_option(args, "--run"))
+    node = _node(m, result, args[0] if args else None)
+    shown = False
+    for iteration in node.iterations:
+        for cell in iteration.cells:
+            shown = True
+            error = " (error)" if cell.error else ""
+            display(Text(f"**{node.id}:{iteration.index}** block {cell.index + 1}{error}"))
+            display(Code(cell.code, language="python"))
+            display(Text("```text\n" + (cell.output or "(no output)") + "\n```"))
+    if not shown:
+        display(Text(msg.NO_CODE.format(node=node.id)))
+
+
+def insert(m: RLMMagics, args: list[str]) -> None:
+    if len(args) != 1:
+        raise UsageError("usage: %rlm insert NODE[:ITERATION]")
+    node_ref, _, iteration_ref = args[0].partition(":")
+    node = _node(m, _run_numbered(m, None), node_ref)
+    with_code = [it for it in node.iterations if it.cells]
+    if not with_code:
+        raise UsageError(msg.NO_CODE.format(node=node.id))
+    iteration = with_code[-1]
+    if iteration_ref:
+        chosen = [it for it in with_code if str(it.index) == iteration_ref]
+        if not chosen:
+            raise UsageError(msg.NO_SUCH_ITERATION.format(node=node.id, iteration=iteration_ref))
+        iteration = chosen[0]
+    header = f"# rlm: {node.id} iteration {iteration.index} (model-written)\n"
+    m.shell.set_next_input(header + "\n\n".join(c.code.rstrip() for c in iteration.cells), replace=False)
+    display(Text(msg.INSERTED.format(node=node.id, iteration=iteration.index)))
+
+
+def history(m: RLMMagics, args: list[str]) -> None:
+    if not m.runs:
+        display(Text(msg.NO_RUNS))
+        return
+    rows = ["| run | question | status | calls | tokens | cost | seconds |", "|---|---|---|---|---|---|---|"]
+    for number, run in enumerate(m.runs, 1):
+        u = run.usage
+        question = " ".join(run.query.split())[:60].replace("|", "\\|")
+        cost = f"${u.cost_usd:.4f}" if u.cost_known else "unknown"
+        tokens = u.input_tokens + u.output_tokens
+        rows.append(
+            f"| {number} | {question} | {run.status} | {u.llm_calls} | {tokens:,} | {cost} | {run.seconds:.1f} |"
+        )
+    display(Text("\n".join(rows)))
+
+
+def export(m: RLMMagics, args: list[str]) -> None:
+    run = take_option(args, "--run")
+    with_context = True if _take_flag(args, "--with-context") else False if _take_flag(args, "--no-context") else None
+    if len(args) != 1 or not args[0].endswith(".ipynb"):
+        raise UsageError(msg.EXPORT_USAGE)
+    result = _run_numbered(m, run)
+    context = m.shell.user_ns.get(result.extra.get("context_variable"))
+    exported = write_notebook(result.trace, os.path.expanduser(args[0]), context=context, with_context=with_context)
+    note = msg.EXPORTED.format(path=exported.path, cells=exported.cells, context=exported.context)
+    display(Text(note + ("" if exported.rerunnable else msg.EXPORT_CANNOT_RERUN)))
+
+
+def replay(m: RLMMagics, args: list[str]) -> Any:
+    name = take_option(args, "--context")
+    if len(args) != 1:
+        raise UsageError(msg.REPLAY_USAGE)
+    trace = load_trace(os.path.expanduser(args[0]))
+    settings = recorded_settings(trace)
+    context = m.context(name) if name else None
+    view, handle = m.view()
+    repl = ShellREPL(m.shell, cell_timeout=settings.get("cell_timeout"), max_output_chars=settings["max_output_chars"])
+    result = m.run_under_view(
+        lambda: replay_run(trace, context, repl=repl, on_event=view).result, view, handle, repl, name
+    )
+    return m.checked(Replayed(result, trace.root))  # type: ignore[arg-type]
+
+
+SUBCOMMANDS: dict[str, Callable[[RLMMagics, list[str]], Any]] = {
+    "config": config,
+    "load": load,
+    "show": show,
+    "cells": cells,
+    "insert": insert,
+    "history": history,
+    "export": export,
+    "replay": replay,
+}
+
+
+def take_option(args: list[str], name: str) -> str | None:
+    """Remove `name VALUE` from `args` and return VALUE (None when absent)."""
+    if name not in args:
+        return None
+    at = args.index(name)
+    if at + 1 >= len(args):
+        raise UsageError(f"{name} needs a value")
+    value = args[at + 1]
+    del args[at : at + 2]
+    return value
+
+
+def _take_flag(args: list[str], name: str) -> bool:
+    if name not in args:
+        return False
+    args.remove(name)
+    return True
+
+
+def _run_numbered(m: RLMMagics, ref: str | None) -> RLMResult:
+    if not m.runs:
+        raise UsageError(msg.NO_RUNS)
+    if ref is None:
+        return m.runs[-1]
+    if not ref.isdigit() or not 1 <= int(ref) <= len(m.runs):
+        raise UsageError(msg.NO_SUCH_RUN.format(number=ref, count=len(m.runs)))
+    return m.runs[int(ref) - 1]
+
+
+def _node(m: RLMMagics, result: RLMResult, node_id: str | None) -> CallNode:
+    trace = result.trace
+    node = trace.nodes.get(node_id or trace.root_id or "")
+    if node is None:
+        number = m.runs.index(result) + 1
+        raise UsageError(msg.NO_SUCH_NODE.format(node=node_id, number=number, nodes=", ".join(trace.nodes)))
+    return node
