@@ -455,7 +455,7 @@ def test_the_reference_driver_imports_only_rlms_and_the_standard_library():
             modules.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             modules.add((node.module or "").split(".")[0])
-    assert modules == {"__future__", "json", "sys", "time", "rlm"}
+    assert modules == {"__future__", "json", "os", "sys", "time", "rlm"}
 
 
 def test_direct_prompt_stand_in_reads_only_what_the_prompt_shows():

@@ -241,3 +241,28 @@ def test_report_shows_cost_mean_median_p95_and_the_papers_numbers_labelled(tmp_p
     assert "0.6000" in row and "0.3000" in row and "1.6800" in row  # mean, median, p95
     assert "GPT-5 56.5, Qwen3-Coder-480B 48.0" in row and "[plumbing check]" not in row
     assert published.SOURCE in out and "not ours" in out
+
+
+# ----------------------------------------------------------------------------------------------
+# side by side with the reference package
+
+REF_PYTHON = Path(__file__).parents[1] / ".venv-bench-ref" / "bin" / "python"
+
+
+def test_compare_without_the_reference_package_says_how_to_get_it(tmp_path, capsys):
+    assert bench_main(["compare", "sniah", "--ref-python", str(tmp_path / "python")]) == 2
+    err = capsys.readouterr().err
+    assert "`make bench-ref` installs the reference package rlms there" in err and err.count("\n") == 1
+
+
+def test_compare_refuses_what_the_portable_stand_in_cannot_run(capsys):
+    assert bench_main(["compare", "oolong", "--ref-python", __file__]) == 2
+    assert "portable policy knows sniah only" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not REF_PYTHON.exists(), reason="rlms is not installed here (make bench-ref)")
+def test_compare_runs_both_engines_on_the_same_tasks(capsys):
+    assert bench_main(["compare", "sniah", "--ref-python", str(REF_PYTHON), "--sizes", "8k"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("sniah-8k")]
+    assert [r[1] for r in rows] == ["rlm_kernel", "rlms"] and all(r[2] == "100.0%" for r in rows)
+    assert rows[0][3] == rows[1][3] == "4"  # the same policy: the same calls on both sides
