@@ -35,8 +35,9 @@ def plot(records: list[dict[str, Any]], path: str) -> None:
             cost = mean(r["cost_usd"] for r in group)
             lines[label].append((size, 100 * mean(scores), 100 * low, 100 * high, len(group), cost))
         score_ax, cost_ax = axes[0][column], axes[1][column]
-        for label, points in lines.items():
-            xs, ys = [p[0] for p in points], [p[1] for p in points]
+        for number, (label, points) in enumerate(lines.items()):
+            # Lines of equal scores would hide each other: each is nudged a little along the log axis.
+            xs, ys = [p[0] * 1.04**number for p in points], [p[1] for p in points]
             errors = [[p[1] - p[2] for p in points], [p[3] - p[1] for p in points]]
             style = _STYLE.get(label.split(":")[0], ":")
             drawn = score_ax.errorbar(xs, ys, yerr=errors, fmt=style, marker="o", capsize=3, label=label)
