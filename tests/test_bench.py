@@ -17,17 +17,10 @@ import pytest
 
 from rlm_kernel.bench import main as bench_main
 from rlm_kernel.bench import offline, perf, report, runner, scoring
-from rlm_kernel.bench.tasks import (
-    DEPTHS,
-    LABELS,
-    NOISE_LINE,
-    direct_prompt,
-    make_tasks,
-    oolong,
-    oolong_pairs,
-    parse_size,
-    sniah,
-)
+from rlm_kernel.bench.families import make_tasks
+from rlm_kernel.bench.oolong import oolong, oolong_pairs
+from rlm_kernel.bench.questions import LABELS, keyword_label
+from rlm_kernel.bench.tasks import DEPTHS, NOISE_LINE, direct_prompt, parse_size, sniah
 from rlm_kernel.models.policies import count_tokens
 from rlm_kernel.models.server import ModelServer
 
@@ -255,20 +248,40 @@ FIELDS = {
 }
 
 
-@pytest.mark.parametrize("family", ["sniah", "oolong", "oolong-pairs"])
-def test_rlm_mode_end_to_end_writes_every_field(family, tmp_path, capsys):
+def keyword_answer_score(task) -> float:
+    """The score of the answer the stand-in's aggregation code gives over keyword labels of every line."""
+    namespace = {
+        "records": [
+            (f"{r.date:%b} {r.date.day}, {r.date.year}", r.user, keyword_label(r.instance)) for r in task.records
+        ]
+    }
+    exec(offline.answer_code(task.question), namespace)
+    return task.score(namespace["result"])
+
+
+@pytest.mark.parametrize("mode", ["rlm", "rlm-no-subcalls"])
+@pytest.mark.parametrize("family", ["sniah", "oolong", "oolong-pairs", "browsecomp-like", "codeqa-like"])
+def test_rlm_modes_end_to_end_write_every_field(family, mode, tmp_path, capsys):
     out = tmp_path / "results.jsonl"
-    assert bench_main([family, "--model", "scripted/bench", "--sizes", "4k,8k", "--n", "2", "--out", str(out)]) == 0
+    argv = [family, "--model", "scripted/bench", "--sizes", "4k,8k", "--n", "2", "--mode", mode, "--out", str(out)]
+    assert bench_main(argv) == 0
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(records) == 4 and all(FIELDS <= set(r) for r in records)
-    # The stand-in follows the right strategy, so generators, scorers and plumbing agree: every score is 1.
-    assert [r["score"] for r in records] == [1.0] * 4
-    assert all(
-        r["status"] == "done" and r["offline"] and r["llm_calls"] >= 4 and r["input_tokens"] > 0 for r in records
-    )
+    tasks = make_tasks(family, [4000, 8000], 2)
+    if family.startswith("oolong"):
+        # The stand-in labels lines with the keyword baseline: its score is what those labels give, no more.
+        assert [r["score"] for r in records] == pytest.approx([keyword_answer_score(t) for t in tasks])
+    else:
+        assert [r["score"] for r in records] == [1.0] * 4
+    subcalls = [r["llm_calls"] - 3 for r in records]  # three root replies on every task but codeqa/browsecomp's two
+    assert all(r["status"] == "done" and r["offline"] and r["input_tokens"] > 0 for r in records)
+    if mode == "rlm-no-subcalls" or family in ("browsecomp-like", "codeqa-like"):
+        assert all(r["llm_calls"] <= 3 for r in records), subcalls  # root calls only
+    else:
+        assert all(r["llm_calls"] >= 4 for r in records)
     assert [r["size_tokens"] for r in records] == [4000, 4000, 8000, 8000]
     printed = capsys.readouterr().out
-    assert report.OFFLINE_NOTE in printed and "100.0%" in printed
+    assert report.OFFLINE_NOTE in printed and "[plumbing check]" in printed
 
 
 def test_direct_mode_cuts_the_context_to_the_window_and_says_so(tmp_path, capsys):
@@ -291,8 +304,10 @@ def test_direct_mode_cuts_the_context_to_the_window_and_says_so(tmp_path, capsys
     assert all(FIELDS <= set(r) and r["llm_calls"] == 1 and r["window"] == 9000 for r in records)
     assert [r["truncated"] for r in records] == [False] * 3 + [True] * 3
     assert all(r["input_tokens"] < 9000 for r in records)
-    assert [r["score"] for r in records[:3]] == [1.0] * 3  # the whole context fits: the stand-in answers
-    assert "oolong  direct" in capsys.readouterr().out
+    # The whole context fits: the stand-in's answer is what the keyword labels give.
+    expected = [keyword_answer_score(t) for t in make_tasks("oolong", [4000], 3)]
+    assert [r["score"] for r in records[:3]] == pytest.approx(expected)
+    assert re.search(r"^oolong +generated +direct ", capsys.readouterr().out, re.M)
 
 
 def test_fit_context_cuts_the_middle():
@@ -329,7 +344,7 @@ def test_report_prints_the_table_and_draws_the_plot(tmp_path, capsys):
     assert bench_main(["report", str(results), "--plot", str(plot)]) == 0
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("sniah")]
-    assert len(rows) == 4 and report.OFFLINE_NOTE in out
+    assert len(rows) == 2 + 4 and report.OFFLINE_NOTE in out  # one row per mode, then one per mode and size
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
 
 
@@ -360,7 +375,7 @@ def test_rlm_bench_is_wired_into_the_rlm_command(capsys):
     from rlm_kernel.cli import main
 
     assert main(["bench", "sniah", "--model", "scripted/bench", "--sizes", "2k"]) == 0
-    assert "sniah  rlm" in capsys.readouterr().out
+    assert re.search(r"^sniah +generated +rlm ", capsys.readouterr().out, re.M)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -440,7 +455,7 @@ def test_the_reference_driver_imports_only_rlms_and_the_standard_library():
             modules.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             modules.add((node.module or "").split(".")[0])
-    assert modules == {"__future__", "json", "sys", "time", "rlm"}
+    assert modules == {"__future__", "json", "os", "sys", "time", "rlm"}
 
 
 def test_direct_prompt_stand_in_reads_only_what_the_prompt_shows():

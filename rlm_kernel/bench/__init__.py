@@ -1,7 +1,11 @@
-"""Benchmarks: long-context tasks (S-NIAH, OOLONG-like, OOLONG-Pairs-like), their runner and report, and performance figures.
+"""Benchmarks: long-context tasks (S-NIAH, OOLONG-, OOLONG-Pairs-, BrowseComp-Plus- and CodeQA-like, or the real datasets),
+their runner in the paper's modes, the report, a comparison with the reference package, and performance figures.
 
-rlm bench TASK --model M [--sub-model M] [--api-base URL] --sizes 8k,32k --n N --mode rlm|direct [--out F]
+rlm bench TASK --model M [--sub-model M] [--api-base URL] --sizes 8k,32k --n N --mode rlm|rlm-no-subcalls|direct [--out F]
+rlm bench TASK --baseline --sizes 8k,32k,131k      (oolong, oolong-pairs: the keyword labeller, no model)
+rlm bench TASK --data DIR ...                       (the real dataset's files: see rlm_kernel/bench/datasets.py)
 rlm bench report F [F ...] [--plot score.png]
+rlm bench compare TASK --ref-python PATH [--model M --api-base URL]
 rlm bench perf [--quick] [--figures 1,2,...]
 """
 
@@ -27,8 +31,8 @@ class _Parser(argparse.ArgumentParser):
 def main(argv: Sequence[str] | None = None) -> int:
     """`rlm bench ...`: dispatch to the task runner, the report or the performance figures."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = argv[0] if argv[:1] in (["perf"], ["report"]) else None
-    # Imported per command: the runner needs the engine, the report only matplotlib.
+    command = argv[0] if argv[:1] in (["perf"], ["report"], ["compare"]) else None
+    # Imported per command: the runner needs the engine, the report matplotlib (for a plot) only.
     module = importlib.import_module(f"rlm_kernel.bench.{command or 'runner'}")
     parser = _Parser(
         prog=f"rlm bench {command}" if command else "rlm bench",

@@ -3,8 +3,9 @@
 `BenchPolicy` is not a model and understands nothing. It follows a fixed RLM strategy per
 task family and writes real REPL code for it: look at the context, grep it, partition it,
 fan sub-calls out with `llm_query_batched`, compute the answer in Python and submit it. As a
-sub-model it extracts needles and labels lines by keyword rules; given a direct prompt (the
-baseline) it does the same on the text it was shown. It runs the whole harness end to end in
+sub-model it extracts needles and labels lines with the keyword baseline (`questions.keyword_label`,
+which the OOLONG-like grammar is built to defeat: expect its OOLONG scores to be low); given a
+direct prompt it does the same on the text it was shown. It runs the whole harness end to end in
 CI; its scores only say that generators, scorers and plumbing agree.
 
     rlm bench sniah --model scripted/bench --sizes 8k --n 2
@@ -22,7 +23,10 @@ import re
 import threading
 from typing import Any
 
-from rlm_kernel.bench.tasks import DIRECT_INTRO, LABELS
+from rlm_kernel.bench import browsecomp, codeqa
+from rlm_kernel.bench.modes import NO_SUBCALLS_NOTE
+from rlm_kernel.bench.questions import LABELS, keyword_label
+from rlm_kernel.bench.tasks import DIRECT_INTRO
 from rlm_kernel.models.policies import Messages, messages_tokens, register_policy
 
 OFFLINE_MARK = "[offline stand-in, not a model]"
@@ -31,22 +35,11 @@ COUNTERS_REQUEST = "bench:counters"
 _FENCE = "`" * 3
 _NEEDLE_ASK = "Find the special magic number for"
 _LABEL_ASK = "Label the category of each data line below. Reply with one line per data line: date || user || category."
-_QUESTION = re.compile(r"^(?:Question|Answer the following): (.*)$", re.MULTILINE)
+_QUESTION = re.compile(r"^(?:Question|Answer the following): (.*?)(?:\n\nThe context \(variable|\Z)", re.M | re.S)
+# Families the stand-in answers with a reference solver that reads only the context's text.
+_SOLVERS = {"Exact Answer: ...": "browsecomp", "letter of the correct option": "codeqa"}
 _LINE = re.compile(r"^Date: (.+?) \|\| User: (\d+) \|\| Instance: (.*)$", re.MULTILINE)
-# Keyword rules a stand-in labeller uses; the generator's templates give these cues, as TREC questions do.
-_RULES = (
-    ("abbreviation", re.compile(r"stand for|full form|abbreviation")),
-    ("human being", re.compile(r"^Who ")),
-    ("location", re.compile(r"^Where |^In which country|continent")),
-    ("numeric value", re.compile(r"^How (many|far|much|tall) |^When |^What year")),
-    ("description and abstract concept", re.compile(r" mean \?|^Why |^How does|origin of|difference between")),
-)
 _DAY = "day = lambda s: dt.datetime.strptime(s, '%b %d, %Y').date()"
-
-
-def label_of(instance: str) -> str:
-    """The stand-in's category for one instance."""
-    return next((label for label, rule in _RULES if rule.search(instance)), "entity")
 
 
 def _block(prose: str, code: str) -> str:
@@ -67,26 +60,36 @@ class BenchPolicy:
         if messages[0]["role"] == "system":
             found = _QUESTION.search(str(messages[1]["content"]))
             turn = sum(1 for m in messages if m["role"] == "assistant")
-            return self._root(found.group(1) if found else "", turn)
+            subcalls = NO_SUBCALLS_NOTE not in str(messages[0]["content"])
+            return self._root(found.group(1) if found else "", turn, subcalls)
         prompt = str(messages[-1]["content"])
         if prompt.startswith(DIRECT_INTRO):
             return _direct(prompt)
         if prompt.startswith(_NEEDLE_ASK):
             return _find_needle(prompt.split("\n\n", 1)[0].removeprefix(_NEEDLE_ASK).split()[0], prompt) or "NONE"
         if prompt.startswith(_LABEL_ASK):
-            return "\n".join(f"{d} || {u} || {label_of(i)}" for d, u, i in _LINE.findall(prompt))
+            return "\n".join(f"{d} || {u} || {keyword_label(i)}" for d, u, i in _LINE.findall(prompt))
         return "ok"  # fan-out prompts
 
-    def _root(self, question: str, turn: int) -> str:
+    def _root(self, question: str, turn: int, subcalls: bool = True) -> str:
         fan_out = re.match(r"fan out (\d+) prompts", question)
         if fan_out:
             return _block("One batch of sub-calls, timed.", _fan_out_code(int(fan_out.group(1))))
         needle = re.search(r"magic number for (\S+) mentioned", question)
         if needle:
-            return self._needle(needle.group(1), turn)
+            return self._needle(needle.group(1), turn, subcalls)
         if turn == 0:
             look = "print(len(context), 'characters,', context.count(chr(10)), 'lines')\nprint(peek(0, 600))"
             return _block("I look at the size and the first lines.", look)
+        solver = next((module for cue, module in _SOLVERS.items() if cue in question), None)
+        if solver:
+            code = (
+                f"from rlm_kernel.bench.{solver} import solve_from_text\nfound = solve_from_text(context, {question!r})\n"
+                + ("FINAL('Exact Answer: ' + str(found))" if solver == "browsecomp" else "FINAL(f'Answer: ({found})')")
+            )
+            return _block("I parse the documents and follow the question's hops in code.", code)
+        if turn == 1 and not subcalls:
+            return _block("No sub-calls here: I label every line in code with keyword rules.", _local_label_code())
         if turn == 1:
             return _block("I label every line with sub-calls on chunks of the context.", _label_code())
         compute = answer_code(question)
@@ -94,7 +97,10 @@ class BenchPolicy:
             return _block("I do not know this question.", "FINAL('the offline stand-in cannot answer this question')")
         return _block("I compute the answer from the labels and submit it.", f"{compute}\nFINAL(result)")
 
-    def _needle(self, key: str, turn: int) -> str:
+    def _needle(self, key: str, turn: int, subcalls: bool = True) -> str:
+        if turn == 1 and not subcalls:
+            code = f"import re\nfound = re.findall(r'special magic numbers? for {re.escape(key)} is: (\\d+)', context)"
+            return _block("No sub-calls here: I search the context in code.", code)
         if turn == 0:
             if self.portable:
                 return _block("I look at the context.", "print(len(context), 'characters')\nprint(context[:200])")
@@ -172,6 +178,15 @@ def _label_code() -> str:
     )
 
 
+def _local_label_code() -> str:
+    return (
+        "import re\nfrom rlm_kernel.bench.questions import keyword_label\n"
+        "line = re.compile(r'^Date: (.+?) [|][|] User: (\\d+) [|][|] Instance: (.*)$', re.M)\n"
+        "records = [(d, int(u), keyword_label(i)) for d, u, i in line.findall(context)]\n"
+        "print(len(records), 'lines labelled; first:', records[:2])"
+    )
+
+
 def _find_needle(key: str, text: str) -> str | None:
     found = re.search(rf"special magic numbers? for {re.escape(key)} is: (\d+)", text)
     return found.group(1) if found else None
@@ -180,15 +195,21 @@ def _find_needle(key: str, text: str) -> str | None:
 def _direct(prompt: str) -> str:
     """The baseline: answer from the text shown in one prompt (cut to the window, maybe)."""
     text, _, question = prompt.rpartition("\n\nQuestion: ")
+    text = text.partition("<text>\n")[2].rpartition("\n</text>")[0]
     needle = re.search(r"magic number for (\S+) mentioned", question)
     if needle:
         value = _find_needle(needle.group(1), text)
         return f"{OFFLINE_MARK} " + (f"The special magic number is {value}." if value else "I did not find it.")
+    solver = next((module for cue, module in _SOLVERS.items() if cue in question), None)
+    if solver == "browsecomp":
+        return f"{OFFLINE_MARK} Exact Answer: {browsecomp.solve_from_text(text, question)}"
+    if solver == "codeqa":
+        return f"{OFFLINE_MARK} Answer: ({codeqa.solve_from_text(text, question)})"
     compute = answer_code(question)
     if compute is None:
         return f"{OFFLINE_MARK} I do not know this question."
     # The same code the root would run in the REPL, over the lines this prompt shows.
-    namespace: dict[str, Any] = {"records": [(d, int(u), label_of(i)) for d, u, i in _LINE.findall(text)]}
+    namespace: dict[str, Any] = {"records": [(d, int(u), keyword_label(i)) for d, u, i in _LINE.findall(text)]}
     try:
         exec(compute, namespace)
     except (ValueError, IndexError) as exc:  # no line of the asked label survived the cut

@@ -1,29 +1,39 @@
-"""`rlm bench report`: the summary table of results files, and score against context length as a plot.
+"""`rlm bench report`: tasks x modes with score and cost, the paper's published numbers beside, and the plots.
 
-    rlm bench report rlm.jsonl direct.jsonl --plot score.png
+    rlm bench report rlm.jsonl direct.jsonl no-subcalls.jsonl --plot score.png
 
-The plot draws one panel per task family and one line per mode and model, as the paper's Figure 1.
+The first table has one row per task, data source, mode and model: the mean score with its 95%
+bootstrap interval, and the cost per task as mean, median and 95th percentile, next to the paper's
+Table 1 numbers for that benchmark and mode (published reference numbers, not ours). The second has
+one row per context size. The plot draws score against context length per mode (n and the interval
+at each point) and cost against score.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from rlm_kernel.bench import UsageError
-from rlm_kernel.bench.tasks import FAMILIES, size_label
+from rlm_kernel.bench import UsageError, published
+from rlm_kernel.bench.families import BENCHMARK, FAMILIES
+from rlm_kernel.bench.modes import MODES
+from rlm_kernel.bench.stats import bootstrap_ci, mean, median, percentile
+from rlm_kernel.bench.tasks import size_label
 
 OFFLINE_NOTE = "offline policy: plumbing check, not a model score"
+PUBLISHED_NOTE = f"published: {published.SOURCE}; shown for reference beside the benchmark each task stands for"
 _OK = ("done", "max_iterations")
+Record = dict[str, Any]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("results", nargs="+", help="results files written by `rlm bench TASK --out`")
-    parser.add_argument("--plot", help="write score against context length to this image (PNG, SVG, PDF)")
+    parser.add_argument(
+        "--plot", help="write score against context length, and cost against score, to this image (PNG, SVG, PDF)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,12 +42,14 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"no results in {', '.join(args.results)}")
     print(summary_table(records))
     if args.plot:
+        from rlm_kernel.bench.plot import plot  # matplotlib only when a plot is asked for
+
         plot(records, args.plot)
         print(f"plot: {args.plot}")
     return 0
 
 
-def load(paths: Iterable[str]) -> list[dict[str, Any]]:
+def load(paths: Iterable[str]) -> list[Record]:
     """Every record of the given JSONL files, in order."""
     records = []
     for path in paths:
@@ -53,88 +65,94 @@ def load(paths: Iterable[str]) -> list[dict[str, Any]]:
     return records
 
 
-def _groups(records: list[dict[str, Any]]) -> dict[tuple[str, str, str, int], list[dict[str, Any]]]:
-    groups: dict[tuple[str, str, str, int], list[dict[str, Any]]] = defaultdict(list)
+def _order(key: tuple[Any, ...]) -> tuple[Any, ...]:
+    task, source, mode, model, *rest = key
+    family_rank = FAMILIES.index(task) if task in FAMILIES else len(FAMILIES)
+    mode_rank = MODES.index(mode) if mode in MODES else len(MODES)
+    return (family_rank, task, source, mode_rank, model, *rest)
+
+
+def groups(records: list[Record], by_size: bool) -> dict[tuple[Any, ...], list[Record]]:
+    """Records grouped by task, source, mode, model (and size), in the order the tables print them."""
+    grouped: dict[tuple[Any, ...], list[Record]] = defaultdict(list)
     for r in records:
-        groups[(r["task"], r["mode"], r["model"], r["size_tokens"])].append(r)
-    order = {family: i for i, family in enumerate(FAMILIES)}
-    return dict(sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0][1], kv[0][2], kv[0][3])))
+        key = (r["task"], r.get("source", "generated"), r["mode"], r["model"])
+        grouped[(*key, r["size_tokens"]) if by_size else key].append(r)
+    return dict(sorted(grouped.items(), key=lambda kv: _order(kv[0])))
 
 
-def summary_table(records: list[dict[str, Any]]) -> str:
-    """One row per task, mode, model and size: mean score, tokens, cost, seconds, failures, cuts."""
-    header = ("task", "mode", "model", "size", "n", "score", "in tok", "out tok", "cost $", "seconds", "failed", "cut")
-    rows = [header]
-    for (task, mode, model, size), group in _groups(records).items():
-        n = len(group)
-        cost = f"{_mean(r['cost_usd'] for r in group):.4f}" + ("" if all(r["cost_known"] for r in group) else "+?")
+def model_label(model: str, group: list[Record]) -> str:
+    """The model's name, marked where the offline stand-in produced the scores."""
+    return f"{model} [plumbing check]" if any(r.get("offline") for r in group) else model
+
+
+def score_cell(group: list[Record]) -> tuple[str, str]:
+    """('56.5%', '[48.0, 64.1]'): the mean score and its 95% bootstrap interval, in percent."""
+    scores = [r["score"] for r in group]
+    low, high = bootstrap_ci(scores)
+    return f"{100 * mean(scores):.1f}%", f"[{100 * low:.1f}, {100 * high:.1f}]"
+
+
+def _cost_cells(group: list[Record]) -> tuple[str, str, str]:
+    costs = [r["cost_usd"] for r in group]
+    unknown = "" if all(r["cost_known"] for r in group) else "+?"
+    return tuple(f"{value:.4f}{unknown}" for value in (mean(costs), median(costs), percentile(costs, 95)))  # type: ignore[return-value]
+
+
+def _render(rows: list[tuple[str, ...]], left: int) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(cell.ljust(w) if i < left else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+        for row in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
+
+
+def modes_table(records: list[Record]) -> list[str]:
+    """Tasks x modes: score, its interval, cost mean / median / p95, and the paper's numbers for that cell."""
+    header = ("task", "source", "mode", "model", "n", "score", "95% CI", "cost mean $", "median $", "p95 $")
+    rows = [(*header, "published (Table 1)")]
+    for (task, source, mode, model), group in groups(records, by_size=False).items():
+        beside = published.scores_beside(BENCHMARK.get(task), mode)
+        row = (task, source, mode, model_label(model, group), str(len(group)), *score_cell(group), *_cost_cells(group))
+        rows.append((*row, beside))
+    return _render(rows, left=4)
+
+
+def sizes_table(records: list[Record]) -> list[str]:
+    """One row per task, source, mode, model and size: score, tokens, cost, seconds, failures, cuts."""
+    header = ("task", "source", "mode", "model", "size", "n", "score", "95% CI", "in tok", "out tok", "cost $")
+    rows = [(*header, "seconds", "failed", "cut")]
+    for (task, source, mode, model, size), group in groups(records, by_size=True).items():
         rows.append(
             (
                 task,
+                source,
                 mode,
-                model,
+                model_label(model, group),
                 size_label(size),
-                str(n),
-                f"{100 * _mean(r['score'] for r in group):.1f}%",
-                f"{_mean(r['input_tokens'] for r in group):,.0f}",
-                f"{_mean(r['output_tokens'] for r in group):,.0f}",
-                cost,
-                f"{_mean(r['seconds'] for r in group):.2f}",
+                str(len(group)),
+                *score_cell(group),
+                f"{mean(r['input_tokens'] for r in group):,.0f}",
+                f"{mean(r['output_tokens'] for r in group):,.0f}",
+                _cost_cells(group)[0],
+                f"{mean(r['seconds'] for r in group):.2f}",
                 str(sum(r["status"] not in _OK for r in group)),
                 str(sum(bool(r.get("truncated")) for r in group)),
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = [
-        "  ".join(cell.ljust(w) if i < 3 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-        for row in rows
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    return _render(rows, left=4)
+
+
+def summary_table(records: list[Record]) -> str:
+    """Both tables and their notes; the offline stand-in's rows are marked a plumbing check."""
     notes = [
-        "score: mean per task (S-NIAH: value found; OOLONG: exact, 0.75**|error| for numbers; pairs: F1); "
-        "in/out tok, cost, seconds: mean per task; cut: direct prompts cut to the model's window; cost +?: unpriced model"
+        "score: mean per task (S-NIAH: value found; OOLONG: exact, 0.75**|error| for numbers; pairs: F1; "
+        "BrowseComp: normalised exact match; CodeQA: the option letter); 95% CI: bootstrap of the mean over tasks; "
+        "cost: per task; cost +?: unpriced model; cut: direct prompts cut to the model's window",
+        PUBLISHED_NOTE,
     ]
     if any(r.get("offline") for r in records):
         notes.insert(0, f"NOTE: {OFFLINE_NOTE}")
-    return "\n".join(lines + notes)
-
-
-def plot(records: list[dict[str, Any]], path: str) -> None:
-    """Mean score against context length (log scale), one panel per task family, one line per mode and model."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display is needed or wanted
-    import matplotlib.pyplot as plt
-
-    groups = _groups(records)
-    families = list(dict.fromkeys(task for task, *_ in groups))
-    fig, axes = plt.subplots(1, len(families), figsize=(5 * len(families), 4), squeeze=False)
-    for ax, family in zip(axes[0], families):
-        lines: dict[tuple[str, str], list[tuple[int, float]]] = defaultdict(list)
-        for (task, mode, model, size), group in groups.items():
-            if task == family:
-                lines[(mode, model)].append((size, 100 * _mean(r["score"] for r in group)))
-        for (mode, model), points in lines.items():
-            style = "-" if mode == "rlm" else "--"
-            ax.plot([p[0] for p in points], [p[1] for p in points], style, marker="o", label=f"{mode}: {model}")
-        ax.set_xscale("log", base=2)
-        ax.set_title(family)
-        ax.set_xlabel("context length (tokens)")
-        ax.set_ylabel("score (%)")
-        ax.set_ylim(-5, 105)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    if any(r.get("offline") for r in records):
-        fig.suptitle(OFFLINE_NOTE, color="firebrick")
-    fig.tight_layout()
-    try:
-        fig.savefig(path)
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot write plot {path}: {exc}") from None
-    finally:
-        plt.close(fig)
-
-
-def _mean(values: Iterable[float]) -> float:
-    items = list(values)
-    return math.fsum(items) / len(items) if items else 0.0
+    return "\n".join([*modes_table(records), "", *sizes_table(records), *notes])

@@ -1,7 +1,9 @@
-"""`rlm bench TASK`: run long-context tasks with an RLM or with the whole context in one prompt.
+"""`rlm bench TASK`: run long-context tasks in the paper's modes: rlm, rlm-no-subcalls, direct (one prompt).
 
     rlm bench sniah --model openai/gpt-4o-mini --sizes 8k,32k,131k --n 5 --mode rlm --out results.jsonl
     rlm bench oolong --model openai/policy --api-base http://127.0.0.1:8000/v1 --mode direct --out results.jsonl
+    rlm bench oolong --baseline --sizes 8k,32k,131k      # no model: distinct lines and the keyword labeller's accuracy
+    rlm bench codeqa --data ~/rlm-data --model openai/gpt-4o --mode rlm-no-subcalls   # the real dataset's files
 
 Each task's line in the results file holds its score, tokens, cost, seconds and status, and
 for the direct baseline whether the context was cut to fit the model's window.
@@ -16,8 +18,10 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-from rlm_kernel.bench import UsageError, offline, report
-from rlm_kernel.bench.tasks import FAMILIES, GENERATORS, Task, direct_prompt, parse_size
+from rlm_kernel.bench import UsageError, baseline, datasets, offline, report
+from rlm_kernel.bench.families import FAMILIES, GENERATORS
+from rlm_kernel.bench.modes import MODES, NoSubcallsLM, NoSubcallsREPL
+from rlm_kernel.bench.tasks import Task, direct_prompt, parse_size
 from rlm_kernel.core import RLM, RunInterrupted
 from rlm_kernel.core.errors import ModelError, TransientModelError
 from rlm_kernel.core.lm import OFFLINE_PROVIDERS, LiteLLM, import_litellm
@@ -30,14 +34,27 @@ _DIRECT_ATTEMPTS = 4
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("task", choices=FAMILIES, help="task family")
-    parser.add_argument("--model", required=True, help="litellm model name (scripted/bench: the offline stand-in)")
+    parser.add_argument("task", choices=FAMILIES + datasets.REAL_ONLY, help="task family")
+    parser.add_argument("--model", help="litellm model name (scripted/bench: the offline stand-in)")
     parser.add_argument("--sub-model", help="model for sub-calls (default: --model)")
     parser.add_argument("--api-base", help="base URL of an OpenAI-compatible server")
     parser.add_argument("--sizes", default="8k", help="context sizes in tokens, comma-separated: 8k,32k,131k,1m,2^20")
     parser.add_argument("--n", type=int, default=1, help="tasks per size (default 1)")
     parser.add_argument(
-        "--mode", choices=("rlm", "direct"), default="rlm", help="rlm, or direct: the context in one prompt"
+        "--mode",
+        choices=MODES,
+        default="rlm",
+        help="rlm; rlm-no-subcalls: the REPL without llm_query (the paper's ablation); direct: the context in one prompt",
+    )
+    parser.add_argument(
+        "--data",
+        metavar="DIR",
+        help=f"read the real dataset's files from DIR instead of generating ({datasets.LAYOUT_HINT})",
+    )
+    parser.add_argument(
+        "--baseline",
+        action="store_true",
+        help="oolong, oolong-pairs: print distinct lines and the keyword labeller's accuracy per size; no model is called",
     )
     parser.add_argument("--out", help="append one JSON line per task to this file")
     parser.add_argument("--seed", type=int, default=0)
@@ -60,25 +77,28 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     if not sizes or args.n < 1:
         raise UsageError("give at least one size and --n >= 1")
+    if args.baseline:
+        return baseline.run(args.task, sizes, args.n, args.seed)
+    if not args.model:
+        raise UsageError("the following arguments are required: --model")
+    tasks = _tasks(args, sizes)
     offline.register()
     import_litellm()  # seconds of import, kept out of the first task's time
     window, window_source = _window(args.model, args.window) if args.mode == "direct" else (None, None)
     out = _open_out(args.out)
     solve = _direct_solver(args, window) if args.mode == "direct" else _rlm_solver(args)
     records: list[dict[str, Any]] = []
-    total = len(sizes) * args.n
+    total = len(tasks)
     progress = _Progress(total)
     try:
-        for size in sizes:
-            for index in range(args.n):
-                task = GENERATORS[args.task](size, args.seed, index)
-                progress.show(len(records), task.id)
-                record = _record(args, task, solve, window, window_source)
-                records.append(record)
-                if out:
-                    out.write(json.dumps(record) + "\n")
-                    out.flush()
-                progress.show(len(records), task.id, record["score"])
+        for task in tasks:
+            progress.show(len(records), task.id)
+            record = _record(args, task, solve, window, window_source)
+            records.append(record)
+            if out:
+                out.write(json.dumps(record) + "\n")
+                out.flush()
+            progress.show(len(records), task.id, record["score"])
     except KeyboardInterrupt:
         progress.done()
         print(f"rlm bench: interrupted after {len(records)} of {total} tasks", file=sys.stderr)
@@ -91,6 +111,18 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         print(f"results: {args.out}")
     return 0
+
+
+def _tasks(args: argparse.Namespace, sizes: list[int]) -> list[Task]:
+    """Generated tasks, or with --data the real dataset's (at the sizes it has nearest to those asked)."""
+    if args.data:
+        try:
+            return datasets.load(args.task, args.data, sizes, args.n, args.seed)
+        except datasets.DataError as exc:
+            raise UsageError(str(exc)) from None
+    if args.task not in GENERATORS:
+        raise UsageError(f"{args.task} is read from the real dataset: give --data DIR ({datasets.LAYOUT_HINT})")
+    return [GENERATORS[args.task](size, args.seed, index) for size in sizes for index in range(args.n)]
 
 
 def _open_out(path: str | None) -> IO[str] | None:
@@ -118,6 +150,7 @@ def _record(
         "id": task.id,
         "kind": task.kind,
         "mode": args.mode,
+        "source": task.source,
         "model": args.model,
         "sub_model": (args.sub_model or args.model) if args.mode == "rlm" else None,
         "seed": args.seed,
@@ -138,19 +171,22 @@ def _record(
 
 
 def _rlm_solver(args: argparse.Namespace) -> Solver:
+    ablation = args.mode == "rlm-no-subcalls"
+
     def solve(task: Task) -> dict[str, Any]:
         rlm = RLM(
             model=args.model,
             sub_model=args.sub_model,
             api_base=args.api_base,
-            max_depth=args.max_depth,
+            lm=NoSubcallsLM(LiteLLM(api_base=args.api_base)) if ablation else None,
+            max_depth=1 if ablation else args.max_depth,
             max_iterations=args.max_iterations,
             concurrency=args.concurrency,
             max_cost_usd=args.max_cost_usd,
             call_timeout=args.call_timeout,
         )
         try:
-            result = rlm.completion(task.context, task.question)
+            result = rlm.completion(task.context, task.question, repl=NoSubcallsREPL() if ablation else None)
         except RunInterrupted:
             raise KeyboardInterrupt from None
         replies = (it.reply for node in result.trace.walk() for it in node.iterations)

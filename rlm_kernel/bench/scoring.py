@@ -1,4 +1,5 @@
-"""Scorers, as the paper's benchmarks score: RULER containment, OOLONG's synthetic scoring, pairs F1."""
+"""Scorers, as the paper's benchmarks score: RULER containment, OOLONG's synthetic scoring, pairs F1,
+BrowseComp-Plus answers (normalised exact match, standing in for its LLM judge) and multiple-choice letters."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from typing import Any
 COMPARISONS = ("more common than", "less common than", "same frequency as")
 _DATE_FORMATS = ("%m/%d/%Y", "%Y-%m-%d", "%b %d, %Y", "%B %d, %Y", "%d %B %Y", "%d %b %Y", "%m/%d/%y")
 _PAIR = re.compile(r"\(\s*(\d+)\s*,\s*(\d+)\s*\)")
+_EXACT_ANSWER = re.compile(r"(?:exact answer|answer)\s*:\s*(.+)", re.IGNORECASE)
+_CHOICE = re.compile(r"(?:answer(?: is)?\s*:?\s*|^)\(?([ABCD])\)?(?:[\s.,:)]|$)", re.IGNORECASE | re.MULTILINE)
 
 
 def score_containment(answer: object, gold: str) -> float:
@@ -73,6 +76,31 @@ def score_pairs(answer: object, gold: frozenset[tuple[int, int]]) -> float:
         return 0.0
     precision, recall = hits / len(predicted), hits / len(gold)
     return 2 * precision * recall / (precision + recall)
+
+
+def normalise(text: str) -> str:
+    """Lower case, punctuation and articles dropped, spaces collapsed: 'The Velna Bridge.' -> 'velna bridge'."""
+    words = re.sub(r"[^a-z0-9]+", " ", text.lower()).split()
+    return " ".join(w for w in words if w not in ("a", "an", "the"))
+
+
+def score_exact(answer: object, gold: str) -> float:
+    """1 when the reply's final answer (after the last 'Exact Answer:' or 'Answer:', else all of it) is the gold."""
+    text = _text(answer).strip()
+    found = _EXACT_ANSWER.findall(text)
+    final = found[-1].strip().splitlines()[0] if found else text
+    return float(bool(normalise(gold)) and normalise(final) == normalise(gold))
+
+
+def parse_choice(answer: object) -> str | None:
+    """The option letter a multiple-choice reply settles on (the last one it states), or None."""
+    found = _CHOICE.findall(_text(answer).strip())
+    return found[-1].upper() if found else None
+
+
+def score_choice(answer: object, gold: str) -> float:
+    """LongBench-v2's accuracy: 1 when the chosen letter is the gold letter."""
+    return float(parse_choice(answer) == gold)
 
 
 def _text(answer: object) -> str:
