@@ -30,6 +30,7 @@ from typing import Any
 
 from rlm_kernel.bench import scoring
 from rlm_kernel.bench.tasks import Task, size_label
+from rlm_kernel.core.errors import RLMError
 from rlm_kernel.models.policies import count_tokens
 
 REAL_ONLY = ("browsecomp-plus", "codeqa")
@@ -47,7 +48,7 @@ _DATE_REPR = re.compile(r"datetime\.date\((\d+),\s*(\d+),\s*(\d+)\)")
 CODE_DOMAIN = "Code Repository Understanding"
 
 
-class DataError(Exception):
+class DataError(RLMError):
     """A dataset file that is missing or not in the documented format: one line for the user."""
 
 

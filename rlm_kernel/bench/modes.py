@@ -9,6 +9,7 @@ system prompt the model receives and says that sub-calls are off.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from rlm_kernel.core.lm import LM, Completion, Messages
@@ -49,10 +50,16 @@ class NoSubcallsLM:
         self._lm = lm
 
     async def acomplete(
-        self, messages: Messages, *, model: str, max_output_tokens: int | None, timeout: float
+        self,
+        messages: Messages,
+        *,
+        model: str,
+        max_output_tokens: int | None,
+        timeout: float,
+        params: Mapping[str, Any] | None = None,
     ) -> Completion:
         return await self._lm.acomplete(
-            without_subcalls(messages), model=model, max_output_tokens=max_output_tokens, timeout=timeout
+            without_subcalls(messages), model=model, max_output_tokens=max_output_tokens, timeout=timeout, params=params
         )
 
     def estimate_tokens(self, messages: Messages) -> int:

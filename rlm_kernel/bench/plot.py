@@ -7,7 +7,7 @@ from collections import defaultdict
 from typing import Any
 
 from rlm_kernel.bench import UsageError
-from rlm_kernel.bench.report import OFFLINE_NOTE, groups, model_label
+from rlm_kernel.bench.records import OFFLINE_NOTE, groups, model_label
 from rlm_kernel.bench.stats import bootstrap_ci, mean
 
 _STYLE = {"rlm": "-", "rlm-no-subcalls": "-.", "direct": "--"}

@@ -13,20 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections import defaultdict
 from collections.abc import Iterable
-from typing import Any
 
 from rlm_kernel.bench import UsageError, published
-from rlm_kernel.bench.families import BENCHMARK, FAMILIES
-from rlm_kernel.bench.modes import MODES
+from rlm_kernel.bench.families import BENCHMARK
+from rlm_kernel.bench.records import OFFLINE_NOTE, Record, groups, model_label
 from rlm_kernel.bench.stats import bootstrap_ci, mean, median, percentile
 from rlm_kernel.bench.tasks import size_label
 
-OFFLINE_NOTE = "offline policy: plumbing check, not a model score"
 PUBLISHED_NOTE = f"published: {published.SOURCE}; shown for reference beside the benchmark each task stands for"
 _OK = ("done", "max_iterations")
-Record = dict[str, Any]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,27 +59,6 @@ def load(paths: Iterable[str]) -> list[Record]:
         except json.JSONDecodeError as exc:
             raise UsageError(f"{path}, line {number}: not JSON ({exc.msg})") from None
     return records
-
-
-def _order(key: tuple[Any, ...]) -> tuple[Any, ...]:
-    task, source, mode, model, *rest = key
-    family_rank = FAMILIES.index(task) if task in FAMILIES else len(FAMILIES)
-    mode_rank = MODES.index(mode) if mode in MODES else len(MODES)
-    return (family_rank, task, source, mode_rank, model, *rest)
-
-
-def groups(records: list[Record], by_size: bool) -> dict[tuple[Any, ...], list[Record]]:
-    """Records grouped by task, source, mode, model (and size), in the order the tables print them."""
-    grouped: dict[tuple[Any, ...], list[Record]] = defaultdict(list)
-    for r in records:
-        key = (r["task"], r.get("source", "generated"), r["mode"], r["model"])
-        grouped[(*key, r["size_tokens"]) if by_size else key].append(r)
-    return dict(sorted(grouped.items(), key=lambda kv: _order(kv[0])))
-
-
-def model_label(model: str, group: list[Record]) -> str:
-    """The model's name, marked where the offline stand-in produced the scores."""
-    return f"{model} [plumbing check]" if any(r.get("offline") for r in group) else model
 
 
 def score_cell(group: list[Record]) -> tuple[str, str]:
