@@ -104,9 +104,9 @@ def _install() -> None:
     with _install_lock:
         _active += 1
         if not isinstance(sys.stdout, _ThreadRoutedStream):
-            sys.stdout = _ThreadRoutedStream(sys.stdout, "out")  # type: ignore[assignment]
+            sys.stdout = _ThreadRoutedStream(sys.stdout, "out")
         if not isinstance(sys.stderr, _ThreadRoutedStream):
-            sys.stderr = _ThreadRoutedStream(sys.stderr, "err")  # type: ignore[assignment]
+            sys.stderr = _ThreadRoutedStream(sys.stderr, "err")
 
 
 def _uninstall() -> None:

@@ -68,7 +68,7 @@ def _kind(context: object) -> str:
                     f"the context list mixes item types (item 0 is {base.__name__}, item {i} is "
                     f"{type(item).__name__}): use {SUPPORTED}, e.g. convert every item with str()"
                 )
-            if base is str and "\x00" in item:
+            if isinstance(item, str) and "\x00" in item:
                 raise _nul_error(f"item {i} of the context", item.index("\x00"))
         return f"list[{base.__name__}]"
     if isinstance(context, dict):
@@ -165,7 +165,7 @@ def _list_str_metadata(items: list[str], preview_chars: int) -> ContextMetadata:
     )
 
 
-def _list_dict_metadata(records: list[dict], preview_chars: int) -> ContextMetadata:
+def _list_dict_metadata(records: list[dict[str, Any]], preview_chars: int) -> ContextMetadata:
     lengths = [_record_chars(record) for record in records]
     key_counts = Counter(key for record in records for key in record)
     summary = (
@@ -178,11 +178,17 @@ def _list_dict_metadata(records: list[dict], preview_chars: int) -> ContextMetad
         preview_chars,
     )
     return ContextMetadata(
-        "list[dict]", sum(lengths), len(records), None, summary, preview, _hash_items("list[dict]", records)
+        "list[dict]",
+        sum(lengths),
+        len(records),
+        None,
+        summary,
+        preview,
+        _hash_items("list[dict]", records),
     )
 
 
-def _dict_metadata(mapping: dict, preview_chars: int) -> ContextMetadata:
+def _dict_metadata(mapping: dict[Any, Any], preview_chars: int) -> ContextMetadata:
     lengths = [len(str(key)) + len(str(value)) for key, value in mapping.items()]
     value_types = Counter(type(value).__name__ for value in mapping.values())
     types = ", ".join(f"{name} ({count:,})" for name, count in value_types.most_common(6))
@@ -196,7 +202,7 @@ def _dict_metadata(mapping: dict, preview_chars: int) -> ContextMetadata:
     return ContextMetadata("dict", sum(lengths), len(mapping), None, summary, preview, _hash_items("dict", pairs))
 
 
-def _record_chars(record: dict) -> int:
+def _record_chars(record: dict[Any, Any]) -> int:
     return sum(len(str(value)) for value in record.values())
 
 
@@ -204,7 +210,7 @@ def _spread(lengths: list[int]) -> str:
     return f"min {min(lengths):,} / median {statistics.median_low(lengths):,} / max {max(lengths):,} chars"
 
 
-def _keys_summary(counts: Counter, records: int, shown: int = 12) -> str:
+def _keys_summary(counts: Counter[str], records: int, shown: int = 12) -> str:
     parts = [key if count == records else f"{key} (in {count:,})" for key, count in counts.most_common(shown)]
     if len(counts) > shown:
         parts.append(f"… {len(counts) - shown:,} more keys")

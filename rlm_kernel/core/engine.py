@@ -144,8 +144,8 @@ class RLM:
 
     def _complete(self, context: object, query: str, repl: REPL | None, scope: CancelScope) -> RLMResult:
         check_context(context)
-        approver = console_approver() if self.approve is True else self.approve or None
-        tree = CallTree(self, scope, approver)  # type: ignore[arg-type]
+        approver = console_approver() if self.approve is True else None if self.approve is False else self.approve
+        tree = CallTree(self, scope, approver)
         own_repl = repl is None
         repl = repl or self.new_repl()
         root = Node(

@@ -23,7 +23,7 @@ _LINE_CUT = 500  # grep shows at most this much of a matching line
 _ITEM_CUT = 300  # grep shows at most this much of a matching item's text
 
 
-def make_helpers(context: object, default_chunk_chars: int = 50_000) -> dict[str, Callable]:
+def make_helpers(context: object, default_chunk_chars: int = 50_000) -> dict[str, Callable[..., Any]]:
     """peek, grep and partition bound to `context`, with docstrings written for the model."""
     if default_chunk_chars < 1:
         raise ValueError("default_chunk_chars must be >= 1")
@@ -41,7 +41,7 @@ def make_helpers(context: object, default_chunk_chars: int = 50_000) -> dict[str
     return {name: _expose(getattr(helpers, name), fields) for name in ("peek", "grep", "partition")}
 
 
-def _expose(method: Callable, fields: dict[str, str]) -> Callable:
+def _expose(method: Callable[..., Any], fields: dict[str, str]) -> Callable[..., Any]:
     """A plain function calling `method`, whose docstring is filled in for this context."""
 
     @functools.wraps(method)
@@ -123,13 +123,13 @@ class _TextHelpers:
         """
         regex = _compile(pattern, flags)
         _check_grep_args(window, max_matches)
-        text, hits = self._text, []
+        text, hits = self._text, list[str]()
         if window:
-            for match in regex.finditer(text):
+            for found in regex.finditer(text):
                 if len(hits) == max_matches:
                     hits.append(_more(max_matches))
                     break
-                hits.append(f"@{match.start()}: {_window(text, match.start(), match.end(), window)}")
+                hits.append(f"@{found.start()}: {_window(text, found.start(), found.end(), window)}")
             return hits
         line_no, counted, pos = 1, 0, 0
         # search() resumes after each reported line, so a line is reported once and never split off
@@ -205,7 +205,7 @@ class _ItemHelpers(ABC):
     def _take(self, start: int, stop: int) -> object: ...
 
     @abstractmethod
-    def _groups(self, sizes: list[int]) -> list:
+    def _groups(self, sizes: list[int]) -> list[Any]:
         """Consecutive groups of the given numbers of items."""
 
     @abstractmethod
@@ -243,7 +243,7 @@ class _ItemHelpers(ABC):
                 hits.append(f"[{position}] @{match.start()}: {_window(text, match.start(), match.end(), window)}")
         return hits
 
-    def partition(self, n: int | None = None, size: int | None = None, by: str | None = None) -> list:
+    def partition(self, n: int | None = None, size: int | None = None, by: str | None = None) -> list[Any]:
         """Split the context into consecutive groups of $noun, each $container, in order.
 
         n=k: k groups of nearly equal counts; size=c: groups of c $noun (the last may hold fewer).
@@ -277,7 +277,7 @@ def _sizes_by_chars(lengths: Iterable[int], budget: int) -> list[int]:
 
 
 class _ListHelpers(_ItemHelpers):
-    def __init__(self, items: list, default_chunk_chars: int) -> None:
+    def __init__(self, items: list[Any], default_chunk_chars: int) -> None:
         super().__init__(default_chunk_chars)
         self._items = items
         self._of_str = isinstance(items[0], str)
@@ -287,10 +287,10 @@ class _ListHelpers(_ItemHelpers):
     def _count(self) -> int:
         return len(self._items)
 
-    def _take(self, start: int, stop: int) -> list:
+    def _take(self, start: int, stop: int) -> list[Any]:
         return self._items[start:stop]
 
-    def _groups(self, sizes: list[int]) -> list:
+    def _groups(self, sizes: list[int]) -> list[Any]:
         starts = itertools.accumulate(sizes, initial=0)
         return [self._items[start : start + size] for start, size in zip(starts, sizes)]
 
@@ -305,17 +305,17 @@ class _ListHelpers(_ItemHelpers):
 class _DictHelpers(_ItemHelpers):
     doc_fields = {"noun": "entries", "one": "entry", "container": "a dict", "text": "'key: value'"}
 
-    def __init__(self, mapping: dict, default_chunk_chars: int) -> None:
+    def __init__(self, mapping: dict[Any, Any], default_chunk_chars: int) -> None:
         super().__init__(default_chunk_chars)
         self._mapping = mapping
 
     def _count(self) -> int:
         return len(self._mapping)
 
-    def _take(self, start: int, stop: int) -> dict:
+    def _take(self, start: int, stop: int) -> dict[Any, Any]:
         return dict(itertools.islice(self._mapping.items(), start, stop))
 
-    def _groups(self, sizes: list[int]) -> list:
+    def _groups(self, sizes: list[int]) -> list[Any]:
         entries = iter(self._mapping.items())  # one pass: islice from the start for every group would be quadratic
         return [dict(itertools.islice(entries, size)) for size in sizes]
 
@@ -350,7 +350,7 @@ class _FrameHelpers(_ItemHelpers):
     def _take(self, start: int, stop: int) -> object:
         return self._frame.iloc[start:stop]
 
-    def _groups(self, sizes: list[int]) -> list:
+    def _groups(self, sizes: list[int]) -> list[Any]:
         starts = itertools.accumulate(sizes, initial=0)
         return [self._frame.iloc[start : start + size] for start, size in zip(starts, sizes)]
 

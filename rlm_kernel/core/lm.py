@@ -218,7 +218,7 @@ class LiteLLM:
             self._router = litellm.Router(model_list=self._router_config, num_retries=0)
             # The Router registers each deployment's model in litellm's process-wide price map, with no
             # price when it has none: every later call to that model would then cost $0, not "unknown".
-            deployed = {d.get("litellm_params", {}).get("model") for d in self._router_config}
+            deployed = {d.get("litellm_params", {}).get("model") for d in self._router_config or []}
             for name in (set(litellm.model_cost) - known) & deployed:
                 entry = litellm.model_cost[name]
                 if entry.get("input_cost_per_token") is None and entry.get("output_cost_per_token") is None:

@@ -7,6 +7,7 @@ import glob
 import json
 import os
 from collections.abc import Iterable
+from typing import Any
 
 from rlm_kernel.core.context import check_context
 from rlm_kernel.core.errors import ContextError
@@ -78,7 +79,7 @@ def _load_file(path: str) -> object:
         raise ContextError(f"cannot read {path}: {error.strerror or error}") from None
 
 
-def _parse_jsonl(lines: Iterable[str], path: str) -> list:
+def _parse_jsonl(lines: Iterable[str], path: str) -> list[Any]:
     parsed = []
     for line_no, line in enumerate(lines, 1):
         if line.strip():

@@ -155,8 +155,9 @@ class NamespaceREPL:
 
 def _split_trailing_expression(code: str, filename: str) -> tuple[Any, Any]:
     tree = ast.parse(code, filename, "exec")
-    if tree.body and isinstance(tree.body[-1], ast.Expr):
-        last = ast.Expression(tree.body.pop().value)
+    if tree.body and isinstance(tail := tree.body[-1], ast.Expr):
+        tree.body.pop()
+        last = ast.Expression(tail.value)
         return compile(tree, filename, "exec"), compile(last, filename, "eval")
     return compile(tree, filename, "exec"), None
 

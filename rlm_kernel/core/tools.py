@@ -52,10 +52,10 @@ def make_tools(node: Node) -> dict[str, Any]:
 
     def rlm_query_batched(pairs: Iterable[tuple[object, str]], model: str | None = None) -> list[Any]:
         """Run `[(context, query), ...]` as child RLMs in parallel; answers in order."""
-        pairs = [tuple(p) for p in pairs]
+        listed = [tuple(p) for p in pairs]
         if not node.capabilities.can_recurse:
-            return llm_query_batched([f"{q}\n\n{_as_text(c)}" for c, q in pairs], model)
-        return node.children(pairs, model)
+            return llm_query_batched([f"{q}\n\n{_as_text(c)}" for c, q in listed], model)
+        return node.children(listed, model)
 
     def FINAL(value: Any) -> None:  # noqa: N802 - the protocol's name
         """Submit `value` as the answer; the run ends."""
