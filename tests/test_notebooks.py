@@ -123,3 +123,30 @@ def test_cell_timeout_stops_blocking_and_looping_code_at_depth_0_in_the_kernel()
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+def test_a_failed_run_shows_one_line_and_no_traceback_in_the_frontend():
+    """What the frontend receives on iopub for failed %%rlm cells: one error line each, no frames."""
+    km, kc = start_new_kernel(kernel_name="rlm")
+    try:
+        _execute(kc, "doc = 'some text about coolant'")
+        cells = {
+            # nothing listens on port 9: the model call fails after its retries
+            "%%rlm --context doc --model openai/x --api-base http://127.0.0.1:9/v1\nWhat?": "model call failed",
+            "%%rlm --context doc --depth 0\nWhat?": "max_depth must be at least 1",
+            "%%rlm --context nowhere\nWhat?": "No variable named 'nowhere'",
+        }
+        _execute(kc, "%config RLMMagics.retries = 0")
+        for source, words in cells.items():
+            reply, outputs = _execute(kc, source, timeout=120)
+            # IPython shows a plain UsageError as one stderr line: no `error` message, so no frames.
+            assert reply["status"] == "error" and reply["ename"] == "UsageError", reply
+            assert not [m for m in outputs if m["msg_type"] == "error"], outputs
+            shown = "".join(m["content"]["text"] for m in outputs if m["msg_type"] == "stream")
+            assert shown.startswith("UsageError: ") and words in shown and shown.count("\n") == 1, shown
+            assert "Traceback" not in shown and 'File "' not in shown
+        reply, _ = _execute(kc, "rlm_last.status, len(rlm_last.trace.nodes)")
+        assert reply["status"] == "ok"  # the kernel lives on, and the failed run's partial trace is kept
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -239,3 +240,16 @@ def test_replayed_children_are_matched_to_recorded_ones_by_question_not_by_id():
         assert nodes.recorded_id(replayed) == start.node_id
     unknown = dataclasses.replace(starts[1], node_id="n10", data={**starts[1].data, "query": "never asked"})
     assert nodes.recorded_id(unknown) is None
+
+
+def test_traces_and_exports_of_event_schema_1_still_load_and_replay():
+    """Files written before events carried settings and blocks (recorded with commit 4842cdc)."""
+    fixtures = Path(__file__).parent / "fixtures"
+    for path in (fixtures / "trace_schema1.jsonl", fixtures / "export_schema1.ipynb"):
+        trace = load_trace(path)
+        assert recorded_settings(trace)["max_depth"] == 2
+        linked = [s for node in trace.walk() for s in node.subcalls]
+        assert linked and all(s.iteration is not None and s.block is not None for s in linked)
+        replayed = replay_run(trace)  # the context travels in the file
+        assert replayed.matches, path
+        assert replayed.result.answer == trace.root.answer

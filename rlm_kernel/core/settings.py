@@ -80,9 +80,10 @@ class Setting:
             return text.lower() in ("1", "true", "yes")
         if self.type in (int, float):
             try:
-                return self.check(float(text) if self.type is float else int(text))
+                number = float(text) if self.type is float else int(text)
             except ValueError:
                 raise ConfigError(f"{self.name} must be a number, not {text!r}") from None
+            return self.check(number)
         return self.check(text)
 
 
