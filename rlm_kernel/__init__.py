@@ -32,7 +32,7 @@ def _isolated(mode: str) -> Any:
     def make(**options: Any) -> REPL:
         from rlm_kernel.isolation import repl_factory
 
-        return repl_factory(mode)(**options)  # type: ignore[no-any-return]
+        return repl_factory(mode)(**options)
 
     return make
 

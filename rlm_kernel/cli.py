@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from rlm_kernel.core import RLM, RLMResult, RunInterrupted
 from rlm_kernel.core.errors import RLMError, RunFailed
@@ -19,12 +20,12 @@ DEFAULT_QUERY = "Summarize the context."
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit status 2, as argparse does, minus the usage dump
+    def error(self, message: str) -> NoReturn:  # one line, exit status 2, as argparse does, minus the usage dump
         print(f"rlm: error: {message}", file=sys.stderr)
         raise SystemExit(2)
 
 
-def _run_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _run_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="answer a question about a file or folder with an RLM")
     p.add_argument("--context", required=True, help="file, folder or glob to load as the context")
     p.add_argument("--query", default=DEFAULT_QUERY, help="the question (default: %(default)r)")
@@ -60,7 +61,7 @@ def _complete(rlm: RLM, context: object, query: str) -> RLMResult:
         raise
 
 
-def _export_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _export_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="write a JSONL trace as a notebook that reads as a report and re-runs offline")
     p.add_argument("trace", help="the JSONL trace (rlm run --trace-out)")
     p.add_argument("notebook", help="the .ipynb to write")
@@ -86,7 +87,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _trace_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _trace_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("trace", help="work with JSONL traces")
     trace_sub = p.add_subparsers(dest="trace_command", required=True, parser_class=_Parser)
     convert = trace_sub.add_parser("convert", help="write a trace in another log format")

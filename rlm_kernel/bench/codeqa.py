@@ -178,10 +178,12 @@ def _question(kind: str, rng: random.Random, repo: Repo) -> tuple[str, list[str]
         touched = {path} | {p for p, _ in callers}
         if not callers:
             return None
-        namesakes = {p for q in repo.definitions(name) if q != path for p, _ in repo.callers((q, name))}
-        wrong = [touched | {p} for p in namesakes - touched] + [touched - {p} for p in touched if p != path]
-        wrong += [{p} | {c for c, _ in repo.callers((p, n))} for p, n in rng.sample(defined, min(12, len(defined)))]
-        made = _options(rng, ", ".join(sorted(touched)), [", ".join(sorted(w)) for w in wrong])
+        namesake_files = {p for q in repo.definitions(name) if q != path for p, _ in repo.callers((q, name))}
+        wrong_files = [touched | {p} for p in namesake_files - touched] + [touched - {p} for p in touched if p != path]
+        wrong_files += [
+            {p} | {c for c, _ in repo.callers((p, n))} for p, n in rng.sample(defined, min(12, len(defined)))
+        ]
+        made = _options(rng, ", ".join(sorted(touched)), [", ".join(sorted(w)) for w in wrong_files])
         question = (
             f"The parameters of `{name}` in `{path}` change, so every direct call to it must change too. "
             "Which files does the change touch, the file that defines it included?"

@@ -42,7 +42,12 @@ _SOURCES = {
     "browsecomp-plus": "huggingface.co/datasets/Tevatron/browsecomp-plus (decrypted) and browsecomp-plus-corpus",
     "longbench-v2": "huggingface.co/datasets/THUDM/LongBench-v2",
 }
-_ANSWER_TYPES = (("NUMERIC", "number"), ("DATE", "date"), ("COMPARISON", "comparison"), ("LABEL", "label"))
+_ANSWER_TYPES: tuple[tuple[str, str], ...] = (
+    ("NUMERIC", "number"),
+    ("DATE", "date"),
+    ("COMPARISON", "comparison"),
+    ("LABEL", "label"),
+)
 _ANSWER_TYPES += (("USER", "user"),)
 _DATE_REPR = re.compile(r"datetime\.date\((\d+),\s*(\d+),\s*(\d+)\)")
 CODE_DOMAIN = "Code Repository Understanding"

@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     register_bench()
     RLM(model=register_policy([f"{_FENCE}repl\nFINAL(1)\n{_FENCE}"], "bench-warmup")).completion("x", "warm up litellm")
     figures: dict[str, Any] = {"machine": machine()}
-    runners: dict[int, Callable[[argparse.Namespace], dict[str, Any]]] = {
+    runners: dict[int, Callable[[argparse.Namespace], dict[Any, Any]]] = {
         1: figure_overhead,
         2: figure_fan_out,
         3: figure_flatness,
@@ -283,7 +283,7 @@ def root_input_tokens(n_chars: int) -> tuple[int, int]:
     return root_tokens, root_calls
 
 
-def figure_flatness(args: argparse.Namespace) -> dict[str, Any]:
+def figure_flatness(args: argparse.Namespace) -> dict[int, dict[str, int]]:
     sizes = (10_000, 1_000_000) if args.quick else (10_000, 1_000_000, 10_000_000)
     print("3. root-prompt flatness: root-model input tokens over the demo task, and the context as one prompt")
     rows = {}

@@ -41,7 +41,7 @@ def main(argv: list[str]) -> int:
     with open("/proc/self/status", encoding="ascii") as status:
         peak_mb = int(next(line.split()[1] for line in status if line.startswith("VmHWM:"))) / 1024
     summary = getattr(result, "usage_summary", None)
-    usage = summary.to_dict() if hasattr(summary, "to_dict") else {}
+    usage = summary.to_dict() if summary is not None and hasattr(summary, "to_dict") else {}
     print(json.dumps({"seconds": seconds, "answer": str(result.response), "peak_rss_mb": peak_mb, "usage": usage}))
     return 0
 

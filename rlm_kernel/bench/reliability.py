@@ -79,7 +79,9 @@ def interrupt() -> str:
             raise AssertionError("the run was not interrupted")
         except RunInterrupted as stop:
             stopped = time.monotonic() - stamps[0]
-            cancelled = sum(1 for s in stop.result.trace.root.subcalls if s.error == "cancelled")
+            root = stop.result.trace.root
+            assert root is not None  # a finished run has its root call
+            cancelled = sum(1 for s in root.subcalls if s.error == "cancelled")
         release.set()
     return f"interrupt with 64 sub-calls in flight: run stopped {stopped * 1000:.0f} ms after the interrupt; {cancelled}/64 calls cancelled and recorded"
 
@@ -132,8 +134,9 @@ def isolation() -> str:
     notebook.secret = "notebook-only"  # type: ignore[attr-defined]
     started = time.perf_counter()
     result = RLM(model=model, isolation="kernel", isolation_limits={"memory_limit": 1024**3}).completion("ctx", "q")
-    del notebook.secret  # type: ignore[attr-defined]
+    del notebook.secret
     seconds = time.perf_counter() - started
+    assert result.trace.root is not None  # a finished run has its root call
     cells = result.trace.root.iterations[0].cells
     stopped = "; ".join(f"{what}: {_error_name(cell.error)}" for what, cell in zip(escapes, cells))
     return f"isolation='kernel' (1 GiB memory limit): {stopped}; the run went on ({result.answer!r}); {seconds:.2f} s with the kernel's start"

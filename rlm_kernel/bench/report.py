@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from rlm_kernel.bench import UsageError, published
 from rlm_kernel.bench.families import BENCHMARK
@@ -74,7 +74,7 @@ def _cost_cells(group: list[Record]) -> tuple[str, str, str]:
     return tuple(f"{value:.4f}{unknown}" for value in (mean(costs), median(costs), percentile(costs, 95)))  # type: ignore[return-value]
 
 
-def _render(rows: list[tuple[str, ...]], left: int) -> list[str]:
+def _render(rows: Sequence[tuple[str, ...]], left: int) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [
         "  ".join(cell.ljust(w) if i < left else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))

@@ -86,7 +86,11 @@ def run(args: argparse.Namespace) -> int:
     import_litellm()  # seconds of import, kept out of the first task's time
     window, window_source = _window(args.model, args.window) if args.mode == "direct" else (None, None)
     out = _open_out(args.out)
-    solve = _direct_solver(args, window) if args.mode == "direct" else _rlm_solver(args)
+    if args.mode == "direct":
+        assert window is not None  # _window always gives a number
+        solve = _direct_solver(args, window)
+    else:
+        solve = _rlm_solver(args)
     records: list[dict[str, Any]] = []
     total = len(tasks)
     progress = _Progress(total)

@@ -7,7 +7,8 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.display import Code, display
 
-from rlm_kernel.core.approve import ApprovalUnavailable, Approver, console_approver
+from rlm_kernel.core.approve import Approver, console_approver
+from rlm_kernel.core.errors import ApprovalUnavailable
 from rlm_kernel.jupyter import messages as msg
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from rlm_kernel.jupyter.magics import RLMMagics, protect_line_questions
 
@@ -21,7 +21,7 @@ def unload(ipython: Any) -> None:
         ipython.input_transformers_cleanup.remove(protect_line_questions)
     manager = ipython.magics_manager
     for kind in ("line", "cell"):
-        for name in RLMMagics.magics[kind]:
+        for name in cast("dict[str, dict[str, Any]]", RLMMagics.magics)[kind]:  # @magics_class filled it
             manager.magics[kind].pop(name, None)
     instance = manager.registry.pop(RLMMagics.__name__, None)
     while instance in ipython.configurables:

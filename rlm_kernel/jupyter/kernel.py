@@ -8,7 +8,7 @@ stay portable: they also run under `python3` after `%load_ext rlm_kernel`.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, cast
 
 from ipykernel.ipkernel import IPythonKernel
 from ipykernel.kernelapp import IPKernelApp
@@ -34,7 +34,7 @@ class RLMKernel(IPythonKernel):
     help_links = List(
         [
             {"text": "rlm_kernel README", "url": README_URL},
-            *IPythonKernel.class_traits()["help_links"].default(),
+            *cast("list[dict[str, str]]", IPythonKernel.class_traits()["help_links"].default()),
         ]
     ).tag(config=True)
 
@@ -42,6 +42,7 @@ class RLMKernel(IPythonKernel):
         super().__init__(**kwargs)
         # A broken or missing extension must not kill the kernel: it stays a usable Python kernel.
         try:
+            assert self.shell is not None  # IPythonKernel.__init__ made it
             outcome = self.shell.extension_manager.load_extension(EXTENSION)
         except Exception:
             self.log.warning("Could not load the %s extension; %%rlm is unavailable", EXTENSION, exc_info=True)

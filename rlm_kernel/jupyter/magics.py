@@ -142,6 +142,7 @@ class RLMMagics(Magics, SettingTraits):  # type: ignore[misc, valid-type]
             lambda: rlm.completion(context, question, repl=repl), view, handle, repl, context_variable
         )
         if opts.out:
+            assert self.shell is not None  # set when IPython registers the magics
             self.shell.user_ns[opts.out] = result.answer
         if result.status == "max_iterations":
             display(Text(f"*{msg.STOPPED_AT_LIMIT}*"))
@@ -190,12 +191,14 @@ class RLMMagics(Magics, SettingTraits):  # type: ignore[misc, valid-type]
 
     def record(self, result: RLMResult) -> None:
         self.runs.append(result)
+        assert self.shell is not None  # set when IPython registers the magics
         self.shell.user_ns["rlm_last"] = result
 
     def context(self, name: str | None) -> object:
         if name is None and self.default_context is None:
             raise UsageError(msg.NO_CONTEXT)
         target = name or self.default_context
+        assert self.shell is not None  # set when IPython registers the magics
         if target not in self.shell.user_ns:
             raise UsageError((msg.UNKNOWN_VARIABLE if name else msg.DEFAULT_CONTEXT_GONE).format(name=target))
         context = self.shell.user_ns[target]

@@ -20,7 +20,9 @@ def _trait(setting: Setting) -> TraitType[Any, Any]:
     allow_none = setting.optional
     if setting.choices:
         choices = list(setting.choices)
-        return Enum(choices, setting.default, allow_none=allow_none, help=setting.help).tag(config=True)
+        if allow_none:  # two calls: Enum's overloads take allow_none as a literal
+            return Enum(choices, setting.default, allow_none=True, help=setting.help).tag(config=True)
+        return Enum(choices, setting.default, allow_none=False, help=setting.help).tag(config=True)
     trait = _TRAITS[setting.type](setting.default, allow_none=allow_none, help=setting.help)
     return trait.tag(config=True)
 

@@ -41,6 +41,7 @@ def load(m: RLMMagics, args: list[str]) -> None:
     if len(args) != 1 or not name.isidentifier():
         raise UsageError("usage: %rlm load PATH_OR_GLOB [--as NAME]")
     value = load_context(os.path.expanduser(args[0]))
+    assert m.shell is not None  # set when IPython registers the magics
     m.shell.user_ns[name] = value
     m.default_context = name
     meta = context_metadata(value)
@@ -84,6 +85,7 @@ def insert(m: RLMMagics, args: list[str]) -> None:
             raise UsageError(msg.NO_SUCH_ITERATION.format(node=node.id, iteration=iteration_ref))
         iteration = chosen[0]
     header = f"# rlm: {node.id} iteration {iteration.index} (model-written)\n"
+    assert m.shell is not None  # set when IPython registers the magics
     m.shell.set_next_input(header + "\n\n".join(c.code.rstrip() for c in iteration.cells), replace=False)
     display(Text(msg.INSERTED.format(node=node.id, iteration=iteration.index)))
 
@@ -110,6 +112,7 @@ def export(m: RLMMagics, args: list[str]) -> None:
     if len(args) != 1 or not args[0].endswith(".ipynb"):
         raise UsageError(msg.EXPORT_USAGE)
     result = _run_numbered(m, run)
+    assert m.shell is not None  # set when IPython registers the magics
     context = m.shell.user_ns.get(result.extra.get("context_variable"))
     exported = write_notebook(result.trace, os.path.expanduser(args[0]), context=context, with_context=with_context)
     note = msg.EXPORTED.format(path=exported.path, cells=exported.cells, context=exported.context)

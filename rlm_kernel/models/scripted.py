@@ -41,7 +41,7 @@ def _handler(provider: str, respond: Responder) -> Any:
     from litellm import CustomLLM
     from litellm.types.utils import ModelResponse, Usage
 
-    class OfflineLLM(CustomLLM):  # type: ignore[misc]
+    class OfflineLLM(CustomLLM):
         def completion(self, model: str, messages: list[dict[str, Any]], *args: Any, **kwargs: Any) -> ModelResponse:
             reply, prompt_tokens, completion_tokens = respond(model, messages, kwargs)
             return ModelResponse(
