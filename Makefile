@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 DEMO_DOC := build/sample_station_log.txt
 DEMO_QUERY := What went wrong with the coolant, and what was done about it?
 
-.PHONY: demo demo-cli test bench bench-ref lock clean
+.PHONY: demo demo-cli test lint bench bench-ref lock clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,13 @@ demo-cli: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+	$(MAKE) lint
+
+# Lint, format and types: ruff (rules and format in pyproject.toml) and mypy (strict for rlm_kernel/core).
+lint: $(STAMP)
+	$(BIN)/ruff check rlm_kernel tests scripts
+	$(BIN)/ruff format --check rlm_kernel tests scripts
+	$(BIN)/mypy
 
 # Every performance figure (rlm bench perf; the side by side with rlms runs when .venv-bench-ref exists).
 bench: $(STAMP)

@@ -371,7 +371,7 @@ class _Kernel:
     ) -> None:
         from jupyter_client import KernelManager  # only isolated runs need jupyter_client
 
-        class LimitedKernelManager(KernelManager):  # type: ignore[misc]
+        class LimitedKernelManager(KernelManager):
             def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
                 # This interpreter's ipykernel whatever kernelspecs are installed, behind the launcher.
                 return [
@@ -415,7 +415,8 @@ class _Kernel:
 
     def interrupt(self) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.km.provisioner.pgid, signal.SIGINT)  # ipykernel's interrupt_mode is "signal"
+            # ipykernel's interrupt_mode is "signal"; the local provisioner knows the kernel's process group
+            os.killpg(self.km.provisioner.pgid, signal.SIGINT)  # type: ignore[union-attr]
 
     def exit_text(self) -> str:
         process = getattr(self.km.provisioner, "process", None)
@@ -750,9 +751,9 @@ class _KernelSide:
                     "protocol": r.submitted.protocol,
                     "repr": "<the answer was too large to send back>",
                 }
-        answer = self.installed.get(_ANSWER)
-        if isinstance(answer, dict) and self.ns.get(_ANSWER) is answer:
-            data["answer"] = _encode(answer.get("content"), self.config["max_transfer_chars"])
+        answer, ns = self.installed.get(_ANSWER), self.ns
+        if isinstance(answer, dict) and ns is not None and ns.get(_ANSWER) is answer:
+            data["answer"] = _encode(answer.get("content"), self.config["max_transfer_chars"])  # type: ignore[union-attr]
         return data
 
     def _state(self) -> dict[str, Any]:
@@ -801,7 +802,8 @@ class _KernelSide:
             names = [n for n in self._state()["ids"] if n not in self.installed and not n.startswith("_")]
             return "\n".join(f"{n}: {describe_value(ns[n])}" for n in sorted(names)) or "(no variables yet)"
 
-        function = {"FINAL": FINAL, "FINAL_VAR": FINAL_VAR, "SHOW_VARS": SHOW_VARS}[name]
+        functions: dict[str, Callable[..., Any]] = {"FINAL": FINAL, "FINAL_VAR": FINAL_VAR, "SHOW_VARS": SHOW_VARS}
+        function = functions[name]
         function.__doc__ = doc
         return function
 
