@@ -9,11 +9,11 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
+from rlm_kernel.cli_settings import add_setting_options, given_settings
 from rlm_kernel.core import RLM, RLMResult, RunInterrupted
 from rlm_kernel.core.errors import RLMError, RunFailed
 from rlm_kernel.core.loaders import load_context
 from rlm_kernel.core.redact import Redactor
-from rlm_kernel.core.settings import SETTINGS
 from rlm_kernel.core.trace import Trace
 
 DEFAULT_QUERY = "Summarize the context."
@@ -29,20 +29,12 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="answer a question about a file or folder with an RLM")
     p.add_argument("--context", required=True, help="file, folder or glob to load as the context")
     p.add_argument("--query", default=DEFAULT_QUERY, help="the question (default: %(default)r)")
-    for setting in SETTINGS:  # every run setting, from core's table
-        env = f" (default: ${setting.env}, else {setting.default!r})" if setting.env else ""
-        if setting.cli and setting.type is bool:
-            p.add_argument(*setting.cli, dest=setting.name, action="store_true", default=None, help=setting.help)
-        elif setting.cli:
-            p.add_argument(*setting.cli, dest=setting.name, type=setting.parse, help=setting.help + env)
-        for flag, value in setting.flag_values.items():
-            p.add_argument(flag, dest=setting.name, action="store_const", const=value, help=f"{setting.name}={value}")
+    add_setting_options(p)  # every run setting, from core's table
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     context = load_context(args.context)
-    given = {s.name: getattr(args, s.name) for s in SETTINGS if getattr(args, s.name) is not None}
-    result = _complete(RLM(**given), context, args.query)
+    result = _complete(RLM(**given_settings(args)), context, args.query)
     print("Answer:")
     print(result.text or "(no answer)")
     print("\nCall tree:")

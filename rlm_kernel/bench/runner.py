@@ -22,6 +22,7 @@ from rlm_kernel.bench import UsageError, baseline, datasets, offline, report
 from rlm_kernel.bench.families import FAMILIES, GENERATORS
 from rlm_kernel.bench.modes import MODES, NoSubcallsLM, NoSubcallsREPL
 from rlm_kernel.bench.tasks import Task, direct_prompt, parse_size
+from rlm_kernel.cli_settings import add_setting_options, given_settings
 from rlm_kernel.core import RLM, RunInterrupted
 from rlm_kernel.core.errors import ModelError, TransientModelError
 from rlm_kernel.core.lm import OFFLINE_PROVIDERS, LiteLLM, import_litellm
@@ -35,9 +36,6 @@ _DIRECT_ATTEMPTS = 4
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("task", choices=FAMILIES + datasets.REAL_ONLY, help="task family")
-    parser.add_argument("--model", help="litellm model name (scripted/bench: the offline stand-in)")
-    parser.add_argument("--sub-model", help="model for sub-calls (default: --model)")
-    parser.add_argument("--api-base", help="base URL of an OpenAI-compatible server")
     parser.add_argument("--sizes", default="8k", help="context sizes in tokens, comma-separated: 8k,32k,131k,1m,2^20")
     parser.add_argument("--n", type=int, default=1, help="tasks per size (default 1)")
     parser.add_argument(
@@ -63,11 +61,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help=f"direct mode: the model's input window in tokens (default: litellm's model info, else {DEFAULT_WINDOW:,})",
     )
-    parser.add_argument("--max-iterations", type=int, default=20)
-    parser.add_argument("--max-depth", type=int, default=1)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--max-cost-usd", type=float, help="budget per task")
-    parser.add_argument("--call-timeout", type=float, default=300.0)
+    # The run settings as `rlm run` has them (`--seed` is the task generator's here); a benchmark's calls
+    # get more time by default, and a budget is per task.
+    add_setting_options(parser, skip=("seed",))
+    parser.set_defaults(call_timeout=300.0)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -178,17 +175,9 @@ def _rlm_solver(args: argparse.Namespace) -> Solver:
     ablation = args.mode == "rlm-no-subcalls"
 
     def solve(task: Task) -> dict[str, Any]:
-        rlm = RLM(
-            model=args.model,
-            sub_model=args.sub_model,
-            api_base=args.api_base,
-            lm=NoSubcallsLM(LiteLLM(api_base=args.api_base)) if ablation else None,
-            max_depth=1 if ablation else args.max_depth,
-            max_iterations=args.max_iterations,
-            concurrency=args.concurrency,
-            max_cost_usd=args.max_cost_usd,
-            call_timeout=args.call_timeout,
-        )
+        settings = {**given_settings(args), **({"max_depth": 1} if ablation else {})}
+        lm = NoSubcallsLM(LiteLLM(api_base=args.api_base, api_key=args.api_key)) if ablation else None
+        rlm = RLM(lm=lm, **settings)
         try:
             result = rlm.completion(task.context, task.question, repl=NoSubcallsREPL() if ablation else None)
         except RunInterrupted:
@@ -207,7 +196,7 @@ def _rlm_solver(args: argparse.Namespace) -> Solver:
 
 
 def _direct_solver(args: argparse.Namespace, window: int) -> Solver:
-    lm = LiteLLM(api_base=args.api_base)
+    lm = LiteLLM(api_base=args.api_base, api_key=args.api_key)
 
     def solve(task: Task) -> dict[str, Any]:
         budget = window - count_tokens(direct_prompt("", task.question)) - OUTPUT_RESERVE
