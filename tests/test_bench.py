@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from rlm_kernel.bench import main as bench_main
-from rlm_kernel.bench import offline, perf, report, runner, scoring
+from rlm_kernel.bench import offline, perf, perf_reference, report, runner, scoring
 from rlm_kernel.bench.families import make_tasks
 from rlm_kernel.bench.oolong import oolong, oolong_pairs
 from rlm_kernel.bench.questions import LABELS, keyword_label
@@ -418,7 +418,7 @@ def test_side_by_side_policy_counts_root_requests_over_http():
     task = sniah(8000, seed=2)
     with ModelServer(offline.SideBySidePolicy()) as server:
         result = perf.RLM(model="openai/policy", api_base=server.url).completion(task.context, task.question)
-        counters = perf._counters(server.url)
+        counters = perf_reference._counters(server.url)
         stats = server.stats()
     assert result.answer == task.gold
     assert counters["root_requests"] == 3 and counters["sub_requests"] >= 1
@@ -448,7 +448,7 @@ def test_memory_child_runs_ten_iterations_over_a_built_context(capsys):
 
 
 def test_the_reference_driver_imports_only_rlms_and_the_standard_library():
-    source = Path(perf.REF_DRIVER).read_text()
+    source = Path(perf_reference.REF_DRIVER).read_text()
     modules = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):

@@ -25,7 +25,8 @@ from typing import Any
 
 from rlm_kernel.bench import UsageError, offline
 from rlm_kernel.bench.families import FAMILIES, GENERATORS
-from rlm_kernel.bench.perf import DEFAULT_REF_PYTHON, REF_DRIVER, serve
+from rlm_kernel.bench.perf_reference import DEFAULT_REF_PYTHON, REF_DRIVER
+from rlm_kernel.bench.serving import serve
 from rlm_kernel.bench.tasks import Task, parse_size
 from rlm_kernel.core import RLM
 from rlm_kernel.core.lm import LiteLLM, import_litellm
