@@ -29,8 +29,9 @@ def runtime_requirements() -> dict[str, Requirement]:
 
 def lower_bound(requirement: Requirement) -> str:
     """The version of the requirement's one `>=` bound: the oldest release rlm_kernel supports."""
-    (lowest,) = [spec.version for spec in requirement.specifier if spec.operator == ">="]
-    return lowest
+    bounds = [spec.version for spec in requirement.specifier if spec.operator == ">="]
+    assert len(bounds) == 1, f"{requirement} needs exactly one >= bound, its oldest tested release"
+    return bounds[0]
 
 
 def locked_versions() -> dict[str, str]:

@@ -23,7 +23,7 @@ def test_every_runtime_dependency_is_a_range_the_lock_satisfies() -> None:
     locked = locked_versions()
     for name, requirement in runtime_requirements().items():
         assert not any(spec.operator in ("==", "===", "~=") for spec in requirement.specifier), requirement
-        lower_bound(requirement)  # exactly one tested `>=` bound
+        lower_bound(requirement)  # exactly one `>=` bound, the release tests/test_install.py installs
         assert requirement.specifier.contains(locked[name]), (
             f"the lock's {name}=={locked[name]} is outside {requirement}"
         )
@@ -35,4 +35,3 @@ def test_the_lock_hashes_every_requirement() -> None:
     assert len(pins) > 50
     for line in pins:  # a pin followed by its hashes ends with a line continuation
         assert line.rstrip().endswith("\\"), f"{line} has no hash"
-
