@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from tests.project_metadata import ROOT, locked_versions, lower_bound, runtime_requirements
+import re
+
+from packaging.specifiers import SpecifierSet
+
+from tests.project_metadata import ROOT, locked_versions, lower_bound, pyproject, runtime_requirements
 
 COMPROMISED_LITELLM = ("1.82.7", "1.82.8", "1.107.0")
 
@@ -35,3 +39,14 @@ def test_the_lock_hashes_every_requirement() -> None:
     assert len(pins) > 50
     for line in pins:  # a pin followed by its hashes ends with a line continuation
         assert line.rstrip().endswith("\\"), f"{line} has no hash"
+
+
+def test_classifiers_requires_python_and_ci_name_the_same_python_versions() -> None:
+    project = pyproject()["project"]
+    prefix = "Programming Language :: Python :: "
+    classified = {c.removeprefix(prefix) for c in project["classifiers"] if re.fullmatch(prefix + r"3\.\d+", c)}
+    ci_line = re.search(r'^PYTHON_VERSIONS="([^"]+)"', (ROOT / ".ci" / "run").read_text(encoding="utf-8"), re.M)
+    assert ci_line, ".ci/run names no PYTHON_VERSIONS"
+    assert set(ci_line.group(1).split()) == classified
+    oldest = min(classified, key=lambda version: int(version.split(".")[1]))
+    assert SpecifierSet(project["requires-python"]) == SpecifierSet(f">={oldest}")
