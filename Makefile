@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 DEMO_DOC := build/sample_station_log.txt
 DEMO_QUERY := What went wrong with the coolant, and what was done about it?
 
-.PHONY: demo demo-cli test lint bench bench-ref lock clean
+.PHONY: demo demo-cli test lint system-packages bench bench-ref lock clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,15 +29,21 @@ demo-cli: $(STAMP)
 	$(BIN)/python -m rlm_kernel.models.demo $(DEMO_DOC)
 	$(BIN)/rlm run --context $(DEMO_DOC) --model scripted/demo --query "$(DEMO_QUERY)" --trace-out build/demo_trace.jsonl
 
-test: $(STAMP)
-	$(BIN)/python -m pytest
-	$(MAKE) lint
+# pytest, then the linters. PYTEST_ARGS passes options through (CI: PYTEST_ARGS="-m 'not browser'").
+test: $(STAMP) system-packages
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory lint
 
-# Lint, format and types: ruff (rules and format in pyproject.toml) and mypy (strict for rlm_kernel/core).
+# The Python sources only: the notebooks use names the model makes, and the README's snippets are prose.
+LINTED := rlm_kernel tests scripts
 lint: $(STAMP)
-	$(BIN)/ruff check rlm_kernel tests scripts
-	$(BIN)/ruff format --check rlm_kernel tests scripts
-	$(BIN)/mypy
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/mypy rlm_kernel
+
+# chromium, an emoji font and bubblewrap, with apt-get when missing; where it cannot, it says what to run.
+system-packages:
+	scripts/system_packages.sh
 
 # Every performance figure (rlm bench perf; the side by side with rlms runs when .venv-bench-ref exists).
 bench: $(STAMP)
@@ -64,8 +70,7 @@ clean:
 .PHONY: screenshot smoke-real
 
 # Re-takes docs/call_tree.png (the README's picture of the call tree) with the browser test.
-# Needs Debian's chromium: apt-get install -y chromium fonts-noto-color-emoji (.ci/run does it).
-screenshot: $(STAMP)
+screenshot: $(STAMP) system-packages
 	mkdir -p docs
 	RLM_DOCS_SCREENSHOT=docs/call_tree.png $(BIN)/python -m pytest -q tests/test_browser.py -k jupyterlab
 

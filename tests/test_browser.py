@@ -28,7 +28,7 @@ from rlm_kernel.models.server import ModelServer
 from tests.browser_support import ARTIFACTS, JupyterLab, chromium_page, require_chromium, write_notebook
 from tests.conftest import repl
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
 SHOTS = ARTIFACTS / "browser"
 DOC = "\n".join(

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from rlm_kernel.core.errors import BudgetExhausted, ModelError, TransientModelError
 from rlm_kernel.core.ledger import Ledger, Limits, Usage
 from rlm_kernel.core.lm import LiteLLM, classify_error, import_litellm
-
-COMPROMISED_LITELLM = {"1.82.7", "1.82.8", "1.107.0"}
 
 
 def test_sync_and_async_completion_report_usage(scripted):
@@ -68,16 +65,6 @@ def test_ledger_reservations_stop_parallel_overspending():
     used = ledger.snapshot()
     assert used.tokens <= 10_000 and used.llm_calls <= 50
     assert len(granted) == 20 and set(refused) == {"max_tokens"}
-
-
-def test_lock_pins_a_safe_litellm_and_hashes_every_requirement():
-    lock = (Path(__file__).parent.parent / "requirements.lock").read_text()
-    entries = [block for block in lock.split("\n") if "==" in block and not block.startswith(("#", " "))]
-    versions = {line.split("==")[0]: line.split("==")[1].split()[0] for line in entries}
-    assert versions["litellm"] not in COMPROMISED_LITELLM
-    assert len(entries) > 50
-    for line in entries:  # a pin followed by its hashes ends with a line continuation
-        assert line.rstrip().endswith("\\"), f"{line} has no hash"
 
 
 @pytest.mark.parametrize("limit, value", [("max_cost_usd", 0.0), ("max_seconds", 0.0)])
