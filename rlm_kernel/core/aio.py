@@ -62,7 +62,7 @@ def _shutdown(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None
 class CancelScope:
     """The in-flight calls of one run, so that an interrupt can cancel all of them."""
 
-    DRAIN_S = 1.0
+    DRAIN_S = 0.5
 
     def __init__(self) -> None:
         self.cancelled = threading.Event()

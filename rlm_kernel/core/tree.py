@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from rlm_kernel.core.aio import CancelScope, RunCancelled
 from rlm_kernel.core.approve import Approver
-from rlm_kernel.core.ledger import Ledger
+from rlm_kernel.core.ledger import Ledger, Usage
 from rlm_kernel.core.redact import Redactor
 from rlm_kernel.core.repl import raise_in_thread
 from rlm_kernel.core.result import RLMResult
@@ -58,6 +58,8 @@ class CallTree:
     def emit(self, kind: str, node_id: str, parent_id: str | None, /, **data: Any) -> None:
         event = Event(kind, node_id, parent_id, self.redactor.data(data))
         with self._emit_lock:
+            if self.closed:  # the run has ended: a call that unwinds late changes nothing in its trace
+                return
             for handler in self._handlers:
                 try:
                     handler(event)
@@ -85,12 +87,16 @@ class CallTree:
             raise_in_thread(waiting, RunCancelled)
 
     def close_open_nodes(self) -> None:
+        """After an interrupt: every sub-call still unwinding ends as cancelled, every open node as interrupted."""
+        seconds = time.perf_counter() - self.started
         for node in list(self.trace.nodes.values()):
+            for sub in node.subcalls:
+                if not sub.done:
+                    cancelled = {"subcall_id": sub.id, "error": "cancelled", "usage": Usage().to_dict()}
+                    self.emit("subcall_end", node.id, node.parent_id, **cancelled, seconds=seconds)
             if node.status == "running":
-                seconds = time.perf_counter() - self.started
-                self.emit(
-                    "call_end", node.id, node.parent_id, status="interrupted", error="interrupted", seconds=seconds
-                )
+                ended = {"status": "interrupted", "error": "interrupted", "seconds": seconds}
+                self.emit("call_end", node.id, node.parent_id, **ended)
         self.closed = True
 
     def close(self) -> None:
