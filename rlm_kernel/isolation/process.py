@@ -41,12 +41,11 @@ class WorkerProcess:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self.process = sandbox.start_worker(
-                {**config, "fd": theirs.fileno()},
                 sandboxed=sandboxed,
                 bridge_dir=bridge_dir,
                 workdir=workdir,
                 tmpfs_bytes=tmpfs_bytes,
-                keep_fd=theirs.fileno(),
+                channel_fd=theirs.fileno(),
             )
         finally:
             theirs.close()
@@ -64,7 +63,7 @@ class WorkerProcess:
         self.broken = False  # a request was cut off half written: the channel is out of step
         self.timed_out = False  # whether the last request was interrupted for running past its limit
         self.last_streams = ("", "")
-        status, reply = self.exchange(None, startup_timeout, interrupt=False)
+        status, reply = self.exchange(pack(dumps(config)), startup_timeout, interrupt=False, first=True)
         if status != "ok" or not reply.get("ready"):
             self.stop()
             why = reply if isinstance(reply, str) else status
@@ -104,10 +103,10 @@ class WorkerProcess:
         data = pack(dumps(header)) + b"".join(pack(blob) for blob in blobs)
         return self.exchange(data, limit, interrupt=interrupt)
 
-    def exchange(self, data: bytes | None, limit: float | None, *, interrupt: bool) -> tuple[str, Any]:
-        """Write `data`, then wait for the reply to it within `limit` seconds, collecting stray output."""
-        wanted = self._next_id if data is not None else None
-        view, sent = memoryview(data or b""), 0
+    def exchange(self, data: bytes, limit: float | None, *, interrupt: bool, first: bool = False) -> tuple[str, Any]:
+        """Write `data`, then wait for the reply to it (or, `first`, any reply) within `limit` seconds."""
+        wanted = None if first else self._next_id
+        view, sent = memoryview(data), 0
         out, err = BoundedText(_STRAY_KEEP), BoundedText(_STRAY_KEEP)
         grace = _INTERRUPT_GRACE if interrupt else 0.0
         deadline = None if limit is None else time.monotonic() + limit + grace

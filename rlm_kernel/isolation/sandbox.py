@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
 import shutil
 import signal
@@ -38,7 +37,10 @@ _ENV = {
     "OMP_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",
 }
-_INSTALL_HINT = "install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap)"
+_INSTALL_HINT = (
+    "install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap), "
+    "or choose isolation='kernel-audit', a weaker mode that runs without it"
+)
 
 
 class SandboxUnavailable(RuntimeError):
@@ -128,10 +130,10 @@ def bwrap_command(bwrap: str, bridge_dir: Path | None, tmpfs_bytes: int) -> list
 
 
 def start_worker(
-    config: dict[str, object], *, sandboxed: bool, bridge_dir: Path, workdir: Path, tmpfs_bytes: int, keep_fd: int
+    *, sandboxed: bool, bridge_dir: Path, workdir: Path, tmpfs_bytes: int, channel_fd: int
 ) -> subprocess.Popen[bytes]:
     """Start the worker: under bwrap, or (kernel-audit) as a plain child with a scrubbed environment."""
-    worker = [sys.executable, "-I", "-c", _BOOT, str(Path(_PACKAGE_DIR).parent), json.dumps(config)]
+    worker = [sys.executable, "-I", "-c", _BOOT, str(Path(_PACKAGE_DIR).parent), str(channel_fd)]
     if sandboxed:
         bwrap = shutil.which("bwrap")
         assert bwrap is not None  # require_sandbox() ran first
@@ -146,7 +148,7 @@ def start_worker(
         stderr=subprocess.PIPE,
         env=env,
         cwd=cwd,
-        pass_fds=(keep_fd,),
+        pass_fds=(channel_fd,),
         start_new_session=True,  # no controlling terminal; the caller's Ctrl-C does not reach it directly
     )
 

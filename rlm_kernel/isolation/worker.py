@@ -1,7 +1,8 @@
 """The isolated worker: runs model code for one KernelREPL, in the sandbox (or, kernel-audit, without it).
 
-Started by `sandbox.start_worker`. It applies its rlimits and seccomp filter to itself, then answers the
-caller's requests on one socket (fd `config["fd"]`): frames of JSON, each request followed by the pickled
+Started by `sandbox.start_worker` with one socket (its fd number is the only argument: a command line is
+readable by other processes, so the configuration, bridge token included, comes as the first frame). It
+applies its rlimits and seccomp filter to itself, then answers the caller's requests: frames of JSON, each request followed by the pickled
 values it binds (written by the trusted caller), each reply JSON only. SIGINT is blocked except while model
 code runs, so the caller's interrupt can only land in model code, never in a reply half written.
 """
@@ -27,8 +28,9 @@ _ANSWER = "answer"
 _INTERRUPT = {signal.SIGINT}
 
 
-def main(config_text: str) -> None:
-    config = json.loads(config_text)
+def main(fd: str) -> None:
+    channel = socket.socket(fileno=int(fd))
+    config = json.loads(recv_frame(channel))
     for name, (soft, hard) in config["rlimits"].items():
         which = getattr(resource, name)
         ceiling = resource.getrlimit(which)[1]
@@ -40,7 +42,6 @@ def main(config_text: str) -> None:
         seccomp.install()
         filtered = True
     signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPT)
-    channel = socket.socket(fileno=config["fd"])
     side = WorkerSide(config)
     send_frame(channel, dumps({"ready": True, "seccomp": filtered}))
     while True:
