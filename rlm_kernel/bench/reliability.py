@@ -181,11 +181,11 @@ def timeout_dodges() -> str:
         )
     )
     started = time.perf_counter()
-    result = RLM(model=child, max_depth=2, cell_timeout=1.0, max_iterations=1).completion("ctx", "q")
+    run = RLM(model=child, max_depth=2, cell_timeout=1.0, max_iterations=1).completion("ctx", "q")
     seconds = time.perf_counter() - started
     return (
         f"timeout dodges at cell_timeout=1 s in process: {stopped}/{len(dodges)} stopped (the slowest in {worst:.2f} s); "
-        f"an rlm_query at depth 0 followed by a busy loop: stopped, run over in {seconds:.2f} s ({result.status})"
+        f"an rlm_query at depth 0 followed by a busy loop: stopped, run over in {seconds:.2f} s ({run.status})"
     )
 
 

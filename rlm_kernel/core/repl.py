@@ -311,7 +311,7 @@ def _on_alarm(signum: int, frame: Any) -> None:
 
 
 def _arm_tracer() -> None:
-    frame = sys._getframe(1)
+    frame: Any = sys._getframe(1)
     while frame is not None:  # running frames too, not only those called from now on
         frame.f_trace = _restop_tracer
         frame = frame.f_back

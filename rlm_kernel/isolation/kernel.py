@@ -230,8 +230,8 @@ class KernelREPL:
             raise RuntimeError("the isolated kernel is busy with another request (a bridge call cannot use the REPL)")
         try:
             names, self._pending = self._pending, []
-            blobs = []
-            bindings = []
+            blobs: list[bytes] = []
+            bindings: list[dict[str, Any]] = []
             for name in names:
                 binding = dict(self._bindings[name])
                 if binding["kind"] == "data":

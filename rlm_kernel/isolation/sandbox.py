@@ -111,15 +111,15 @@ def bwrap_command(bwrap: str, bridge_dir: Path | None, tmpfs_bytes: int) -> list
         "/usr",
     ]
     for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
-        path = Path("/", name)
-        if path.is_symlink():
-            command += ["--symlink", os.readlink(path), str(path)]
-        elif path.is_dir():
-            command += ["--ro-bind", str(path), str(path)]
-    for path in ("/etc/ld.so.cache", "/etc/localtime"):
-        command += ["--ro-bind-try", path, path]
-    for path in _python_dirs():
-        command += ["--ro-bind", path, path]
+        top = Path("/", name)
+        if top.is_symlink():
+            command += ["--symlink", os.readlink(top), str(top)]
+        elif top.is_dir():
+            command += ["--ro-bind", str(top), str(top)]
+    for file in ("/etc/ld.so.cache", "/etc/localtime"):
+        command += ["--ro-bind-try", file, file]
+    for directory in _python_dirs():
+        command += ["--ro-bind", directory, directory]
     if bridge_dir is not None:
         command += ["--ro-bind", str(bridge_dir), SANDBOX_BRIDGE_DIR]
     command += ["--proc", "/proc", "--dev", "/dev", "--size", str(tmpfs_bytes), "--tmpfs", SANDBOX_HOME]

@@ -108,7 +108,7 @@ class WorkerSide:
                 data["submitted"] = {"protocol": r.submitted.protocol, "repr": "<the answer was too large to send>"}
         answer = self.installed.get(_ANSWER)
         if isinstance(answer, dict) and self.ns.get(_ANSWER) is answer:
-            data["answer"] = encode(answer.get("content"), budget)
+            data["answer"] = encode(self.ns[_ANSWER].get("content"), budget)
         return data
 
     def _state(self) -> dict[str, Any]:
@@ -152,7 +152,8 @@ class WorkerSide:
             names = [n for n in self._state()["ids"] if n not in self.installed and not n.startswith("_")]
             return "\n".join(f"{n}: {describe_value(ns[n])}" for n in sorted(names)) or "(no variables yet)"
 
-        function = {"FINAL": FINAL, "FINAL_VAR": FINAL_VAR, "SHOW_VARS": SHOW_VARS}[name]
+        functions: dict[str, Callable[..., Any]] = {"FINAL": FINAL, "FINAL_VAR": FINAL_VAR, "SHOW_VARS": SHOW_VARS}
+        function = functions[name]
         function.__doc__ = doc
         return function
 
