@@ -9,6 +9,7 @@ outside itself; the plug-ins are registered here, and each is imported only when
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +29,13 @@ def _register_offline_providers(litellm: Any) -> None:
     register(litellm)
 
 
-def _isolated(mode: str) -> Any:
-    def make(**options: Any) -> REPL:
+def _isolated(mode: str) -> Callable[[], Callable[..., REPL]]:
+    def load() -> Callable[..., REPL]:
         from rlm_kernel.isolation import repl_factory
 
-        return repl_factory(mode)(**options)
+        return repl_factory(mode)
 
-    return make
+    return load
 
 
 def _write_notebook(trace: Trace, path: str | Path, *, context: object, with_context: bool | None) -> Any:

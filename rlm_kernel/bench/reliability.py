@@ -13,6 +13,7 @@ import _thread
 import os
 import platform
 import sys
+import tempfile
 import threading
 import time
 
@@ -125,7 +126,7 @@ def isolation() -> str:
     escapes = {
         "memory bomb": "x = bytearray(8 * 1024**3)",
         "fork": "import os\nos.fork()",
-        "write outside its directory": "open('/tmp/rlm-isolation-escape.txt', 'w')",
+        "write outside its directory": f"open({tempfile.mkdtemp() + '/escape.txt'!r}, 'w')",
         "read a notebook variable": "print(secret)",
     }
     reply = "\n".join(_block(code) for code in escapes.values())
@@ -142,6 +143,96 @@ def isolation() -> str:
     return f"isolation='kernel' (1 GiB memory limit): {stopped}; the run went on ({result.answer!r}); {seconds:.2f} s with the kernel's start"
 
 
+def isolation_escapes() -> str:
+    from rlm_kernel.bench.escapes import ATTEMPTS, escapes
+    from rlm_kernel.isolation import AuditKernelREPL, KernelREPL
+
+    rows = []
+    for mode, repl in (("kernel", KernelREPL), ("kernel-audit", AuditKernelREPL)):
+        through = [name for name, escaped in escapes(repl).items() if escaped]
+        made = len(ATTEMPTS)
+        rows.append(
+            f"isolation='{mode}': {made} escape attempts made, {made - len(through)} stopped"
+            + (f" (got through: {'; '.join(through)})" if through else "")
+        )
+    return "\n".join(rows)
+
+
+def timeout_dodges() -> str:
+    from rlm_kernel.core.repl import NamespaceREPL
+
+    dodges = {
+        "bare except around time.sleep": "import time\nwhile True:\n try: time.sleep(0.2)\n except: pass",
+        "except BaseException: continue": "while True:\n    try:\n        sum(range(10**6))\n    except BaseException:\n"
+        "        continue",
+        "the handler switches tracing off": "import sys, time\nwhile True:\n try: time.sleep(0.2)\n except: sys.settrace(None)",
+        "a nested block that ends first": "print(child())\nwhile True:\n    pass",
+    }
+    inner = NamespaceREPL(cell_timeout=30)
+    worst, stopped = 0.0, 0
+    for code in dodges.values():
+        repl = NamespaceREPL(cell_timeout=1.0)
+        repl.set("child", lambda: inner.execute("x = 1").error)
+        result = repl.execute(code)
+        stopped += bool(result.error and "TimeoutError" in result.error)
+        worst = max(worst, result.seconds)
+    child = register_policy(
+        lambda m: (
+            _block("FINAL('child')")
+            if "child" in str(m[1]["content"])[:30]
+            else _block("r = rlm_query('text', 'child')\nwhile True:\n    pass")
+        )
+    )
+    started = time.perf_counter()
+    run = RLM(model=child, max_depth=2, cell_timeout=1.0, max_iterations=1).completion("ctx", "q")
+    seconds = time.perf_counter() - started
+    return (
+        f"timeout dodges at cell_timeout=1 s in process: {stopped}/{len(dodges)} stopped (the slowest in {worst:.2f} s); "
+        f"an rlm_query at depth 0 followed by a busy loop: stopped, run over in {seconds:.2f} s ({run.status})"
+    )
+
+
+def redaction_forms() -> str:
+    import json
+    from urllib.parse import quote, quote_plus
+
+    from rlm_kernel.core.redact import Redactor
+
+    secret = "p\\a\"ss/w'ord wörd+&="
+    forms = {
+        "plain": secret,
+        "repr": repr(secret),
+        "print(os.environ)": repr({"AWS_SECRET_ACCESS_KEY": secret}),
+        "JSON": json.dumps(secret),
+        "JSON of repr": json.dumps(repr(secret)),
+        "URL-encoded": quote(secret, safe=""),
+        "form-encoded": quote_plus(secret),
+    }
+    saved = dict(os.environ)
+    os.environ.update(
+        AWS_SECRET_ACCESS_KEY=secret, DATABASE_URL="postgres://u:db-passw0rd@h/db", MY_SERVICE_KEY="svc-0123456789"
+    )
+    try:
+        redactor = Redactor()
+        cases = {f"AWS_SECRET_ACCESS_KEY, {name}": (text, "ss/w") for name, text in forms.items()}
+        cases.update(
+            {
+                "a password in DATABASE_URL": ("postgres://u:db-passw0rd@h/db", "db-passw0rd"),
+                "MY_SERVICE_KEY": ("svc-0123456789", "svc-0123456789"),
+                "sk-... shape": ("sk-proj-abcdefghijklmnop1234", "abcdefghijklmnop"),
+                "ghp_... shape": ("ghp_" + "a1" * 18, "a1a1a1"),
+                "AKIA... shape": ("AKIAIOSFODNN7EXAMPLE", "IOSFODNN7"),
+            }
+        )
+        missed = [name for name, (text, part) in cases.items() if part in redactor.text(text)]
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return f"redaction: {len(cases) - len(missed)}/{len(cases)} forms redacted" + (
+        f" (missed: {', '.join(missed)})" if missed else ""
+    )
+
+
 def _error_name(error: str | None) -> str:
     if not error:
         return "NOT STOPPED"
@@ -152,7 +243,16 @@ def _error_name(error: str | None) -> str:
 def main() -> int:
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     RLM(model="scripted/demo").completion("warm up litellm", "warm up")
-    for figure in (faults, interrupt, runaway_code, budgets, isolation):
+    for figure in (
+        faults,
+        interrupt,
+        runaway_code,
+        budgets,
+        isolation,
+        isolation_escapes,
+        timeout_dodges,
+        redaction_forms,
+    ):
         print(figure())
     return 0
 

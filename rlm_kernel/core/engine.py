@@ -109,9 +109,10 @@ class RLM:
             _either(s["sub_seed"], s["seed"]),
             _either(s["sub_model_params"], s["model_params"]),
         )
+        # An unknown isolation mode, or one that cannot work on this machine, fails here, before any model call.
+        isolated = isolation_factory(self.isolation) if self.isolation is not None and repl_factory is None else None
         self._repl_factory = repl_factory
-        if self.isolation is not None and repl_factory is None:
-            isolation_factory(self.isolation)  # an unknown or unavailable mode fails here, before any model call
+        self._isolated_factory = isolated
         self.lm: LM = lm or _make_lm(s["transport"], s["api_base"], s["api_key"], router)
         separate_sub = lm is None and (s["sub_api_base"] is not None or s["sub_api_key"] is not None)
         self.sub_lm: LM = (
@@ -137,9 +138,11 @@ class RLM:
         """A fresh namespace for a node: `repl_factory`'s, an isolated one, or a plain in-process namespace."""
         if self._repl_factory is not None:
             return self._repl_factory()
-        if self.isolation is not None:
-            make = isolation_factory(self.isolation)
-            return make(cell_timeout=self.cell_timeout, max_output_chars=self.max_output_chars, **self.isolation_limits)
+        if self._isolated_factory is not None:
+            limits = self.isolation_limits
+            return self._isolated_factory(
+                cell_timeout=self.cell_timeout, max_output_chars=self.max_output_chars, **limits
+            )
         return NamespaceREPL(cell_timeout=self.cell_timeout, max_output_chars=self.max_output_chars)
 
     def _complete(self, context: object, query: str, repl: REPL | None, scope: CancelScope) -> RLMResult:

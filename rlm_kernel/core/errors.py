@@ -65,6 +65,10 @@ class TraceError(RLMError, ValueError):
     """A file or text that is not a trace of events."""
 
 
+class IsolationError(RLMError, RuntimeError):
+    """The isolated worker could not start, or broke its protocol."""
+
+
 class ExportError(RLMError, ValueError):
     """A trace that cannot be exported, or a file that holds no export."""
 

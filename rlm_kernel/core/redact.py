@@ -1,39 +1,95 @@
 """Keeping secrets out of everything the engine writes or sends.
 
-Values of environment variables named *_API_KEY, *_TOKEN, *_SECRET (and an
-explicit api_key) are replaced wherever text leaves the engine: events (so
-every trace, export and view), observations shown to the model, error messages.
+One redactor replaces, wherever text leaves the engine (events, so every trace, export and view;
+observations and prompts sent to models; error messages):
+
+- the values of environment variables whose names end in KEY, TOKEN, SECRET, PASSWORD, PASS, PWD or
+  CREDENTIALS (PWD and OLDPWD themselves are directories, not secrets), passwords inside URLs held by any
+  environment variable, the passwords of ~/.netrc, and secrets given explicitly (an `api_key=`);
+- each of those in the forms it takes on the way out: plain, repr-escaped (`print(os.environ)` doubles
+  backslashes), JSON-escaped, URL-encoded, and those forms of each other;
+- whatever its origin, text shaped like a credential: a password in a URL (`scheme://user:password@host`),
+  a .netrc `password` entry, and common key shapes (`sk-...`, `ghp_...` and GitHub's other token prefixes,
+  `AKIA...`/`ASIA...`, `hf_...`, `xox?-...`, `AIza...`).
 """
 
 from __future__ import annotations
 
+import json
+import netrc
 import os
 import re
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import quote, quote_plus, unquote
 
 REDACTED = "[redacted]"
-_SECRET_NAME = re.compile(r"(_API_KEY|_TOKEN|_SECRET|_PASSWORD)$", re.I)
+_SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASS|PWD|CREDENTIALS)$", re.I)
+_NOT_SECRET_NAMES = {"PWD", "OLDPWD"}
 _MIN_SECRET_LENGTH = 6  # shorter values are too likely to occur by chance
+_URL_PASSWORD = re.compile(r"(?P<keep>\b[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@'\"]*:)(?P<secret>[^/\s@'\"]+)(?=@)")
+_NETRC_PASSWORD = re.compile(r"(?P<keep>\bmachine\s+\S+\s+login\s+\S+\s+password\s+)(?P<secret>\S+)")
+_KEY_SHAPES = (
+    r"sk-[A-Za-z0-9_-]{16,}",  # OpenAI, Anthropic (sk-ant-...), and others following them
+    r"(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{30,}",
+    r"github_pat_[A-Za-z0-9_]{30,}",
+    r"(?:AKIA|ASIA)[0-9A-Z]{16}",
+    r"hf_[A-Za-z0-9]{30,}",
+    r"xox[abposr]-[A-Za-z0-9-]{10,}",
+    r"AIza[0-9A-Za-z_-]{35}",
+)
+_SHAPES = re.compile(r"(?<![A-Za-z0-9])(?:" + "|".join(_KEY_SHAPES) + r")")
+
+
+def _forms(secret: str) -> set[str]:
+    """`secret` as it may appear in output: plain, repr- and JSON-escaped, URL-encoded, and one level nested."""
+    encoders = (
+        lambda s: repr(s)[1:-1],
+        lambda s: json.dumps(s)[1:-1],
+        lambda s: json.dumps(s, ensure_ascii=False)[1:-1],
+        lambda s: quote(s, safe=""),
+        quote_plus,
+    )
+    forms = {secret}
+    for _ in range(2):
+        forms |= {encode(form) for form in forms for encode in encoders}
+    return forms
+
+
+def environment_secrets(environ: dict[str, str] | None = None) -> set[str]:
+    """The secret values of an environment (os.environ by default) and of ~/.netrc."""
+    environ = dict(os.environ if environ is None else environ)
+    found = {v for k, v in environ.items() if _SECRET_NAME.search(k) and k.upper() not in _NOT_SECRET_NAMES}
+    for value in environ.values():
+        found.update(unquote(m.group("secret")) for m in _URL_PASSWORD.finditer(value))
+    try:
+        hosts = netrc.netrc(os.path.expanduser("~/.netrc")).hosts.values()
+        found.update(password for _, _, password in hosts if password)
+    except (OSError, netrc.NetrcParseError):
+        pass
+    return found
 
 
 class Redactor:
     def __init__(self, extra: Iterable[str | None] = ()) -> None:
-        found = {v for k, v in os.environ.items() if _SECRET_NAME.search(k)}
+        found = environment_secrets()
         found.update(v for v in extra if v)
         # Longest first, so a secret containing another is replaced whole.
         self.secrets = sorted((s for s in found if len(s) >= _MIN_SECRET_LENGTH), key=len, reverse=True)
+        forms = {form for secret in self.secrets for form in _forms(secret) if len(form) >= _MIN_SECRET_LENGTH}
+        literal = "|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True))
+        self._literals = re.compile(literal) if literal else None
 
     def text(self, value: str) -> str:
-        for secret in self.secrets:
-            if secret in value:
-                value = value.replace(secret, REDACTED)
+        if self._literals is not None:
+            value = self._literals.sub(REDACTED, value)
+        value = _SHAPES.sub(REDACTED, value)
+        for pattern in (_URL_PASSWORD, _NETRC_PASSWORD):
+            value = pattern.sub(lambda m: m.group("keep") + REDACTED, value)
         return value
 
     def data(self, value: Any) -> Any:
         """`value` with every string inside it redacted (dicts, lists and tuples walked)."""
-        if not self.secrets:
-            return value
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, dict):
