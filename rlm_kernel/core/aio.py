@@ -69,11 +69,11 @@ class CancelScope:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._lock = threading.Lock()
 
-    def cancel(self) -> None:
-        """Cancel every in-flight call and wait (briefly) until their cancellation has run.
+    def cancel(self, *, wait: bool = True) -> None:
+        """Cancel every in-flight call and, with `wait`, wait (briefly) until their cancellation has run.
 
-        Waiting matters: each call records its own end in the trace as it unwinds, so
-        the partial trace is complete when the interrupt reaches the user.
+        Waiting lets each call record its own end in the trace as it unwinds; what is still unwinding
+        after the wait is closed by the tree (CallTree.close_open_nodes).
         """
         self.cancelled.set()
         with self._lock:
@@ -85,7 +85,8 @@ class CancelScope:
         async def cancel_and_wait() -> None:
             for task in tasks:
                 task.cancel()
-            await asyncio.wait(tasks, timeout=self.DRAIN_S)
+            if wait:
+                await asyncio.wait(tasks, timeout=self.DRAIN_S)
 
         try:
             asyncio.run_coroutine_threadsafe(cancel_and_wait(), loop).result(timeout=self.DRAIN_S + 0.5)

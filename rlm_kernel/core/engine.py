@@ -167,14 +167,24 @@ class RLM:
         except (KeyboardInterrupt, RunCancelled):
             scope.cancel()
             tree.stop_approval()
+            left = tree.stop_children()
             tree.close_open_nodes()
-            partial = Outcome("interrupted", root.partial_answer(), "interrupted")
-            raise RunInterrupted(tree.result(query, partial)) from None
-        finally:
             tree.close()
+            partial = Outcome("interrupted", root.partial_answer(), "interrupted")
+            raise RunInterrupted(tree.result(query, partial, left)) from None
+        except BaseException:
+            tree.close()
+            raise
+        finally:
             if own_repl:
                 close_repl(repl)
-        return tree.result(query, outcome)
+        # The run's whole tree ends with it: children a block left running are stopped, and no model call
+        # starts after this returns (the scope refuses them); a thread blocked in C code is reported.
+        scope.cancel(wait=False)  # the run's time is not spent on calls it no longer needs
+        left = tree.stop_children()
+        tree.close_open_nodes("the run ended before this call did")
+        tree.close()
+        return tree.result(query, outcome, left)
 
 
 def _either(value: Any, fallback: Any) -> Any:

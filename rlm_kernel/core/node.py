@@ -347,6 +347,7 @@ class Node:
         pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=min(self.rlm.concurrency, len(pairs) or 1), thread_name_prefix=f"rlm-{self.id}"
         )
+        self.tree.pools.append(pool)  # so that the run's end can stop a child its parent left running
         try:
             futures = [pool.submit(one, pair) for pair in pairs]
             return [self.tree.scope.wait(f) for f in futures]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
 import sys
 import threading
@@ -51,6 +52,7 @@ class CallTree:
         self._handlers: list[EventHandler] = [self.trace.add, *([self._writer] if self._writer else []), *rlm.on_event]
         self.closed = False
         self.handler_errors: list[str] = []
+        self.pools: list[concurrent.futures.ThreadPoolExecutor] = []  # children's threads (rlm_query_batched)
 
     def new_id(self, prefix: str) -> str:
         return f"{prefix}{next(self._ids[prefix])}"
@@ -86,8 +88,8 @@ class CallTree:
         if waiting is not None and waiting != threading.main_thread().ident:
             raise_in_thread(waiting, RunCancelled)
 
-    def close_open_nodes(self) -> None:
-        """After an interrupt: every sub-call still unwinding ends as cancelled, every open node as interrupted."""
+    def close_open_nodes(self, why: str = "interrupted") -> None:
+        """Every sub-call still unwinding ends as cancelled, every open node as interrupted; later events are dropped."""
         seconds = time.perf_counter() - self.started
         for node in list(self.trace.nodes.values()):
             for sub in node.subcalls:
@@ -95,16 +97,28 @@ class CallTree:
                     cancelled = {"subcall_id": sub.id, "error": "cancelled", "usage": Usage().to_dict()}
                     self.emit("subcall_end", node.id, node.parent_id, **cancelled, seconds=seconds)
             if node.status == "running":
-                ended = {"status": "interrupted", "error": "interrupted", "seconds": seconds}
+                ended = {"status": "interrupted", "error": why, "seconds": seconds}
                 self.emit("call_end", node.id, node.parent_id, **ended)
         self.closed = True
+
+    def stop_children(self) -> list[str]:
+        """Stop the threads of children a block left running; the names of those still alive (blocked in C code)."""
+        threads = [t for pool in self.pools for t in list(pool._threads) if t.is_alive()]
+        for thread in threads:
+            if thread.ident is not None:
+                raise_in_thread(thread.ident, RunCancelled)
+        deadline = time.monotonic() + 0.5
+        for thread in threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        return [t.name for t in threads if t.is_alive()]
 
     def close(self) -> None:
         self.closed = True
         if self._writer:
             self._writer.close()
 
-    def result(self, query: str, outcome: Outcome) -> RLMResult:
+    def result(self, query: str, outcome: Outcome, threads_left: list[str] | None = None) -> RLMResult:
+        extra = {"threads_left": threads_left} if threads_left else {}
         return RLMResult(
             answer=outcome.answer,
             status=outcome.status,
@@ -114,4 +128,5 @@ class CallTree:
             error=None if outcome.error is None else self.redactor.text(outcome.error),
             limit=outcome.limit,
             query=query,
+            extra=extra,
         )
