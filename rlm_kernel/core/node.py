@@ -78,6 +78,8 @@ class Node:
         self.tools: dict[str, Any] = {}
         self._block: tuple[int, int] | None = None  # (iteration, block) of the code now running
         self._delta_start = 2  # the system and first user messages travel in call_start
+        self._made: set[str] = set()  # names this node's finished blocks bound
+        self._before_block: dict[str, int] | None = None  # the namespace as the running block found it
 
     def emit(self, kind: str, /, **data: Any) -> None:
         self.tree.emit(kind, self.id, self.parent_id, **data)
@@ -169,7 +171,7 @@ class Node:
         observations: list[str] = []
         failed = False
         for index, code in enumerate(blocks):
-            before = self._snapshot()
+            before = self._before_block = self._snapshot()
             left = self.tree.ledger.seconds_left()
             self._block = (iteration, index)
             try:
@@ -180,7 +182,9 @@ class Node:
             finally:
                 self._block = None
             submitted = result.submitted or self._restore_tools()
+            self._before_block = None
             created, rebound = _diff(before, self._snapshot())
+            self._made.update(created + rebound)
             redact = self.tree.redactor.text
             output = redact(truncate(result.observation(), self.rlm.max_output_chars))
             self.emit(
@@ -392,6 +396,13 @@ class Node:
             return [self.tree.scope.wait(f) for f in futures]
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
+
+    def made_names(self) -> set[str]:
+        """The names this node's code has bound so far, the running block's included (what SHOW_VARS lists)."""
+        if self._before_block is None:
+            return set(self._made)
+        created, rebound = _diff(self._before_block, self._snapshot())
+        return self._made | set(created) | set(rebound)
 
     def _snapshot(self) -> dict[str, int]:
         return {n: v for n, v in self.repl.snapshot().items() if n not in self.tools and not n.startswith("_")}
