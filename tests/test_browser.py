@@ -172,6 +172,14 @@ def test_call_tree_in_jupyterlab(tmp_path: Path, gates: dict[str, threading.Even
             expect(accordions).to_have_count(2)
             expect(titles.nth(1)).to_have_text(_title("running", 1, CHILD_Q))
             expect(prompt).to_have_text("[*]:")
+            # While its model call is held, the child says what it waits for, and its elapsed time moves.
+            expect(titles.nth(1)).to_contain_text("waiting for openai/policy, iteration 1")
+            first = _elapsed(titles.nth(1).inner_text())
+            expect(titles.nth(1)).not_to_have_text(re.compile(rf"· {first:.1f} s$"))
+            assert _elapsed(titles.nth(1).inner_text()) > first
+            expect(cell.locator(".widget-html-content", has_text="RLM run").first).to_contain_text(
+                "running · 2 RLM calls"
+            )
             page.screenshot(path=SHOTS / "1-running-two-nodes.png")
             gates[CHILD_Q].set()
             expect(accordions).to_have_count(3)
@@ -185,9 +193,9 @@ def test_call_tree_in_jupyterlab(tmp_path: Path, gates: dict[str, threading.Even
             for depth, question in enumerate((ROOT_Q, CHILD_Q, GRAND_Q)):
                 expect(titles.nth(depth)).to_have_text(_title("done", depth, question))
             expect(accordions).to_have_count(3)
-            answer = cell.locator('.jp-OutputArea-output[data-mime-type="text/markdown"]')
-            expect(answer.locator("strong")).to_have_text(ANSWER_BOLD)
-            expect(answer).to_contain_text("failed first, in the first half of the log.")
+            # The answer as the model wrote it: its Markdown stars stay stars.
+            answer = cell.locator('.jp-OutputArea-output[data-mime-type="text/plain"]').last
+            expect(answer).to_have_text(f"**{ANSWER_BOLD}** failed first, in the first half of the log.")
             expect(cell.locator(".widget-html-content", has_text="variables made by the model").first).to_have_text(
                 re.compile(re.escape(ROOT_VARIABLES) + r"$")
             )
@@ -232,6 +240,12 @@ def test_call_tree_in_jupyterlab(tmp_path: Path, gates: dict[str, threading.Even
 def _title(status: str, depth: int, question: str) -> re.Pattern[str]:
     """A node's accordion title: status icon, status, node id, depth, model, question, then figures."""
     return re.compile(rf"^\S+ {status} · n\d+ · d{depth} · openai/policy · {re.escape(question)} · ")
+
+
+def _elapsed(title: str) -> float:
+    match = re.search(r"· (\d+\.\d) s$", title)
+    assert match, title
+    return float(match.group(1))
 
 
 def _node(cell: Locator, depth: int) -> Locator:

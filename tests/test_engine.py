@@ -345,14 +345,18 @@ def test_trace_events_round_trip_through_jsonl(scripted, tmp_path):
     kinds = [e.kind for e in events]
     assert kinds == [
         "call_start",
+        "model_wait",
         "iteration",
         "subcall_start",
         "subcall_end",
         "code_result",
+        "model_wait",
         "iteration",
         "code_result",
         "call_end",
     ]
+    waits = [e.data for e in events if e.kind == "model_wait"]
+    assert waits == [{"iteration": i, "model": model, "attempt": 0} for i in (0, 1)]  # the sub-call is no wait
     assert all(e.node_id == result.trace.root_id for e in events)
     reloaded = Trace.from_jsonl(path)
     assert reloaded.outline() == result.trace.outline()

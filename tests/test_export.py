@@ -156,7 +156,7 @@ def test_export_is_a_valid_notebook_laid_out_as_the_run(recorded, tmp_path):
     )
     pointer = cells[cells.index(failing) + 1]
     assert f"child RLM **{child.id}**" in pointer.source and CHILD_QUESTION in pointer.source
-    assert cells[-2].source == f"## Final answer\n\n{recorded.answer}"
+    assert cells[-2].source == f"## Final answer\n\n```text\n{recorded.answer}\n```"  # as written, not as Markdown
     assert (cells[-1].source, cells[-1].metadata.tags) == ("%rlm_replay_check", ["rlm-replay"])
     # The replay data is the trace itself, with the context.
     carried = read_export(exported.path)
@@ -179,7 +179,7 @@ def test_executing_the_export_replays_the_run_offline_with_the_same_outputs(reco
     assert any(o.output_type == "error" for c in generated(executed) for o in c.outputs)
     check = executed.cells[-1].outputs
     assert "same answer" in check[0].data["text/plain"]
-    assert check[-1].output_type == "execute_result" and check[-1].data["text/markdown"] == recorded.answer
+    assert check[-1].output_type == "execute_result" and check[-1].data["text/plain"] == recorded.answer
 
 
 def test_stepping_through_an_export_runs_each_root_block_when_its_cell_runs(recorded, ip, tmp_path):
@@ -326,7 +326,7 @@ def test_rlm_export_command(tmp_path, capsys):
     assert "context: embedded" in capsys.readouterr().out
     nb = nbformat.read(tmp_path / "run.ipynb", as_version=4)
     nbformat.validate(nb)
-    assert nb.cells[-2].source.endswith(result.answer)
+    assert nb.cells[-2].source.endswith(f"{result.answer}\n```")
     assert main(["export", str(trace_path), str(tmp_path / "bare.ipynb")]) == 0
     assert "context: not available" in capsys.readouterr().out
     assert main(["export", str(tmp_path / "missing.jsonl"), str(tmp_path / "x.ipynb")]) == 2

@@ -168,7 +168,14 @@ class RLMKernelTests(jupyter_kernel_test.KernelTests):
         assert any(link["text"] == "Python Reference" for link in content["help_links"])
 
     def test_rlm_extension_preloaded(self) -> None:
-        assert self.evaluate("'rlm_kernel' in get_ipython().extension_manager.loaded") == "True"
+        assert self.evaluate("'rlm' in get_ipython().magics_manager.magics['cell']") == "True"
+
+    def test_a_notebooks_own_load_ext_is_quiet_in_the_rlm_kernel(self) -> None:
+        # Exports and the quickstart start with it (they also run under python3): no "already loaded" note.
+        reply, outputs = self.execute_helper(code="%load_ext rlm_kernel")
+        assert reply["content"]["status"] == "ok"
+        assert [m for m in outputs if m["msg_type"] in ("stream", "display_data", "execute_result")] == []
+        assert self.evaluate("'rlm' in get_ipython().magics_manager.magics['cell']") == "True"
 
     def test_rlm_kernel_start_skips_litellm(self) -> None:
         assert self.evaluate("import sys; 'litellm' in sys.modules") == "False"

@@ -185,7 +185,7 @@ def test_a_file_that_several_runs_appended_to_reads_as_the_last_run(tmp_path):
         RLM(model=register_policy([repl(f"FINAL({answer!r})")]), trace_path=str(path)).completion("text", answer)
     trace = Trace.from_jsonl(path)
     assert trace.root.query == "second" and trace.root.answer == "second"
-    assert [e.kind for e in trace.events] == ["call_start", "iteration", "code_result", "call_end"]
+    assert [e.kind for e in trace.events] == ["call_start", "model_wait", "iteration", "code_result", "call_end"]
 
 
 def trace_size(tmp_path, n_chars: int) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import inspect
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -59,6 +60,12 @@ def _shutdown(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None
     thread.join(timeout=2)
 
 
+def _close_unstarted(outer: Coroutine[Any, Any, Any], inner: Coroutine[Any, Any, Any]) -> None:
+    if inspect.getcoroutinestate(outer) == inspect.CORO_CREATED:
+        outer.close()
+        inner.close()
+
+
 class CancelScope:
     """The in-flight calls of one run, so that an interrupt can cancel all of them."""
 
@@ -98,7 +105,20 @@ class CancelScope:
         if self.cancelled.is_set():
             coro.close()
             raise RunCancelled()
-        return self.wait(asyncio.run_coroutine_threadsafe(self._tracked(coro), background_loop()))
+        tracked = self._tracked(coro)
+        try:
+            loop = background_loop()
+            future = asyncio.run_coroutine_threadsafe(tracked, loop)
+        except BaseException:  # an interrupt before the call was handed to the loop
+            _close_unstarted(tracked, coro)
+            raise
+        try:
+            return self.wait(future)
+        except BaseException:
+            # Cancelled before the loop began it, it never starts: close it, or Python warns it was never awaited.
+            # Queued behind the loop's own start-up of the call, so a call that did begin is left to its task.
+            loop.call_soon_threadsafe(_close_unstarted, tracked, coro)
+            raise
 
     async def _tracked(self, coro: Coroutine[Any, Any, T]) -> T:
         task = asyncio.current_task()

@@ -7,7 +7,7 @@ import concurrent.futures
 import itertools
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from rlm_kernel.core.aio import RunCancelled
@@ -55,6 +55,7 @@ class Node:
         repl: REPL,
         model: str,
         max_iterations: int,
+        node_id: str | None = None,
     ) -> None:
         self.rlm, self.tree, self.context, self.query = rlm, tree, context, query
         self.depth, self.parent_id, self.repl, self.model = depth, parent_id, repl, model
@@ -62,7 +63,7 @@ class Node:
         # The root talks to the root model's server; children, like sub-calls, to the sub-model's.
         self.lm: LM = rlm.lm if depth == 0 else rlm.sub_lm
         self.params: Mapping[str, Any] = rlm.root_params if depth == 0 else rlm.sub_params
-        self.id = tree.new_id("n")
+        self.id = node_id or tree.new_id("n")
         self.answer = AnswerDict(content="", ready=False)
         self.capabilities = Capabilities(
             depth=depth,
@@ -77,6 +78,8 @@ class Node:
         self.tools: dict[str, Any] = {}
         self._block: tuple[int, int] | None = None  # (iteration, block) of the code now running
         self._delta_start = 2  # the system and first user messages travel in call_start
+        self._made: set[str] = set()  # names this node's finished blocks bound
+        self._before_block: dict[str, int] | None = None  # the namespace as the running block found it
 
     def emit(self, kind: str, /, **data: Any) -> None:
         self.tree.emit(kind, self.id, self.parent_id, **data)
@@ -125,7 +128,7 @@ class Node:
     def _iterate(self, messages: Messages) -> Outcome:
         for i in range(self.max_iterations):
             sent = len(messages)
-            completion = self.call_model(messages)
+            completion = self.call_model(messages, i)
             parsed = parse_reply(completion.text)
             messages.append({"role": "assistant", "content": parsed.kept})
             self._emit_iteration(i, completion, parsed, messages[self._delta_start : sent])
@@ -151,7 +154,7 @@ class Node:
         if partial is not None:
             return Outcome("max_iterations", partial, why)
         messages.append({"role": "user", "content": out_of_iterations_message(self.max_iterations)})
-        completion = self.call_model(messages)
+        completion = self.call_model(messages, self.max_iterations)
         parsed = parse_reply(completion.text)
         parsed.blocks = []  # nothing runs after the last call
         self._emit_iteration(self.max_iterations, completion, parsed, messages[self._delta_start :])
@@ -168,7 +171,7 @@ class Node:
         observations: list[str] = []
         failed = False
         for index, code in enumerate(blocks):
-            before = self._snapshot()
+            before = self._before_block = self._snapshot()
             left = self.tree.ledger.seconds_left()
             self._block = (iteration, index)
             try:
@@ -179,7 +182,9 @@ class Node:
             finally:
                 self._block = None
             submitted = result.submitted or self._restore_tools()
+            self._before_block = None
             created, rebound = _diff(before, self._snapshot())
+            self._made.update(created + rebound)
             redact = self.tree.redactor.text
             output = redact(truncate(result.observation(), self.rlm.max_output_chars))
             self.emit(
@@ -238,10 +243,24 @@ class Node:
 
     # -- model calls --------------------------------------------------------------------
 
-    def call_model(self, messages: Messages) -> Completion:
-        return self.tree.scope.run(self.acall_model(messages, self.model, lm=self.lm, params=self.params))
+    def call_model(self, messages: Messages, iteration: int) -> Completion:
+        """The node's own model call for `iteration`; `model_wait` tells the views when each attempt starts."""
 
-    async def acall_model(self, messages: Messages, model: str, *, lm: LM, params: Mapping[str, Any]) -> Completion:
+        def waiting(attempt: int) -> None:
+            self.emit("model_wait", iteration=iteration, model=self.model, attempt=attempt)
+
+        call = self.acall_model(messages, self.model, lm=self.lm, params=self.params, on_attempt=waiting)
+        return self.tree.scope.run(call)
+
+    async def acall_model(
+        self,
+        messages: Messages,
+        model: str,
+        *,
+        lm: LM,
+        params: Mapping[str, Any],
+        on_attempt: Callable[[int], None] | None = None,
+    ) -> Completion:
         """One model call with retries; every attempt is charged to the tree's ledger."""
         rlm, ledger = self.rlm, self.tree.ledger
         messages = [{**m, "content": self.tree.redactor.text(str(m["content"]))} for m in messages]
@@ -256,6 +275,8 @@ class Node:
                     await asyncio.sleep(0.01)  # it fits once in-flight calls settle
                 left = ledger.seconds_left()
                 timeout = rlm.call_timeout if left is None else max(0.01, min(rlm.call_timeout, left))
+                if on_attempt is not None:
+                    on_attempt(attempt)
                 try:
                     completion = await lm.acomplete(
                         messages, model=model, max_output_tokens=reservation.output_cap, timeout=timeout, params=params
@@ -290,33 +311,46 @@ class Node:
 
     def child(self, context: object, query: str, model: str | None) -> Any:
         """Run a child RLM one level deeper, in its own REPL; its answer, or its error as text."""
+        return self._run_child(*self._queue_child(context, query, model))
+
+    def _queue_child(self, context: object, query: str, model: str | None) -> tuple[object, str, str, str, str]:
+        """Name a child and announce its sub-call (the views show it queued until its call_start)."""
         check_context(context)
-        rlm = self.rlm
-        repl = rlm.new_repl()
-        child = Node(
-            rlm,
-            self.tree,
-            context,
-            query,
-            depth=self.depth + 1,
-            parent_id=self.id,
-            repl=repl,
-            model=model or rlm.sub_model,
-            max_iterations=rlm.child_max_iterations,
-        )
-        sub_id = self.tree.new_id("s")
+        child_id, sub_id, model = self.tree.new_id("n"), self.tree.new_id("s"), model or self.rlm.sub_model
         self.emit(
             "subcall_start",
             subcall_id=sub_id,
             kind="rlm",
-            child_id=child.id,
-            model=child.model,
+            child_id=child_id,
+            model=model,
             prompt_preview=query[:PROMPT_PREVIEW_CHARS],
             prompt_chars=len(query),
             **self.current_block(),
         )
+        return context, query, model, child_id, sub_id
+
+    def _run_child(self, context: object, query: str, model: str, child_id: str, sub_id: str) -> Any:
+        rlm = self.rlm
         started = time.perf_counter()
         try:
+            repl = rlm.new_repl()
+        except Exception as exc:  # its announced sub-call still ends, as failed
+            error = f"{type(exc).__name__}: {exc}"
+            self.emit("subcall_end", subcall_id=sub_id, error=error, usage=Usage().to_dict(), seconds=0.0)
+            raise
+        try:
+            child = Node(
+                rlm,
+                self.tree,
+                context,
+                query,
+                depth=self.depth + 1,
+                parent_id=self.id,
+                repl=repl,
+                model=model,
+                max_iterations=rlm.child_max_iterations,
+                node_id=child_id,
+            )
             outcome = child.run()
         finally:
             close_repl(repl)
@@ -335,10 +369,20 @@ class Node:
         return reply
 
     def children(self, pairs: list[tuple[Any, ...]], model: str | None) -> list[Any]:
-        def one(pair: tuple[Any, ...]) -> Any:
+        """Child RLMs in parallel: all announced (queued) first, in order, then run `concurrency` at a time."""
+        queued: list[tuple[object, str, str, str, str] | str] = []
+        for pair in pairs:
             try:
                 context, query = pair
-                return self.child(context, str(query), model)
+                queued.append(self._queue_child(context, str(query), model))
+            except Exception as exc:
+                queued.append(f"Error: {type(exc).__name__}: {exc}")
+
+        def one(child: tuple[object, str, str, str, str] | str) -> Any:
+            if isinstance(child, str):
+                return child
+            try:
+                return self._run_child(*child)
             except (KeyboardInterrupt, RunCancelled):
                 raise
             except Exception as exc:
@@ -349,10 +393,17 @@ class Node:
         )
         self.tree.pools.append(pool)  # so that the run's end can stop a child its parent left running
         try:
-            futures = [pool.submit(one, pair) for pair in pairs]
+            futures = [pool.submit(one, child) for child in queued]
             return [self.tree.scope.wait(f) for f in futures]
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
+
+    def made_names(self) -> set[str]:
+        """The names this node's code has bound so far, the running block's included (what SHOW_VARS lists)."""
+        if self._before_block is None:
+            return set(self._made)
+        created, rebound = _diff(self._before_block, self._snapshot())
+        return self._made | set(created) | set(rebound)
 
     def _snapshot(self) -> dict[str, int]:
         return {n: v for n, v in self.repl.snapshot().items() if n not in self.tools and not n.startswith("_")}

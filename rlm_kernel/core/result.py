@@ -34,6 +34,8 @@ class RLMResult:
     limit: str | None = None  # the budget limit that stopped it, when status == "budget"
     query: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # The caller's variables that model code rebound, with their values before the run (set by the notebook).
+    replaced: dict[str, Any] = field(default_factory=dict)
 
     @property
     def text(self) -> str:

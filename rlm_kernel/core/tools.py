@@ -74,7 +74,8 @@ def make_tools(node: Node) -> dict[str, Any]:
 
     def SHOW_VARS() -> str:  # noqa: N802
         """The variables you have made, with their types and sizes."""
-        names = [n for n in node.repl.names() if n not in node.tools and not n.startswith("_")]
+        present = set(node.repl.names())
+        names = [n for n in node.made_names() if n in present and n not in node.tools]
         return "\n".join(f"{n}: {describe_value(node.repl.get(n))}" for n in sorted(names)) or "(no variables yet)"
 
     return {

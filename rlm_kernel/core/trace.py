@@ -82,6 +82,7 @@ class Iteration:
     usage: Usage
     seconds: float
     cells: list[CodeCell] = field(default_factory=list)
+    blocks: int = 0  # code blocks in the reply (cells: those that ran so far)
 
 
 @dataclass
@@ -117,6 +118,9 @@ class CallNode:
     subcalls: list[SubCall] = field(default_factory=list)
     children: list[str] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)  # this node's own calls, its sub-model calls included
+    started: float = 0.0  # wall-clock time of its call_start
+    waiting: dict[str, Any] | None = None  # the model_wait of the model call in flight, until its reply
+    streaming: str = ""  # the reply being written (model_text deltas), until the iteration event has it whole
 
 
 class Trace:
@@ -184,7 +188,8 @@ class Trace:
 
     def _on_call_start(self, e: Event) -> None:
         d = e.data
-        self.nodes[e.node_id] = CallNode(e.node_id, e.parent_id, d["depth"], d["model"], d["query"], d["context"])
+        node = CallNode(e.node_id, e.parent_id, d["depth"], d["model"], d["query"], d["context"], started=e.time)
+        self.nodes[e.node_id] = node
         if e.parent_id is None:
             self.root_id = e.node_id
         elif e.parent_id in self.nodes:
@@ -194,8 +199,16 @@ class Trace:
         d = e.data
         usage = Usage(**d["usage"])
         node = self.nodes[e.node_id]
-        node.iterations.append(Iteration(d["index"], d["reply"], usage, d["seconds"]))
+        node.iterations.append(Iteration(d["index"], d["reply"], usage, d["seconds"], blocks=d.get("blocks", 0)))
         node.usage.add(usage)
+        node.waiting, node.streaming = None, ""
+
+    def _on_model_wait(self, e: Event) -> None:
+        node = self.nodes[e.node_id]
+        node.waiting, node.streaming = e.data, ""  # a retry starts its reply again
+
+    def _on_model_text(self, e: Event) -> None:
+        self.nodes[e.node_id].streaming += e.data["text"]
 
     def _on_code_result(self, e: Event) -> None:
         d = e.data
@@ -225,6 +238,7 @@ class Trace:
         d = e.data
         node = self.nodes[e.node_id]
         node.status, node.answer, node.error, node.seconds = d["status"], d.get("answer"), d.get("error"), d["seconds"]
+        node.waiting, node.streaming = None, ""
 
     def _on_context(self, e: Event) -> None:
         self.contexts[e.node_id] = e.data

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import html
+import time
 from collections.abc import Iterable, Iterator
 
 from pygments import highlight
@@ -18,6 +19,7 @@ from pygments.lexers import PythonLexer
 from rlm_kernel.core.ledger import Usage
 from rlm_kernel.core.parsing import parse_reply
 from rlm_kernel.core.trace import CallNode, CodeCell, Event, Iteration, SubCall, Trace
+from rlm_kernel.formats.progress import child_counts, child_state, node_activity, replaced_names, run_totals
 
 STATUS_COLOURS = {
     "running": "#0969da",
@@ -26,6 +28,8 @@ STATUS_COLOURS = {
     "budget": "#bc4c00",
     "interrupted": "#6e7781",
     "max_iterations": "#8250df",
+    "queued": "#9a6700",
+    "cancelled": "#8c959f",
 }
 STATUS_ICONS = {
     "running": "⏳",
@@ -34,9 +38,12 @@ STATUS_ICONS = {
     "budget": "💰",
     "interrupted": "⏹",
     "max_iterations": "🔁",
+    "queued": "⏸",
+    "cancelled": "⏹",
 }
 QUESTION_CHARS = 80
 POINTER_REPLY_CHARS = 200
+FAN_OUT_LISTED = 3  # a block that starts more child RLMs than this shows one line of counts instead of a line each
 _OTHER_COLOUR = "#57606a"
 
 _PAGE = "font-family:system-ui,sans-serif;font-size:13px;line-height:1.45;color:#1f2328"
@@ -92,7 +99,8 @@ def render_html(trace: Trace) -> str:
     if trace.root is None:
         return f'<div style="{_PAGE}"><i>RLM trace: no calls yet</i></div>'
     renderer = _Renderer(trace, CellLinks.from_events(trace.events), nested=True, usage=_subtree_usages(trace))
-    return f'<div style="{_PAGE}">{renderer.assemble(renderer.details(trace.root))}</div>'
+    header = f'<div style="{_MUTED}">RLM run: {_e(run_totals(trace, time.time()))}</div>'
+    return f'<div style="{_PAGE}">{header}{renderer.assemble(renderer.details(trace.root))}</div>'
 
 
 def render_node_html(trace: Trace, node_id: str, links: CellLinks | None = None) -> str:
@@ -208,8 +216,11 @@ class _Renderer:
         if unfinished:
             label = "cell running" if node.status == "running" else "unfinished cell"
             yield f'<div style="{_MUTED}">{label}:</div>'
-            for sub_id in unfinished:
-                yield from self.subcall(subcalls[sub_id])
+            yield from self.started(node, [subcalls[s] for s in unfinished])
+        if node.status == "running" and node.waiting is not None:
+            yield f'<div style="margin-top:8px;{_MUTED}">{_e(node_activity(node, time.time()))}</div>'
+            if node.streaming:
+                yield _pre(node.streaming)
         if node.answer is not None:
             yield f'<div style="{_MUTED}">answer:</div>{_pre(node.answer)}'
         if node.error:
@@ -228,23 +239,32 @@ class _Renderer:
             yield f'<div style="{_PROSE}">{_e(prose)}</div>'
         for cell in iteration.cells:
             yield highlight_code(cell.code)
-            for sub_id in self.links.of_cell(node.id, cell):
-                yield from self.subcall(subcalls[sub_id])
+            yield from self.started(node, [subcalls[s] for s in self.links.of_cell(node.id, cell)])
             if cell.output or not cell.submitted:
                 yield _pre(cell.output or "(no output)", _ERR_PRE if cell.error else _OUT_PRE)
             if cell.submitted:
                 yield f'<div style="{_MUTED}">submitted the answer</div>'
 
+    def started(self, node: CallNode, subs: list[SubCall]) -> Iterator[str | CallNode]:
+        """The sub-calls one block started; a fan-out of child RLMs gets one line of counts."""
+        children = [s for s in subs if s.kind == "rlm"]
+        grouped = len(children) > FAN_OUT_LISTED
+        if grouped:
+            where = "" if self.nested else " (each has its own section below)"
+            yield f'<div style="{_SUB}">↳ {_e(child_counts(self.trace, node, children))}{_e(where)}</div>'
+        for sub in subs:
+            if sub.kind == "llm":
+                yield from self.subcall(sub)
+            elif self.nested or not grouped:
+                yield from self.child(node, sub)
+
     def subcall(self, sub: SubCall) -> Iterator[str | CallNode]:
-        if sub.kind == "rlm":
-            yield from self.child(sub)
-            return
         if not sub.done:
             state = " · " + _badge("running")
         else:
             state = f" · {sub.usage.input_tokens:,}+{sub.usage.output_tokens:,} tok · {_seconds(sub.seconds)}"
             if sub.error:
-                state += " · " + _badge("error")
+                state += " · " + _badge("cancelled" if sub.error == "cancelled" else "error")
         shown = len(sub.prompt_preview)
         length = f"{sub.prompt_chars:,} chars" + (f", first {shown:,} shown" if shown < sub.prompt_chars else "")
         yield (
@@ -256,10 +276,11 @@ class _Renderer:
             yield f'<div style="{_MUTED}">reply:</div>{_pre(sub.reply or "", _ERR_PRE if sub.error else _OUT_PRE)}'
         yield "</details>"
 
-    def child(self, sub: SubCall) -> Iterator[str | CallNode]:
+    def child(self, parent: CallNode, sub: SubCall) -> Iterator[str | CallNode]:
         node = self.trace.nodes.get(sub.child_id or "")
-        if node is None:  # its call_start has not arrived yet
-            yield f'<div style="{_SUB};{_MUTED}">child RLM starting: {_e(sub.prompt_preview)}</div>'
+        if node is None:  # announced, not started: queued behind the concurrency limit, or cancelled
+            state = child_state(self.trace, parent, sub)
+            yield f'<div style="{_SUB};{_MUTED}">{_badge(state)} child RLM {_e(sub.child_id)}: {_e(sub.prompt_preview)}</div>'
         elif self.nested:
             yield '<div style="margin-left:12px">'
             yield node
@@ -273,13 +294,10 @@ class _Renderer:
 
     def variables(self, node: CallNode) -> str:
         created: dict[str, None] = {}
-        rebound: dict[str, None] = {}
         for iteration in node.iterations:
             for cell in iteration.cells:
                 created.update(dict.fromkeys(cell.created))
-                rebound.update(dict.fromkeys(cell.rebound))
-        # A name the model made and later reassigned is still its own; "rebound" flags names it found there.
-        found = [n for n in rebound if n not in created]
+        found = replaced_names(node)
         if not created and not found:
             return ""
         line = "variables made by the model: " + (", ".join(created) or "none")

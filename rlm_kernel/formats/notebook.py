@@ -88,7 +88,8 @@ def build_notebook(
     cells = _Cells()
     cells.code("%load_ext rlm_kernel")
     cells.markdown(_header(trace, root, note))
-    events = [e for e in trace.events if e.kind != CONTEXT_RECORD] + ([record] if record else [])
+    # Streamed deltas are left out: each iteration event carries its whole reply.
+    events = [e for e in trace.events if e.kind not in (CONTEXT_RECORD, "model_text")] + ([record] if record else [])
     cells.code(f"{SETUP_MAGIC}\n{encode_payload(events)}", tags=[REPLAY_TAG], jupyter={"source_hidden": True})
     links = CellLinks.from_events(trace.events)
     results = {
@@ -96,7 +97,7 @@ def build_notebook(
     }
     for node in trace.walk():
         _section(cells, trace, node, links, results)
-    answer = root.answer if root.answer is not None else f"*No answer* (status {root.status}: {root.error})"
+    answer = as_written(root.answer) if root.answer is not None else f"*No answer* (status {root.status}: {root.error})"
     cells.markdown(f"## Final answer\n\n{answer}")
     cells.code(CHECK_MAGIC, tags=[REPLAY_TAG])
     notebook = {
@@ -320,7 +321,7 @@ def _section(
     if node.error:
         cells.markdown(f"**{node.id} stopped** ({node.status}): {node.error}")
     elif node.depth and node.answer is not None:
-        cells.markdown(f"**Answer of {node.id}:**\n\n{_quote(node.answer)}")
+        cells.markdown(f"**Answer of {node.id}:**\n\n{as_written(node.answer)}")
 
 
 def _subcalls(subcalls: list[SubCall]) -> str:
@@ -350,6 +351,13 @@ def _llm_details(sub: SubCall) -> str:
         f"<details><summary>llm_query · {html.escape(sub.model)} · {length} · {state}</summary>"
         f"<b>prompt</b><pre>{html.escape(sub.prompt_preview)}</pre><b>reply</b><pre>{html.escape(sub.reply or '')}</pre></details>\n"
     )
+
+
+def as_written(text: str) -> str:
+    """Text in a Markdown cell exactly as written: a fenced block, which neither Markdown nor LaTeX touches."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}text\n{text}\n{fence}"
 
 
 def _one_line(text: str, chars: int = HEADING_CHARS) -> str:

@@ -6,10 +6,20 @@ from typing import Any, cast
 
 from rlm_kernel.jupyter.magics import RLMMagics, protect_line_questions
 
+# Where an unloaded extension leaves the session's runs and default context, for the next load to pick up.
+_KEPT = "_rlm_kernel_session"
+
 
 def load(ipython: Any) -> None:
+    """Register the magics; a reload (or a second load) keeps the session's runs and its default context."""
+    previous = ipython.magics_manager.registry.get(RLMMagics.__name__)
+    kept = (previous.runs, previous.default_context) if previous is not None else getattr(ipython, _KEPT, None)
+    if previous is not None:
+        _forget(ipython, previous)
     ipython.register_magics(RLMMagics)
     magics = ipython.magics_manager.registry[RLMMagics.__name__]
+    if kept is not None:
+        magics.runs, magics.default_context = kept
     if magics not in ipython.configurables:  # so that %config RLMMagics lists and sets the settings
         ipython.configurables.append(magics)
     if protect_line_questions not in ipython.input_transformers_cleanup:
@@ -24,5 +34,11 @@ def unload(ipython: Any) -> None:
         for name in cast("dict[str, dict[str, Any]]", RLMMagics.magics)[kind]:  # @magics_class filled it
             manager.magics[kind].pop(name, None)
     instance = manager.registry.pop(RLMMagics.__name__, None)
+    if instance is not None:
+        setattr(ipython, _KEPT, (instance.runs, instance.default_context))
+        _forget(ipython, instance)
+
+
+def _forget(ipython: Any, instance: Any) -> None:
     while instance in ipython.configurables:
         ipython.configurables.remove(instance)

@@ -7,6 +7,7 @@ stay portable: they also run under `python3` after `%load_ext rlm_kernel`.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Any, cast
 
@@ -41,14 +42,18 @@ class RLMKernel(IPythonKernel):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         # A broken or missing extension must not kill the kernel: it stays a usable Python kernel.
+        # Loaded directly, not through the extension manager, so that a notebook's own `%load_ext rlm_kernel`
+        # (which it needs under python3) loads it again quietly instead of printing "already loaded".
         try:
             assert self.shell is not None  # IPythonKernel.__init__ made it
-            outcome = self.shell.extension_manager.load_extension(EXTENSION)
+            extension = importlib.import_module(EXTENSION)
+            load = getattr(extension, "load_ipython_extension", None)
+            if load is None:
+                self.log.warning("%s has no load_ipython_extension; %%rlm is unavailable", EXTENSION)
+                return
+            load(self.shell)
         except Exception:
             self.log.warning("Could not load the %s extension; %%rlm is unavailable", EXTENSION, exc_info=True)
-            return
-        if outcome == "no load function":
-            self.log.warning("%s has no load_ipython_extension; %%rlm is unavailable", EXTENSION)
 
 
 if __name__ == "__main__":

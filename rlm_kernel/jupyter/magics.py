@@ -112,6 +112,9 @@ class RLMMagics(Magics, SettingTraits):  # type: ignore[misc, valid-type]
         word, _, rest = line.strip().partition(" ")
         if word in subcommands.SUBCOMMANDS:
             return subcommands.SUBCOMMANDS[word](self, self.split(rest, word))
+        suggestion = subcommands.near_miss(word) if not rest else None
+        if suggestion is not None:  # a typo must not become a paid question about the default context
+            raise UsageError(msg.NEAR_MISS.format(word=word, suggestion=suggestion))
         return self.ask(line, [])
 
     rlm.__doc__ = (rlm.__doc__ or "") + options_help()
@@ -167,7 +170,7 @@ class RLMMagics(Magics, SettingTraits):  # type: ignore[misc, valid-type]
             result = complete()
         except RunInterrupted as stop:
             self._finish(stop.result, view, handle, repl, context_variable)
-            raise KeyboardInterrupt from None
+            raise UsageError(msg.INTERRUPTED.format(seconds=stop.result.seconds)) from None
         except BaseException:
             if repl is not None:
                 repl.restore()
@@ -182,12 +185,17 @@ class RLMMagics(Magics, SettingTraits):  # type: ignore[misc, valid-type]
     ) -> None:
         if repl is not None:
             repl.restore()
+            result.replaced = repl.replaced()
         view.close()
         if handle is not None:
             handle.update(view)  # the final bundle: its text/html fallback now holds the whole tree
         # The name, not the value: `%rlm export` embeds the context if the variable still holds it.
         result.extra["context_variable"] = context_variable
         self.record(result)
+        if result.replaced:
+            names = ", ".join(f"`{name}`" for name in result.replaced)
+            variables = "variable" if len(result.replaced) == 1 else "variables"
+            display(Text(msg.REBOUND.format(variables=variables, names=names)))
 
     def record(self, result: RLMResult) -> None:
         self.runs.append(result)

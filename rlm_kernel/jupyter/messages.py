@@ -22,7 +22,20 @@ NO_SUCH_RUN = "No run {number}: this session has runs 1 to {count}."
 NO_SUCH_NODE = "No node {node!r} in run {number}; its nodes are {nodes}."
 NO_SUCH_ITERATION = "Node {node} has no iteration {iteration} with code."
 NO_CODE = "Node {node} ran no code."
-INSERTED = "Inserted the code of {node}:{iteration} in a new cell below."
+INSERTED = "Inserted the code of {node}:{iteration} in a new cell below; its first lines bind the names the model had."
+INSERT_USAGE = "usage: %rlm insert NODE[:ITERATION] [--run N]"
+NEAR_MISS = (
+    "unknown subcommand {word}: did you mean {suggestion}? (To ask a one-word question, put it in a %%rlm cell.)"
+)
+INTERRUPTED = "interrupted after {seconds:.1f} s: partial trace in rlm_last"
+REBOUND = "The model rebound your {variables} {names}; the previous values are in `rlm_last.replaced`."
+# What a setting left unset means, where "None" would not say it.
+UNSET_MEANS = {
+    "sub_model": "same as model",
+    "sub_api_base": "same as api_base",
+    "sub_api_key": "same as api_key",
+    "child_max_iterations": "half of max_iterations, at least 3",
+}
 RUN_FAILED = "RLM run {status}: {error} (the partial trace is in rlm_last; %rlm show redisplays it)"
 STOPPED_AT_LIMIT = "Stopped at max_iterations without a submitted answer; this is the model's last reply."
 BAD_VALUE = "Bad value for {option}: {error}"

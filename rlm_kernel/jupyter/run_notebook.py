@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import nbformat
+from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 from nbconvert import HTMLExporter
@@ -21,9 +24,16 @@ from nbconvert import HTMLExporter
 
 def run_notebook(path: Path, out_dir: Path, kernel: str = "rlm", timeout: int = 600) -> nbformat.NotebookNode:
     nb = nbformat.read(path, as_version=4)
-    NotebookClient(
-        nb, kernel_name=kernel, timeout=timeout, resources={"metadata": {"path": str(path.parent)}}
-    ).execute()
+    # IPC, not TCP: the kernel is local, and over TCP it warns (on this job's output) that nothing is encrypted.
+    with tempfile.TemporaryDirectory(prefix="rlm-kernel-") as sockets:
+        manager = KernelManager(kernel_name=kernel, transport="ipc", ip=os.path.join(sockets, "kernel"))
+        try:
+            NotebookClient(
+                nb, km=manager, kernel_name=kernel, timeout=timeout, resources={"metadata": {"path": str(path.parent)}}
+            ).execute()
+        finally:  # a kernel manager we made is ours to shut down (nbclient only stops kernels it made)
+            if manager.has_kernel:
+                manager.shutdown_kernel(now=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = out_dir / f"{path.stem}.executed.ipynb"
     nbformat.write(nb, executed)

@@ -21,6 +21,7 @@ class ShellREPL(NamespaceREPL):
         super().__init__(shell.user_ns, cell_timeout=cell_timeout, max_output_chars=max_output_chars)
         self.shell = shell
         self._saved: dict[str, object] = {}
+        self._users = dict(shell.user_ns)  # the user's variables as the run found them (references, no copies)
 
     def set(self, name: str, value: object) -> None:
         if name not in self._saved:
@@ -33,6 +34,18 @@ class ShellREPL(NamespaceREPL):
 
     def execute(self, code: str, timeout: float | None = None) -> ExecResult:
         return super().execute(self.shell.transform_cell(code), timeout)
+
+    def replaced(self) -> dict[str, object]:
+        """The user's variables that model code rebound or deleted, with the values they had before the run."""
+        hidden = self.shell.user_ns_hidden
+        return {
+            name: value
+            for name, value in self._users.items()
+            if not name.startswith("_")
+            and name not in hidden
+            and name not in self._saved
+            and self.namespace.get(name, _MISSING) is not value
+        }
 
     def restore(self) -> None:
         for name, value in self._saved.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -13,13 +14,15 @@ from rlm_kernel.core.context import context_metadata
 from rlm_kernel.core.loaders import load_context
 from rlm_kernel.core.result import RLMResult
 from rlm_kernel.core.settings import resolve
-from rlm_kernel.core.trace import CallNode
+from rlm_kernel.core.trace import CallNode, Iteration
 from rlm_kernel.formats.notebook import write_notebook
+from rlm_kernel.formats.progress import plural
 from rlm_kernel.formats.replay import Replayed, load_trace, recorded_settings, replay_run
 from rlm_kernel.jupyter import messages as msg
+from rlm_kernel.jupyter.inserted import inserted_cell
 from rlm_kernel.jupyter.options import config_rows, configured
 from rlm_kernel.jupyter.shell_repl import ShellREPL
-from rlm_kernel.jupyter.text import Text
+from rlm_kernel.jupyter.text import Table, Text
 
 if TYPE_CHECKING:
     from rlm_kernel.jupyter.magics import RLMMagics
@@ -28,12 +31,14 @@ if TYPE_CHECKING:
 def config(m: RLMMagics, args: list[str]) -> None:
     given = configured(m)
     effective = resolve(given)
-    rows = ["| setting | value | from |", "|---|---|---|"]
+    rows = []
     for name, value, where in config_rows(given, effective):
         if name == "model" and effective["model"] is None:
             value = f"{msg.DEMO_MODEL} (offline demo policy)"
-        rows.append(f"| {name} | `{value}` | {where} |")
-    display(Text("\n".join(rows)))
+        elif effective.get(name) is None and name in msg.UNSET_MEANS:
+            value = msg.UNSET_MEANS[name]
+        rows.append([name, value, where])
+    display(Table(["setting", "value", "from"], rows))
 
 
 def load(m: RLMMagics, args: list[str]) -> None:
@@ -45,7 +50,9 @@ def load(m: RLMMagics, args: list[str]) -> None:
     m.shell.user_ns[name] = value
     m.default_context = name
     meta = context_metadata(value)
-    description = f"{meta.type} of {meta.length:,} characters" + (f", {meta.items:,} items" if meta.items else "")
+    description = f"{meta.type} of {plural(meta.length, 'character')}" + (
+        f", {plural(meta.items, 'item')}" if meta.items else ""
+    )
     display(Text(msg.LOADED.format(description=description, source=args[0], name=name)))
 
 
@@ -56,54 +63,67 @@ def show(m: RLMMagics, args: list[str]) -> Any:
 
 
 def cells(m: RLMMagics, args: list[str]) -> None:
+    """%rlm cells [NODE[:ITERATION]] [--run N]: iterations numbered from 1, as in the tree and the export."""
     result = _run_numbered(m, take_option(args, "--run"))
-    node = _node(m, result, args[0] if args else None)
+    node_ref, _, iteration_ref = (args[0] if args else "").partition(":")
+    node = _node(m, result, node_ref or None)
+    chosen = [_iteration(node, iteration_ref)] if iteration_ref else node.iterations
     shown = False
-    for iteration in node.iterations:
+    for iteration in chosen:
         for cell in iteration.cells:
             shown = True
             error = " (error)" if cell.error else ""
-            display(Text(f"**{node.id}:{iteration.index}** block {cell.index + 1}{error}"))
+            display(Text(f"**{node.id}:{iteration.index + 1}** block {cell.index + 1}{error}"))
             display(Code(cell.code, language="python"))
-            display(Text("```text\n" + (cell.output or "(no output)") + "\n```"))
+            display(Code(cell.output or "(no output)", language="text"))
     if not shown:
         display(Text(msg.NO_CODE.format(node=node.id)))
 
 
 def insert(m: RLMMagics, args: list[str]) -> None:
+    """%rlm insert NODE[:ITERATION] [--run N]: a cell that runs as it stands (see inserted.py)."""
+    run_ref = take_option(args, "--run")
     if len(args) != 1:
-        raise UsageError("usage: %rlm insert NODE[:ITERATION]")
+        raise UsageError(msg.INSERT_USAGE)
+    result = _run_numbered(m, run_ref)
     node_ref, _, iteration_ref = args[0].partition(":")
-    node = _node(m, _run_numbered(m, None), node_ref)
-    with_code = [it for it in node.iterations if it.cells]
-    if not with_code:
-        raise UsageError(msg.NO_CODE.format(node=node.id))
-    iteration = with_code[-1]
+    node = _node(m, result, node_ref)
     if iteration_ref:
-        chosen = [it for it in with_code if str(it.index) == iteration_ref]
-        if not chosen:
-            raise UsageError(msg.NO_SUCH_ITERATION.format(node=node.id, iteration=iteration_ref))
-        iteration = chosen[0]
-    header = f"# rlm: {node.id} iteration {iteration.index} (model-written)\n"
+        iteration = _iteration(node, iteration_ref)
+    else:
+        with_code = [it for it in node.iterations if it.cells]
+        if not with_code:
+            raise UsageError(msg.NO_CODE.format(node=node.id))
+        iteration = with_code[-1]
+    code = "\n\n".join(c.code.rstrip() for c in iteration.cells)
+    source = inserted_cell(
+        node, iteration.index + 1, m.runs.index(result) + 1, result.extra.get("context_variable"), code
+    )
     assert m.shell is not None  # set when IPython registers the magics
-    m.shell.set_next_input(header + "\n\n".join(c.code.rstrip() for c in iteration.cells), replace=False)
-    display(Text(msg.INSERTED.format(node=node.id, iteration=iteration.index)))
+    m.shell.set_next_input(source, replace=False)
+    display(Text(msg.INSERTED.format(node=node.id, iteration=iteration.index + 1)))
+
+
+def _iteration(node: CallNode, ref: str) -> Iteration:
+    """The iteration numbered `ref` (from 1) that ran code."""
+    chosen = [it for it in node.iterations if str(it.index + 1) == ref and it.cells]
+    if not chosen:
+        raise UsageError(msg.NO_SUCH_ITERATION.format(node=node.id, iteration=ref))
+    return chosen[0]
 
 
 def history(m: RLMMagics, args: list[str]) -> None:
     if not m.runs:
         display(Text(msg.NO_RUNS))
         return
-    rows = ["| run | question | status | calls | tokens | cost | seconds |", "|---|---|---|---|---|---|---|"]
+    rows = []
     for number, run in enumerate(m.runs, 1):
         u = run.usage
-        question = " ".join(run.query.split())[:60].replace("|", "\\|")
+        question = " ".join(run.query.split())[:60]
         cost = f"${u.cost_usd:.4f}" if u.cost_known else "unknown"
         tokens = u.input_tokens + u.output_tokens
-        rows.append(
-            f"| {number} | {question} | {run.status} | {u.llm_calls} | {tokens:,} | {cost} | {run.seconds:.1f} |"
-        )
-    display(Text("\n".join(rows)))
+        rows.append([str(number), question, run.status, str(u.llm_calls), f"{tokens:,}", cost, f"{run.seconds:.1f}"])
+    display(Table(["run", "question", "status", "calls", "tokens", "cost", "seconds"], rows))
 
 
 def export(m: RLMMagics, args: list[str]) -> None:
@@ -144,6 +164,12 @@ SUBCOMMANDS: dict[str, Callable[[RLMMagics, list[str]], Any]] = {
     "export": export,
     "replay": replay,
 }
+
+
+def near_miss(word: str) -> str | None:
+    """The subcommand a one-word line most likely meant (a typo, another case), or None."""
+    close = difflib.get_close_matches(word.lower(), SUBCOMMANDS, n=1, cutoff=0.7)
+    return close[0] if close else None
 
 
 def take_option(args: list[str], name: str) -> str | None:

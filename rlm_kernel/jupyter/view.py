@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -11,9 +13,11 @@ import ipywidgets as widgets
 
 from rlm_kernel.core.trace import Event, Trace
 from rlm_kernel.formats.html import STATUS_ICONS, CellLinks, node_summary, render_html, render_node_html
+from rlm_kernel.formats.progress import node_activity, replaced_names, run_totals
 
 # Events that change a node's usage, and so its ancestors' subtree totals in their titles.
 _USAGE_EVENTS = frozenset({"iteration", "subcall_end"})
+TICK_S = 1.0  # while nodes run, their elapsed time is redrawn this often even when no event comes
 
 
 @dataclass
@@ -29,7 +33,11 @@ class TraceView:
     Events come from any thread (the run's, the asyncio thread of sub-calls, child RLM
     threads); recording one only updates the trace and marks its node dirty under a lock.
     A daemon thread redraws the dirty nodes at most once every `throttle_s` seconds, so
-    the engine never waits on the frontend. `close()` draws the final state.
+    the engine never waits on the frontend, and every TICK_S while nodes run, so their elapsed
+    time moves during a long model call. `close()` draws the final state.
+
+    Above the tree: a header with the run's live totals (and the user's variables the model
+    rebound), and buttons that expand or collapse every node.
     """
 
     def __init__(self, throttle_s: float = 0.1) -> None:
@@ -42,7 +50,15 @@ class TraceView:
         self._dirty_titles: set[str] = set()
         self._dirty_details: set[str] = set()
         self._nodes: dict[str, _NodeWidgets] = {}
-        self._root = widgets.VBox()
+        self._header = widgets.HTML()
+        expand, collapse = widgets.Button(description="expand all"), widgets.Button(description="collapse all")
+        expand.on_click(lambda _: self.expand_all(True))
+        collapse.on_click(lambda _: self.expand_all(False))
+        for button in (expand, collapse):
+            button.layout = widgets.Layout(width="auto", height="24px")
+        self._toolbar = widgets.HBox([self._header, expand, collapse], layout=widgets.Layout(align_items="center"))
+        self._tree = widgets.VBox()
+        self._root = widgets.VBox([self._toolbar, self._tree])
         self._wake = threading.Event()
         self._closed = threading.Event()
         self._worker: threading.Thread | None = None
@@ -63,8 +79,18 @@ class TraceView:
 
     @property
     def widget(self) -> widgets.VBox:
-        """The root container: it holds the root node's Accordion once the run starts."""
+        """The root container: the header and its buttons, then the root node's Accordion once the run starts."""
         return self._root
+
+    @property
+    def tree(self) -> widgets.VBox:
+        """The box that holds the root node's Accordion."""
+        return self._tree
+
+    def expand_all(self, expanded: bool) -> None:
+        """Open (or close) every node of the tree."""
+        for node in list(self._nodes.values()):
+            node.accordion.selected_index = 0 if expanded else None
 
     def __call__(self, event: Event) -> None:
         with self._lock:
@@ -97,7 +123,10 @@ class TraceView:
                     node_id: render_node_html(self._trace, node_id, self._links) for node_id in self._dirty_details
                 }
                 self._new, self._dirty_titles, self._dirty_details = [], set(), set()
+                header = self._header_html()
             # Widgets change outside the lock: sending comm messages must not hold up the engine.
+            if header != self._header.value:
+                self._header.value = header
             for node_id, parent_id in new:
                 self._add_node(node_id, parent_id)
             for node_id, title in titles.items():
@@ -132,11 +161,32 @@ class TraceView:
 
     def _title(self, node_id: str) -> str:
         node = self._trace.nodes[node_id]
-        return f"{STATUS_ICONS.get(node.status, '•')} {node_summary(self._trace, node)}"
+        activity = node_activity(node, time.time())
+        title = f"{STATUS_ICONS.get(node.status, '•')} {node_summary(self._trace, node)}"
+        return f"{title} · {activity}" if activity else title
+
+    def _header_html(self) -> str:
+        root = self._trace.root
+        if root is None:
+            return ""
+        line = f"<b>RLM run</b> {html.escape(run_totals(self._trace, time.time()))}"
+        replaced = replaced_names(root)
+        if replaced:
+            names = ", ".join(f"<code>{html.escape(n)}</code>" for n in replaced)
+            line += f' · <span style="color:#bc4c00">rebinds your variables {names} (previous values: rlm_last.replaced)</span>'
+        return f'<div style="font-family:system-ui,sans-serif;font-size:13px;margin-right:8px">{line}</div>'
+
+    def _tick(self) -> None:
+        """Mark what moves with the clock alone: running nodes' elapsed time, the header's."""
+        with self._lock:
+            running = [n.id for n in self._trace.nodes.values() if n.status == "running"]
+            self._dirty_titles.update(running)
+            self._dirty_details.update(n for n in running if self._trace.nodes[n].waiting is not None)
 
     def _run(self) -> None:
         while not self._closed.is_set():
-            self._wake.wait()
+            if not self._wake.wait(TICK_S):
+                self._tick()
             if self._closed.wait(self.throttle_s):  # gathers a batch; close() does the last flush
                 return
             self._wake.clear()
@@ -149,5 +199,5 @@ class TraceView:
         )
         self._nodes[node_id] = _NodeWidgets(accordion, details, children)
         parent = self._nodes.get(parent_id) if parent_id else None
-        box = parent.children if parent else self._root
+        box = parent.children if parent else self._tree
         box.children = (*box.children, accordion)
