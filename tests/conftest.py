@@ -36,6 +36,11 @@ def question_of(messages: list[dict[str, Any]]) -> str:
     return str(messages[1]["content"]).split("\n", 1)[0].removeprefix("Question: ")
 
 
+# Model code that interrupts its own process as the kernel's stop button does (a `raise KeyboardInterrupt`
+# written by the model is an error in its code, not the user's stop).
+SIGINT_SELF = "import os, signal\nos.kill(os.getpid(), signal.SIGINT)\nimport time\ntime.sleep(5)"
+
+
 def repl(code: str, prose: str = "Working on it.") -> str:
     """A model reply with one ```repl block."""
     return f"{prose}\n```repl\n{code}\n```\n"

@@ -11,7 +11,7 @@ import pytest
 from rlm_kernel import RLM
 from rlm_kernel.core import RunInterrupted, Trace
 from rlm_kernel.core.context import ContextError
-from tests.conftest import question_of, repl
+from tests.conftest import SIGINT_SELF, question_of, repl
 
 DOC = "alpha line\n" * 50 + "The secret code is 4242.\n" + "omega line\n" * 50
 
@@ -309,7 +309,7 @@ def test_failing_provider_fails_the_run_with_a_clear_message_and_partial_trace(s
 
 
 def test_interrupt_inside_model_code_keeps_the_partial_trace(scripted):
-    model = scripted([repl("x = 1\nprint('before')"), repl("raise KeyboardInterrupt")])
+    model = scripted([repl("x = 1\nprint('before')"), repl(SIGINT_SELF)])
     with pytest.raises(RunInterrupted) as caught:
         RLM(model=model).completion(DOC, "q")
     partial = caught.value.result

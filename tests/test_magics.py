@@ -13,7 +13,7 @@ from traitlets.config import Config
 
 from rlm_kernel.models.demo import sample_document
 from rlm_kernel.models.policies import register_policy
-from tests.conftest import repl
+from tests.conftest import SIGINT_SELF, repl
 
 
 @pytest.fixture
@@ -162,7 +162,7 @@ def test_provider_failure_fails_the_cell(ip):
 
 
 def test_interrupt_keeps_the_partial_trace_and_the_next_cell_runs(ip):
-    model = register_policy([repl("made = 1\nprint('step')"), repl("raise KeyboardInterrupt")])
+    model = register_policy([repl("made = 1\nprint('step')"), repl(SIGINT_SELF)])
     ip.user_ns["doc"] = "text"
     result = ip.run_cell(f"%%rlm --context doc --model {model}\nq", store_history=False)
     assert isinstance(result.error_in_exec, UsageError)  # one line, no KeyboardInterrupt traceback

@@ -17,7 +17,7 @@ from rlm_kernel.formats.replay import load_trace, recorded_settings, replay_run
 from rlm_kernel.jupyter.replay import _NodeMap
 from rlm_kernel.models.policies import register_policy
 from rlm_kernel.models.replay import ReplayBook
-from tests.conftest import repl
+from tests.conftest import SIGINT_SELF, repl
 from tests.test_export import CONTEXT, QUESTION, WORDS, depth_two_policy, record_depth_two_run, reverse_words_policy
 
 
@@ -165,7 +165,7 @@ def test_a_context_holding_a_secret_is_never_written(tmp_path, monkeypatch):
 
 def test_an_interrupted_run_leaves_a_readable_prefix(tmp_path):
     path = tmp_path / "trace.jsonl"
-    model = register_policy([repl("x = llm_query('one')\nprint(x)"), repl("raise KeyboardInterrupt")])
+    model = register_policy([repl("x = llm_query('one')\nprint(x)"), repl(SIGINT_SELF)])
     with pytest.raises(KeyboardInterrupt):
         RLM(model=model, sub_model=register_policy(["one back"]), trace_path=str(path)).completion("text", "q")
     trace = Trace.from_jsonl(path)

@@ -26,7 +26,7 @@ from rlm_kernel.core.prompts import (
     out_of_iterations_message,
     system_prompt,
 )
-from rlm_kernel.core.repl import REPL, ExecResult
+from rlm_kernel.core.repl import REPL, ExecResult, contained
 from rlm_kernel.core.settings import recorded
 from rlm_kernel.core.tools import MISSING, PROMPT_PREVIEW_CHARS, AnswerDict, make_tools
 from rlm_kernel.core.trace import EVENT_SCHEMA
@@ -227,7 +227,7 @@ class Node:
     def _end(self, outcome: Outcome, started: float) -> None:
         if self.tree.closed:  # the run already closed this node as interrupted
             return
-        answer = None if outcome.answer is None else truncate(str(outcome.answer), ANSWER_RECORD_CHARS)
+        answer = None if outcome.answer is None else answer_text(outcome.answer)
         self.emit(
             "call_end",
             status=outcome.status,
@@ -359,7 +359,7 @@ class Node:
         self.emit(
             "subcall_end",
             subcall_id=sub_id,
-            reply=None if reply is None else truncate(str(reply), ANSWER_RECORD_CHARS),
+            reply=None if reply is None else answer_text(reply),
             error=outcome.error,
             usage=usage.to_dict(),
             seconds=time.perf_counter() - started,
@@ -381,17 +381,17 @@ class Node:
         def one(child: tuple[object, str, str, str, str] | str) -> Any:
             if isinstance(child, str):
                 return child
-            try:
-                return self._run_child(*child)
-            except (KeyboardInterrupt, RunCancelled):
-                raise
-            except Exception as exc:
-                return f"Error: {type(exc).__name__}: {exc}"
+            with self.tree.running_child():  # so that the run's end can stop a child its parent left running
+                try:
+                    return self._run_child(*child)
+                except (KeyboardInterrupt, RunCancelled):
+                    raise
+                except Exception as exc:
+                    return f"Error: {type(exc).__name__}: {exc}"
 
         pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=min(self.rlm.concurrency, len(pairs) or 1), thread_name_prefix=f"rlm-{self.id}"
         )
-        self.tree.pools.append(pool)  # so that the run's end can stop a child its parent left running
         try:
             futures = [pool.submit(one, child) for child in queued]
             return [self.tree.scope.wait(f) for f in futures]
@@ -411,8 +411,21 @@ class Node:
     def _variables_note(self, names: list[str]) -> str:
         if not names:
             return ""
-        described = ", ".join(f"{n} ({describe_value(self.repl.get(n))})" for n in names[:20])
+        described = ", ".join(f"{n} ({self._described(n)})" for n in names[:20])
         return f"\n[variables set: {described}{', ...' if len(names) > 20 else ''}]"
+
+    def _described(self, name: str) -> str:
+        value = self.repl.get(name)
+        return contained(lambda: describe_value(value), lambda exc: type(value).__name__)
+
+
+def answer_text(answer: object) -> str:
+    """The answer as the trace records it; an answer whose str() raises, recurses or hangs is named, not run."""
+
+    def unprintable(exc: BaseException) -> str:
+        return f"<unprintable {type(answer).__name__}: {type(exc).__name__}>"
+
+    return contained(lambda: truncate(str(answer), ANSWER_RECORD_CHARS), unprintable)
 
 
 def close_repl(repl: REPL) -> None:

@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from rlm_kernel.core.capture import capture_thread_output, truncate
 from rlm_kernel.core.errors import ConfigError, SubmitAnswer
@@ -80,6 +80,9 @@ def isolation_factory(mode: str) -> ReplFactory:
         known = ", ".join(sorted(_isolations)) or "none registered"
         raise ConfigError(f"unknown isolation mode {mode!r} (known: {known})")
     return load()
+
+
+T = TypeVar("T")
 
 
 class CellTimeout(BaseException):
@@ -162,14 +165,37 @@ class NamespaceREPL:
                     f"TimeoutError: this code ran past {why} and was stopped. "
                     "Variables assigned before that point are kept."
                 )
-            except KeyboardInterrupt:
-                raise
+            except KeyboardInterrupt as exc:
+                if not _raised_by_model(exc, filename):
+                    raise  # the user's interrupt (SIGINT): it stops the run
+                result.error = format_exception(exc, filename)
             except BaseException as exc:  # model code may raise anything, SystemExit included
                 result.error = format_exception(exc, filename)
         result.stdout = out.text(self.max_output_chars)
         result.stderr = err.text(self.max_output_chars)
         result.seconds = time.perf_counter() - started
         return result
+
+
+def _raised_by_model(exc: BaseException, filename: str) -> bool:
+    """A KeyboardInterrupt that model code raised itself (`raise KeyboardInterrupt`), not a signal's."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    last = frames[-1] if frames else None
+    return last is not None and last.filename == filename and (last.line or "").lstrip().startswith("raise")
+
+
+def contained(call: Callable[[], T], fallback: Callable[[BaseException], T], seconds: float = 2.0) -> T:
+    """`call()` where it runs model code (a model-made value's __len__, __str__, __repr__), under a deadline
+    and with every exception contained: `fallback(exc)` instead. A user's interrupt still stops the run."""
+    try:
+        with _Deadline(seconds):
+            return call()
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # RecursionError, CellTimeout, SystemExit, SubmitAnswer...
+        if type(exc).__name__ == "RunCancelled":
+            raise
+        return fallback(exc)
 
 
 def _split_trailing_expression(code: str, filename: str) -> tuple[Any, Any]:

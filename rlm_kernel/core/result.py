@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from rlm_kernel.core.errors import ConfigError
 from rlm_kernel.core.ledger import Usage
+from rlm_kernel.core.repl import contained
 from rlm_kernel.core.trace import Trace
 
 
@@ -40,7 +41,10 @@ class RLMResult:
     @property
     def text(self) -> str:
         """The answer as text ("" when there is none)."""
-        return "" if self.answer is None else self.answer if isinstance(self.answer, str) else str(self.answer)
+        answer = self.answer
+        if answer is None or isinstance(answer, str):
+            return answer or ""
+        return contained(lambda: str(answer), lambda exc: f"<unprintable {type(answer).__name__}>")
 
     @property
     def ok(self) -> bool:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import contextlib
 import itertools
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -52,7 +53,8 @@ class CallTree:
         self._handlers: list[EventHandler] = [self.trace.add, *([self._writer] if self._writer else []), *rlm.on_event]
         self.closed = False
         self.handler_errors: list[str] = []
-        self.pools: list[concurrent.futures.ThreadPoolExecutor] = []  # children's threads (rlm_query_batched)
+        self._child_threads: dict[int, str] = {}  # threads running a child of rlm_query_batched now
+        self._child_lock = threading.Lock()
 
     def new_id(self, prefix: str) -> str:
         return f"{prefix}{next(self._ids[prefix])}"
@@ -101,16 +103,31 @@ class CallTree:
                 self.emit("call_end", node.id, node.parent_id, **ended)
         self.closed = True
 
+    @contextlib.contextmanager
+    def running_child(self) -> Iterator[None]:
+        """Marks the calling thread as running a child RLM while the block runs."""
+        thread = threading.current_thread()
+        with self._child_lock:
+            self._child_threads[thread.ident or 0] = thread.name
+        try:
+            yield
+        finally:
+            with self._child_lock:
+                self._child_threads.pop(thread.ident or 0, None)
+
     def stop_children(self) -> list[str]:
-        """Stop the threads of children a block left running; the names of those still alive (blocked in C code)."""
-        threads = [t for pool in self.pools for t in list(pool._threads) if t.is_alive()]
-        for thread in threads:
-            if thread.ident is not None:
-                raise_in_thread(thread.ident, RunCancelled)
+        """Stop children a block left running (only threads running one are touched; idle pool threads never);
+        the names of those still running after half a second (blocked in C code)."""
+        with self._child_lock:  # held: a thread cannot leave its child (and go idle) while the stop is sent
+            running = dict(self._child_threads)
+            for ident in running:
+                raise_in_thread(ident, RunCancelled)
         deadline = time.monotonic() + 0.5
-        for thread in threads:
-            thread.join(timeout=max(0.0, deadline - time.monotonic()))
-        return [t.name for t in threads if t.is_alive()]
+        while running and time.monotonic() < deadline:
+            time.sleep(0.01)
+            with self._child_lock:
+                running = {i: n for i, n in running.items() if i in self._child_threads}
+        return sorted(running.values())
 
     def close(self) -> None:
         self.closed = True
