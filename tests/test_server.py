@@ -115,6 +115,7 @@ def test_models_and_stats_endpoints() -> None:
             "keys": {},
             "rejected": {},
             "streamed": 0,
+            "models": {"some-model": 3},
         }
         assert stats["max_in_flight"] in (1, 2)
 

@@ -41,7 +41,8 @@ from rlm_kernel.bench.offline import register as register_bench
 from rlm_kernel.bench.tasks import size_label, sniah
 from rlm_kernel.core import RLM, Event
 from rlm_kernel.core.ledger import Usage
-from rlm_kernel.core.lm import Completion, estimate_tokens, import_litellm
+from rlm_kernel.core.lm import Completion, import_litellm
+from rlm_kernel.core.lm_support import estimate_tokens
 from rlm_kernel.models.demo import sample_document
 from rlm_kernel.models.policies import count_tokens, register_policy
 
@@ -140,7 +141,10 @@ class _InstantLM:
         max_output_tokens: int | None,
         timeout: float,
         params: Any = None,
+        on_text: Any = None,
     ) -> Completion:
+        if on_text is not None:
+            on_text(self.reply)
         return Completion(self.reply, Usage(1, 10, 10), model, 0.0)
 
 

@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import itertools
 import random
+import threading
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -13,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 from rlm_kernel.core.aio import RunCancelled
 from rlm_kernel.core.approve import DECLINED
 from rlm_kernel.core.capture import truncate
-from rlm_kernel.core.context import check_context, context_metadata
+from rlm_kernel.core.context import check_context, context_metadata, private_copy
 from rlm_kernel.core.errors import BudgetExhausted, ModelError, SubmitAnswer, TransientModelError
 from rlm_kernel.core.ledger import Usage
 from rlm_kernel.core.lm import LM, Completion, Messages
+from rlm_kernel.core.lm_support import sub_capacity_chars
 from rlm_kernel.core.parsing import ParsedReply, find_text_final, parse_reply
 from rlm_kernel.core.prompts import (
     NO_CODE_MESSAGE,
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
     from rlm_kernel.core.engine import RLM
 
 NO_OUTPUT = "(no output: print what you need)"
+MODEL_TEXT_INTERVAL = 0.1  # seconds between model_text events of one node: at most about 10 a second
 ANSWER_RECORD_CHARS = 100_000
 
 
@@ -56,7 +59,8 @@ class Node:
         model: str,
         max_iterations: int,
     ) -> None:
-        self.rlm, self.tree, self.context, self.query = rlm, tree, context, query
+        # Model code gets its own copy of a mutable context (never the caller's object); a str is shared.
+        self.rlm, self.tree, self.context, self.query = rlm, tree, private_copy(context), query
         self.depth, self.parent_id, self.repl, self.model = depth, parent_id, repl, model
         self.max_iterations = max_iterations
         # The root talks to the root model's server; children, like sub-calls, to the sub-model's.
@@ -73,6 +77,7 @@ class Node:
             limits=rlm.limits,
             concurrency=rlm.concurrency,
             cell_timeout=rlm.cell_timeout,
+            sub_capacity_chars=sub_capacity_chars(rlm.sub_input_window(rlm.sub_model)),
         )
         self.tools: dict[str, Any] = {}
         self._block: tuple[int, int] | None = None  # (iteration, block) of the code now running
@@ -125,7 +130,7 @@ class Node:
     def _iterate(self, messages: Messages) -> Outcome:
         for i in range(self.max_iterations):
             sent = len(messages)
-            completion = self.call_model(messages)
+            completion = self.call_model(messages, i)
             parsed = parse_reply(completion.text)
             messages.append({"role": "assistant", "content": parsed.kept})
             self._emit_iteration(i, completion, parsed, messages[self._delta_start : sent])
@@ -133,6 +138,8 @@ class Node:
             observations, submitted, failed = self._run_blocks(i, parsed.blocks)
             if submitted is not None:
                 return Outcome("done", submitted.value)
+            if parsed.fabricated_output:
+                observations.append(_fabrication_note(parsed.dropped_blocks))
             text_final = None if failed else find_text_final(parsed.prose)
             if text_final is not None:
                 if text_final.kind == "FINAL":
@@ -151,7 +158,7 @@ class Node:
         if partial is not None:
             return Outcome("max_iterations", partial, why)
         messages.append({"role": "user", "content": out_of_iterations_message(self.max_iterations)})
-        completion = self.call_model(messages)
+        completion = self.call_model(messages, self.max_iterations)
         parsed = parse_reply(completion.text)
         parsed.blocks = []  # nothing runs after the last call
         self._emit_iteration(self.max_iterations, completion, parsed, messages[self._delta_start :])
@@ -176,33 +183,51 @@ class Node:
                     result = self.repl.execute(code, None if left is None else max(left, 0.001))
                 else:
                     result = ExecResult(stdout=DECLINED)
+            except (KeyboardInterrupt, RunCancelled):
+                # The block that was running when the run stopped stays in the trace, marked as interrupted.
+                self._emit_code_result(iteration, index, code, ExecResult(error="interrupted"), [], [], False)
+                raise
             finally:
                 self._block = None
             submitted = result.submitted or self._restore_tools()
             created, rebound = _diff(before, self._snapshot())
-            redact = self.tree.redactor.text
-            output = redact(truncate(result.observation(), self.rlm.max_output_chars))
-            self.emit(
-                "code_result",
-                iteration=iteration,
-                index=index,
-                code=code,
-                output=output,
-                stdout=redact(result.stdout),
-                stderr=redact(result.stderr),
-                value=None if result.value is None else redact(result.value),
-                error=result.error,
-                seconds=result.seconds,
-                created=created,
-                rebound=rebound,
-                submitted=submitted is not None,
-            )
+            output = self._emit_code_result(iteration, index, code, result, created, rebound, submitted is not None)
             label = f"[block {index + 1} of {len(blocks)}]\n" if len(blocks) > 1 else ""
             observations.append(label + (output or NO_OUTPUT) + self._variables_note(created + rebound))
             failed = failed or result.error is not None
             if submitted is not None:
                 return observations, submitted, failed
         return observations, None, failed
+
+    def _emit_code_result(
+        self,
+        iteration: int,
+        index: int,
+        code: str,
+        result: ExecResult,
+        created: list[str],
+        rebound: list[str],
+        submitted: bool,
+    ) -> str:
+        """Record one block's result; returns the output as the model sees it."""
+        redact = self.tree.redactor.text
+        output = redact(truncate(result.observation(), self.rlm.max_output_chars))
+        self.emit(
+            "code_result",
+            iteration=iteration,
+            index=index,
+            code=code,
+            output=output,
+            stdout=redact(result.stdout),
+            stderr=redact(result.stderr),
+            value=None if result.value is None else redact(result.value),
+            error=result.error,
+            seconds=result.seconds,
+            created=created,
+            rebound=rebound,
+            submitted=submitted,
+        )
+        return output
 
     def _emit_iteration(self, index: int, completion: Completion, parsed: ParsedReply, new_messages: Messages) -> None:
         """`new_messages`: what was added to the history since the last call (deltas, never the whole list)."""
@@ -238,10 +263,24 @@ class Node:
 
     # -- model calls --------------------------------------------------------------------
 
-    def call_model(self, messages: Messages) -> Completion:
-        return self.tree.scope.run(self.acall_model(messages, self.model, lm=self.lm, params=self.params))
+    def call_model(self, messages: Messages, iteration: int) -> Completion:
+        """A reply of this node's model; streamed as model_text events when the run streams."""
+        stream = TextStream(self, iteration) if self.rlm.stream else None
+        call = self.acall_model(messages, self.model, lm=self.lm, params=self.params, stream=stream)
+        completion = self.tree.scope.run(call)
+        if stream is not None:
+            stream.flush()
+        return completion
 
-    async def acall_model(self, messages: Messages, model: str, *, lm: LM, params: Mapping[str, Any]) -> Completion:
+    async def acall_model(
+        self,
+        messages: Messages,
+        model: str,
+        *,
+        lm: LM,
+        params: Mapping[str, Any],
+        stream: TextStream | None = None,
+    ) -> Completion:
         """One model call with retries; every attempt is charged to the tree's ledger."""
         rlm, ledger = self.rlm, self.tree.ledger
         messages = [{**m, "content": self.tree.redactor.text(str(m["content"]))} for m in messages]
@@ -249,6 +288,7 @@ class Node:
         in_rate = out_rate = 0.0
         if rlm.limits.max_cost_usd is not None:
             in_rate, out_rate = lm.price(model, 1, 0) or 0.0, lm.price(model, 0, 1) or 0.0
+        streaming: dict[str, Any] = {} if stream is None else {"on_text": stream.add}
         for attempt in itertools.count():
             # Reserve inside the semaphore, so calls queued behind it hold no budget.
             async with self.tree.semaphore:
@@ -256,36 +296,58 @@ class Node:
                     await asyncio.sleep(0.01)  # it fits once in-flight calls settle
                 left = ledger.seconds_left()
                 timeout = rlm.call_timeout if left is None else max(0.01, min(rlm.call_timeout, left))
+                if stream is not None:
+                    stream.restart()
+                call = lm.acomplete(
+                    messages,
+                    model=model,
+                    max_output_tokens=reservation.output_cap,
+                    timeout=timeout,
+                    params=params,
+                    **streaming,
+                )
                 try:
-                    completion = await lm.acomplete(
-                        messages, model=model, max_output_tokens=reservation.output_cap, timeout=timeout, params=params
-                    )
-                except TransientModelError as exc:
+                    # A total deadline per attempt, whatever the transport's own timeouts do (httpx's is per read).
+                    completion = await asyncio.wait_for(call, timeout)
+                except (TransientModelError, asyncio.TimeoutError) as exc:
                     ledger.settle(reservation, Usage())
-                    failure = exc
+                    failure: Exception = exc
+                    if isinstance(exc, asyncio.TimeoutError):
+                        failure = TransientModelError(f"Timeout: {model} sent no whole reply within {timeout:.3g} s")
                 except BaseException:
                     ledger.settle(reservation, Usage())
                     raise
                 else:
                     ledger.settle(reservation, completion.usage)
                     return completion
-            if attempt >= rlm.retries:
+            left = ledger.seconds_left()
+            if attempt >= rlm.retries or (left is not None and left <= 0):
                 raise ModelError(f"{failure} (gave up after {attempt + 1} attempts)") from None
-            await asyncio.sleep(rlm.retry_backoff * 2**attempt * random.uniform(0.5, 1.0))
+            backoff = rlm.retry_backoff * 2**attempt * random.uniform(0.5, 1.0)
+            await asyncio.sleep(backoff if left is None else min(backoff, left))
         raise AssertionError("unreachable")
 
     # -- the REPL's reserved names and child RLMs ----------------------------------------------
 
     def _restore_tools(self) -> SubmitAnswer | None:
-        """Put back reserved names the model rebound; a rebound answer dict with ready=True submits."""
+        """Put back the functions the model rebound; a rebound `answer` is the model's to keep.
+
+        A dict bound to `answer` becomes the answer dict (with ready=True it submits now, and a later
+        answer["ready"] = True submits its content); any other value stays, so FINAL_VAR(answer) finds it.
+        """
         submitted = None
         for name, value in self.tools.items():
             current = self.repl.get(name, MISSING)
             if current is value:
                 continue
-            if name == "answer" and isinstance(current, dict) and current.get("ready"):
-                submitted = SubmitAnswer(current.get("content"), "answer")
-            self.repl.set(name, value)
+            if name != "answer":
+                self.repl.set(name, value)
+            elif isinstance(current, dict):
+                if current.get("ready"):
+                    submitted = SubmitAnswer(current.get("content"), "answer")
+                self.answer = AnswerDict(current)
+                self.tools["answer"] = self.answer
+                self.repl.set("answer", self.answer)
         return submitted
 
     def child(self, context: object, query: str, model: str | None) -> Any:
@@ -361,6 +423,43 @@ class Node:
             return ""
         described = ", ".join(f"{n} ({describe_value(self.repl.get(n))})" for n in names[:20])
         return f"\n[variables set: {described}{', ...' if len(names) > 20 else ''}]"
+
+
+class TextStream:
+    """A node's reply as it streams: model_text events at most every MODEL_TEXT_INTERVAL s, pieces joined between."""
+
+    def __init__(self, node: Node, iteration: int) -> None:
+        self._node, self._iteration = node, iteration
+        self._pending: list[str] = []
+        self._last = 0.0
+        self._lock = threading.Lock()
+
+    def add(self, piece: str) -> None:
+        with self._lock:
+            self._pending.append(piece)
+            if time.monotonic() - self._last < MODEL_TEXT_INTERVAL:
+                return
+        self.flush()
+
+    def restart(self) -> None:
+        """A retry starts the reply again: what a failed attempt streamed is dropped unsent."""
+        with self._lock:
+            self._pending.clear()
+
+    def flush(self) -> None:
+        with self._lock:
+            text, self._pending = "".join(self._pending), []
+            self._last = time.monotonic()
+        if text:
+            self._node.emit("model_text", iteration=self._iteration, text=text)
+
+
+def _fabrication_note(dropped_blocks: int) -> str:
+    later = f", with the {dropped_blocks} code block(s) after it, which did not run" if dropped_blocks else ""
+    return (
+        f"[Your reply went on after a code block with text posing as its output; it was cut there{later}. "
+        "Only executed code produces output: end your reply after the code and read the real output.]"
+    )
 
 
 def close_repl(repl: REPL) -> None:

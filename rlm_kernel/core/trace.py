@@ -226,6 +226,9 @@ class Trace:
         node = self.nodes[e.node_id]
         node.status, node.answer, node.error, node.seconds = d["status"], d.get("answer"), d.get("error"), d["seconds"]
 
+    def _on_model_text(self, e: Event) -> None:
+        """A piece of a reply being written: for live views; the iteration event carries the whole reply."""
+
     def _on_context(self, e: Event) -> None:
         self.contexts[e.node_id] = e.data
 

@@ -53,6 +53,7 @@ class ModelServer:
         context_window: int | None = None,
         omit_usage: bool = False,
         trickle_seconds: float = 0.0,
+        streams: bool = True,
     ) -> None:
         faults = tuple(faults)
         unknown = [f for f in faults if f not in FAULT_KINDS]
@@ -79,6 +80,7 @@ class ModelServer:
         self.context_window = context_window  # prompt tokens a request may have (the policies' count)
         self.omit_usage = omit_usage
         self.trickle_seconds = trickle_seconds  # pause before each byte of a reply's body
+        self.streams = streams  # False: a request for a stream gets one JSON body, as from servers that cannot stream
         self._requested_port = port
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -88,6 +90,7 @@ class ModelServer:
         self._keys: dict[str, int] = {}  # bearer token received -> requests that carried it
         self._rejected: dict[int, int] = {}  # HTTP status -> requests answered with it
         self._streamed = 0
+        self._models: dict[str, int] = {}  # model name in the request -> requests
         self._in_flight = 0
         self._max_in_flight = 0
         self._stopping = threading.Event()
@@ -147,6 +150,7 @@ class ModelServer:
                 "keys": dict(self._keys),
                 "rejected": dict(self._rejected),
                 "streamed": self._streamed,
+                "models": dict(self._models),
             }
 
     def _enter_request(self) -> None:
@@ -176,6 +180,10 @@ class ModelServer:
     def _count_rejection(self, status: int) -> None:
         with self._lock:
             self._rejected[status] = self._rejected.get(status, 0) + 1
+
+    def _count_model(self, name: str) -> None:
+        with self._lock:
+            self._models[name] = self._models.get(name, 0) + 1
 
     def _count_stream(self) -> None:
         with self._lock:
@@ -292,6 +300,7 @@ class _Handler(BaseHTTPRequestHandler):
         except (ValueError, KeyError, TypeError) as exc:
             self._send_error(400, f"bad request: {exc}", "invalid_request_error")
             return
+        model._count_model(str(request.get("model")))
         if model.context_window is not None and (tokens := messages_tokens(messages)) > model.context_window:
             model._count_rejection(400)
             message = (
@@ -321,7 +330,7 @@ class _Handler(BaseHTTPRequestHandler):
         model._count("served")
         name = request.get("model") or model.model_name
         usage = None if model.omit_usage else usage_of(messages, reply)
-        if request.get("stream"):
+        if request.get("stream") and model.streams:
             model._count_stream()
             wants_usage = bool((request.get("stream_options") or {}).get("include_usage"))
             body = sse_body(name, reply, usage if wants_usage else None)
