@@ -23,6 +23,7 @@ from rlm_kernel.core.parsing import ParsedReply, find_text_final, parse_reply
 from rlm_kernel.core.prompts import (
     NO_CODE_MESSAGE,
     Capabilities,
+    child_stopped_message,
     continue_message,
     first_user_message,
     out_of_iterations_message,
@@ -393,7 +394,7 @@ class Node:
             seconds=time.perf_counter() - started,
         )
         if reply is None:
-            return f"Error: the child RLM stopped ({outcome.status}): {outcome.error}"
+            return child_stopped_message(outcome.status, outcome.error)
         return reply
 
     def children(self, pairs: list[tuple[Any, ...]], model: str | None) -> list[Any]:

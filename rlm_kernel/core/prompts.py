@@ -110,3 +110,8 @@ def out_of_iterations_message(max_iterations: int) -> str:
         f"You have used all {max_iterations} replies; no more code will run. "
         "Give your final answer now, on one line starting with FINAL(, from what your code has shown so far."
     )
+
+
+def child_stopped_message(status: str, error: str | None) -> str:
+    """What rlm_query returns to the model when a child RLM ends without an answer."""
+    return f"Error: the child RLM stopped ({status}): {error}"
