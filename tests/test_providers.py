@@ -14,6 +14,7 @@ from rlm_kernel.core.lm import import_litellm
 from rlm_kernel.models.policies import ScriptedReplies
 from rlm_kernel.models.server import ModelServer
 from tests.conftest import repl
+from tests.test_magics import ip, run  # noqa: F401 - ip: a fresh shell with the extension loaded
 
 TRANSPORTS = pytest.mark.parametrize("transport", ["litellm", "direct"])
 KEY = "sk-test-server-key-7f3a9c"
@@ -272,3 +273,38 @@ def test_model_text_events_are_throttled_per_node():
     assert len(emitted) <= 0.5 / MODEL_TEXT_INTERVAL + 2
     assert all(gap >= MODEL_TEXT_INTERVAL * 0.9 for gap in gaps)
     assert sum(len(text) for _, text in emitted) > 100  # nothing lost between events
+
+
+# -- the CLI and the magics through a keyed server -------------------------------------------
+
+
+def test_rlm_run_reaches_a_keyed_server_with_api_key_and_redacts_a_wrong_one(tmp_path, capsys, monkeypatch):
+    from rlm_kernel.cli import main
+
+    doc = tmp_path / "doc.txt"
+    doc.write_text("some text\n")
+    with ModelServer(one_sub_call(), api_key=KEY) as server:
+        base = ["run", "--context", str(doc), "--model", "openai/policy", "--api-base", server.url]
+        assert main([*base, "--api-key", KEY]) == 0
+        assert "sub:hello" in capsys.readouterr().out
+        monkeypatch.setenv("RLM_API_KEY", WRONG_KEY)
+        assert main(base) == 1
+        err = capsys.readouterr().err
+        assert server.stats()["keys"] == {KEY: 3, WRONG_KEY: 1}
+    assert err.count("\n") == 1 and "Incorrect API key provided: [redacted]" in err and WRONG_KEY not in err
+
+
+def test_the_magics_reach_a_keyed_server_with_their_api_key_setting(ip):
+    from IPython.core.error import UsageError
+
+    shell = ip
+    shell.user_ns["doc"] = "some text"
+    with ModelServer(one_sub_call(), api_key=KEY) as server:
+        cell = f"%%rlm --context doc --model openai/policy --api-base {server.url}\nq"
+        run(shell, f"%config RLMMagics.api_key = '{KEY}'")
+        assert run(shell, cell) == "sub:hello"
+        run(shell, f"%config RLMMagics.api_key = '{WRONG_KEY}'")
+        with pytest.raises(UsageError) as failed:
+            run(shell, cell)
+        assert server.stats()["keys"] == {KEY: 3, WRONG_KEY: 1}
+    assert "Incorrect API key provided: [redacted]" in str(failed.value) and WRONG_KEY not in str(failed.value)
