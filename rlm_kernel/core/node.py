@@ -343,9 +343,9 @@ class Node:
                 continue
             if name != "answer":
                 self.repl.set(name, value)
+            elif isinstance(current, dict) and current.get("ready"):
+                submitted = SubmitAnswer(current.get("content"), "answer")  # the run ends: nothing to put back
             elif isinstance(current, dict):
-                if current.get("ready"):
-                    submitted = SubmitAnswer(current.get("content"), "answer")
                 self.answer = AnswerDict(current)
                 self.tools["answer"] = self.answer
                 self.repl.set("answer", self.answer)
