@@ -11,7 +11,7 @@ from typing import NoReturn
 
 from rlm_kernel.cli_settings import add_setting_options, given_settings
 from rlm_kernel.core import RLM, RLMResult, RunInterrupted
-from rlm_kernel.core.errors import RLMError, RunFailed
+from rlm_kernel.core.errors import ConfigError, RLMError, RunFailed
 from rlm_kernel.core.loaders import load_context
 from rlm_kernel.core.redact import Redactor
 from rlm_kernel.core.trace import Trace
@@ -90,14 +90,29 @@ def _trace_parser(sub: argparse._SubParsersAction) -> None:
         choices=["reference"],
         help="reference: the log format of alexzhang13/rlm, for its viewer",
     )
-    convert.add_argument("out", help="the file to write")
+    convert.add_argument("out", help="the file to write (one per run, OUT-run1.jsonl..., when a file holds several)")
+    convert.add_argument("--run", type=int, help="convert only run N (1 = the first appended) into OUT")
 
 
 def _cmd_trace(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from rlm_kernel.formats.reference import write_reference
 
-    lines = write_reference(Trace.from_jsonl(args.trace), args.out)
-    print(f"wrote {args.out}: a metadata line and {lines - 1} iteration lines of the root call")
+    runs = Trace.runs_from_jsonl(args.trace)
+    if args.run is not None:
+        if not 1 <= args.run <= len(runs):
+            raise ConfigError(f"--run {args.run}: {args.trace} holds {len(runs)} run(s), numbered from 1")
+        chosen = {args.run: Path(args.out)}
+    elif len(runs) == 1:
+        chosen = {1: Path(args.out)}
+    else:
+        out = Path(args.out)
+        chosen = {n: out.with_name(f"{out.stem}-run{n}{out.suffix}") for n in range(1, len(runs) + 1)}
+        print(f"{args.trace} holds {len(runs)} runs: one reference log each (--run N for one)")
+    for number, path in chosen.items():
+        lines = write_reference(runs[number - 1], path)
+        print(f"wrote {path}: run {number} of {len(runs)}, a metadata line and {lines - 1} iteration lines")
     return 0
 
 

@@ -151,7 +151,7 @@ def test_describe_shows_the_numbers_and_a_fenced_preview() -> None:
     description = context_metadata(text).describe()
     assert "type: str" in description
     assert f"length: {len(text):,} characters" in description
-    assert "lines: 2,002" in description
+    assert "lines: 2,001" in description  # the final newline ends line 2,001 and starts none
     assert "```\n# Title\nbody text\n" in description
     items = context_metadata({f"k{i}": i for i in range(1500)}).describe()
     assert "type: dict" in items and "keys: 1,500" in items

@@ -112,6 +112,10 @@ def test_models_and_stats_endpoints() -> None:
             "served": 3,
             "faults": {"429": 0, "500": 0, "timeout": 0, "malformed": 0, "policy_error": 0},
             "max_in_flight": stats["max_in_flight"],
+            "keys": {},
+            "rejected": {},
+            "streamed": 0,
+            "models": {"some-model": 3},
         }
         assert stats["max_in_flight"] in (1, 2)
 
@@ -139,10 +143,9 @@ def test_bad_requests_get_400_and_are_not_served() -> None:
         assert post(url, b"{not json")[0] == 400
         assert post(url, {"model": "x"})[0] == 400
         assert post(url, {"messages": "hello"})[0] == 400
-        assert post(url, {"messages": MESSAGES, "stream": True})[0] == 400
         assert post(f"{server.url}/embeddings", {"input": "x"})[0] == 404
         stats = server.stats()
-    assert stats["requests"] == 4
+    assert stats["requests"] == 3
     assert stats["served"] == 0
     assert sum(stats["faults"].values()) == 0
 

@@ -9,7 +9,7 @@ system prompt the model receives and says that sub-calls are off.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from rlm_kernel.core.lm import LM, Completion, Messages
@@ -57,9 +57,15 @@ class NoSubcallsLM:
         max_output_tokens: int | None,
         timeout: float,
         params: Mapping[str, Any] | None = None,
+        on_text: Callable[[str], None] | None = None,
     ) -> Completion:
         return await self._lm.acomplete(
-            without_subcalls(messages), model=model, max_output_tokens=max_output_tokens, timeout=timeout, params=params
+            without_subcalls(messages),
+            model=model,
+            max_output_tokens=max_output_tokens,
+            timeout=timeout,
+            params=params,
+            on_text=on_text,
         )
 
     def estimate_tokens(self, messages: Messages) -> int:

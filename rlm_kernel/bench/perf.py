@@ -39,7 +39,8 @@ from rlm_kernel.bench.perf_reference import DEFAULT_REF_PYTHON, figure_side_by_s
 from rlm_kernel.bench.serving import peak_rss_mb, serve, server_stats
 from rlm_kernel.core import RLM, Event
 from rlm_kernel.core.ledger import Usage
-from rlm_kernel.core.lm import Completion, estimate_tokens
+from rlm_kernel.core.lm import Completion
+from rlm_kernel.core.lm_support import estimate_tokens
 from rlm_kernel.models.demo import sample_document
 from rlm_kernel.models.policies import count_tokens, register_policy
 
@@ -136,7 +137,10 @@ class _InstantLM:
         max_output_tokens: int | None,
         timeout: float,
         params: Any = None,
+        on_text: Any = None,
     ) -> Completion:
+        if on_text is not None:
+            on_text(self.reply)
         return Completion(self.reply, Usage(1, 10, 10), model, 0.0)
 
 

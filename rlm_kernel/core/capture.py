@@ -8,6 +8,7 @@ the buffer of the thread that made it; other threads write through unchanged.
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 from collections import deque
@@ -20,19 +21,51 @@ _install_lock = threading.Lock()
 _active = 0
 
 
+_NOTE = re.compile(r"\n\[\.\.\. ([\d,]+) of ([\d,]+) chars omitted: keep large results in variables [^\]]*\]\n")
+
+
 def truncate(text: str, limit: int) -> str:
-    """Head and tail of `text` within about `limit` chars, stating the true length."""
+    """Head and tail of `text` within about `limit` chars, stating how much of the original was left out.
+
+    `text` may already hold abridged parts (a block's stdout and its value, each cut before they are
+    joined): their notes count as the characters they stand for, so the numbers stay true when cut again.
+    """
     if len(text) <= limit:
         return text
-    return _abridged(text, text, len(text), limit)
+    notes = list(_NOTE.finditer(text))
+    total = _original_chars(text, notes, 0, len(text))
+    return _abridged(text, text, total, limit, notes)
 
 
-def _abridged(head_source: str, tail_source: str, total: int, limit: int) -> str:
+def _original_chars(text: str, notes: list[re.Match[str]], start: int, end: int) -> int:
+    """How many characters of the original text[start:end] stands for (notes inside it count as what they cut)."""
+    chars = end - start
+    for note in notes:
+        if start <= note.start() and note.end() <= end:
+            chars += int(note.group(1).replace(",", "")) - len(note.group(0))
+    return chars
+
+
+def _outside_notes(position: int, notes: list[re.Match[str]], toward_start: bool) -> int:
+    """`position` moved out of any note it falls inside, so no cut splits a note."""
+    for note in notes:
+        if note.start() < position < note.end():
+            return note.start() if toward_start else note.end()
+    return position
+
+
+def _abridged(head_source: str, tail_source: str, total: int, limit: int, notes: list[re.Match[str]] = []) -> str:  # noqa: B006 - read only
     # Leave room for the note so that the result fits in `limit` and is never cut twice.
     room = limit - 160 if limit > 320 else limit // 2
-    head = head_source[: room * 2 // 3]
-    tail = tail_source[len(tail_source) - (room - len(head)) :] if room > len(head) else ""
-    omitted = total - len(head) - len(tail)
+    head_end = _outside_notes(min(len(head_source), room * 2 // 3), notes, toward_start=True)
+    head = head_source[:head_end]
+    tail_start = len(tail_source) - (room - len(head)) if room > len(head) else len(tail_source)
+    tail_start = max(head_end, _outside_notes(tail_start, notes, toward_start=False))
+    tail = tail_source[tail_start:]
+    kept = _original_chars(head_source, notes, 0, head_end) + _original_chars(
+        tail_source, notes, tail_start, len(tail_source)
+    )
+    omitted = total - kept
     return (
         f"{head}\n[... {omitted:,} of {total:,} chars omitted: keep large results in variables "
         f"and print slices or summaries ...]\n{tail}"

@@ -9,6 +9,7 @@ DataFrame is recognised by its type's module and name.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import itertools
 import json
@@ -87,6 +88,21 @@ def check_context(context: object) -> None:
     _kind(context)
 
 
+def private_copy(context: object) -> object:
+    """`context` as model code may have it: a copy of a mutable one, so the caller's object never changes.
+
+    A str is immutable and shared as is (a 2 GB string is never copied); a list of str copies
+    only the list; records, dicts and DataFrames are copied deeply, their values being mutable.
+    """
+    if isinstance(context, str):
+        return context
+    if isinstance(context, list) and all(isinstance(item, str) for item in context):
+        return list(context)
+    if _is_dataframe(context):
+        return context.copy(deep=True)  # type: ignore[attr-defined]
+    return copy.deepcopy(context)
+
+
 # ---------------------------------------------------------------------------
 # metadata
 
@@ -146,7 +162,7 @@ def context_metadata(context: object, preview_chars: int = 500) -> ContextMetada
 
 
 def _str_metadata(text: str, preview_chars: int) -> ContextMetadata:
-    lines = text.count("\n") + 1
+    lines = text.count("\n") + (0 if text.endswith("\n") else 1)  # a final newline ends a line, starts none
     summary = f"{len(text):,} chars in {lines:,} lines (about {max(1, len(text) // 4):,} tokens)"
     return ContextMetadata("str", len(text), None, lines, summary, text[:preview_chars], _hash_str(text))
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from rlm_kernel.core.aio import CancelScope, RunCancelled
 from rlm_kernel.core.approve import Approver, console_approver
 from rlm_kernel.core.context import check_context
-from rlm_kernel.core.errors import ConfigError, RunInterrupted
+from rlm_kernel.core.errors import ConfigError, RunInterrupted, UnpricedModelWarning
 from rlm_kernel.core.ledger import Limits
 from rlm_kernel.core.lm import LM, LiteLLM
 from rlm_kernel.core.node import Node, close_repl
@@ -55,6 +56,9 @@ class RLM:
         sub_api_base: str | None = None,
         sub_api_key: str | None = None,
         transport: str = "litellm",
+        prices: Mapping[str, Mapping[str, float]] | None = None,
+        sub_window: int | None = None,
+        stream: bool = False,
         temperature: float | None = None,
         top_p: float | None = None,
         seed: int | None = None,
@@ -113,13 +117,38 @@ class RLM:
         isolated = isolation_factory(self.isolation) if self.isolation is not None and repl_factory is None else None
         self._repl_factory = repl_factory
         self._isolated_factory = isolated
-        self.lm: LM = lm or _make_lm(s["transport"], s["api_base"], s["api_key"], router)
+        self.sub_window: int | None = s["sub_window"]
+        self._windows: dict[str, int | None] = {}
+        self.stream: bool = s["stream"]
+        prices = s["prices"]
+        self.lm: LM = lm or _make_lm(s["transport"], s["api_base"], s["api_key"], router, prices, "api_key")
         separate_sub = lm is None and (s["sub_api_base"] is not None or s["sub_api_key"] is not None)
+        sub_base, sub_key = s["sub_api_base"] or s["api_base"], s["sub_api_key"] or s["api_key"]
         self.sub_lm: LM = (
-            _make_lm(s["transport"], s["sub_api_base"] or s["api_base"], s["sub_api_key"] or s["api_key"], router)
-            if separate_sub
-            else self.lm
+            _make_lm(s["transport"], sub_base, sub_key, router, prices, "sub_api_key") if separate_sub else self.lm
         )
+
+    def sub_input_window(self, model: str) -> int | None:
+        """Input tokens a sub-call to `model` may send: `sub_window`, else litellm's model info (None: unknown)."""
+        if self.sub_window is not None:
+            return self.sub_window
+        if model not in self._windows:
+            window = getattr(self.sub_lm, "input_window", None)
+            self._windows[model] = window(model) if callable(window) else None
+        return self._windows[model]
+
+    def pricing_warnings(self) -> list[str]:
+        """Why `max_cost_usd` cannot bind: one line per model of the run that has no price (none without a budget)."""
+        if self.limits.max_cost_usd is None:
+            return []
+        pairs = [(self.model, self.lm), (self.sub_model, self.sub_lm)]
+        unpriced = list(dict.fromkeys(model for model, lm in pairs if lm.price(model, 1, 1) is None))
+        return [
+            f"max_cost_usd={self.limits.max_cost_usd:g} cannot bind: litellm has no price for {model}; give one with "
+            f'prices={{"{model}": {{"input": <$ per 1M tokens>, "output": <$ per 1M tokens>}}}} '
+            "(rlm run --prices, %config RLMMagics.prices) or litellm.register_model"
+            for model in unpriced
+        ]
 
     def completion(self, context: object, query: str, *, repl: REPL | None = None) -> RLMResult:
         """Answer `query` about `context`. Raises RunInterrupted (a KeyboardInterrupt) with the partial result."""
@@ -147,6 +176,8 @@ class RLM:
 
     def _complete(self, context: object, query: str, repl: REPL | None, scope: CancelScope) -> RLMResult:
         check_context(context)
+        for warning in self.pricing_warnings():
+            warnings.warn(warning, UnpricedModelWarning, stacklevel=3)
         approver = console_approver() if self.approve is True else None if self.approve is False else self.approve
         tree = CallTree(self, scope, approver)
         own_repl = repl is None
@@ -197,9 +228,16 @@ def _sampling(temperature: float | None, top_p: float | None, seed: int | None, 
     return {**(extra or {}), **{k: v for k, v in named.items() if v is not None}}
 
 
-def _make_lm(transport: str, api_base: str | None, api_key: str | None, router: list[dict[str, Any]] | None) -> LM:
+def _make_lm(
+    transport: str,
+    api_base: str | None,
+    api_key: str | None,
+    router: list[dict[str, Any]] | None,
+    prices: Mapping[str, Any] | None,
+    key_setting: str,
+) -> LM:
     if transport == "litellm":
-        return LiteLLM(api_base=api_base, api_key=api_key, router=router)
+        return LiteLLM(api_base=api_base, api_key=api_key, router=router, prices=prices, key_setting=key_setting)
     if not api_base or router is not None:
         raise ConfigError("transport='direct' posts to one OpenAI-compatible server: it needs api_base and no router")
-    return OpenAICompatibleLM(api_base=api_base, api_key=api_key)
+    return OpenAICompatibleLM(api_base=api_base, api_key=api_key, prices=prices, key_setting=key_setting)

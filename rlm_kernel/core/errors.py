@@ -31,10 +31,22 @@ class ApprovalUnavailable(RLMError):
     """Approval was asked for where nobody can answer (no interactive terminal or frontend)."""
 
 
+class UnpricedModelWarning(RLMError, UserWarning):
+    """A warning, not raised: max_cost_usd is set for a model that has no price, so the cost budget cannot bind."""
+
+
 class ModelError(RLMError):
     """A model call failed and retrying will not help (or the retries ran out)."""
 
     exit_code = 1
+
+
+class ModelAuthError(ModelError):
+    """The provider refused the credentials (401, 403, no key): retrying cannot help; the message says what to set."""
+
+
+class ContextTooLong(ModelError):
+    """The prompt does not fit the model's context window (a 400 context_length_exceeded)."""
 
 
 class TransientModelError(ModelError):

@@ -54,6 +54,8 @@ def _expose(method: Callable[..., Any], fields: dict[str, str]) -> Callable[...,
 
 
 def _compile(pattern: str, flags: int) -> re.Pattern[str]:
+    if isinstance(flags, bool) or not isinstance(flags, int):
+        raise TypeError(f"flags are re flags such as re.I or re.I | re.S (ints from the re module), not {flags!r}")
     try:
         return re.compile(pattern, flags | re.MULTILINE)
     except re.error as error:

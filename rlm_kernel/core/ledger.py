@@ -18,6 +18,8 @@ class Usage:
     cost_usd: float = 0.0
     # False once any call's cost could not be priced (unknown model): cost_usd is then a lower bound.
     cost_known: bool = True
+    # Calls whose server reported no usage: their tokens were counted here, not reported.
+    counted_calls: int = 0
 
     @property
     def tokens(self) -> int:
@@ -29,6 +31,7 @@ class Usage:
         self.output_tokens += other.output_tokens
         self.cost_usd += other.cost_usd
         self.cost_known = self.cost_known and other.cost_known
+        self.counted_calls += other.counted_calls
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -134,6 +137,7 @@ class Ledger:
             self.used.output_tokens += actual.output_tokens
             self.used.cost_usd += actual.cost_usd
             self.used.cost_known = self.used.cost_known and actual.cost_known
+            self.used.counted_calls += actual.counted_calls
 
     def snapshot(self) -> Usage:
         with self._lock:

@@ -6,8 +6,6 @@ environment set so that importing and counting tokens never reach the network.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import threading
 import time
@@ -16,8 +14,17 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from rlm_kernel.core.aio import CancelScope
-from rlm_kernel.core.errors import ModelError, TransientModelError
+from rlm_kernel.core.errors import TransientModelError
 from rlm_kernel.core.ledger import Usage
+from rlm_kernel.core.lm_support import (
+    StreamedText,
+    TextSink,
+    classify_error,
+    estimate_tokens,
+    per_token_prices,
+    resolve_api_key,
+    settle_usage,
+)
 
 Messages = list[dict[str, Any]]
 OFFLINE_PROVIDERS = ("scripted/", "replay/")
@@ -63,7 +70,7 @@ class Completion:
 
 
 class LM(Protocol):
-    """What the engine needs from a model provider."""
+    """What the engine needs from a model provider (`input_window(model)`, when it has one, feeds the sub-call guard)."""
 
     async def acomplete(
         self,
@@ -73,8 +80,13 @@ class LM(Protocol):
         max_output_tokens: int | None,
         timeout: float,
         params: Mapping[str, Any] | None = None,
+        on_text: TextSink | None = None,
     ) -> Completion:
-        """One attempt; `params`: sampling and provider parameters (temperature, top_p, seed, ...)."""
+        """One attempt; `params`: sampling and provider parameters (temperature, top_p, seed, ...).
+
+        With `on_text` the reply streams and each piece of text is passed to it as it arrives;
+        the Completion still holds the whole reply and its exact usage.
+        """
         ...
 
     def estimate_tokens(self, messages: Messages) -> int: ...
@@ -82,26 +94,22 @@ class LM(Protocol):
     def price(self, model: str, input_tokens: int, output_tokens: int) -> float | None: ...
 
 
-def provider_key_variable(model: str) -> str:
-    """The environment variable a provider's key usually lives in: OPENAI_API_KEY for openai/..., and so on."""
-    provider = model.split("/", 1)[0] if "/" in model else "openai"
-    return f"{provider.upper().replace('-', '_')}_API_KEY"
-
-
-def resolve_api_key(model: str, api_key: str | None) -> str | None:
-    """The key to send: the one given, else the provider's usual environment variable; None when neither is set."""
-    return api_key or os.environ.get(provider_key_variable(model)) or None
-
-
-def estimate_tokens(messages: Messages) -> int:
-    """A deliberately high token estimate (3 chars a token) used to reserve budget before a call."""
-    return sum(math.ceil(len(str(m.get("content") or "")) / 3) + 8 for m in messages)
-
-
 def count_tokens(model: str, messages: Messages, text: str) -> tuple[int, int]:
     """Input and output tokens counted with litellm: some local servers omit usage, and zero would be wrong."""
     litellm = import_litellm()
     return litellm.token_counter(model=model, messages=messages), litellm.token_counter(model=model, text=text)
+
+
+def input_window(model: str) -> int | None:
+    """The input tokens litellm's model map gives `model` (None when it does not know the model)."""
+    if model.startswith(OFFLINE_PROVIDERS):
+        return None
+    try:
+        info = import_litellm().get_model_info(model)
+    except Exception:  # litellm raises various errors for unmapped models
+        return None
+    window = info.get("max_input_tokens") or info.get("max_tokens")
+    return int(window) if isinstance(window, (int, float)) and window > 0 else None
 
 
 class LiteLLM:
@@ -117,18 +125,28 @@ class LiteLLM:
         api_base: str | None = None,
         api_key: str | None = None,
         router: list[dict[str, Any]] | None = None,
+        prices: Mapping[str, Any] | None = None,
+        key_setting: str = "api_key",
     ) -> None:
         self.api_base = api_base
         self._api_key = api_key
         self._router_config = router
         self._router: Any = None
         self._unpriced: set[str] = set()  # litellm's miss for a model costs about 1 ms: learn it once
+        self._prices = per_token_prices(prices)  # the run's own prices, ahead of litellm's map
+        self.key_setting = key_setting  # which setting an auth error tells the user to set
 
     def estimate_tokens(self, messages: Messages) -> int:
         return estimate_tokens(messages)
 
+    def input_window(self, model: str) -> int | None:
+        return input_window(model)
+
     def price(self, model: str, input_tokens: int, output_tokens: int) -> float | None:
-        """US dollars from litellm's price map; offline models cost 0 unless a price is registered for them."""
+        """US dollars from the run's `prices`, else litellm's price map; offline models cost 0 unless priced."""
+        if model in self._prices:
+            input_rate, output_rate = self._prices[model]
+            return input_tokens * input_rate + output_tokens * output_rate
         if model not in self._unpriced:
             litellm = import_litellm()
             try:
@@ -148,10 +166,11 @@ class LiteLLM:
         max_output_tokens: int | None = None,
         timeout: float = 120.0,
         params: Mapping[str, Any] | None = None,
+        on_text: TextSink | None = None,
     ) -> Completion:
         """The synchronous form of `acomplete`, interruptible with Ctrl-C."""
         call = self.acomplete(
-            messages, model=model, max_output_tokens=max_output_tokens, timeout=timeout, params=params
+            messages, model=model, max_output_tokens=max_output_tokens, timeout=timeout, params=params, on_text=on_text
         )
         return CancelScope().run(call)
 
@@ -163,17 +182,19 @@ class LiteLLM:
         max_output_tokens: int | None = None,
         timeout: float = 120.0,
         params: Mapping[str, Any] | None = None,
+        on_text: TextSink | None = None,
     ) -> Completion:
         """One attempt at a chat completion; raises TransientModelError or ModelError."""
         litellm = import_litellm()
         kwargs: dict[str, Any] = {**(params or {}), "messages": messages, "timeout": timeout, "num_retries": 0}
         if max_output_tokens is not None:
             kwargs["max_tokens"] = max_output_tokens
+        if on_text is not None:
+            kwargs.update(stream=True, stream_options={"include_usage": True})
         started = time.perf_counter()
         try:
-            if self._router_config is not None:
-                response = await self._get_router(litellm).acompletion(model=model, **kwargs)
-            else:
+            send = self._get_router(litellm).acompletion if self._router_config is not None else litellm.acompletion
+            if self._router_config is None:
                 if self.api_base:
                     kwargs["api_base"] = self.api_base
                     # OpenAI-compatible servers want some key: the configured one, else a placeholder.
@@ -182,34 +203,48 @@ class LiteLLM:
                     kwargs["api_key"] = self._api_key
                 if not model.startswith(OFFLINE_PROVIDERS):
                     kwargs["max_retries"] = 0
-                response = await litellm.acompletion(model=model, **kwargs)
+            response = await send(model=model, **kwargs)
+            if on_text is not None and not hasattr(response, "choices"):
+                text, usage, cost = await _read_stream(response, on_text)
+                if text == "" and usage is None:
+                    # A server that answers a stream request with one JSON body streams nothing through
+                    # litellm (the body is not server-sent events): ask again without streaming.
+                    del kwargs["stream"], kwargs["stream_options"]
+                    text, usage, cost = _read_response(await send(model=model, **kwargs), model)
+                    on_text(text)
+            else:
+                text, usage, cost = _read_response(response, model)
+                if on_text is not None and text:  # the server answered a stream request with one body
+                    on_text(text)
+        except TransientModelError:
+            raise
         except Exception as exc:
-            raise classify_error(litellm, exc, self._api_key) from None
+            raise self._classified(litellm, exc, model) from None
         seconds = time.perf_counter() - started
-        try:
-            text = response.choices[0].message.content or ""
-        except (AttributeError, IndexError, TypeError) as exc:
-            raise TransientModelError(f"malformed reply from {model}: {exc}") from None
         return Completion(
-            text=text, usage=self._usage(litellm, model, messages, text, response), model=model, seconds=seconds
+            text=text,
+            usage=self._usage(model, messages, text, usage, cost),
+            model=model,
+            seconds=seconds,
         )
 
-    def _usage(self, litellm: Any, model: str, messages: Messages, text: str, response: Any) -> Usage:
-        usage = getattr(response, "usage", None)
-        input_tokens = getattr(usage, "prompt_tokens", None)
-        output_tokens = getattr(usage, "completion_tokens", None)
-        if input_tokens is None or output_tokens is None:
-            input_tokens, output_tokens = count_tokens(model, messages, text)
-        # litellm prices every response as it returns it; pricing it again costs about 1 ms of CPU a call.
-        cost = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
-        if cost is None and model.startswith(OFFLINE_PROVIDERS):
+    def _classified(self, litellm: Any, exc: BaseException, model: str) -> Exception:
+        return classify_error(
+            litellm, exc, self._api_key, model=model, api_base=self.api_base, key_setting=self.key_setting
+        )
+
+    def _usage(self, model: str, messages: Messages, text: str, usage: Any, cost: float | None) -> Usage:
+        if model in self._prices:
+            cost = None  # the run's own price wins over litellm's
+        elif cost is None and model.startswith(OFFLINE_PROVIDERS):
             cost = 0.0
-        return Usage(
-            llm_calls=1,
-            input_tokens=int(input_tokens),
-            output_tokens=int(output_tokens),
-            cost_usd=float(cost or 0.0),
-            cost_known=cost is not None,
+        return settle_usage(
+            self.price,
+            lambda: count_tokens(model, messages, text),
+            model,
+            getattr(usage, "prompt_tokens", None),
+            getattr(usage, "completion_tokens", None),
+            cost,
         )
 
     def _get_router(self, litellm: Any) -> Any:
@@ -226,29 +261,21 @@ class LiteLLM:
         return self._router
 
 
-_TRANSIENT_NAMES = {
-    "RateLimitError",
-    "Timeout",
-    "APITimeoutError",
-    "APIConnectionError",
-    "InternalServerError",
-    "ServiceUnavailableError",
-    "BadGatewayError",
-    "JSONDecodeError",
-}
+def _read_response(response: Any, model: str) -> tuple[str, Any, float | None]:
+    """A whole reply's text, usage and litellm's price of it (pricing it again costs about 1 ms a call)."""
+    try:
+        text = response.choices[0].message.content or ""
+    except (AttributeError, IndexError, TypeError) as exc:
+        raise TransientModelError(f"malformed reply from {model}: {exc}") from None
+    cost = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
+    return text, getattr(response, "usage", None), cost
 
 
-def classify_error(litellm: Any, exc: BaseException, api_key: str | None) -> ModelError:
-    """A one-line ModelError, transient when a retry may succeed; the API key never appears."""
-    status = getattr(exc, "status_code", None)
-    transient = (
-        type(exc).__name__ in _TRANSIENT_NAMES
-        or isinstance(exc, (TimeoutError, json.JSONDecodeError, ConnectionError))
-        or (isinstance(status, int) and (status == 429 or status >= 500))
-        or (isinstance(exc, litellm.APIError) and status is None)
-    )
-    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if api_key:
-        detail = detail.replace(api_key, "[redacted]")
-    message = f"{type(exc).__name__}: {detail[:500]}"
-    return TransientModelError(message) if transient else ModelError(message)
+async def _read_stream(stream: Any, on_text: TextSink) -> tuple[str, Any, float | None]:
+    """A streamed reply: each piece to `on_text`, the usage from the final chunk (None if the server sent none)."""
+    text, usage = StreamedText(on_text), None
+    async for chunk in stream:
+        for choice in getattr(chunk, "choices", None) or []:
+            text.add(getattr(getattr(choice, "delta", None), "content", None))
+        usage = getattr(chunk, "usage", None) or usage
+    return text.text, usage, None

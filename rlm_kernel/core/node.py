@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
-import itertools
-import random
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from rlm_kernel.core.aio import RunCancelled
 from rlm_kernel.core.approve import DECLINED
+from rlm_kernel.core.calls import TextStream, call_with_retries
 from rlm_kernel.core.capture import truncate
-from rlm_kernel.core.context import check_context, context_metadata
-from rlm_kernel.core.errors import BudgetExhausted, ModelError, SubmitAnswer, TransientModelError
+from rlm_kernel.core.context import check_context, context_metadata, private_copy
+from rlm_kernel.core.errors import BudgetExhausted, ModelError, SubmitAnswer
 from rlm_kernel.core.ledger import Usage
 from rlm_kernel.core.lm import LM, Completion, Messages
+from rlm_kernel.core.lm_support import sub_capacity_chars
 from rlm_kernel.core.parsing import ParsedReply, find_text_final, parse_reply
 from rlm_kernel.core.prompts import (
     NO_CODE_MESSAGE,
     Capabilities,
+    child_stopped_message,
     continue_message,
     first_user_message,
     out_of_iterations_message,
@@ -57,7 +57,8 @@ class Node:
         max_iterations: int,
         node_id: str | None = None,
     ) -> None:
-        self.rlm, self.tree, self.context, self.query = rlm, tree, context, query
+        # Model code gets its own copy of a mutable context (never the caller's object); a str is shared.
+        self.rlm, self.tree, self.context, self.query = rlm, tree, private_copy(context), query
         self.depth, self.parent_id, self.repl, self.model = depth, parent_id, repl, model
         self.max_iterations = max_iterations
         # The root talks to the root model's server; children, like sub-calls, to the sub-model's.
@@ -74,6 +75,7 @@ class Node:
             limits=rlm.limits,
             concurrency=rlm.concurrency,
             cell_timeout=rlm.cell_timeout,
+            sub_capacity_chars=sub_capacity_chars(rlm.sub_input_window(rlm.sub_model)),
         )
         self.tools: dict[str, Any] = {}
         self._block: tuple[int, int] | None = None  # (iteration, block) of the code now running
@@ -136,6 +138,8 @@ class Node:
             observations, submitted, failed = self._run_blocks(i, parsed.blocks)
             if submitted is not None:
                 return Outcome("done", submitted.value)
+            if parsed.fabricated_output:
+                observations.append(_fabrication_note(parsed.dropped_blocks))
             text_final = None if failed else find_text_final(parsed.prose)
             if text_final is not None:
                 if text_final.kind == "FINAL":
@@ -179,35 +183,53 @@ class Node:
                     result = self.repl.execute(code, None if left is None else max(left, 0.001))
                 else:
                     result = ExecResult(stdout=DECLINED)
+            except (KeyboardInterrupt, RunCancelled):
+                # The block that was running when the run stopped stays in the trace, marked as interrupted.
+                self._emit_code_result(iteration, index, code, ExecResult(error="interrupted"), [], [], False)
+                raise
             finally:
                 self._block = None
             submitted = result.submitted or self._restore_tools()
             self._before_block = None
             created, rebound = _diff(before, self._snapshot())
             self._made.update(created + rebound)
-            redact = self.tree.redactor.text
-            output = redact(truncate(result.observation(), self.rlm.max_output_chars))
-            self.emit(
-                "code_result",
-                iteration=iteration,
-                index=index,
-                code=code,
-                output=output,
-                stdout=redact(result.stdout),
-                stderr=redact(result.stderr),
-                value=None if result.value is None else redact(result.value),
-                error=result.error,
-                seconds=result.seconds,
-                created=created,
-                rebound=rebound,
-                submitted=submitted is not None,
-            )
+            output = self._emit_code_result(iteration, index, code, result, created, rebound, submitted is not None)
             label = f"[block {index + 1} of {len(blocks)}]\n" if len(blocks) > 1 else ""
             observations.append(label + (output or NO_OUTPUT) + self._variables_note(created + rebound))
             failed = failed or result.error is not None
             if submitted is not None:
                 return observations, submitted, failed
         return observations, None, failed
+
+    def _emit_code_result(
+        self,
+        iteration: int,
+        index: int,
+        code: str,
+        result: ExecResult,
+        created: list[str],
+        rebound: list[str],
+        submitted: bool,
+    ) -> str:
+        """Record one block's result; returns the output as the model sees it."""
+        redact = self.tree.redactor.text
+        output = redact(truncate(result.observation(), self.rlm.max_output_chars))
+        self.emit(
+            "code_result",
+            iteration=iteration,
+            index=index,
+            code=code,
+            output=output,
+            stdout=redact(result.stdout),
+            stderr=redact(result.stderr),
+            value=None if result.value is None else redact(result.value),
+            error=result.error,
+            seconds=result.seconds,
+            created=created,
+            rebound=rebound,
+            submitted=submitted,
+        )
+        return output
 
     def _emit_iteration(self, index: int, completion: Completion, parsed: ParsedReply, new_messages: Messages) -> None:
         """`new_messages`: what was added to the history since the last call (deltas, never the whole list)."""
@@ -244,13 +266,17 @@ class Node:
     # -- model calls --------------------------------------------------------------------
 
     def call_model(self, messages: Messages, iteration: int) -> Completion:
-        """The node's own model call for `iteration`; `model_wait` tells the views when each attempt starts."""
+        """A reply of this node's model: `model_wait` before each attempt; streamed as model_text when the run streams."""
+        stream = TextStream(self.emit, iteration) if self.rlm.stream else None
 
         def waiting(attempt: int) -> None:
             self.emit("model_wait", iteration=iteration, model=self.model, attempt=attempt)
 
-        call = self.acall_model(messages, self.model, lm=self.lm, params=self.params, on_attempt=waiting)
-        return self.tree.scope.run(call)
+        call = self.acall_model(messages, self.model, lm=self.lm, params=self.params, stream=stream, on_attempt=waiting)
+        completion = self.tree.scope.run(call)
+        if stream is not None:
+            stream.flush()
+        return completion
 
     async def acall_model(
         self,
@@ -260,53 +286,32 @@ class Node:
         lm: LM,
         params: Mapping[str, Any],
         on_attempt: Callable[[int], None] | None = None,
+        stream: TextStream | None = None,
     ) -> Completion:
-        """One model call with retries; every attempt is charged to the tree's ledger."""
-        rlm, ledger = self.rlm, self.tree.ledger
-        messages = [{**m, "content": self.tree.redactor.text(str(m["content"]))} for m in messages]
-        estimate = lm.estimate_tokens(messages)
-        in_rate = out_rate = 0.0
-        if rlm.limits.max_cost_usd is not None:
-            in_rate, out_rate = lm.price(model, 1, 0) or 0.0, lm.price(model, 0, 1) or 0.0
-        for attempt in itertools.count():
-            # Reserve inside the semaphore, so calls queued behind it hold no budget.
-            async with self.tree.semaphore:
-                while (reservation := ledger.reserve(estimate, rlm.max_output_tokens, in_rate, out_rate)) is None:
-                    await asyncio.sleep(0.01)  # it fits once in-flight calls settle
-                left = ledger.seconds_left()
-                timeout = rlm.call_timeout if left is None else max(0.01, min(rlm.call_timeout, left))
-                if on_attempt is not None:
-                    on_attempt(attempt)
-                try:
-                    completion = await lm.acomplete(
-                        messages, model=model, max_output_tokens=reservation.output_cap, timeout=timeout, params=params
-                    )
-                except TransientModelError as exc:
-                    ledger.settle(reservation, Usage())
-                    failure = exc
-                except BaseException:
-                    ledger.settle(reservation, Usage())
-                    raise
-                else:
-                    ledger.settle(reservation, completion.usage)
-                    return completion
-            if attempt >= rlm.retries:
-                raise ModelError(f"{failure} (gave up after {attempt + 1} attempts)") from None
-            await asyncio.sleep(rlm.retry_backoff * 2**attempt * random.uniform(0.5, 1.0))
-        raise AssertionError("unreachable")
+        """One model call with retries, charged to the tree's ledger (core/calls.py)."""
+        return await call_with_retries(self.rlm, self.tree, messages, model, lm, params, on_attempt, stream)
 
     # -- the REPL's reserved names and child RLMs ----------------------------------------------
 
     def _restore_tools(self) -> SubmitAnswer | None:
-        """Put back reserved names the model rebound; a rebound answer dict with ready=True submits."""
+        """Put back the functions the model rebound; a rebound `answer` is the model's to keep.
+
+        A dict bound to `answer` becomes the answer dict (with ready=True it submits now, and a later
+        answer["ready"] = True submits its content); any other value stays, so FINAL_VAR(answer) finds it.
+        """
         submitted = None
         for name, value in self.tools.items():
             current = self.repl.get(name, MISSING)
             if current is value:
                 continue
-            if name == "answer" and isinstance(current, dict) and current.get("ready"):
-                submitted = SubmitAnswer(current.get("content"), "answer")
-            self.repl.set(name, value)
+            if name != "answer":
+                self.repl.set(name, value)
+            elif isinstance(current, dict) and current.get("ready"):
+                submitted = SubmitAnswer(current.get("content"), "answer")  # the run ends: nothing to put back
+            elif isinstance(current, dict):
+                self.answer = AnswerDict(current)
+                self.tools["answer"] = self.answer
+                self.repl.set("answer", self.answer)
         return submitted
 
     def child(self, context: object, query: str, model: str | None) -> Any:
@@ -365,7 +370,7 @@ class Node:
             seconds=time.perf_counter() - started,
         )
         if reply is None:
-            return f"Error: the child RLM stopped ({outcome.status}): {outcome.error}"
+            return child_stopped_message(outcome.status, outcome.error)
         return reply
 
     def children(self, pairs: list[tuple[Any, ...]], model: str | None) -> list[Any]:
@@ -426,6 +431,14 @@ def answer_text(answer: object) -> str:
         return f"<unprintable {type(answer).__name__}: {type(exc).__name__}>"
 
     return contained(lambda: truncate(str(answer), ANSWER_RECORD_CHARS), unprintable)
+
+
+def _fabrication_note(dropped_blocks: int) -> str:
+    later = f", with the {dropped_blocks} code block(s) after it, which did not run" if dropped_blocks else ""
+    return (
+        f"[Your reply went on after a code block with text posing as its output; it was cut there{later}. "
+        "Only executed code produces output: end your reply after the code and read the real output.]"
+    )
 
 
 def close_repl(repl: REPL) -> None:

@@ -24,22 +24,56 @@ from typing import Any
 from rlm_kernel.core.aio import background_loop
 from rlm_kernel.core.errors import ModelError, TransientModelError
 from rlm_kernel.core.ledger import Usage
-from rlm_kernel.core.lm import NO_KEY, Completion, LiteLLM, Messages, count_tokens, estimate_tokens, resolve_api_key
+from rlm_kernel.core.lm import NO_KEY, Completion, LiteLLM, Messages, count_tokens, import_litellm
+from rlm_kernel.core.lm_support import (
+    StreamedText,
+    TextSink,
+    auth_failure,
+    context_failure,
+    estimate_tokens,
+    first_line,
+    key_hint,
+    looks_like_context_length,
+    resolve_api_key,
+    settle_usage,
+)
 
-_MODEL_PREFIX = "openai/"
 _session: Any = None  # one aiohttp.ClientSession, on the background loop, shared by every instance
+
+
+def served_model_name(model: str) -> str:
+    """The name the server knows: litellm's OpenAI-compatible provider prefix removed, as litellm removes it.
+
+    `openai/`, `hosted_vllm/`, `lm_studio/`, `litellm_proxy/`... and every other OpenAI-compatible provider
+    litellm lists; a name whose first part is no such provider (`Qwen/Qwen2.5-7B`) is sent whole.
+    """
+    provider, _, rest = model.partition("/")
+    if rest and (provider == "openai" or provider in import_litellm().openai_compatible_providers):
+        return rest
+    return model
 
 
 class OpenAICompatibleLM:
     """Chat completions posted straight to an OpenAI-compatible `api_base`; one attempt per call."""
 
-    def __init__(self, *, api_base: str, api_key: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        api_base: str,
+        api_key: str | None = None,
+        prices: Mapping[str, Any] | None = None,
+        key_setting: str = "api_key",
+    ) -> None:
         self.api_base = api_base.rstrip("/")
         self._api_key = api_key
-        self._pricing = LiteLLM()
+        self._pricing = LiteLLM(prices=prices)
+        self.key_setting = key_setting
 
     def estimate_tokens(self, messages: Messages) -> int:
         return estimate_tokens(messages)
+
+    def input_window(self, model: str) -> int | None:
+        return self._pricing.input_window(model)
 
     def price(self, model: str, input_tokens: int, output_tokens: int) -> float | None:
         return self._pricing.price(model, input_tokens, output_tokens)
@@ -52,9 +86,10 @@ class OpenAICompatibleLM:
         max_output_tokens: int | None = None,
         timeout: float = 120.0,
         params: Mapping[str, Any] | None = None,
+        on_text: TextSink | None = None,
     ) -> Completion:
         """One attempt; raises TransientModelError (429, 5xx, timeouts, garbled replies) or ModelError."""
-        call = self._post(messages, model, max_output_tokens, timeout, params or {})
+        call = self._post(messages, model, max_output_tokens, timeout, params or {}, on_text)
         loop = background_loop()
         if asyncio.get_running_loop() is loop:
             return await call
@@ -62,13 +97,21 @@ class OpenAICompatibleLM:
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(call, loop))
 
     async def _post(
-        self, messages: Messages, model: str, max_output_tokens: int | None, timeout: float, params: Mapping[str, Any]
+        self,
+        messages: Messages,
+        model: str,
+        max_output_tokens: int | None,
+        timeout: float,
+        params: Mapping[str, Any],
+        on_text: TextSink | None,
     ) -> Completion:
         import aiohttp
 
-        body: dict[str, Any] = {**params, "model": model.removeprefix(_MODEL_PREFIX), "messages": messages}
+        body: dict[str, Any] = {**params, "model": served_model_name(model), "messages": messages}
         if max_output_tokens is not None:
             body["max_tokens"] = max_output_tokens
+        if on_text is not None:
+            body.update(stream=True, stream_options={"include_usage": True})
         headers = {"Authorization": f"Bearer {resolve_api_key(model, self._api_key) or NO_KEY}"}
         started = time.perf_counter()
         try:
@@ -76,47 +119,86 @@ class OpenAICompatibleLM:
                 f"{self.api_base}/chat/completions",
                 json=body,
                 headers=headers,
-                timeout=aiohttp.ClientTimeout(total=timeout),
+                timeout=aiohttp.ClientTimeout(total=timeout),  # a total deadline, not one per read
             ) as response:
-                status, reason, raw = response.status, response.reason, await response.read()
+                if response.status != 200:
+                    raise self._status_error(model, response.status, response.reason, await response.read())
+                if on_text is not None and response.content_type == "text/event-stream":
+                    text, usage = await _read_events(response.content, on_text, model)
+                else:
+                    text, usage = _read_body(await response.read(), model)
+                    if on_text is not None and text:  # the server answered a stream request with one body
+                        on_text(text)
         except asyncio.TimeoutError:
-            raise TransientModelError(f"Timeout: no reply from {self.api_base} within {timeout:g} s") from None
+            raise TransientModelError(f"Timeout: no whole reply from {self.api_base} within {timeout:g} s") from None
+        except aiohttp.ClientConnectorError as exc:
+            raise TransientModelError(self._redact(f"cannot connect to {self.api_base}: {exc}")) from None
         except aiohttp.ClientError as exc:
-            raise TransientModelError(self._redact(f"{type(exc).__name__}: {exc}")) from None
+            raise TransientModelError(self._redact(f"{type(exc).__name__} from {self.api_base}: {exc}")) from None
         seconds = time.perf_counter() - started
-        if status != 200:
-            raise self._status_error(status, reason, raw)
-        try:
-            data = json.loads(raw)
-            text = data["choices"][0]["message"]["content"] or ""
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, IndexError, TypeError) as exc:
-            raise TransientModelError(f"malformed reply from {model}: {type(exc).__name__}: {exc}") from None
-        return Completion(
-            text=text, usage=self._usage(model, messages, text, data.get("usage")), model=model, seconds=seconds
-        )
+        return Completion(text=text, usage=self._usage(model, messages, text, usage), model=model, seconds=seconds)
 
     def _usage(self, model: str, messages: Messages, text: str, usage: Any) -> Usage:
         usage = usage if isinstance(usage, dict) else {}
-        input_tokens, output_tokens = usage.get("prompt_tokens"), usage.get("completion_tokens")
-        if not isinstance(input_tokens, int) or not isinstance(output_tokens, int):
-            input_tokens, output_tokens = count_tokens(model, messages, text)
-        cost = self.price(model, input_tokens, output_tokens)
-        return Usage(
-            llm_calls=1,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            cost_usd=cost or 0.0,
-            cost_known=cost is not None,
+        return settle_usage(
+            self.price,
+            lambda: count_tokens(model, messages, text),
+            model,
+            usage.get("prompt_tokens"),
+            usage.get("completion_tokens"),
         )
 
-    def _status_error(self, status: int, reason: str | None, raw: bytes) -> ModelError:
-        text = raw.decode("utf-8", "replace").strip()
-        detail = text.splitlines()[0][:500] if text else (reason or "")
-        message = self._redact(f"HTTP {status} from {self.api_base}: {detail}")
+    def _status_error(self, model: str, status: int, reason: str | None, raw: bytes) -> ModelError:
+        detail = self._redact(_error_detail(raw) or reason or "")
+        if status in (401, 403):
+            return auth_failure(self.api_base, status, detail, key_hint(model, self.key_setting))
+        if status == 400 and looks_like_context_length(raw.decode("utf-8", "replace")):
+            return context_failure(model, detail)
+        message = f"HTTP {status} from {self.api_base}: {detail}"
         return TransientModelError(message) if status == 429 or status >= 500 else ModelError(message)
 
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, "[redacted]") if self._api_key else text
+
+
+def _error_detail(raw: bytes) -> str:
+    """An error body's message (OpenAI's {"error": {"message": ...}}), else its first line."""
+    text = raw.decode("utf-8", "replace")
+    try:
+        message = json.loads(text)["error"]["message"]
+        if isinstance(message, str):
+            return first_line(message)
+    except (json.JSONDecodeError, KeyError, TypeError):
+        pass
+    return first_line(text)
+
+
+def _read_body(raw: bytes, model: str) -> tuple[str, Any]:
+    try:
+        data = json.loads(raw)
+        return data["choices"][0]["message"]["content"] or "", data.get("usage")
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, IndexError, TypeError) as exc:
+        raise TransientModelError(f"malformed reply from {model}: {type(exc).__name__}: {exc}") from None
+
+
+async def _read_events(content: Any, on_text: TextSink, model: str) -> tuple[str, Any]:
+    """Server-sent events: each `data:` chunk's text to `on_text`; the usage from the chunk that carries it."""
+    text, usage = StreamedText(on_text), None
+    async for raw_line in content:
+        line = raw_line.decode("utf-8", "replace").strip()
+        if not line.startswith("data:"):
+            continue
+        data = line[len("data:") :].strip()
+        if data == "[DONE]":
+            break
+        try:
+            chunk = json.loads(data)
+            for choice in chunk.get("choices") or []:
+                text.add((choice.get("delta") or {}).get("content"))
+        except (json.JSONDecodeError, AttributeError, TypeError) as exc:
+            raise TransientModelError(f"malformed stream from {model}: {type(exc).__name__}: {exc}") from None
+        usage = chunk.get("usage") or usage
+    return text.text, usage
 
 
 def _shared_session() -> Any:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import ast
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 RUNNABLE_LANGUAGES = {"repl", "python", "py", "python3", ""}
 _OUTPUT_LANGUAGES = {"output", "text", "console", "stdout", "result", "repl-output"}
 _FENCE = re.compile(r"^[ \t]*```[ \t]*([\w+-]*)[ \t]*$")
 _FAKE_OUTPUT = re.compile(
-    r"^[ \t]*(?:\*\*)?(?:REPL output|Output|Observation|Execution result|Result)s?(?:\*\*)?[ \t]*:", re.I
+    r"^[ \t]*(?:\*\*)?(?:REPL output|Output|Observation|Execution result)s?(?:\*\*)?[ \t]*:", re.I
 )
 _TEXT_FINAL = re.compile(r"^[ \t]*(FINAL_VAR|FINAL)\(", re.M)
 
@@ -21,6 +22,7 @@ class ParsedReply:
     prose: str = ""  # the reply outside code blocks
     kept: str = ""  # the reply as it stays in the history (fabricated output cut off)
     fabricated_output: bool = False  # the model wrote text posing as REPL output; it was dropped
+    dropped_blocks: int = 0  # runnable blocks after that text, dropped with it
 
 
 def parse_reply(reply: str) -> ParsedReply:
@@ -30,13 +32,15 @@ def parse_reply(reply: str) -> ParsedReply:
     fence runs to the end of the reply. Anything after the first runnable block
     that poses as its output (an ```output fence, a "REPL output:" line) is cut,
     together with the rest of the reply: the model has not seen any output yet.
+    A prose "Result:" line is the model's own words, not a fake output.
     """
     parsed = ParsedReply()
     prose: list[str] = []
     kept: list[str] = []
     code: list[str] | None = None
     language = ""
-    for line in reply.splitlines(keepends=True):
+    lines = reply.splitlines(keepends=True)
+    for number, line in enumerate(lines):
         fence = _FENCE.match(line)
         if code is not None:
             if fence and not fence.group(1):
@@ -49,6 +53,7 @@ def parse_reply(reply: str) -> ParsedReply:
             continue
         if parsed.blocks and ((fence and fence.group(1).lower() in _OUTPUT_LANGUAGES) or _FAKE_OUTPUT.match(line)):
             parsed.fabricated_output = True
+            parsed.dropped_blocks = len(parse_reply("".join(lines[number + 1 :])).blocks)
             break
         if fence:
             code, language = [], fence.group(1).lower()
@@ -66,7 +71,7 @@ def parse_reply(reply: str) -> ParsedReply:
 @dataclass(frozen=True)
 class TextFinal:
     kind: str  # "FINAL" or "FINAL_VAR"
-    argument: str
+    argument: Any  # FINAL: a Python literal's value, else the text; FINAL_VAR: the variable's name
 
 
 def find_text_final(prose: str) -> TextFinal | None:
@@ -96,9 +101,9 @@ def _balanced(text: str) -> str | None:
     return None
 
 
-def _unquote(text: str) -> str:
+def _unquote(text: str) -> Any:
+    """A Python literal's value (FINAL(42) gives 42, FINAL([1, 2]) a list), else the text as written."""
     try:
-        value = ast.literal_eval(text)
+        return ast.literal_eval(text)
     except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError):
         return text
-    return value if isinstance(value, str) else text

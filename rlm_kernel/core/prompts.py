@@ -17,6 +17,7 @@ class Capabilities:
     limits: Limits
     concurrency: int
     cell_timeout: float | None
+    sub_capacity_chars: int | None = None  # the longest prompt a sub-call takes (None: not known)
 
     @property
     def can_recurse(self) -> bool:
@@ -32,6 +33,12 @@ def system_prompt(cap: Capabilities) -> str:
         if cap.can_recurse
         else "- `rlm_query(context, query, model=None)` and `rlm_query_batched(pairs)`: the recursion depth limit is "
         "reached here, so these make a plain sub-model call on `query` followed by `context` (same as llm_query)."
+    )
+    capacity = (
+        f" A prompt may hold at most about {cap.sub_capacity_chars:,} characters; longer ones are not sent: "
+        "split the text and ask about each part."
+        if cap.sub_capacity_chars
+        else ""
     )
     limits = [f"{cap.max_iterations} iterations (replies) for this call"]
     if cap.limits.max_llm_calls is not None:
@@ -62,7 +69,8 @@ Functions in the REPL:
 - `grep(pattern, flags=0, window=0)`: regex search; matching lines with line numbers, or `window` characters around each match.
 - `partition(n=None, size=None, by=None)`: split the context into n chunks, chunks of `size`, or at each match of regex `by`.
 - `llm_query(prompt, model=None)`: ask a sub-model ({cap.sub_model}) one question; it sees only `prompt`. Put the \
-text it needs in the prompt (a chunk of the context) and ask for a short, structured reply. Returns a string.
+text it needs in the prompt (a chunk of the context) and ask for a short, structured reply. Returns a string.\
+{capacity}
 - `llm_query_batched(prompts, model=None)`: many prompts concurrently (up to {cap.concurrency} at a time); \
 returns replies in order; a failed prompt's slot holds its error text. Prefer this to a loop of llm_query.
 {recursion}
@@ -102,3 +110,8 @@ def out_of_iterations_message(max_iterations: int) -> str:
         f"You have used all {max_iterations} replies; no more code will run. "
         "Give your final answer now, on one line starting with FINAL(, from what your code has shown so far."
     )
+
+
+def child_stopped_message(status: str, error: str | None) -> str:
+    """What rlm_query returns to the model when a child RLM ends without an answer."""
+    return f"Error: the child RLM stopped ({status}): {error}"

@@ -53,9 +53,10 @@ class RLMResult:
     def summary(self) -> str:
         u = self.usage
         cost = f"${u.cost_usd:.4f}" if u.cost_known else f"${u.cost_usd:.4f} + unknown (unpriced model)"
+        counted = f" (counted here for {u.counted_calls}: the server reported no usage)" if u.counted_calls else ""
         return (
             f"status {self.status}; {u.llm_calls} model calls, {u.input_tokens:,} input + "
-            f"{u.output_tokens:,} output tokens, {cost}, {self.seconds:.2f} s"
+            f"{u.output_tokens:,} output tokens{counted}, {cost}, {self.seconds:.2f} s"
         )
 
     def to_notebook(self, path: str | Path, context: object = None, *, with_context: bool | None = None) -> Any:

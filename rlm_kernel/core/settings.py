@@ -157,6 +157,30 @@ SETTINGS: tuple[Setting, ...] = (
         magic=("--transport",),
         choices=("litellm", "direct"),
     ),
+    _s(
+        "prices",
+        dict,
+        None,
+        'US dollars per million tokens for models litellm cannot price, as JSON: {"openai/my-model": '
+        '{"input": 0.15, "output": 0.6}}; without a price max_cost_usd cannot bind.',
+        cli=("--prices",),
+    ),
+    _s(
+        "sub_window",
+        int,
+        None,
+        "Input tokens the sub-model accepts (default: litellm's model info); longer llm_query prompts are not sent.",
+        cli=("--sub-window",),
+        magic=("--sub-window",),
+        minimum=1,
+    ),
+    _s(
+        "stream",
+        bool,
+        False,
+        "Stream each node's replies as they are written (model_text events, for live views).",
+        cli=("--stream",),
+    ),
     # sampling
     _s(
         "temperature",

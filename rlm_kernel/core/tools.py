@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from rlm_kernel.core.errors import BudgetExhausted, ModelError, SubmitAnswer
 from rlm_kernel.core.helpers import make_helpers
 from rlm_kernel.core.ledger import Usage
+from rlm_kernel.core.lm_support import oversize_prompt_message
 from rlm_kernel.core.trace import prompt_sha256
 from rlm_kernel.core.values import describe_value
 
@@ -110,10 +111,15 @@ async def sub_llm(node: Node, prompt: str, model: str | None) -> str:
     )
     started = time.perf_counter()
     usage, error = Usage(), None
+    messages = [{"role": "user", "content": prompt}]
+    window = rlm.sub_input_window(model)
     try:
-        messages = [{"role": "user", "content": prompt}]
-        completion = await node.acall_model(messages, model, lm=rlm.sub_lm, params=rlm.sub_params)
-        reply, usage = completion.text, completion.usage
+        if window is not None and rlm.sub_lm.estimate_tokens(messages) > window:
+            # Sending it would fail at the provider after a slow upload, or be cut silently by a local server.
+            reply = error = oversize_prompt_message(len(prompt), model, window)
+        else:
+            completion = await node.acall_model(messages, model, lm=rlm.sub_lm, params=rlm.sub_params)
+            reply, usage = completion.text, completion.usage
     except BudgetExhausted as exc:
         reply = error = str(exc)
     except ModelError as exc:

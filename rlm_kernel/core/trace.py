@@ -150,8 +150,19 @@ class Trace:
     def from_lines(cls, lines: list[str]) -> Trace:
         """A trace from JSONL lines; a last line cut short (the writer died mid-line) is left out.
 
-        A file the writer appended several runs to holds the last one (each run numbers its nodes from n0).
+        A file the writer appended several runs to holds the last one (each run numbers its nodes from n0);
+        `runs_from_jsonl` gives every one.
         """
+        return cls._runs(lines)[-1]
+
+    @classmethod
+    def runs_from_jsonl(cls, path: str | Path) -> list[Trace]:
+        """Every run of a JSONL file, in the order they were appended (one for a file of one run)."""
+        with open(path, encoding="utf-8") as f:
+            return cls._runs(f.read().split("\n"))
+
+    @classmethod
+    def _runs(cls, lines: list[str]) -> list[Trace]:
         events = []
         for number, line in enumerate(lines, 1):
             if not line.strip():
@@ -164,7 +175,11 @@ class Trace:
             except (TypeError, KeyError):
                 raise TraceError(f"line {number} is not an event: not an rlm_kernel trace") from None
         roots = [i for i, e in enumerate(events) if e.kind == "call_start" and e.parent_id is None]
-        return cls.from_events(events[roots[-1] :] if roots else events)
+        if not roots:
+            return [cls.from_events(events)]
+        # Events before the first root (a context record) belong to it.
+        starts = [0, *roots[1:]]
+        return [cls.from_events(events[a:b]) for a, b in zip(starts, [*roots[1:], len(events)])]
 
     @property
     def root(self) -> CallNode | None:
@@ -208,6 +223,7 @@ class Trace:
         node.waiting, node.streaming = e.data, ""  # a retry starts its reply again
 
     def _on_model_text(self, e: Event) -> None:
+        """A piece of a reply being written, for live views; the iteration event carries the whole reply."""
         self.nodes[e.node_id].streaming += e.data["text"]
 
     def _on_code_result(self, e: Event) -> None:

@@ -13,13 +13,18 @@ How our events map onto it:
   context's metadata (the viewer ignores keys it does not know).
 - prompt: rebuilt from the call's first two messages (call_start), each earlier reply as kept
   in the history, and each iteration's message deltas; response: the reply as the model wrote it.
+  The first user message gains one last line, `[rlm_kernel] original query: "..."`, from which the
+  viewer reads the question (it shows a user message only when it is 50 to 500 characters long).
 - stdout: the block's output as the model saw it (stdout, stderr and the trailing value, cut
   head and tail to max_output_chars), minus the traceback; stderr: the traceback.
 - execution_time: the block's seconds; iteration_time: the model call's plus the blocks'.
 - rlm_calls: the sub-calls the block made. An llm_query has its prompt (as recorded: the first
   500 characters), reply, usage and seconds; a child RLM has its question as the prompt, its
   answer as the response, and its own iterations, in the same form, in `metadata.iterations`,
-  where the reference nests a child's trajectory.
+  where the reference nests a child's trajectory. A call that returned no reply has as its
+  response the text the model received instead (a child's "Error: the child RLM stopped ...").
+- a block that an interrupt stopped is recorded with "interrupted" as its stderr.
+- a file several runs were appended to holds one reference log per run (`rlm trace convert --run N`).
 - final_answer: the root's answer (as recorded: text) on its last iteration.
 
 What does not carry over:
@@ -39,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from rlm_kernel.core.ledger import Usage
+from rlm_kernel.core.prompts import child_stopped_message
 from rlm_kernel.core.trace import Event, Trace
 
 NOT_RECORDED = "<not recorded>"
@@ -97,7 +103,7 @@ def _iterations(trace: Trace, node_id: str, by_node: dict[str, list[Event]]) -> 
         if event.kind == "call_start":
             messages = [
                 {"role": "system", "content": d["system_prompt"]},
-                {"role": "user", "content": d["user_prompt"]},
+                {"role": "user", "content": f"{d['user_prompt']}\n\n{_query_line(d['query'])}"},
             ]
         elif event.kind == "iteration":
             messages = messages + d["new_messages"]
@@ -151,11 +157,26 @@ def _iterations(trace: Trace, node_id: str, by_node: dict[str, list[Event]]) -> 
             started = []
     for call in calls.values():
         child = call.pop("child_id")
-        if call.pop("kind") == "rlm" and child in trace.nodes:
+        kind = call.pop("kind")
+        if kind == "rlm" and child in trace.nodes:
             call["metadata"] = {"iterations": _iterations(trace, child, by_node)}
+        if call["response"] is None:  # the viewer slices every response: give it what the model received
+            call["response"] = _received_instead(trace, kind, child, call.get("error"))
     if lines and node.answer is not None and node.status in ("done", "max_iterations"):
         lines[-1]["final_answer"] = node.answer
     return lines
+
+
+def _query_line(query: str) -> str:
+    """The question as the viewer's pattern reads it: `original query: "..."`, with no straight quote inside."""
+    return '[rlm_kernel] original query: "' + " ".join(query.split()).replace('"', "\u201d") + '"'
+
+
+def _received_instead(trace: Trace, kind: str, child_id: str | None, error: str | None) -> str:
+    if kind == "rlm" and child_id in trace.nodes:
+        node = trace.nodes[child_id]
+        return child_stopped_message(node.status, node.error)
+    return f"Error: {error}" if error else ""
 
 
 def _usage_summary(model: str, usage: Usage) -> dict[str, Any]:

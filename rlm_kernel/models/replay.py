@@ -17,9 +17,10 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 import threading
 from collections import defaultdict, deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,8 +52,14 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+# Traces recorded before issue 12 counted one line too many for a context ending with a newline:
+# the line count is left out of the key, so that those still replay.
+_LINE_COUNT = re.compile(r"^lines: [\d,]+$| in [\d,]+ lines \(about ", re.M)
+
+
 def conversation_key(first_user_message: str, assistant_replies: list[str]) -> str:
-    return _sha256(json.dumps([first_user_message, *assistant_replies], ensure_ascii=False))
+    first = _LINE_COUNT.sub("<lines>", first_user_message)
+    return _sha256(json.dumps([first, *assistant_replies], ensure_ascii=False))
 
 
 class ReplayBook:
@@ -145,9 +152,10 @@ class ReplayLM:
         max_output_tokens: int | None,
         timeout: float,
         params: Mapping[str, Any] | None = None,
+        on_text: Callable[[str], None] | None = None,
     ) -> Completion:
         # The recorded reply was already cut to its cap, if any, and sampled with the recorded parameters.
-        served = await self._lm.acomplete(messages, model=self.session_model, timeout=timeout)
+        served = await self._lm.acomplete(messages, model=self.session_model, timeout=timeout, on_text=on_text)
         u = served.usage
         cost = self.price(model, u.input_tokens, u.output_tokens)
         usage = Usage(

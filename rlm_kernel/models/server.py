@@ -2,9 +2,13 @@
 
 Tests and benchmarks point litellm at it (`api_base=server.url`) to exercise the
 real HTTP path: connection reuse, concurrency, retries and error mapping. It can
-add latency and inject faults (429, 500, a hung reply, a malformed body).
+add latency and inject faults (429, 500, a hung reply, a malformed body), and act
+as the providers a first run meets: one that requires a bearer key (and quotes a
+wrong one in its 401, as real ones do), refuses every request (401/403), has a
+context window (400 context_length_exceeded), omits `usage`, or trickles its
+reply a byte at a time. It streams (SSE) when a request asks to.
 
-    rlm serve-model --port 8000 --policy demo --latency-ms 50
+    rlm serve-model --port 8000 --policy demo --latency-ms 50 --api-key sk-local
 """
 
 from __future__ import annotations
@@ -16,19 +20,17 @@ import signal
 import socket
 import sys
 import threading
-import time
-import uuid
 from collections.abc import Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from rlm_kernel.core.errors import RLMError
-from rlm_kernel.models.policies import Messages, Policy, count_tokens, load_policy, messages_tokens
+from rlm_kernel.models.policies import Policy, load_policy, messages_tokens
+from rlm_kernel.models.wire import MALFORMED_BODY, REJECTIONS, completion_body, sse_body, usage_of
 
 FAULT_KINDS = ("429", "500", "timeout", "malformed")
 _CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
-_MALFORMED_BODY = b'{"id": "chatcmpl-malformed", "object": "chat.completion", "choices": ['
 
 
 class ModelServer:
@@ -46,6 +48,12 @@ class ModelServer:
         timeout_fault_seconds: float = 30.0,
         seed: int | None = None,
         model_name: str = "policy",
+        api_key: str | None = None,
+        reject_status: int | None = None,
+        context_window: int | None = None,
+        omit_usage: bool = False,
+        trickle_seconds: float = 0.0,
+        streams: bool = True,
     ) -> None:
         faults = tuple(faults)
         unknown = [f for f in faults if f not in FAULT_KINDS]
@@ -55,8 +63,10 @@ class ModelServer:
             raise ValueError(f"fail_rate must be between 0 and 1, not {fail_rate}")
         if fail_rate > 0 and not faults:
             raise ValueError("fail_rate > 0 needs at least one fault kind")
-        if latency_ms < 0 or timeout_fault_seconds < 0:
-            raise ValueError("latency_ms and timeout_fault_seconds must be >= 0")
+        if latency_ms < 0 or timeout_fault_seconds < 0 or trickle_seconds < 0:
+            raise ValueError("latency_ms, timeout_fault_seconds and trickle_seconds must be >= 0")
+        if reject_status not in (None, *REJECTIONS):
+            raise ValueError(f"reject_status must be one of {', '.join(map(str, REJECTIONS))}, not {reject_status}")
         self.policy = policy
         self.host = host
         self.latency_ms = latency_ms
@@ -65,12 +75,22 @@ class ModelServer:
         self.faults = faults
         self.timeout_fault_seconds = timeout_fault_seconds
         self.model_name = model_name
+        self.api_key = api_key  # when set, requests must carry "Authorization: Bearer <api_key>"
+        self.reject_status = reject_status
+        self.context_window = context_window  # prompt tokens a request may have (the policies' count)
+        self.omit_usage = omit_usage
+        self.trickle_seconds = trickle_seconds  # pause before each byte of a reply's body
+        self.streams = streams  # False: a request for a stream gets one JSON body, as from servers that cannot stream
         self._requested_port = port
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._requests = 0
         self._served = 0
         self._faults = dict.fromkeys((*FAULT_KINDS, "policy_error"), 0)
+        self._keys: dict[str, int] = {}  # bearer token received -> requests that carried it
+        self._rejected: dict[int, int] = {}  # HTTP status -> requests answered with it
+        self._streamed = 0
+        self._models: dict[str, int] = {}  # model name in the request -> requests
         self._in_flight = 0
         self._max_in_flight = 0
         self._stopping = threading.Event()
@@ -127,6 +147,10 @@ class ModelServer:
                 "served": self._served,
                 "faults": dict(self._faults),
                 "max_in_flight": self._max_in_flight,
+                "keys": dict(self._keys),
+                "rejected": dict(self._rejected),
+                "streamed": self._streamed,
+                "models": dict(self._models),
             }
 
     def _enter_request(self) -> None:
@@ -144,6 +168,26 @@ class ModelServer:
             if self.fail_rate > 0 and self._rng.random() < self.fail_rate:
                 return self._rng.choice(self.faults)
             return None
+
+    def _count_key(self, authorization: str | None) -> str | None:
+        """The bearer token a request carried (None without one), counted."""
+        token = authorization.removeprefix("Bearer ").strip() if authorization else None
+        if token is not None:
+            with self._lock:
+                self._keys[token] = self._keys.get(token, 0) + 1
+        return token
+
+    def _count_rejection(self, status: int) -> None:
+        with self._lock:
+            self._rejected[status] = self._rejected.get(status, 0) + 1
+
+    def _count_model(self, name: str) -> None:
+        with self._lock:
+            self._models[name] = self._models.get(name, 0) + 1
+
+    def _count_stream(self) -> None:
+        with self._lock:
+            self._streamed += 1
 
     def _count(self, outcome: str) -> None:
         with self._lock:
@@ -221,9 +265,28 @@ class _Handler(BaseHTTPRequestHandler):
         model = self.server.model
         model._enter_request()
         try:
+            key = model._count_key(self.headers.get("Authorization"))
+            if self._refused(model, key):
+                return
             self._chat_completion(model)
         finally:
             model._leave_request()
+
+    def _refused(self, model: ModelServer, key: str | None) -> bool:
+        """Answer 401/403 as a provider does; a wrong key is quoted in full, so redaction is put to the test."""
+        if model.api_key is not None and key != model.api_key:
+            self._read_body()
+            model._count_rejection(401)
+            shown = f"Incorrect API key provided: {key}." if key else "Missing credentials: no Authorization header."
+            self._send_error(401, shown, "invalid_request_error", code="invalid_api_key")
+            return True
+        if model.reject_status is not None:
+            self._read_body()
+            model._count_rejection(model.reject_status)
+            message, code = REJECTIONS[model.reject_status]
+            self._send_error(model.reject_status, message.format(key=key), "invalid_request_error", code=code)
+            return True
+        return False
 
     def _chat_completion(self, model: ModelServer) -> None:
         body = self._read_body()
@@ -237,8 +300,14 @@ class _Handler(BaseHTTPRequestHandler):
         except (ValueError, KeyError, TypeError) as exc:
             self._send_error(400, f"bad request: {exc}", "invalid_request_error")
             return
-        if request.get("stream"):
-            self._send_error(400, "streaming is not supported by this server", "invalid_request_error")
+        model._count_model(str(request.get("model")))
+        if model.context_window is not None and (tokens := messages_tokens(messages)) > model.context_window:
+            model._count_rejection(400)
+            message = (
+                f"This model's maximum context length is {model.context_window} tokens. However, your messages "
+                f"resulted in {tokens} tokens. Please reduce the length of the messages."
+            )
+            self._send_error(400, message, "invalid_request_error", code="context_length_exceeded")
             return
         # Wait on the stop event rather than sleep, so stop() never waits out a long latency.
         if model.latency_ms and model._stopping.wait(model.latency_ms / 1000):
@@ -259,7 +328,16 @@ class _Handler(BaseHTTPRequestHandler):
             return
         # Count before replying so a client that has its reply also sees it in stats().
         model._count("served")
-        self._send_json(200, _completion(request.get("model") or model.model_name, messages, reply))
+        name = request.get("model") or model.model_name
+        usage = None if model.omit_usage else usage_of(messages, reply)
+        if request.get("stream") and model.streams:
+            model._count_stream()
+            wants_usage = bool((request.get("stream_options") or {}).get("include_usage"))
+            body = sse_body(name, reply, usage if wants_usage else None)
+            self._send_bytes(200, body, content_type="text/event-stream", trickle=model.trickle_seconds)
+        else:
+            payload = json.dumps(completion_body(name, reply, usage)).encode()
+            self._send_bytes(200, payload, trickle=model.trickle_seconds)
 
     def _send_fault(self, fault: str, model: ModelServer) -> None:
         if fault == "429":
@@ -267,7 +345,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif fault == "500":
             self._send_error(500, "internal server error (injected)", "server_error")
         elif fault == "malformed":
-            self._send_bytes(200, _MALFORMED_BODY)
+            self._send_bytes(200, MALFORMED_BODY)
         else:
             # Hang without answering until the client gives up (or the server stops), then drop the connection.
             model._stopping.wait(model.timeout_fault_seconds)
@@ -284,38 +362,40 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         return self.rfile.read(length)
 
-    def _send_error(self, status: int, message: str, kind: str, headers: dict[str, str] | None = None) -> None:
-        self._send_json(status, {"error": {"message": message, "type": kind, "code": status}}, headers)
+    def _send_error(
+        self, status: int, message: str, kind: str, headers: dict[str, str] | None = None, code: str | None = None
+    ) -> None:
+        self._send_json(status, {"error": {"message": message, "type": kind, "code": code or status}}, headers)
 
     def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         self._send_bytes(status, json.dumps(payload).encode(), headers)
 
-    def _send_bytes(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+    def _send_bytes(
+        self,
+        status: int,
+        body: bytes,
+        headers: dict[str, str] | None = None,
+        *,
+        content_type: str = "application/json",
+        trickle: float = 0.0,
+    ) -> None:
         self.send_response(status, HTTPStatus(status).phrase)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(body)
-        self.wfile.flush()
-
-
-def _completion(model: str, messages: Messages, reply: str) -> dict[str, Any]:
-    prompt_tokens = messages_tokens(messages)
-    completion_tokens = count_tokens(reply)
-    return {
-        "id": f"chatcmpl-{uuid.uuid4().hex}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        },
-    }
+        if not trickle:
+            self.wfile.write(body)
+            self.wfile.flush()
+            return
+        stopping = self.server.model._stopping
+        for i in range(len(body)):  # a byte at a time: every read succeeds, only a total deadline ends the wait
+            if stopping.wait(trickle):
+                self.close_connection = True
+                return
+            self.wfile.write(body[i : i + 1])
+            self.wfile.flush()
 
 
 class _UsageError(RLMError):
@@ -349,6 +429,11 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout-fault-seconds", type=float, default=30.0)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--model-name", default="policy")
+    parser.add_argument("--api-key", help="require this bearer key (401 otherwise)")
+    parser.add_argument("--reject-status", type=int, choices=sorted(REJECTIONS), help="refuse every request")
+    parser.add_argument("--context-window", type=int, help="prompt tokens a request may have (400 beyond)")
+    parser.add_argument("--omit-usage", action="store_true", help="reply without a usage field")
+    parser.add_argument("--trickle-seconds", type=float, default=0.0, help="pause before each byte of a reply")
     return parser
 
 
@@ -370,6 +455,11 @@ def main(argv: list[str] | None = None) -> int:
             timeout_fault_seconds=args.timeout_fault_seconds,
             seed=args.seed,
             model_name=args.model_name,
+            api_key=args.api_key,
+            reject_status=args.reject_status,
+            context_window=args.context_window,
+            omit_usage=args.omit_usage,
+            trickle_seconds=args.trickle_seconds,
         )
     except (_UsageError, ValueError) as exc:
         print(f"rlm serve-model: error: {exc}", file=sys.stderr)

@@ -1,0 +1,109 @@
+"""One model call with retries and budget reservations, and a reply streamed as throttled events."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from rlm_kernel.core.errors import ModelError, TransientModelError
+from rlm_kernel.core.ledger import Usage
+from rlm_kernel.core.lm import LM, Completion, Messages
+
+if TYPE_CHECKING:
+    from rlm_kernel.core.engine import RLM
+    from rlm_kernel.core.tree import CallTree
+
+MODEL_TEXT_INTERVAL = 0.1  # seconds between model_text events of one node: at most about 10 a second
+
+
+async def call_with_retries(
+    rlm: RLM,
+    tree: CallTree,
+    messages: Messages,
+    model: str,
+    lm: LM,
+    params: Mapping[str, Any],
+    on_attempt: Callable[[int], None] | None = None,
+    stream: TextStream | None = None,
+) -> Completion:
+    """One model call with retries; every attempt is charged to the tree's ledger."""
+    ledger = tree.ledger
+    messages = [{**m, "content": tree.redactor.text(str(m["content"]))} for m in messages]
+    estimate = lm.estimate_tokens(messages)
+    in_rate = out_rate = 0.0
+    if rlm.limits.max_cost_usd is not None:
+        in_rate, out_rate = lm.price(model, 1, 0) or 0.0, lm.price(model, 0, 1) or 0.0
+    streaming: dict[str, Any] = {} if stream is None else {"on_text": stream.add}
+    for attempt in itertools.count():
+        # Reserve inside the semaphore, so calls queued behind it hold no budget.
+        async with tree.semaphore:
+            while (reservation := ledger.reserve(estimate, rlm.max_output_tokens, in_rate, out_rate)) is None:
+                await asyncio.sleep(0.01)  # it fits once in-flight calls settle
+            left = ledger.seconds_left()
+            timeout = rlm.call_timeout if left is None else max(0.01, min(rlm.call_timeout, left))
+            if on_attempt is not None:
+                on_attempt(attempt)
+            if stream is not None:
+                stream.restart()
+            call = lm.acomplete(
+                messages,
+                model=model,
+                max_output_tokens=reservation.output_cap,
+                timeout=timeout,
+                params=params,
+                **streaming,
+            )
+            try:
+                # A total deadline per attempt, whatever the transport's own timeouts do (httpx's is per read).
+                completion = await asyncio.wait_for(call, timeout)
+            except (TransientModelError, asyncio.TimeoutError) as exc:
+                ledger.settle(reservation, Usage())
+                failure: Exception = exc
+                if isinstance(exc, asyncio.TimeoutError):
+                    failure = TransientModelError(f"Timeout: {model} sent no whole reply within {timeout:.3g} s")
+            except BaseException:
+                ledger.settle(reservation, Usage())
+                raise
+            else:
+                ledger.settle(reservation, completion.usage)
+                return completion
+        left = ledger.seconds_left()
+        if attempt >= rlm.retries or (left is not None and left <= 0):
+            raise ModelError(f"{failure} (gave up after {attempt + 1} attempts)") from None
+        backoff = rlm.retry_backoff * 2**attempt * random.uniform(0.5, 1.0)
+        await asyncio.sleep(backoff if left is None else min(backoff, left))
+    raise AssertionError("unreachable")
+
+
+class TextStream:
+    """A node's reply as it streams: model_text events at most every MODEL_TEXT_INTERVAL s, pieces joined between."""
+
+    def __init__(self, emit: Callable[..., None], iteration: int) -> None:
+        self._emit, self._iteration = emit, iteration
+        self._pending: list[str] = []
+        self._last = 0.0
+        self._lock = threading.Lock()
+
+    def add(self, piece: str) -> None:
+        with self._lock:
+            self._pending.append(piece)
+            if time.monotonic() - self._last < MODEL_TEXT_INTERVAL:
+                return
+        self.flush()
+
+    def restart(self) -> None:
+        """A retry starts the reply again: what a failed attempt streamed is dropped unsent."""
+        with self._lock:
+            self._pending.clear()
+
+    def flush(self) -> None:
+        with self._lock:
+            text, self._pending = "".join(self._pending), []
+            self._last = time.monotonic()
+        if text:
+            self._emit("model_text", iteration=self._iteration, text=text)

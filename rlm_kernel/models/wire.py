@@ -1,0 +1,61 @@
+"""The OpenAI chat-completions wire format as `rlm serve-model` writes it: bodies, streams, refusals."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+from rlm_kernel.models.policies import Messages, count_tokens, messages_tokens
+
+MALFORMED_BODY = b'{"id": "chatcmpl-malformed", "object": "chat.completion", "choices": ['
+
+# The refusals `reject_status` gives, worded as OpenAI's API words them.
+REJECTIONS = {
+    401: ("Incorrect API key provided: {key}.", "invalid_api_key"),
+    403: ("You are not allowed to use this model with key {key}.", "model_not_allowed"),
+}
+
+
+def usage_of(messages: Messages, reply: str) -> dict[str, int]:
+    prompt_tokens, completion_tokens = messages_tokens(messages), count_tokens(reply)
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def completion_body(model: str, reply: str, usage: dict[str, int] | None) -> dict[str, Any]:
+    completion: dict[str, Any] = {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
+    }
+    if usage is not None:
+        completion["usage"] = usage
+    return completion
+
+
+_STREAM_PIECE_CHARS = 8
+
+
+def sse_body(model: str, reply: str, usage: dict[str, int] | None) -> bytes:
+    """The reply as OpenAI streams it: a role chunk, content pieces, a finish chunk, a usage chunk, [DONE]."""
+    head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk", "created": int(time.time())}
+    head["model"] = model
+
+    def chunk(delta: dict[str, str], finish: str | None = None) -> dict[str, Any]:
+        return {**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    chunks = [chunk({"role": "assistant", "content": ""})]
+    chunks += [
+        chunk({"content": reply[i : i + _STREAM_PIECE_CHARS]}) for i in range(0, len(reply), _STREAM_PIECE_CHARS)
+    ]
+    chunks.append(chunk({}, "stop"))
+    if usage is not None:
+        chunks.append({**head, "choices": [], "usage": usage})
+    return b"".join(f"data: {json.dumps(c)}\n\n".encode() for c in chunks) + b"data: [DONE]\n\n"
