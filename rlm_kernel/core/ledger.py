@@ -18,6 +18,7 @@ class Usage:
     cost_usd: float = 0.0
     # False once any call's cost could not be priced (unknown model): cost_usd is then a lower bound.
     cost_known: bool = True
+    cached_calls: int = 0  # calls answered by the response cache: no request, no tokens, no cost
 
     @property
     def tokens(self) -> int:
@@ -29,6 +30,7 @@ class Usage:
         self.output_tokens += other.output_tokens
         self.cost_usd += other.cost_usd
         self.cost_known = self.cost_known and other.cost_known
+        self.cached_calls += other.cached_calls
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -134,6 +136,21 @@ class Ledger:
             self.used.output_tokens += actual.output_tokens
             self.used.cost_usd += actual.cost_usd
             self.used.cost_known = self.used.cost_known and actual.cost_known
+
+    def record_cached(self) -> None:
+        """A call the response cache answered: counted apart, charged nothing."""
+        with self._lock:
+            self.used.cached_calls += 1
+
+    def release(self, reservation: Reservation) -> None:
+        """Undo a reservation whose call was never sent (another ledger of a batch refused it)."""
+        with self._lock:
+            if reservation.settled:
+                return
+            reservation.settled = True
+            self._reserved_tokens -= reservation.tokens
+            self._reserved_cost -= reservation.cost_usd
+            self.used.llm_calls -= 1
 
     def snapshot(self) -> Usage:
         with self._lock:

@@ -47,8 +47,9 @@ class RLMResult:
     def summary(self) -> str:
         u = self.usage
         cost = f"${u.cost_usd:.4f}" if u.cost_known else f"${u.cost_usd:.4f} + unknown (unpriced model)"
+        cached = f" (+{u.cached_calls} cached)" if u.cached_calls else ""
         return (
-            f"status {self.status}; {u.llm_calls} model calls, {u.input_tokens:,} input + "
+            f"status {self.status}; {u.llm_calls} model calls{cached}, {u.input_tokens:,} input + "
             f"{u.output_tokens:,} output tokens, {cost}, {self.seconds:.2f} s"
         )
 
