@@ -57,10 +57,14 @@ def render_history(turns: Sequence[Turn], budget_tokens: int) -> str | None:
     numbered = list(enumerate(turns, 1))
     full: list[str] = []
     used = 0
+    # Even the newest turn is cut to the budget: a small memory still holds its question and an answer's start.
+    answer_chars = max(LINE_CHARS // 2, min(FULL_ANSWER_CHARS, int(budget_tokens * FULL_SHARE * 3) - 2 * LINE_CHARS))
     for number, turn in reversed(numbered):
-        variables = f"\nVariables it made: {', '.join(turn.variables[:30])}" if turn.variables else ""
-        text = f"Question {number}: {turn.query}\nYour answer ({turn.status}): {_clip(turn.answer, FULL_ANSWER_CHARS)}"
-        text += variables
+        variables = (
+            f"\nVariables it made: {_clip(', '.join(turn.variables[:30]), LINE_CHARS)}" if turn.variables else ""
+        )
+        query = _clip(turn.query, answer_chars)
+        text = f"Question {number}: {query}\nYour answer ({turn.status}): {_clip(turn.answer, answer_chars)}{variables}"
         if full and used + _tokens(text) > budget_tokens * FULL_SHARE:
             break
         full.insert(0, text)
