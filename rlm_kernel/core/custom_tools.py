@@ -68,6 +68,8 @@ def describe_tools(tools: Mapping[str, Callable[..., Any]]) -> str:
 
 def _signature(tool: Callable[..., Any]) -> str:
     try:
+        return str(inspect.signature(tool, eval_str=True))  # `from __future__ import annotations` leaves strings
+    except (NameError, SyntaxError):  # an annotation that names what this module cannot see: shown as written
         return str(inspect.signature(tool))
     except (TypeError, ValueError):  # some builtins have none
         return "(...)"
