@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 from rlm_kernel import RLM
 from rlm_kernel.core.session import Turn, render_history
 from rlm_kernel.models.server import ModelServer
@@ -62,3 +66,32 @@ def test_render_history_is_within_budget_and_keeps_the_newest_turn():
         assert text is not None and "Question 30: q29" in text
         assert len(text) / 3 <= max(budget, 1500 / 3 + 60)
     assert render_history(turns, 0) is None and render_history([], 100) is None
+
+
+def test_rlm_run_asks_follow_ups_in_one_session_with_tools_and_a_typed_answer(tmp_path):
+    (tmp_path / "notes.txt").write_text("notes")
+    (tmp_path / "mytools.py").write_text('def double(n: int) -> int:\n    """Twice n."""\n    return 2 * n\n')
+
+    def root(messages):
+        if question(messages) == "first?":
+            return block("kept = double(20)\nFINAL(str(kept))")
+        return block("FINAL(kept + 1)")
+
+    policy = Recorder(root)
+    with ModelServer(policy) as server:
+        done = subprocess.run(
+            [
+                *(sys.executable, "-m", "rlm_kernel.cli", "run", "--context", str(tmp_path / "notes.txt")),
+                *("--query", "first?", "--query", "then?", "--tools", "mytools:double", "--answer-type", "int"),
+                *("--model", "openai/policy", "--api-base", server.url),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"},
+        )
+    assert done.returncode == 0, done.stderr
+    assert "Answer 1:\n40\n" in done.stdout and "Answer 2:\n41\n" in done.stdout
+    assert "`double(n: int) -> int`: Twice n." in policy.roots()[0][0]["content"]
+    assert "Question 1: first?" in _first_user(policy.roots()[1])
