@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -130,7 +131,7 @@ def test_show_cells_insert_and_history(ip, capsys):
         run(ip, "%rlm show 3")
     capsys.readouterr()
     run(ip, "%rlm history")
-    assert "| 1 | q | done | 2 |" in capsys.readouterr().out
+    assert re.search(r"\| 1 \| \d+\.1 \| q \| done \| 2 \|", capsys.readouterr().out)  # run 1, session N, turn 1
 
 
 def test_budget_stop_fails_the_cell_in_one_line_and_keeps_the_partial_trace(ip):

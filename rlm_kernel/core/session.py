@@ -123,18 +123,23 @@ class Session:
         try:
             result = rlm._complete(context, query, repl, CancelScope(), answer_type=typed, history=history)
         except RunInterrupted as stop:
-            self._record(stop.result, before, repl)
+            self._record(stop.result, before, repl, rlm)
             raise
-        self._record(result, before, repl)
+        self._record(result, before, repl, rlm)
         return result
 
-    def _record(self, result: RLMResult, before: set[str], repl: REPL) -> None:
+    def _record(self, result: RLMResult, before: set[str], repl: REPL, rlm: RLM) -> None:
         made = [n for n in repl.names() if n not in before and not n.startswith("_")]
-        made = [n for n in made if n not in self.rlm.tools and n not in RESERVED]
+        made = [n for n in made if n not in rlm.tools and n not in RESERVED]
         self.turns.append(Turn(result.query, result.status, result.text or f"(no answer: {result.error})", made))
         result.extra["session"] = self.id
         result.extra["session_turn"] = len(self.turns)
         self.results.append(result)
+
+    def rewind(self) -> None:
+        """Forget the last question, so that asking it again (a re-run cell) is what it was the first time."""
+        if self.turns:
+            self.turns.pop()
 
     def close(self) -> None:
         """Release the REPL the session made (an isolated kernel)."""

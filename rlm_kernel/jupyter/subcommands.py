@@ -10,7 +10,7 @@ from IPython.core.error import UsageError
 from IPython.display import Code, display
 
 from rlm_kernel.core.context import context_metadata
-from rlm_kernel.core.loaders import load_context
+from rlm_kernel.core.loaders import describe_skipped, load_files
 from rlm_kernel.core.result import RLMResult
 from rlm_kernel.core.settings import resolve
 from rlm_kernel.core.trace import CallNode
@@ -38,15 +38,19 @@ def config(m: RLMMagics, args: list[str]) -> None:
 
 def load(m: RLMMagics, args: list[str]) -> None:
     name = take_option(args, "--as") or "context"
+    skip = _take_flag(args, "--skip-unreadable")
     if len(args) != 1 or not name.isidentifier():
-        raise UsageError("usage: %rlm load PATH_OR_GLOB [--as NAME]")
-    value = load_context(os.path.expanduser(args[0]))
+        raise UsageError("usage: %rlm load PATH_OR_GLOB [--as NAME] [--skip-unreadable]")
+    loaded = load_files(os.path.expanduser(args[0]), skip_unreadable=skip)
+    value = loaded.context
     assert m.shell is not None  # set when IPython registers the magics
     m.shell.user_ns[name] = value
     m.default_context = name
     meta = context_metadata(value)
     description = f"{meta.type} of {meta.length:,} characters" + (f", {meta.items:,} items" if meta.items else "")
     display(Text(msg.LOADED.format(description=description, source=args[0], name=name)))
+    if loaded.skipped:
+        display(Text(describe_skipped(loaded.skipped)))
 
 
 def show(m: RLMMagics, args: list[str]) -> Any:
@@ -94,14 +98,20 @@ def history(m: RLMMagics, args: list[str]) -> None:
     if not m.runs:
         display(Text(msg.NO_RUNS))
         return
-    rows = ["| run | question | status | calls | tokens | cost | seconds |", "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| run | session | question | status | calls | tokens | cost | seconds |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for number, run in enumerate(m.runs, 1):
+        session = run.extra.get("session")
+        turn = f"{session}.{run.extra.get('session_turn')}" if session is not None else "-"
         u = run.usage
         question = " ".join(run.query.split())[:60].replace("|", "\\|")
         cost = f"${u.cost_usd:.4f}" if u.cost_known else "unknown"
         tokens = u.input_tokens + u.output_tokens
+        cached = f" (+{u.cached_calls} cached)" if u.cached_calls else ""
         rows.append(
-            f"| {number} | {question} | {run.status} | {u.llm_calls} | {tokens:,} | {cost} | {run.seconds:.1f} |"
+            f"| {number} | {turn} | {question} | {run.status} | {u.llm_calls}{cached} | {tokens:,} | {cost} | {run.seconds:.1f} |"
         )
     display(Text("\n".join(rows)))
 
