@@ -5,15 +5,17 @@ an offline policy."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from rlm_kernel.cli_settings import add_setting_options, given_settings
 from rlm_kernel.core import RLM, RLMResult, RunInterrupted
 from rlm_kernel.core.errors import ConfigError, RLMError, RunFailed
-from rlm_kernel.core.loaders import load_context
+from rlm_kernel.core.loaders import describe_skipped, load_context, load_files
 from rlm_kernel.core.redact import Redactor
+from rlm_kernel.core.session import Session
 from rlm_kernel.core.trace import Trace
 
 DEFAULT_QUERY = "Summarize the context."
@@ -28,26 +30,59 @@ class _Parser(argparse.ArgumentParser):
 def _run_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="answer a question about a file or folder with an RLM")
     p.add_argument("--context", required=True, help="file, folder or glob to load as the context")
-    p.add_argument("--query", default=DEFAULT_QUERY, help="the question (default: %(default)r)")
+    p.add_argument(
+        "--query",
+        action="append",
+        help=f"the question (default: {DEFAULT_QUERY!r}); given again, a follow-up in the same session",
+    )
+    p.add_argument("--skip-unreadable", action="store_true", help="leave out the files of a folder that cannot be read")
+    p.add_argument("--tools", help="the user's functions for the model, as package.module:function,...")
+    p.add_argument(
+        "--answer-type", help="the type the answer must fit: int, float, str, bool, list, dict or module:Type"
+    )
     add_setting_options(p)  # every run setting, from core's table
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    context = load_context(args.context)
-    result = _complete(RLM(**given_settings(args)), context, args.query)
-    print("Answer:")
-    print(result.text or "(no answer)")
-    print("\nCall tree:")
-    print(result.trace.outline())
-    print(f"\nTotal: {result.summary()}")
-    if result.status not in ("done", "max_iterations"):
-        raise RunFailed(f"run {result.status}: {result.error}", result)
+    loaded = load_files(args.context, skip_unreadable=args.skip_unreadable)
+    if loaded.skipped:
+        print(describe_skipped(loaded.skipped), file=sys.stderr)
+    tools = [_imported(spec, "--tools") for spec in args.tools.split(",") if spec.strip()] if args.tools else None
+    answer_type = _answer_type(args.answer_type)
+    queries = args.query or [DEFAULT_QUERY]
+    with RLM(**given_settings(args), tools=tools).session() as session:
+        for number, query in enumerate(queries, 1):
+            result = _complete(session, loaded.context, query, answer_type)
+            print(f"Answer {number}:" if len(queries) > 1 else "Answer:")
+            print(result.text or "(no answer)")
+            print("\nCall tree:")
+            print(result.trace.outline())
+            print(f"\nTotal: {result.summary()}")
+            if result.status not in ("done", "max_iterations"):
+                raise RunFailed(f"run {result.status}: {result.error}", result)
     return 0
 
 
-def _complete(rlm: RLM, context: object, query: str) -> RLMResult:
+_BUILTIN_TYPES: dict[str, type] = {t.__name__: t for t in (int, float, str, bool, list, dict)}
+
+
+def _answer_type(spec: str | None) -> Any:
+    if spec is None:
+        return None
+    return _BUILTIN_TYPES.get(spec) or _imported(spec, "--answer-type")
+
+
+def _imported(spec: str, option: str) -> Any:
+    module, _, name = spec.strip().partition(":")
     try:
-        return rlm.completion(context, query)
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"{option}: cannot import {spec.strip()!r} (package.module:name): {exc}") from None
+
+
+def _complete(session: Session, context: object, query: str, answer_type: Any) -> RLMResult:
+    try:
+        return session.completion(context, query, answer_type=answer_type)
     except RunInterrupted as stop:
         print(f"interrupted after {stop.result.seconds:.1f} s", file=sys.stderr)
         raise

@@ -96,7 +96,7 @@ def test_no_import_cycles():
 
 def test_rlm_signature_matches_the_settings_table():
     params = inspect.signature(RLM.__init__).parameters
-    extras = {"self", "on_event", "router", "lm", "repl_factory"}  # Python objects, not settings
+    extras = {"self", "on_event", "router", "lm", "repl_factory", "tools"}  # Python objects, not settings
     assert set(params) - extras == {s.name for s in SETTINGS}
     assert params["model"].default is inspect.Parameter.empty  # the one required argument (or $RLM_MODEL)
     for setting in SETTINGS[1:]:

@@ -27,7 +27,8 @@ def test_quickstart_runs_under_both_kernels(kernel, tmp_path):
     nb = nbformat.read(QUICKSTART, as_version=4)
     NotebookClient(nb, kernel_name=kernel, timeout=300, resources={"metadata": {"path": str(tmp_path)}}).execute()
     answers = rlm_answers(nb)
-    assert len(answers) == 1 and answers[0].startswith("4 passages mention coolant")
+    assert len(answers) == 3 and answers[0].startswith("4 passages mention coolant")
+    assert answers[2] == answers[0]  # --new: the same question in a fresh session is asked as the first was
     outputs = {cell.source.splitlines()[0]: cell.outputs for cell in nb.cells if cell.cell_type == "code"}
     tree = [o for o in outputs["%%rlm --context log --out coolant_report"] if "text/html" in o.get("data", {})]
     assert tree and "<details" in tree[0]["data"]["text/html"] and "[done] n0" in tree[0]["data"]["text/plain"]
@@ -36,6 +37,12 @@ def test_quickstart_runs_under_both_kernels(kernel, tmp_path):
     assert outputs["print(term, len(chunks), 'chunks;', len(findings), 'findings')"][0]["text"].startswith(
         "coolant 8 chunks;"
     )
+    tool_line = outputs[
+        '[line for line in rlm_last.trace.events[0].data["system_prompt"].splitlines() if "severity" in line]'
+    ]
+    assert "`severity(line: str) -> int`: How serious a log line is" in tool_line[0]["data"]["text/plain"]
+    history = outputs["%rlm history"][0]["data"]["text/plain"]
+    assert [row.split("|")[2].strip()[-2:] for row in history.splitlines() if row[2:3].isdigit()] == [".1", ".2", ".1"]
     assert (tmp_path / "station_log.txt").stat().st_size > 1_000_000
 
 

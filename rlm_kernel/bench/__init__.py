@@ -7,6 +7,7 @@ rlm bench TASK --data DIR ...                       (the real dataset's files: s
 rlm bench report F [F ...] [--plot score.png]
 rlm bench compare TASK --ref-python PATH [--model M --api-base URL]
 rlm bench perf [--quick] [--figures 1,2,...]
+rlm bench features [--figures batch,session]         (batches and sessions: issue 15's figures)
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class _Parser(argparse.ArgumentParser):
 def main(argv: Sequence[str] | None = None) -> int:
     """`rlm bench ...`: dispatch to the task runner, the report or the performance figures."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = argv[0] if argv[:1] in (["perf"], ["report"], ["compare"]) else None
+    command = argv[0] if argv[:1] in (["perf"], ["report"], ["compare"], ["features"]) else None
     # Imported per command: the runner needs the engine, the report matplotlib (for a plot) only.
     module = importlib.import_module(f"rlm_kernel.bench.{command or 'runner'}")
     parser = _Parser(

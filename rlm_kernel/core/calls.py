@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from rlm_kernel.core.cache import CachedLM
 from rlm_kernel.core.errors import ModelError, TransientModelError
 from rlm_kernel.core.ledger import Usage
 from rlm_kernel.core.lm import LM, Completion, Messages
@@ -34,6 +35,9 @@ async def call_with_retries(
     """One model call with retries; every attempt is charged to the tree's ledger."""
     ledger = tree.ledger
     messages = [{**m, "content": tree.redactor.text(str(m["content"]))} for m in messages]
+    if isinstance(lm, CachedLM) and (hit := lm.lookup(messages, model=model, params=params)) is not None:
+        ledger.record_cached()  # answered from the response cache: no request, nothing charged
+        return hit
     estimate = lm.estimate_tokens(messages)
     in_rate = out_rate = 0.0
     if rlm.limits.max_cost_usd is not None:

@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from rlm_kernel.core.aio import CancelScope, RunCancelled
 from rlm_kernel.core.approve import Approver, console_approver
+from rlm_kernel.core.batch import Batch, run_pool
+from rlm_kernel.core.cache import with_cache
 from rlm_kernel.core.context import check_context
+from rlm_kernel.core.custom_tools import Tools, check_tools
 from rlm_kernel.core.errors import ConfigError, RunInterrupted, UnpricedModelWarning
-from rlm_kernel.core.ledger import Limits
+from rlm_kernel.core.ledger import Ledger, Limits
 from rlm_kernel.core.lm import LM, LiteLLM
 from rlm_kernel.core.node import Node, close_repl
 from rlm_kernel.core.openai_compatible import OpenAICompatibleLM
 from rlm_kernel.core.repl import REPL, NamespaceREPL, isolation_factory
 from rlm_kernel.core.result import RLMResult
+from rlm_kernel.core.session import Session
 from rlm_kernel.core.settings import BY_NAME, resolve
 from rlm_kernel.core.trace import EventHandler
 from rlm_kernel.core.tree import CallTree, Outcome
+from rlm_kernel.core.typed import AnswerType
 
 
 class RLM:
@@ -34,7 +40,8 @@ class RLM:
     when it has one. Beyond the settings: `on_event` (callables that receive every event),
     `approve` may be a callable `(code, node_id, depth) -> bool`, `router` (a litellm Router
     model list), `lm` (any object with the LM protocol) and `repl_factory` (a callable that
-    returns a fresh REPL for each node).
+    returns a fresh REPL for each node), `tools` (the user's functions, a list or a dict of name to
+    function, put in every node's REPL and described in its system prompt).
     """
 
     def __init__(
@@ -76,7 +83,11 @@ class RLM:
         approve: bool | Approver = False,
         isolation: str | None = None,
         isolation_limits: Mapping[str, float | None] | None = None,
+        instructions: str | None = None,
+        cache: str | None = None,
+        session_tokens: int = 4000,
         trace_path: str | None = None,
+        tools: Tools | None = None,
         router: list[dict[str, Any]] | None = None,
         lm: LM | None = None,
         repl_factory: Callable[[], REPL] | None = None,
@@ -104,6 +115,9 @@ class RLM:
         self.sub_api_key: str | None = s["sub_api_key"]
         self.isolation: str | None = s["isolation"]
         self.isolation_limits: dict[str, Any] = s["isolation_limits"] or {}
+        self.instructions: str | None = s["instructions"]
+        self.session_tokens: int = s["session_tokens"]
+        self.tools = check_tools(tools)
         self.on_event = [on_event] if callable(on_event) else list(on_event or [])
         self.approve = approve
         self.root_params = _sampling(s["temperature"], s["top_p"], s["seed"], s["model_params"])
@@ -121,11 +135,14 @@ class RLM:
         self._windows: dict[str, int | None] = {}
         self.stream: bool = s["stream"]
         prices = s["prices"]
-        self.lm: LM = lm or _make_lm(s["transport"], s["api_base"], s["api_key"], router, prices, "api_key")
+        plain = lm or _make_lm(s["transport"], s["api_base"], s["api_key"], router, prices, "api_key")
+        self.lm: LM = with_cache(plain, s["cache"], getattr(plain, "api_base", None))
         separate_sub = lm is None and (s["sub_api_base"] is not None or s["sub_api_key"] is not None)
         sub_base, sub_key = s["sub_api_base"] or s["api_base"], s["sub_api_key"] or s["api_key"]
         self.sub_lm: LM = (
-            _make_lm(s["transport"], sub_base, sub_key, router, prices, "sub_api_key") if separate_sub else self.lm
+            with_cache(_make_lm(s["transport"], sub_base, sub_key, router, prices, "sub_api_key"), s["cache"], sub_base)
+            if separate_sub
+            else self.lm
         )
 
     def sub_input_window(self, model: str) -> int | None:
@@ -150,18 +167,59 @@ class RLM:
             for model in unpriced
         ]
 
-    def completion(self, context: object, query: str, *, repl: REPL | None = None) -> RLMResult:
-        """Answer `query` about `context`. Raises RunInterrupted (a KeyboardInterrupt) with the partial result."""
-        return self._complete(context, query, repl, CancelScope())
+    def completion(
+        self, context: object, query: str, *, repl: REPL | None = None, answer_type: Any = None
+    ) -> RLMResult:
+        """Answer `query` about `context`. Raises RunInterrupted (a KeyboardInterrupt) with the partial result.
 
-    async def acompletion(self, context: object, query: str, *, repl: REPL | None = None) -> RLMResult:
-        # Model code runs synchronously, so the loop runs in a worker thread; model calls stay async.
+        `answer_type`: a type (int, list[str], a dataclass, a pydantic model) the answer must fit; a
+        submission that does not fit goes back to the model with the reason, and `result.answer` is a T.
+        """
+        return self._complete(context, query, repl, CancelScope(), answer_type=_typed(answer_type))
+
+    async def acompletion(
+        self, context: object, query: str, *, repl: REPL | None = None, answer_type: Any = None
+    ) -> RLMResult:
+        # Model code runs synchronously, so the loop runs in a worker thread (not the default pool, which
+        # has only a few on a small machine); model calls stay async.
         scope = CancelScope()
+        call = functools.partial(self._complete, context, query, repl, scope, answer_type=_typed(answer_type))
         try:
-            return await asyncio.to_thread(self._complete, context, query, repl, scope)
+            return await asyncio.get_running_loop().run_in_executor(run_pool(), call)
         except asyncio.CancelledError:
             scope.cancel()
             raise
+
+    def batch(
+        self,
+        questions: Iterable[tuple[object, str]],
+        *,
+        concurrency: int | None = None,
+        answer_type: Any = None,
+        **batch_limits: float | None,
+    ) -> list[RLMResult]:
+        """Answer many `(context, query)` pairs at once; results in order, each with its own status and usage.
+
+        `concurrency` (default: the setting) bounds the questions and the model calls in flight, all together.
+        Each question has the RLM's own budgets; `max_llm_calls`, `max_tokens`, `max_cost_usd` and
+        `max_seconds` given here are one budget for the whole batch.
+        """
+        return Batch(self, questions, concurrency, _typed(answer_type), batch_limits).run()
+
+    async def abatch(
+        self,
+        questions: Iterable[tuple[object, str]],
+        *,
+        concurrency: int | None = None,
+        answer_type: Any = None,
+        **batch_limits: float | None,
+    ) -> list[RLMResult]:
+        """`batch`, awaitable; cancelling it cancels every question."""
+        return await Batch(self, questions, concurrency, _typed(answer_type), batch_limits).arun()
+
+    def session(self, *, repl: REPL | None = None) -> Session:
+        """Questions that remember: one REPL namespace and the conversation so far, across `session.completion` calls."""
+        return Session(self, repl=repl)
 
     def new_repl(self) -> REPL:
         """A fresh namespace for a node: `repl_factory`'s, an isolated one, or a plain in-process namespace."""
@@ -174,12 +232,23 @@ class RLM:
             )
         return NamespaceREPL(cell_timeout=self.cell_timeout, max_output_chars=self.max_output_chars)
 
-    def _complete(self, context: object, query: str, repl: REPL | None, scope: CancelScope) -> RLMResult:
+    def _complete(
+        self,
+        context: object,
+        query: str,
+        repl: REPL | None,
+        scope: CancelScope,
+        *,
+        answer_type: AnswerType | None = None,
+        history: str | None = None,
+        ledger: Ledger | None = None,
+        semaphore: asyncio.Semaphore | None = None,
+    ) -> RLMResult:
         check_context(context)
         for warning in self.pricing_warnings():
             warnings.warn(warning, UnpricedModelWarning, stacklevel=3)
         approver = console_approver() if self.approve is True else None if self.approve is False else self.approve
-        tree = CallTree(self, scope, approver)
+        tree = CallTree(self, scope, approver, ledger=ledger, semaphore=semaphore)
         own_repl = repl is None
         repl = repl or self.new_repl()
         root = Node(
@@ -192,6 +261,8 @@ class RLM:
             repl=repl,
             model=self.model,
             max_iterations=self.max_iterations,
+            history=history,
+            answer_type=answer_type,
         )
         try:
             outcome = root.run()
@@ -216,6 +287,10 @@ class RLM:
         tree.close_open_nodes("the run ended before this call did")
         tree.close()
         return tree.result(query, outcome, left)
+
+
+def _typed(answer_type: Any) -> AnswerType | None:
+    return None if answer_type is None else AnswerType(answer_type)
 
 
 def _either(value: Any, fallback: Any) -> Any:

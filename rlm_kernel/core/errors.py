@@ -27,6 +27,10 @@ class ContextError(RLMError, ValueError):
     """A context the engine cannot work with; the message says why and what to do."""
 
 
+class AnswerMismatch(RLMError, ValueError):
+    """A submitted answer that does not fit the run's `answer_type`; the message says where and why."""
+
+
 class ApprovalUnavailable(RLMError):
     """Approval was asked for where nobody can answer (no interactive terminal or frontend)."""
 

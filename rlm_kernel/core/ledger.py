@@ -20,6 +20,7 @@ class Usage:
     cost_known: bool = True
     # Calls whose server reported no usage: their tokens were counted here, not reported.
     counted_calls: int = 0
+    cached_calls: int = 0  # calls answered by the response cache: no request, no tokens, no cost
 
     @property
     def tokens(self) -> int:
@@ -32,6 +33,7 @@ class Usage:
         self.cost_usd += other.cost_usd
         self.cost_known = self.cost_known and other.cost_known
         self.counted_calls += other.counted_calls
+        self.cached_calls += other.cached_calls
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -138,6 +140,21 @@ class Ledger:
             self.used.cost_usd += actual.cost_usd
             self.used.cost_known = self.used.cost_known and actual.cost_known
             self.used.counted_calls += actual.counted_calls
+
+    def record_cached(self) -> None:
+        """A call the response cache answered: counted apart, charged nothing."""
+        with self._lock:
+            self.used.cached_calls += 1
+
+    def release(self, reservation: Reservation) -> None:
+        """Undo a reservation whose call was never sent (another ledger of a batch refused it)."""
+        with self._lock:
+            if reservation.settled:
+                return
+            reservation.settled = True
+            self._reserved_tokens -= reservation.tokens
+            self._reserved_cost -= reservation.cost_usd
+            self.used.llm_calls -= 1
 
     def snapshot(self) -> Usage:
         with self._lock:

@@ -12,7 +12,8 @@ from rlm_kernel.core.approve import DECLINED
 from rlm_kernel.core.calls import TextStream, call_with_retries
 from rlm_kernel.core.capture import truncate
 from rlm_kernel.core.context import check_context, context_metadata, private_copy
-from rlm_kernel.core.errors import BudgetExhausted, ModelError, SubmitAnswer
+from rlm_kernel.core.custom_tools import describe_tools
+from rlm_kernel.core.errors import AnswerMismatch, BudgetExhausted, ModelError, SubmitAnswer
 from rlm_kernel.core.ledger import Usage
 from rlm_kernel.core.lm import LM, Completion, Messages
 from rlm_kernel.core.lm_support import sub_capacity_chars
@@ -31,6 +32,7 @@ from rlm_kernel.core.settings import recorded
 from rlm_kernel.core.tools import MISSING, PROMPT_PREVIEW_CHARS, AnswerDict, make_tools
 from rlm_kernel.core.trace import EVENT_SCHEMA
 from rlm_kernel.core.tree import CallTree, Outcome
+from rlm_kernel.core.typed import AnswerType
 from rlm_kernel.core.values import describe_value
 
 if TYPE_CHECKING:
@@ -56,11 +58,15 @@ class Node:
         model: str,
         max_iterations: int,
         node_id: str | None = None,
+        history: str | None = None,
+        answer_type: AnswerType | None = None,
     ) -> None:
         # Model code gets its own copy of a mutable context (never the caller's object); a str is shared.
         self.rlm, self.tree, self.context, self.query = rlm, tree, private_copy(context), query
         self.depth, self.parent_id, self.repl, self.model = depth, parent_id, repl, model
         self.max_iterations = max_iterations
+        self.history = history  # a session's earlier questions and answers, told before the question
+        self.answer_type = answer_type
         # The root talks to the root model's server; children, like sub-calls, to the sub-model's.
         self.lm: LM = rlm.lm if depth == 0 else rlm.sub_lm
         self.params: Mapping[str, Any] = rlm.root_params if depth == 0 else rlm.sub_params
@@ -76,6 +82,9 @@ class Node:
             concurrency=rlm.concurrency,
             cell_timeout=rlm.cell_timeout,
             sub_capacity_chars=sub_capacity_chars(rlm.sub_input_window(rlm.sub_model)),
+            tools=describe_tools(rlm.tools),
+            instructions=rlm.instructions,
+            answer_shape=None if answer_type is None else answer_type.shape(),
         )
         self.tools: dict[str, Any] = {}
         self._block: tuple[int, int] | None = None  # (iteration, block) of the code now running
@@ -96,12 +105,12 @@ class Node:
     def run(self) -> Outcome:
         started = time.perf_counter()
         description = context_metadata(self.context)
-        self.tools = make_tools(self)
+        self.tools = {**make_tools(self), **self.rlm.tools}
         for name, value in self.tools.items():
             self.repl.set(name, value)
         messages: Messages = [
             {"role": "system", "content": system_prompt(self.capabilities)},
-            {"role": "user", "content": first_user_message(self.query, description.describe())},
+            {"role": "user", "content": first_user_message(self.query, description.describe(), self.history)},
         ]
         self.emit(
             "call_start",
@@ -113,6 +122,7 @@ class Node:
             system_prompt=messages[0]["content"],
             user_prompt=messages[1]["content"],
             max_iterations=self.max_iterations,
+            **({"answer_type": self.answer_type.name} if self.answer_type else {}),
             **({"settings": recorded(self.rlm.settings)} if self.depth == 0 else {}),
         )
         try:
@@ -142,12 +152,18 @@ class Node:
                 observations.append(_fabrication_note(parsed.dropped_blocks))
             text_final = None if failed else find_text_final(parsed.prose)
             if text_final is not None:
-                if text_final.kind == "FINAL":
-                    return Outcome("done", text_final.argument)
-                value = self.repl.get(text_final.argument, MISSING)
+                value = (
+                    text_final.argument if text_final.kind == "FINAL" else self.repl.get(text_final.argument, MISSING)
+                )
                 if value is not MISSING:
-                    return Outcome("done", value)
-                observations.append(f"FINAL_VAR({text_final.argument}): there is no such variable; assign it first.")
+                    value, mismatch = self._typed(value)
+                    if mismatch is None:
+                        return Outcome("done", value)
+                    observations.append(mismatch)
+                else:
+                    observations.append(
+                        f"FINAL_VAR({text_final.argument}): there is no such variable; assign it first."
+                    )
             observation = "\n\n".join(observations) if observations else NO_CODE_MESSAGE
             messages.append({"role": "user", "content": continue_message(observation, i, self.max_iterations)})
         return self._out_of_iterations(messages)
@@ -190,6 +206,10 @@ class Node:
             finally:
                 self._block = None
             submitted = result.submitted or self._restore_tools()
+            if submitted is not None:
+                submitted.value, mismatch = self._typed(submitted.value)
+                if mismatch is not None:  # not accepted: the model hears why, and the run goes on
+                    submitted, result.error = None, mismatch
             self._before_block = None
             created, rebound = _diff(before, self._snapshot())
             self._made.update(created + rebound)
@@ -258,6 +278,15 @@ class Node:
             limit=outcome.limit,
             seconds=time.perf_counter() - started,
         )
+
+    def _typed(self, value: Any) -> tuple[Any, str | None]:
+        """The submitted value as the answer type, or the message that says why it does not fit."""
+        if self.answer_type is None:
+            return value, None
+        try:
+            return self.answer_type.convert(value), None
+        except AnswerMismatch as exc:
+            return value, self.answer_type.mismatch_message(exc)
 
     def partial_answer(self) -> Any:
         content = self.answer.get("content")

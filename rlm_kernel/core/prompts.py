@@ -18,6 +18,9 @@ class Capabilities:
     concurrency: int
     cell_timeout: float | None
     sub_capacity_chars: int | None = None  # the longest prompt a sub-call takes (None: not known)
+    tools: str = ""  # the user's tools, one line each (custom_tools.describe_tools)
+    instructions: str | None = None  # the user's domain guidance
+    answer_shape: str | None = None  # what a typed answer must be (typed.AnswerType.shape)
 
     @property
     def can_recurse(self) -> bool:
@@ -51,6 +54,13 @@ def system_prompt(cap: Capabilities) -> str:
         limits.append(f"{cap.limits.max_seconds:g} seconds of wall time")
     if cap.cell_timeout:
         limits.append(f"each code block may run {cap.cell_timeout:g} s at most")
+    tools = f"\nThe user's own functions, also in the REPL:\n{cap.tools}\n" if cap.tools else ""
+    shape = (
+        f"\n\nThe answer must be {cap.answer_shape}. A submission that does not fit is refused with the reason."
+        if cap.answer_shape
+        else ""
+    )
+    guidance = f"\n\nInstructions from the user:\n{cap.instructions.strip()}" if cap.instructions else ""
     return f"""You answer a question about a context that is too large to read in one prompt. The context is NOT in \
 this conversation: it is the variable `context` in a persistent Python REPL. You explore it by writing code.
 
@@ -75,19 +85,22 @@ text it needs in the prompt (a chunk of the context) and ask for a short, struct
 returns replies in order; a failed prompt's slot holds its error text. Prefer this to a loop of llm_query.
 {recursion}
 - `SHOW_VARS()`: the variables you have made, with types and sizes.
-
+{tools}
 To submit your answer (the run ends at once, nothing after it runs):
 - `FINAL(value)`: submit a value (a string, number, list, dict...);
 - `FINAL_VAR("name")`: submit the variable called `name`;
 - or set `answer["content"] = value` and then `answer["ready"] = True`.
 Submit only what your executed code established. If you cannot finish, submit your best partial answer and say what is missing.
 
-Limits: {"; ".join(limits)}. When a model call is refused for budget, aggregate what you have and submit."""
+Limits: {"; ".join(limits)}. When a model call is refused for budget, aggregate what you have and submit.{shape}{guidance}"""
 
 
-def first_user_message(query: str, context_description: str) -> str:
+def first_user_message(query: str, context_description: str, history: str | None = None) -> str:
+    earlier = (
+        f"{history}\n\nThe new question follows; the REPL still holds your earlier variables.\n\n" if history else ""
+    )
     return (
-        f"Question: {query}\n\n"
+        f"{earlier}Question: {query}\n\n"
         f"The context (variable `context`, not shown here):\n{context_description}\n\n"
         "Start by looking at the context with code. Do not answer before you have seen evidence."
     )

@@ -160,7 +160,8 @@ class NamespaceREPL:
             except CellTimeout as stop:
                 if stop.owner is not None and stop.owner is not deadline:
                     raise  # an enclosing block's deadline passed: the stop is for it
-                why = f"cell_timeout={self.cell_timeout:g}s" if limit == self.cell_timeout else "the run's time budget"
+                own = self.cell_timeout is not None and limit == self.cell_timeout
+                why = f"cell_timeout={self.cell_timeout:g}s" if own else "the run's time budget"
                 result.error = (
                     f"TimeoutError: this code ran past {why} and was stopped. "
                     "Variables assigned before that point are kept."

@@ -386,6 +386,34 @@ SETTINGS: tuple[Setting, ...] = (
         f"Limits of every isolated kernel: {', '.join(ISOLATION_LIMITS)} (JSON object).",
         cli=("--isolation-limits",),
     ),
+    # what the model is told, and what it may reuse
+    _s(
+        "instructions",
+        str,
+        None,
+        "Domain guidance added to every node's system prompt (in a cell: --instructions NAME of a notebook string).",
+        env="RLM_INSTRUCTIONS",
+        cli=("--instructions",),
+    ),
+    _s(
+        "cache",
+        str,
+        None,
+        "Reuse model replies: memory (this process), disk (~/.cache/rlm_kernel/responses) or a directory.",
+        env="RLM_CACHE",
+        cli=("--cache-in",),
+        magic=("--cache-in",),
+        flag_values={"--cache": "disk"},
+    ),
+    _s(
+        "session_tokens",
+        int,
+        4000,
+        "Tokens of earlier questions a session keeps in the root prompt; older turns are compacted past it.",
+        cli=("--session-tokens",),
+        magic=("--session-tokens",),
+        minimum=0,
+    ),
     # records
     _s(
         "trace_path", str, None, "Append the run's events to this JSONL file.", cli=("--trace-out",), magic=("--trace",)

@@ -37,8 +37,17 @@ class Outcome:
 class CallTree:
     """The shared state of one run: every node of the tree draws on it, from whatever thread it runs in."""
 
-    def __init__(self, rlm: RLM, scope: CancelScope, approver: Approver | None = None) -> None:
-        self.ledger = Ledger(rlm.limits)
+    def __init__(
+        self,
+        rlm: RLM,
+        scope: CancelScope,
+        approver: Approver | None = None,
+        *,
+        ledger: Ledger | None = None,
+        semaphore: asyncio.Semaphore | None = None,
+    ) -> None:
+        # A batch passes its own: a ledger that also charges the batch's budget, one semaphore for all questions.
+        self.ledger = ledger or Ledger(rlm.limits)
         self.approver = approver
         self._approval_lock = threading.Lock()  # children ask from their threads: one question at a time
         self._approving: int | None = None  # the thread waiting for the user's answer
@@ -46,7 +55,7 @@ class CallTree:
         self.scope = scope
         self.trace = Trace()
         self.started = time.perf_counter()
-        self.semaphore = asyncio.Semaphore(rlm.concurrency)
+        self.semaphore = semaphore or asyncio.Semaphore(rlm.concurrency)
         self._ids = {"n": itertools.count(), "s": itertools.count()}  # nodes n0, n1...; sub-calls s0, s1...
         self._emit_lock = threading.Lock()
         self._writer = JSONLWriter(rlm.trace_path) if rlm.trace_path else None

@@ -11,6 +11,7 @@ import functools
 import os
 import re
 import shlex
+import typing
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -22,6 +23,7 @@ from rlm_kernel.core import RLM, RLMResult, RunInterrupted
 from rlm_kernel.core.context import check_context
 from rlm_kernel.core.errors import RLMError, RunFailed
 from rlm_kernel.core.redact import Redactor
+from rlm_kernel.core.session import Session
 from rlm_kernel.formats.notebook import cell_outputs, decode_payload
 from rlm_kernel.formats.replay import Replayed
 from rlm_kernel.jupyter import messages as msg
@@ -81,6 +83,7 @@ class RLMMagics(Magics, SettingTraits):  # type: ignore[misc, valid-type]
         self.runs: list[RLMResult] = []
         self.default_context: str | None = None
         self.replay: StepSession | None = None  # the replay an exported notebook is stepping through
+        self.session: Session | None = None  # the conversation later cells continue (%%rlm --new starts another)
 
     @no_var_expand
     @line_cell_magic
@@ -126,14 +129,30 @@ class RLMMagics(Magics, SettingTraits):  # type: ignore[misc, valid-type]
         question = question.strip()
         if not question:
             raise UsageError(msg.EMPTY_QUESTION)
-        per_cell = {k: v for k, v in vars(opts).items() if v is not None and k not in ("context", "out")}
+        cell_only = ("context", "out", "new", "tools", "answer_type", "instructions")
+        per_cell = {k: v for k, v in vars(opts).items() if v is not None and k not in cell_only}
         settings = {**configured(self), **per_cell}
+        if opts.instructions:
+            settings["instructions"] = self.notebook_object(opts.instructions, "--instructions", str)
+        tools = [
+            self.notebook_object(name.strip(), "--tools", None)
+            for name in (opts.tools or "").split(",")
+            if name.strip()
+        ]
+        answer_type = self.notebook_object(opts.answer_type, "--answer-type", type) if opts.answer_type else None
         context = self.context(opts.context)
         if not (settings.get("model") or os.environ.get("RLM_MODEL")):
             display(Text(msg.NO_MODEL_NOTE))
             settings["model"] = msg.DEMO_MODEL
         approve = settings.pop("approve", None)
-        rlm = RLM(approve=notebook_approver(self.shell) if approve else False, **settings)
+        rlm = RLM(approve=notebook_approver(self.shell) if approve else False, tools=tools or None, **settings)
+        if opts.new or self.session is None:  # a later cell continues the conversation unless told otherwise
+            if self.session is not None:
+                self.session.close()
+            self.session = Session(rlm)
+        session = self.session
+        if session.turns and session.turns[-1].query == question:
+            session.rewind()  # the last cell run again: the same question in place of its first run, not a follow-up
         # Isolated: the engine starts a sandboxed REPL per node; the notebook namespace is never the REPL.
         repl = None
         if rlm.isolation is None:
@@ -142,7 +161,11 @@ class RLMMagics(Magics, SettingTraits):  # type: ignore[misc, valid-type]
         rlm.on_event.append(view)
         context_variable = opts.context or self.default_context
         result = self.run_under_view(
-            lambda: rlm.completion(context, question, repl=repl), view, handle, repl, context_variable
+            lambda: session.completion(context, question, rlm=rlm, repl=repl, answer_type=answer_type),
+            view,
+            handle,
+            repl,
+            context_variable,
         )
         if opts.out:
             assert self.shell is not None  # set when IPython registers the magics
@@ -150,6 +173,18 @@ class RLMMagics(Magics, SettingTraits):  # type: ignore[misc, valid-type]
         if result.status == "max_iterations":
             display(Text(f"*{msg.STOPPED_AT_LIMIT}*"))
         return RLMAnswer(result.answer) if isinstance(result.answer, str) else result.answer
+
+    def notebook_object(self, name: str, option: str, kind: type | None) -> Any:
+        """The notebook variable `name` names, checked to be a `kind` (a function when None)."""
+        assert self.shell is not None  # set when IPython registers the magics
+        if name not in self.shell.user_ns:
+            raise UsageError(msg.UNKNOWN_OBJECT.format(option=option, name=name))
+        value = self.shell.user_ns[name]
+        fits = callable(value) if kind is None else (isinstance(value, kind) or (kind is type and _is_generic(value)))
+        if not fits:
+            wanted = "a function" if kind is None else "a string" if kind is str else "a type"
+            raise UsageError(msg.WRONG_OBJECT.format(option=option, name=name, wanted=wanted, got=type(value).__name__))
+        return value
 
     def view(self) -> tuple[Any, Any]:
         from rlm_kernel.jupyter.view import TraceView  # ipywidgets only when a run starts
@@ -287,6 +322,11 @@ class RLMMagics(Magics, SettingTraits):  # type: ignore[misc, valid-type]
             return shlex.split(rest)
         except ValueError as exc:
             raise UsageError(f"{exc}. {msg.SUBCOMMAND_HINT.format(word=word)}") from None
+
+
+def _is_generic(value: Any) -> bool:
+    """list[int] and the like: types an answer may have that are not classes."""
+    return typing.get_origin(value) is not None
 
 
 def _ending(node: Any) -> str:

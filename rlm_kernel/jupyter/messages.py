@@ -56,3 +56,5 @@ APPROVE_NEEDS_INPUT = (
 )
 APPROVE_HEADER = "**{node}** (depth {depth}) wants to run this block:"
 APPROVE_PROMPT = "Run it? [y/N] "
+UNKNOWN_OBJECT = "{option} {name}: there is no notebook variable called {name}"
+WRONG_OBJECT = "{option} {name}: expected {wanted}, but {name} is a {got}"

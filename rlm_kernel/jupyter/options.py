@@ -40,6 +40,15 @@ class _CellParser(argparse.ArgumentParser):
         raise UsageError(f"%%rlm: {message}")
 
 
+NEW_SESSION_HELP = "start a new session: the model is not told of this notebook's earlier questions"
+# Options that name notebook objects, so only a cell has them (the --instructions setting takes the text itself).
+CELL_ONLY = (
+    ("--tools", "notebook functions the model may call, comma-separated: --tools search,lookup"),
+    ("--answer-type", "a notebook type the answer must fit (int, a dataclass, a pydantic model...)"),
+    ("--instructions", "a notebook string of domain guidance for the system prompt"),
+)
+
+
 def _value_of(setting: Setting) -> Any:
     def parse(text: str) -> Any:
         try:
@@ -56,6 +65,9 @@ def cell_parser() -> argparse.ArgumentParser:
     parser = _CellParser(prog="%%rlm", add_help=False)
     parser.add_argument("--context", "-c", help="notebook variable holding the context (default: from %%rlm load)")
     parser.add_argument("--out", help="also store the answer in this variable")
+    parser.add_argument("--new", action="store_true", help=NEW_SESSION_HELP)
+    for flag, help_ in CELL_ONLY:
+        parser.add_argument(flag, help=help_)
     for setting in SETTINGS:
         if setting.magic:
             if setting.type is bool:
@@ -72,6 +84,8 @@ def options_help() -> str:
     lines = ["", "Options of a %%rlm cell (each also a setting: %config RLMMagics.<name> = ...):"]
     lines.append("  --context NAME, -c NAME    the notebook variable holding the context")
     lines.append("  --out NAME                 also store the answer in this variable")
+    lines.append(f"  {'--new':<27}{NEW_SESSION_HELP}")
+    lines.extend(f"  {flag + ' NAME':<27}{help_}" for flag, help_ in CELL_ONLY)
     for setting in SETTINGS:
         flags = [*setting.magic, *setting.flag_values]
         if flags:

@@ -11,7 +11,7 @@ from IPython.core.error import UsageError
 from IPython.display import Code, display
 
 from rlm_kernel.core.context import context_metadata
-from rlm_kernel.core.loaders import load_context
+from rlm_kernel.core.loaders import describe_skipped, load_files
 from rlm_kernel.core.result import RLMResult
 from rlm_kernel.core.settings import resolve
 from rlm_kernel.core.trace import CallNode, Iteration
@@ -43,9 +43,11 @@ def config(m: RLMMagics, args: list[str]) -> None:
 
 def load(m: RLMMagics, args: list[str]) -> None:
     name = take_option(args, "--as") or "context"
+    skip = _take_flag(args, "--skip-unreadable")
     if len(args) != 1 or not name.isidentifier():
-        raise UsageError("usage: %rlm load PATH_OR_GLOB [--as NAME]")
-    value = load_context(os.path.expanduser(args[0]))
+        raise UsageError("usage: %rlm load PATH_OR_GLOB [--as NAME] [--skip-unreadable]")
+    loaded = load_files(os.path.expanduser(args[0]), skip_unreadable=skip)
+    value = loaded.context
     assert m.shell is not None  # set when IPython registers the magics
     m.shell.user_ns[name] = value
     m.default_context = name
@@ -54,6 +56,8 @@ def load(m: RLMMagics, args: list[str]) -> None:
         f", {plural(meta.items, 'item')}" if meta.items else ""
     )
     display(Text(msg.LOADED.format(description=description, source=args[0], name=name)))
+    if loaded.skipped:
+        display(Text(describe_skipped(loaded.skipped)))
 
 
 def show(m: RLMMagics, args: list[str]) -> Any:
@@ -118,12 +122,26 @@ def history(m: RLMMagics, args: list[str]) -> None:
         return
     rows = []
     for number, run in enumerate(m.runs, 1):
+        session = run.extra.get("session")
+        turn = f"{session}.{run.extra.get('session_turn')}" if session is not None else "-"
         u = run.usage
         question = " ".join(run.query.split())[:60]
         cost = f"${u.cost_usd:.4f}" if u.cost_known else "unknown"
         tokens = u.input_tokens + u.output_tokens
-        rows.append([str(number), question, run.status, str(u.llm_calls), f"{tokens:,}", cost, f"{run.seconds:.1f}"])
-    display(Table(["run", "question", "status", "calls", "tokens", "cost", "seconds"], rows))
+        cached = f" (+{u.cached_calls} cached)" if u.cached_calls else ""
+        rows.append(
+            [
+                str(number),
+                turn,
+                question,
+                run.status,
+                f"{u.llm_calls}{cached}",
+                f"{tokens:,}",
+                cost,
+                f"{run.seconds:.1f}",
+            ]
+        )
+    display(Table(["run", "session", "question", "status", "calls", "tokens", "cost", "seconds"], rows))
 
 
 def export(m: RLMMagics, args: list[str]) -> None:

@@ -1,0 +1,161 @@
+"""An opt-in response cache: any LM wrapped so that a call it has answered before is answered again for free.
+
+The key covers what decides a reply: the model, the messages, the sampling and provider parameters, and
+the base URL of the server (the same model name on two servers is two models). The output cap is left out:
+it is a budget's reservation, not part of the question. A cached reply costs nothing in the ledger (no call,
+no tokens, no dollars) and is marked by `Usage.cached_calls`, which the trace, the view and the result carry.
+
+    RLM(..., cache="memory")            this process, every RLM in it
+    RLM(..., cache="disk")              $XDG_CACHE_HOME/rlm_kernel/responses (default ~/.cache/...)
+    RLM(..., cache="/some/directory")   one JSON file per reply, there
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from rlm_kernel.core.errors import ConfigError
+from rlm_kernel.core.ledger import Usage
+from rlm_kernel.core.lm import LM, Completion, Messages
+
+KEY_VERSION = 1  # bump when the key's fields change, so old entries are never read as new ones
+MEMORY_ENTRIES = 10_000
+
+
+class Store(Protocol):
+    def get(self, key: str) -> dict[str, Any] | None: ...
+
+    def put(self, key: str, entry: dict[str, Any]) -> None: ...
+
+
+class MemoryStore:
+    """Replies kept in this process (least recently used dropped past `MEMORY_ENTRIES`)."""
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+            return entry
+
+    def put(self, key: str, entry: dict[str, Any]) -> None:
+        with self._lock:
+            self._entries[key] = entry
+            while len(self._entries) > MEMORY_ENTRIES:
+                self._entries.popitem(last=False)
+
+
+class DiskStore:
+    """One JSON file a reply, written atomically, so concurrent runs and a crash never leave half an entry."""
+
+    def __init__(self, directory: Path) -> None:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot use {directory} as a response cache: {exc.strerror or exc}") from None
+        self.directory = directory
+
+    def _path(self, key: str) -> Path:
+        return self.directory / f"{key}.json"
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        try:
+            with open(self._path(key), encoding="utf-8") as file:
+                entry = json.load(file)
+        except (OSError, ValueError):  # absent, or unreadable: a miss either way
+            return None
+        return entry if isinstance(entry, dict) and isinstance(entry.get("text"), str) else None
+
+    def put(self, key: str, entry: dict[str, Any]) -> None:
+        descriptor, temporary = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".json")
+        try:
+            with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+                json.dump(entry, file, ensure_ascii=False)
+            os.replace(temporary, self._path(key))
+        except OSError:
+            Path(temporary).unlink(missing_ok=True)  # a full disk loses a cache entry, never a run
+
+
+_memory = MemoryStore()  # shared by every RLM of the process: a notebook makes a new RLM per cell
+
+
+def default_directory() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "rlm_kernel" / "responses"
+
+
+def open_store(where: str) -> Store:
+    """The store for the `cache` setting: "memory", "disk" or a directory."""
+    if where == "memory":
+        return _memory
+    if where == "disk":
+        return DiskStore(default_directory())
+    return DiskStore(Path(os.path.expanduser(where)))
+
+
+def cache_key(model: str, messages: Messages, params: Mapping[str, Any] | None, base_url: str | None) -> str:
+    fields = {"v": KEY_VERSION, "model": model, "messages": messages, "params": dict(params or {}), "base": base_url}
+    text = json.dumps(fields, sort_keys=True, ensure_ascii=False, default=repr)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class CachedLM:
+    """`lm` with a response cache in front; the engine asks `lookup` before it reserves budget for a call."""
+
+    def __init__(self, lm: LM, store: Store, base_url: str | None) -> None:
+        self.inner, self.store, self.base_url = lm, store, base_url
+        self.api_base = base_url
+
+    def estimate_tokens(self, messages: Messages) -> int:
+        return self.inner.estimate_tokens(messages)
+
+    def input_window(self, model: str) -> int | None:
+        """The inner LM's input window for `model` (the sub-call size guard reads it), None when unknown."""
+        window = getattr(self.inner, "input_window", None)
+        return window(model) if callable(window) else None
+
+    def price(self, model: str, input_tokens: int, output_tokens: int) -> float | None:
+        return self.inner.price(model, input_tokens, output_tokens)
+
+    def lookup(self, messages: Messages, *, model: str, params: Mapping[str, Any] | None) -> Completion | None:
+        """The cached reply to this call, at no cost, or None."""
+        entry = self.store.get(cache_key(model, messages, params, self.base_url))
+        if entry is None:
+            return None
+        return Completion(text=entry["text"], usage=Usage(llm_calls=0, cached_calls=1), model=model, seconds=0.0)
+
+    async def acomplete(
+        self,
+        messages: Messages,
+        *,
+        model: str,
+        max_output_tokens: int | None,
+        timeout: float,
+        params: Mapping[str, Any] | None = None,
+        on_text: Callable[[str], None] | None = None,
+    ) -> Completion:
+        completion = await self.inner.acomplete(
+            messages, model=model, max_output_tokens=max_output_tokens, timeout=timeout, params=params, on_text=on_text
+        )
+        entry = {"text": completion.text, "model": completion.model, "usage": completion.usage.to_dict()}
+        self.store.put(cache_key(model, messages, params, self.base_url), entry)
+        return completion
+
+
+def with_cache(lm: LM, where: str | None, base_url: str | None) -> LM:
+    """`lm` behind the cache the `cache` setting names (unchanged when it is None)."""
+    if where is None or isinstance(lm, CachedLM):
+        return lm
+    return CachedLM(lm, open_store(where), base_url)
