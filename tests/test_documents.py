@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 import types
@@ -69,7 +68,7 @@ def test_pdf_pages_keep_their_numbers(tmp_path, monkeypatch):
     ]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("pypdf") is None, reason="the pdf extra (pypdf) is not installed")
+# pypdf comes with the test dependencies (requirements.lock), so this runs everywhere the suite does.
 def test_a_real_pdf_through_pypdf(tmp_path):
     import pypdf
 

@@ -237,3 +237,14 @@ def test_settings_that_do_not_fit_together_are_usage_errors(ip):
         run(ip, "%%rlm --context doc --model openai/x\nq")
     with pytest.raises(UsageError, match="max_depth"):
         run(ip, "%%rlm --context doc --depth -1 --model openai/x --api-base http://127.0.0.1:9/v1\nq")
+
+
+def test_config_warns_when_a_cost_budget_cannot_bind(ip, capsys):
+    run(ip, "%config RLMMagics.model = 'openai/no-such-priced-model'")
+    run(ip, "%config RLMMagics.max_cost_usd = 0.5")
+    run(ip, "%rlm config")
+    out = capsys.readouterr().out
+    assert "max_cost_usd=0.5 cannot bind: litellm has no price for openai/no-such-priced-model" in out
+    run(ip, "%config RLMMagics.prices = {'openai/no-such-priced-model': {'input': 1.0, 'output': 2.0}}")
+    run(ip, "%rlm config")
+    assert "cannot bind" not in capsys.readouterr().out

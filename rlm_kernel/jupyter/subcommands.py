@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from IPython.core.error import UsageError
 from IPython.display import Code, display
 
+from rlm_kernel.core import RLM
 from rlm_kernel.core.context import context_metadata
 from rlm_kernel.core.loaders import describe_skipped, load_files
 from rlm_kernel.core.result import RLMResult
@@ -39,6 +40,9 @@ def config(m: RLMMagics, args: list[str]) -> None:
             value = msg.UNSET_MEANS[name]
         rows.append([name, value, where])
     display(Table(["setting", "value", "from"], rows))
+    if effective["model"] is not None and effective["max_cost_usd"] is not None:
+        for warning in RLM(**given).pricing_warnings():  # a cost budget on a model nothing prices: said up front
+            display(Text(f"**Warning:** {warning}"))
 
 
 def load(m: RLMMagics, args: list[str]) -> None:
