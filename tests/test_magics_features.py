@@ -37,7 +37,8 @@ def test_a_later_cell_continues_the_session_and_new_starts_another(ip, capsys):
     capsys.readouterr()
     run(ip, "%rlm history")
     table = capsys.readouterr().out
-    first, second, third = [row.split("|")[2].strip() for row in table.splitlines() if row[2:3].isdigit()]
+    # the table's plain text: aligned columns, run then session.turn
+    first, second, third = [row.split()[1] for row in table.splitlines() if row[:1].isdigit()]
     assert first.endswith(".1") and second == first[:-1] + "2" and third.endswith(".1") and third != first
 
 

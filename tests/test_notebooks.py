@@ -42,7 +42,8 @@ def test_quickstart_runs_under_both_kernels(kernel, tmp_path):
     ]
     assert "`severity(line: str) -> int`: How serious a log line is" in tool_line[0]["data"]["text/plain"]
     history = outputs["%rlm history"][0]["data"]["text/plain"]
-    assert [row.split("|")[2].strip()[-2:] for row in history.splitlines() if row[2:3].isdigit()] == [".1", ".2", ".1"]
+    sessions = [row.split()[1] for row in history.splitlines() if row[:1].isdigit()]  # aligned: run, session.turn
+    assert [turn[-2:] for turn in sessions] == [".1", ".2", ".1"]
     assert (tmp_path / "station_log.txt").stat().st_size > 1_000_000
 
 
