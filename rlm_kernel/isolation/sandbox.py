@@ -119,11 +119,13 @@ def bwrap_command(bwrap: str, bridge_dir: Path | None, tmpfs_bytes: int) -> list
             command += ["--ro-bind", str(top), str(top)]
     for file in ("/etc/ld.so.cache", "/etc/localtime"):
         command += ["--ro-bind-try", file, file]
+    # The private tmpfs first: what is bound after it stays visible even inside it (a venv or a checkout
+    # under /tmp, as CI has), and everything else of /tmp stays hidden.
+    command += ["--proc", "/proc", "--dev", "/dev", "--size", str(tmpfs_bytes), "--tmpfs", SANDBOX_HOME]
     for directory in _python_dirs():
         command += ["--ro-bind", directory, directory]
     if bridge_dir is not None:
         command += ["--ro-bind", str(bridge_dir), SANDBOX_BRIDGE_DIR]
-    command += ["--proc", "/proc", "--dev", "/dev", "--size", str(tmpfs_bytes), "--tmpfs", SANDBOX_HOME]
     command += ["--remount-ro", "/", "--chdir", SANDBOX_HOME]
     for key, value in {**_ENV, "HOME": SANDBOX_HOME, "TMPDIR": SANDBOX_HOME}.items():
         command += ["--setenv", key, value]
