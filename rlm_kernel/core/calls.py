@@ -34,7 +34,7 @@ async def call_with_retries(
 ) -> Completion:
     """One model call with retries; every attempt is charged to the tree's ledger."""
     ledger = tree.ledger
-    messages = [{**m, "content": tree.redactor.text(str(m["content"]))} for m in messages]
+    messages = [{**m, "content": tree.redacted(str(m["content"]))} for m in messages]
     if isinstance(lm, CachedLM) and (hit := lm.lookup(messages, model=model, params=params)) is not None:
         ledger.record_cached()  # answered from the response cache: no request, nothing charged
         return hit
