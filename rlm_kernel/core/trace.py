@@ -307,7 +307,8 @@ class JSONLWriter:
     """
 
     def __init__(self, path: str | Path, context: object = None) -> None:
-        self._file: IO[str] = open(path, "a", encoding="utf-8")
+        # A lone surrogate (a reply's JSON "\ud800") is written as that same JSON escape, so the line stays valid.
+        self._file: IO[str] = open(path, "a", encoding="utf-8", errors="backslashreplace")
         self._lock = threading.Lock()
         self._context = context
 

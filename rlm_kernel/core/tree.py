@@ -19,6 +19,7 @@ from rlm_kernel.core.redact import Redactor
 from rlm_kernel.core.repl import raise_in_thread
 from rlm_kernel.core.result import RLMResult
 from rlm_kernel.core.trace import Event, EventHandler, JSONLWriter, Trace
+from rlm_kernel.core.values import encodable
 
 if TYPE_CHECKING:
     from rlm_kernel.core.engine import RLM
@@ -67,13 +68,13 @@ class CallTree:
         self._redacted: dict[str, str] = {}
 
     def redacted(self, text: str) -> str:
-        """`text` redacted, remembered: a node resends its whole history with every call, and the redactor's
+        """`text` redacted and made encodable, remembered: a node resends its whole history with every call, and the redactor's
         patterns cost about 35 us a KB, so each message is scanned once, not once per call."""
         done = self._redacted.get(text)
         if done is None:
             if len(self._redacted) > 10_000:
                 self._redacted.clear()
-            done = self._redacted[text] = self.redactor.text(text)
+            done = self._redacted[text] = encodable(self.redactor.text(text))
         return done
 
     def new_id(self, prefix: str) -> str:
