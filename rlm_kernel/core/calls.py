@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import random
 import threading
 import time
@@ -38,7 +39,9 @@ async def call_with_retries(
     if isinstance(lm, CachedLM) and (hit := lm.lookup(messages, model=model, params=params)) is not None:
         ledger.record_cached()  # answered from the response cache: no request, nothing charged
         return hit
-    estimate = lm.estimate_tokens(messages)
+    chars = sum(len(str(m["content"])) for m in messages)
+    # Past calls of this run tell how the provider counts (CJK text: about a token a character, not three).
+    estimate = max(lm.estimate_tokens(messages), math.ceil(chars * tree.tokens_per_char))
     in_rate = out_rate = 0.0
     if rlm.limits.max_cost_usd is not None:
         in_rate, out_rate = lm.price(model, 1, 0) or 0.0, lm.price(model, 0, 1) or 0.0
@@ -75,6 +78,8 @@ async def call_with_retries(
                 raise
             else:
                 ledger.settle(reservation, completion.usage)
+                if chars and completion.usage.input_tokens:
+                    tree.tokens_per_char = max(tree.tokens_per_char, completion.usage.input_tokens / chars)
                 return completion
         left = ledger.seconds_left()
         if attempt >= rlm.retries or (left is not None and left <= 0):

@@ -66,6 +66,7 @@ class CallTree:
         self._child_threads: dict[int, str] = {}  # threads running a child of rlm_query_batched now
         self._child_lock = threading.Lock()
         self._redacted: dict[str, str] = {}
+        self.tokens_per_char = 0.0  # the most input tokens a character the provider has reported in this run
 
     def redacted(self, text: str) -> str:
         """`text` redacted and made encodable, remembered: a node resends its whole history with every call, and the redactor's
