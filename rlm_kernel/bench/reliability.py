@@ -233,6 +233,31 @@ def redaction_forms() -> str:
     )
 
 
+def abandoned_children() -> str:
+    """A depth-0 block times out while its four children call a model: what happens after completion() returns."""
+
+    def policy(messages: list[dict[str, object]]) -> str:
+        if messages[0]["role"] != "system":
+            return "sub-answer"
+        if str(messages[1]["content"]).startswith("Question: child"):
+            return _block("x = llm_query('more')\nprint(x)")
+        if sum(m["role"] == "assistant" for m in messages) == 0:
+            return _block("answers = rlm_query_batched([('text', f'child {i}') for i in range(4)])")
+        return _block("FINAL('gave up waiting')")
+
+    with ModelServer(policy, latency_ms=150) as server:
+        rlm = RLM(model="openai/policy", api_base=server.url, max_depth=2, cell_timeout=1.0, child_max_iterations=50)
+        result = rlm.completion("text", "root")
+        at_return = server.stats()["requests"]
+        time.sleep(1.5)
+        after = server.stats()["requests"] - at_return
+    running = sum(node.status == "running" for node in result.trace.walk())
+    return (
+        f"abandoned children (cell_timeout=1 s over 4 children): model calls after return {after}, nodes left "
+        f"running {running}, usage {result.usage.llm_calls} calls = server {at_return}"
+    )
+
+
 def _error_name(error: str | None) -> str:
     if not error:
         return "NOT STOPPED"
@@ -251,6 +276,7 @@ def main() -> int:
         isolation,
         isolation_escapes,
         timeout_dodges,
+        abandoned_children,
         redaction_forms,
     ):
         print(figure())
