@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from rlm_kernel.cli_settings import add_setting_options, given_settings
+from rlm_kernel.cli_status import StatusLine
 from rlm_kernel.core import RLM, RLMResult, RunInterrupted
 from rlm_kernel.core.errors import ConfigError, RLMError, RunFailed
 from rlm_kernel.core.loaders import describe_skipped, load_context, load_files
@@ -50,9 +51,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     tools = [_imported(spec, "--tools") for spec in args.tools.split(",") if spec.strip()] if args.tools else None
     answer_type = _answer_type(args.answer_type)
     queries = args.query or [DEFAULT_QUERY]
-    with RLM(**given_settings(args), tools=tools).session() as session:
+    rlm = RLM(**given_settings(args), tools=tools)
+    with rlm.session() as session:
         for number, query in enumerate(queries, 1):
-            result = _complete(session, loaded.context, query, answer_type)
+            result = _complete(rlm, session, loaded.context, query, answer_type)
             print(f"Answer {number}:" if len(queries) > 1 else "Answer:")
             print(result.text or "(no answer)")
             print("\nCall tree:")
@@ -80,12 +82,20 @@ def _imported(spec: str, option: str) -> Any:
         raise ConfigError(f"{option}: cannot import {spec.strip()!r} (package.module:name): {exc}") from None
 
 
-def _complete(session: Session, context: object, query: str, answer_type: Any) -> RLMResult:
+def _complete(rlm: RLM, session: Session, context: object, query: str, answer_type: Any) -> RLMResult:
+    # On a terminal, a live status line while the run goes; nothing of it when stderr is a file or a pipe.
+    status = StatusLine(sys.stderr) if sys.stderr.isatty() else None
+    if status is not None:
+        rlm.on_event.append(status)
     try:
         return session.completion(context, query, answer_type=answer_type)
     except RunInterrupted as stop:
         print(f"interrupted after {stop.result.seconds:.1f} s", file=sys.stderr)
         raise
+    finally:
+        if status is not None:
+            rlm.on_event.remove(status)
+            status.close()
 
 
 def _export_parser(sub: argparse._SubParsersAction) -> None:
