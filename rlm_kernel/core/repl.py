@@ -188,8 +188,12 @@ def _raised_by_model(exc: BaseException, filename: str) -> bool:
 def contained(call: Callable[[], T], fallback: Callable[[BaseException], T], seconds: float = 2.0) -> T:
     """`call()` where it runs model code (a model-made value's __len__, __str__, __repr__), under a deadline
     and with every exception contained: `fallback(exc)` instead. A user's interrupt still stops the run."""
+    # The deadline only on the main thread (a timer signal). In other threads it would be an injected
+    # exception, and one that lands late stops the next block that thread runs: there errors are contained
+    # but a value that loops forever is not stopped (the README says so).
+    deadline = _Deadline(seconds if threading.current_thread() is threading.main_thread() else None)
     try:
-        with _Deadline(seconds):
+        with deadline:
             return call()
     except KeyboardInterrupt:
         raise
