@@ -5,7 +5,7 @@ batch:   64 questions, each one root call and one sub-call at 200 ms latency, `R
 session: root input tokens of question 1 and question 10 of one session, with the default memory
          (session_tokens) and with an unbounded one, to show that compaction keeps the root prompt bounded.
 
-    rlm bench features [--figures batch,session] [--transport litellm|direct]
+    rlm bench features [--figures batch,session] [--transport auto|litellm|direct]
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class LongAnswers:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--figures", default=",".join(FIGURES), help="comma-separated: batch,session (default: both)")
-    parser.add_argument("--transport", default="litellm", choices=BY_NAME["transport"].choices)
+    parser.add_argument("--transport", default=BY_NAME["transport"].default, choices=BY_NAME["transport"].choices)
     parser.add_argument("--questions", type=int, default=64, help="questions of the batch figure")
     parser.add_argument("--concurrency", type=int, default=32, help="concurrency of the batch figure")
 
@@ -72,7 +72,7 @@ def batch_figure(questions: int, concurrency: int, transport: str, latency_ms: f
     done = sum(r.status == "done" and r.answer == f"sub:q:c{i}" for i, r in enumerate(results))
     print(
         f"batch: {questions} questions (1 root call + 1 sub-call each, {latency_ms:g} ms latency), "
-        f"concurrency {concurrency}, transport {transport}: {wall:.2f} s, ideal {ideal:.2f} s, "
+        f"concurrency {concurrency}, transport {transport} ({rlm.transports['model']}): {wall:.2f} s, ideal {ideal:.2f} s, "
         f"{wall / ideal:.2f} x ideal (bound 1.25); {done}/{questions} answered right; "
         f"{stats['requests'] - before} requests, at most {stats['max_in_flight']} in flight"
     )

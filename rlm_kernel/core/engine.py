@@ -18,7 +18,7 @@ from rlm_kernel.core.errors import ConfigError, RunInterrupted, UnpricedModelWar
 from rlm_kernel.core.ledger import Ledger, Limits
 from rlm_kernel.core.lm import LM, LiteLLM
 from rlm_kernel.core.node import Node, close_repl
-from rlm_kernel.core.openai_compatible import OpenAICompatibleLM
+from rlm_kernel.core.openai_compatible import OpenAICompatibleLM, picks_direct
 from rlm_kernel.core.repl import REPL, NamespaceREPL, isolation_factory
 from rlm_kernel.core.result import RLMResult
 from rlm_kernel.core.session import Session
@@ -62,7 +62,7 @@ class RLM:
         *,
         sub_api_base: str | None = None,
         sub_api_key: str | None = None,
-        transport: str = "litellm",
+        transport: str = "auto",
         prices: Mapping[str, Mapping[str, float]] | None = None,
         sub_window: int | None = None,
         stream: bool = False,
@@ -135,12 +135,18 @@ class RLM:
         self._windows: dict[str, int | None] = {}
         self.stream: bool = s["stream"]
         prices = s["prices"]
-        plain = lm or _make_lm(s["transport"], s["api_base"], s["api_key"], router, prices, "api_key")
-        self.lm: LM = with_cache(plain, s["cache"], getattr(plain, "api_base", None))
-        separate_sub = lm is None and (s["sub_api_base"] is not None or s["sub_api_key"] is not None)
         sub_base, sub_key = s["sub_api_base"] or s["api_base"], s["sub_api_key"] or s["api_key"]
+        root_transport = _transport(s["transport"], self.model, s["api_base"], router)
+        sub_transport = _transport(s["transport"], self.sub_model, sub_base, router)
+        # Which way each model is called, as the trace records it ("lm" when the caller passed its own).
+        self.transports = {"model": root_transport, "sub_model": sub_transport} if lm is None else {"model": "lm"}
+        plain = lm or _make_lm(root_transport, s["api_base"], s["api_key"], router, prices, "api_key")
+        self.lm: LM = with_cache(plain, s["cache"], getattr(plain, "api_base", None))
+        separate_sub = lm is None and (
+            s["sub_api_base"] is not None or s["sub_api_key"] is not None or sub_transport != root_transport
+        )
         self.sub_lm: LM = (
-            with_cache(_make_lm(s["transport"], sub_base, sub_key, router, prices, "sub_api_key"), s["cache"], sub_base)
+            with_cache(_make_lm(sub_transport, sub_base, sub_key, router, prices, "sub_api_key"), s["cache"], sub_base)
             if separate_sub
             else self.lm
         )
@@ -301,6 +307,13 @@ def _sampling(temperature: float | None, top_p: float | None, seed: int | None, 
     """The sampling parameters sent with each call; unset ones are left to the provider."""
     named = {"temperature": temperature, "top_p": top_p, "seed": seed}
     return {**(extra or {}), **{k: v for k, v in named.items() if v is not None}}
+
+
+def _transport(setting: str, model: str, api_base: str | None, router: list[dict[str, Any]] | None) -> str:
+    """The transport a model is called through: the setting, with "auto" resolved for this model and server."""
+    if setting != "auto":
+        return setting
+    return "direct" if picks_direct(model, api_base, router) else "litellm"
 
 
 def _make_lm(

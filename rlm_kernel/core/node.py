@@ -123,7 +123,7 @@ class Node:
             user_prompt=messages[1]["content"],
             max_iterations=self.max_iterations,
             **({"answer_type": self.answer_type.name} if self.answer_type else {}),
-            **({"settings": recorded(self.rlm.settings)} if self.depth == 0 else {}),
+            **({"settings": recorded(self.rlm.settings, self.rlm.transports)} if self.depth == 0 else {}),
         )
         try:
             outcome = self._iterate(messages)

@@ -6,10 +6,14 @@ that carries every sub-call. For a large `llm_query_batched` against a local
 server (vLLM, llama.cpp, Ollama, `rlm serve-model`) that CPU, not the server,
 sets the wall time. This LM posts `/chat/completions` itself with aiohttp
 (about 0.4 ms of CPU a call) over one keep-alive connection pool that lives
-on the engine's model-call loop. Prices still come from litellm's map.
+on the engine's model-call loop. It never imports litellm (2.7 s and 125 MB):
+prices and input windows come from litellm's map read as a file (core/price_map.py);
+only a server that reports no usage, or a model priced by more than its token
+counts, brings litellm in, and then lazily.
 
 It speaks only the OpenAI chat-completions wire format; every other provider
-goes through `LiteLLM`.
+goes through `LiteLLM`. `transport="auto"` (the default) picks it for an `api_base`
+without a Router and a model of an OpenAI-compatible provider or none (`picks_direct`).
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from rlm_kernel.core import price_map
 from rlm_kernel.core.aio import background_loop
 from rlm_kernel.core.errors import ModelError, TransientModelError
 from rlm_kernel.core.ledger import Usage
-from rlm_kernel.core.lm import NO_KEY, Completion, LiteLLM, Messages, count_tokens, import_litellm
+from rlm_kernel.core.lm import NO_KEY, OFFLINE_PROVIDERS, Completion, Messages, count_tokens, import_litellm
 from rlm_kernel.core.lm_support import (
     StreamedText,
     TextSink,
@@ -34,6 +39,7 @@ from rlm_kernel.core.lm_support import (
     first_line,
     key_hint,
     looks_like_context_length,
+    per_token_prices,
     resolve_api_key,
     settle_usage,
 )
@@ -48,9 +54,23 @@ def served_model_name(model: str) -> str:
     litellm lists; a name whose first part is no such provider (`Qwen/Qwen2.5-7B`) is sent whole.
     """
     provider, _, rest = model.partition("/")
-    if rest and (provider == "openai" or provider in import_litellm().openai_compatible_providers):
+    if rest and (provider == "openai" or provider in price_map.OPENAI_COMPATIBLE_PROVIDERS):
         return rest
     return model
+
+
+def picks_direct(model: str, api_base: str | None, router: object) -> bool:
+    """What `transport="auto"` sends straight to the server: an api_base, no Router, an OpenAI-compatible model.
+
+    OpenAI-compatible: a provider prefix litellm maps to the OpenAI format (`openai/`, `hosted_vllm/`, ...)
+    or no provider prefix at all (`my-model`, `Qwen/Qwen2.5-7B`, which an OpenAI-compatible server serves
+    under that name). Another provider's prefix (`anthropic/`, `ollama/`) and the offline models go
+    through litellm, which maps each provider's format.
+    """
+    if not api_base or router is not None or model.startswith(OFFLINE_PROVIDERS):
+        return False
+    provider = price_map.provider_prefix(model)
+    return provider is None or provider == "openai" or provider in price_map.OPENAI_COMPATIBLE_PROVIDERS
 
 
 class OpenAICompatibleLM:
@@ -66,17 +86,23 @@ class OpenAICompatibleLM:
     ) -> None:
         self.api_base = api_base.rstrip("/")
         self._api_key = api_key
-        self._pricing = LiteLLM(prices=prices)
+        self._prices = per_token_prices(prices)  # the run's own prices, ahead of litellm's map
         self.key_setting = key_setting
 
     def estimate_tokens(self, messages: Messages) -> int:
         return estimate_tokens(messages)
 
     def input_window(self, model: str) -> int | None:
-        return self._pricing.input_window(model)
+        return price_map.input_window(model)
 
     def price(self, model: str, input_tokens: int, output_tokens: int) -> float | None:
-        return self._pricing.price(model, input_tokens, output_tokens)
+        """US dollars from the run's `prices`, else litellm's map as litellm prices it (None: nobody prices it)."""
+        if model in self._prices:
+            input_rate, output_rate = self._prices[model]
+            return input_tokens * input_rate + output_tokens * output_rate
+        if price_map.needs_litellm(model):
+            return _litellm_price(model, input_tokens, output_tokens)
+        return price_map.cost(model, input_tokens, output_tokens)
 
     async def acomplete(
         self,
@@ -142,7 +168,7 @@ class OpenAICompatibleLM:
         usage = usage if isinstance(usage, dict) else {}
         return settle_usage(
             self.price,
-            lambda: count_tokens(model, messages, text),
+            lambda: _count_tokens(model, messages, text),
             model,
             usage.get("prompt_tokens"),
             usage.get("completion_tokens"),
@@ -159,6 +185,25 @@ class OpenAICompatibleLM:
 
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, "[redacted]") if self._api_key else text
+
+
+def _litellm_price(model: str, input_tokens: int, output_tokens: int) -> float | None:
+    """litellm's own price, for the few map entries priced by more than token counts (tiers, off-peak hours)."""
+    try:
+        prompt_cost, completion_cost = import_litellm().cost_per_token(
+            model=model, prompt_tokens=input_tokens, completion_tokens=output_tokens
+        )
+    except Exception:  # litellm not installed, or it raises one of various errors for the model
+        return None
+    return float(prompt_cost + completion_cost)
+
+
+def _count_tokens(model: str, messages: Messages, text: str) -> tuple[int, int]:
+    """Tokens of a call whose server reported none: litellm's count (the rare path), else the high estimate."""
+    try:
+        return count_tokens(model, messages, text)
+    except ImportError:  # litellm is not installed: over-count rather than leave the budgets unbound
+        return estimate_tokens(messages), estimate_tokens([{"content": text}])
 
 
 def _error_detail(raw: bytes) -> str:

@@ -150,12 +150,14 @@ SETTINGS: tuple[Setting, ...] = (
     _s(
         "transport",
         str,
-        "litellm",
-        "How models are called: litellm (any provider), or direct: posted to the OpenAI-compatible api_base itself.",
+        "auto",
+        "How models are called: direct (posted to the OpenAI-compatible api_base itself, without litellm), "
+        "litellm (any provider, a Router), or auto: direct for a model with an api_base, no router and an "
+        "OpenAI-compatible provider prefix (openai/, hosted_vllm/, ...) or none, litellm otherwise; each model apart.",
         env="RLM_TRANSPORT",
         cli=("--transport",),
         magic=("--transport",),
-        choices=("litellm", "direct"),
+        choices=("auto", "litellm", "direct"),
     ),
     _s(
         "prices",
@@ -453,6 +455,11 @@ def source(name: str, given: Mapping[str, Any], environ: Mapping[str, str] | Non
     return "default"
 
 
-def recorded(values: Mapping[str, Any]) -> dict[str, Any]:
-    """The settings as a trace records them: secrets only as whether they were set."""
-    return {s.name: (values.get(s.name) is not None if s.secret else values.get(s.name)) for s in SETTINGS}
+def recorded(values: Mapping[str, Any], transports: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The settings as a trace records them: secrets only as whether they were set.
+
+    `transports`: how each model was actually called ({"model": "direct", "sub_model": "litellm"}),
+    recorded beside `transport` (which may say "auto").
+    """
+    settings = {s.name: (values.get(s.name) is not None if s.secret else values.get(s.name)) for s in SETTINGS}
+    return {**settings, "transports": dict(transports)} if transports is not None else settings
