@@ -463,3 +463,12 @@ def test_direct_prompt_stand_in_reads_only_what_the_prompt_shows():
     assert task.gold in offline.BenchPolicy()([{"role": "user", "content": direct_prompt(task.context, task.question)}])
     cut = direct_prompt(runner.fit_context(task.context, 1000, 4.0)[0], task.question)
     assert "I did not find it" in offline.BenchPolicy()([{"role": "user", "content": cut}])
+
+
+def test_the_first_cell_figure_times_a_real_kernel_up_to_its_first_request():
+    from rlm_kernel.bench import perf_kernel
+
+    row = perf_kernel.first_cell_seconds(1)
+    (run,) = row["runs"]
+    # The first %%rlm pays the engine's first use; the second only the cell itself.
+    assert 0 < run["second_s"] < run["first_s"] < 30 and run["load_ext_s"] > 0 and run["trivial_s"] > 0

@@ -81,9 +81,10 @@ def test_unreachable_server_fails_the_run_with_one_clear_line(transport):
         ("Done.\nFINAL(text answer)", "text answer"),
     ],
 )
-def test_each_answer_protocol_over_http(reply, expected):
+@TRANSPORTS
+def test_each_answer_protocol_over_http(reply, expected, transport):
     with ModelServer(_root_then_subs([reply])) as server:
-        result = RLM(model="openai/policy", api_base=server.url).completion("ctx", "q")
+        result = RLM(model="openai/policy", api_base=server.url, transport=transport).completion("ctx", "q")
     assert (result.status, result.answer) == ("done", expected)
 
 

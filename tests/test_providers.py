@@ -146,10 +146,11 @@ def test_a_server_without_usage_is_priced_and_the_cost_budget_binds(transport):
     assert result.usage.cost_known and 0 < result.usage.cost_usd <= 0.001
 
 
-def test_an_unpriced_model_under_a_cost_budget_warns_and_prices_make_it_bind():
+@TRANSPORTS
+def test_an_unpriced_model_under_a_cost_budget_warns_and_prices_make_it_bind(transport):
     policy = root_then_subs([repl(f"r{i} = llm_query_batched(['{'word ' * 400}'] * 8)") for i in range(30)])
     with ModelServer(policy) as server:
-        rlm = RLM(model="openai/policy", api_base=server.url, max_cost_usd=0.01, max_iterations=3)
+        rlm = RLM(model="openai/policy", api_base=server.url, max_cost_usd=0.01, max_iterations=3, transport=transport)
         assert len(rlm.pricing_warnings()) == 1 and "prices=" in rlm.pricing_warnings()[0]
         with pytest.warns(UnpricedModelWarning, match="cannot bind: litellm has no price for openai/policy"):
             unbound = rlm.completion("ctx", "q")
@@ -159,6 +160,7 @@ def test_an_unpriced_model_under_a_cost_budget_warns_and_prices_make_it_bind():
             max_cost_usd=0.01,
             max_iterations=30,
             prices={"openai/policy": {"input": 0.5, "output": 1.0}},
+            transport=transport,
         )
         assert priced.pricing_warnings() == []
         bound = priced.completion("ctx", "q")
@@ -277,13 +279,15 @@ def test_model_text_events_are_throttled_per_node():
 # -- the CLI and the magics through a keyed server -------------------------------------------
 
 
-def test_rlm_run_reaches_a_keyed_server_with_api_key_and_redacts_a_wrong_one(tmp_path, capsys, monkeypatch):
+@TRANSPORTS
+def test_rlm_run_reaches_a_keyed_server_with_api_key_and_redacts_a_wrong_one(tmp_path, capsys, monkeypatch, transport):
     from rlm_kernel.cli import main
 
     doc = tmp_path / "doc.txt"
     doc.write_text("some text\n")
     with ModelServer(one_sub_call(), api_key=KEY) as server:
         base = ["run", "--context", str(doc), "--model", "openai/policy", "--api-base", server.url]
+        base += ["--transport", transport]
         assert main([*base, "--api-key", KEY]) == 0
         assert "sub:hello" in capsys.readouterr().out
         monkeypatch.setenv("RLM_API_KEY", WRONG_KEY)
@@ -293,13 +297,14 @@ def test_rlm_run_reaches_a_keyed_server_with_api_key_and_redacts_a_wrong_one(tmp
     assert err.count("\n") == 1 and "Incorrect API key provided: [redacted]" in err and WRONG_KEY not in err
 
 
-def test_the_magics_reach_a_keyed_server_with_their_api_key_setting(ip):
+@TRANSPORTS
+def test_the_magics_reach_a_keyed_server_with_their_api_key_setting(ip, transport):
     from IPython.core.error import UsageError
 
     shell = ip
     shell.user_ns["doc"] = "some text"
     with ModelServer(one_sub_call(), api_key=KEY) as server:
-        cell = f"%%rlm --context doc --model openai/policy --api-base {server.url}\nq"
+        cell = f"%%rlm --context doc --model openai/policy --api-base {server.url} --transport {transport}\nq"
         run(shell, f"%config RLMMagics.api_key = '{KEY}'")
         assert run(shell, cell) == "sub:hello"
         run(shell, f"%config RLMMagics.api_key = '{WRONG_KEY}'")

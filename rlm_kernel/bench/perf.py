@@ -10,6 +10,7 @@
 4. memory: peak RSS of 10 iterations over a 256 MB context
 5. side by side with the reference package `rlms` (needs `make bench-ref`): one server, one policy, same tasks
 6. scale-out: fan-out through a litellm Router over two `rlm serve-model` deployments
+7. the first `%%rlm` in a fresh kernel: its delay before the first model request
 
 Every figure uses offline scripted policies, in process or over HTTP on 127.0.0.1: they
 measure the engine and the HTTP path, never a model.
@@ -35,6 +36,7 @@ from typing import Any
 
 from rlm_kernel.bench import UsageError
 from rlm_kernel.bench.offline import register as register_bench
+from rlm_kernel.bench.perf_kernel import figure_first_cell
 from rlm_kernel.bench.perf_reference import DEFAULT_REF_PYTHON, figure_side_by_side
 from rlm_kernel.bench.serving import peak_rss_mb, serve, server_stats
 from rlm_kernel.core import RLM, Event
@@ -43,9 +45,10 @@ from rlm_kernel.core.lm import Completion
 from rlm_kernel.core.lm_support import estimate_tokens
 from rlm_kernel.models.demo import sample_document
 from rlm_kernel.models.policies import count_tokens, register_policy
+from rlm_kernel.models.server import ModelServer
 
 DEMO_QUESTION = "What went wrong with the coolant, and what was done about it?"
-FIGURES = (1, 2, 3, 4, 5, 6)
+FIGURES = (1, 2, 3, 4, 5, 6, 7)
 _FENCE = "`" * 3
 
 
@@ -82,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         4: figure_memory,
         5: figure_side_by_side,
         6: figure_scale_out,
+        7: figure_first_cell,
     }
     for number in chosen:
         print()
@@ -144,22 +148,29 @@ class _InstantLM:
         return Completion(self.reply, Usage(1, 10, 10), model, 0.0)
 
 
-def overhead_per_iteration(iterations: int, through_litellm: bool = True) -> list[float]:
+def overhead_per_iteration(iterations: int, path: str = "litellm") -> list[float]:
     """Seconds the engine spends per iteration outside the model call, zero-latency model.
 
-    Through litellm (the scripted provider) this includes litellm's own per-call work that falls
-    outside the timed call (cost lookup, logging callbacks); without it, only the engine's.
+    `path`: "litellm" (the scripted provider; this includes litellm's own per-call work that falls
+    outside the timed call, cost lookup and logging callbacks), "direct" (the default transport,
+    over HTTP to an in-process server: pricing, usage, the response's parsing) or "engine" (an LM
+    object that answers at once: only the engine's own work).
     """
     reply = f"Step.\n{_FENCE}repl\nx = len(context)\nprint(x)\n{_FENCE}"
-    model = register_policy(lambda messages: reply, "bench-zero-latency") if through_litellm else "instant"
     stamps: list[tuple[float, float]] = []
 
     def on_event(event: Event) -> None:
         if event.kind == "iteration":
             stamps.append((time.perf_counter(), event.data["seconds"]))
 
-    lm = None if through_litellm else _InstantLM(reply)
-    RLM(model=model, max_iterations=iterations, on_event=on_event, lm=lm).completion("abc" * 1000, "q")
+    with contextlib.ExitStack() as stack:
+        options: dict[str, Any] = {"model": "instant", "lm": _InstantLM(reply)}
+        if path == "litellm":
+            options = {"model": register_policy(lambda messages: reply, "bench-zero-latency")}
+        elif path == "direct":
+            server = stack.enter_context(ModelServer(lambda messages: reply))
+            options = {"model": "openai/policy", "api_base": server.url}
+        RLM(max_iterations=iterations, on_event=on_event, **options).completion("abc" * 1000, "q")
     # Between two iteration events: run the block, build the next prompt, then the model call.
     return [(t1 - t0) - model_s for (t0, _), (t1, model_s) in itertools.pairwise(stamps)]
 
@@ -168,13 +179,14 @@ def figure_overhead(args: argparse.Namespace) -> dict[str, Any]:
     iterations = 100 if args.quick else 300
     print(f"1. engine overhead per iteration ({iterations} iterations, zero-latency model; target: median < 2 ms)")
     rows = {}
-    for label, through_litellm in (
-        ("through litellm (scripted provider)", True),
-        ("engine alone (an LM object, no litellm)", False),
+    for label, path in (
+        ("default transport (direct, over HTTP)", "direct"),
+        ("through litellm (scripted provider)", "litellm"),
+        ("engine alone (an LM object, no litellm)", "engine"),
     ):
-        overhead = sorted(overhead_per_iteration(iterations, through_litellm))
+        overhead = sorted(overhead_per_iteration(iterations, path))
         median, p95 = statistics.median(overhead) * 1000, overhead[int(len(overhead) * 0.95)] * 1000
-        rows["litellm" if through_litellm else "engine"] = {"median_ms": median, "p95_ms": p95}
+        rows[path] = {"median_ms": median, "p95_ms": p95}
         print(f"   {label:<42} median {median:.2f} ms, p95 {p95:.2f} ms")
     return {"iterations": iterations, **rows}
 
@@ -204,10 +216,11 @@ def figure_fan_out(args: argparse.Namespace) -> dict[str, Any]:
     repeats = 1 if args.quick else 3
     print(
         f"2. fan-out: {prompts} llm_query_batched prompts at {latency * 1000:.0f} ms latency through rlm serve-model "
-        f"(median of {repeats}); transport litellm (the default) and direct (RLM(transport='direct'))"
+        f"(median of {repeats}); the default transport (auto, which picks direct for this server) and litellm"
     )
+    picked = RLM(model="openai/policy", api_base="http://127.0.0.1:9/v1").transports["model"]
     rows: dict[str, dict[int, Any]] = {}
-    for transport in ("litellm", "direct"):
+    for transport in ("auto", "litellm"):
         rows[transport] = {}
         for concurrency in (32,) if args.quick else (16, 32, 64):
             with serve("rlm_kernel.bench.offline:BenchPolicy", latency * 1000) as url:
@@ -222,9 +235,10 @@ def figure_fan_out(args: argparse.Namespace) -> dict[str, Any]:
                 "max_in_flight": in_flight,
                 "walls": walls,
             }
-            target = " (target: within 1.25x)" if concurrency == 32 else ""
+            target = " (target: within 1.1x)" if concurrency == 32 and transport == "auto" else ""
+            label = f"auto ({picked})" if transport == "auto" else transport
             print(
-                f"   {transport:<7} concurrency {concurrency:>2}: {wall:.2f} s against ideal {ideal:.2f} s = {wall / ideal:.2f}x{target}; "
+                f"   {label:<13} concurrency {concurrency:>2}: {wall:.2f} s against ideal {ideal:.2f} s = {wall / ideal:.2f}x{target}; "
                 f"server saw at most {in_flight} in flight"
             )
     return rows

@@ -17,18 +17,22 @@ from rlm_kernel.bench.offline import COUNTERS_REQUEST
 from rlm_kernel.bench.serving import peak_rss_mb, serve
 from rlm_kernel.bench.tasks import size_label, sniah
 from rlm_kernel.core import RLM
-from rlm_kernel.core.lm import import_litellm
 
 REF_DRIVER = Path(__file__).with_name("ref_driver.py")
 DEFAULT_REF_PYTHON = ".venv-bench-ref/bin/python"
 
 
 def side_child() -> None:
-    """This engine's side of figure 5 (argv: URL QUESTION CONTEXT_FILE); the same output as ref_driver.py."""
+    """This engine's side of figure 5 (argv: URL QUESTION CONTEXT_FILE); the same output as ref_driver.py.
+
+    It imports what `rlm run` imports (the CLI) and runs on the default settings, so that the process's
+    time and memory are those of `rlm run`; the transport is the default's pick (direct, for this server).
+    """
     url, question, path = sys.argv[1:4]
+    import rlm_kernel.cli  # noqa: F401 - what `rlm run` imports before it reads the context
+
     with open(path, encoding="utf-8") as file:
         context = file.read()
-    import_litellm()  # the reference imports its client before the clock starts; so does this side
     started = time.perf_counter()
     result = RLM(model="openai/policy", api_base=url, max_iterations=10).completion(context, question)
     seconds = time.perf_counter() - started

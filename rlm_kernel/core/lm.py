@@ -1,4 +1,5 @@
-"""The LM layer: one implementation, over litellm, for every provider.
+"""The LM layer over litellm, for every provider; OpenAI-compatible servers also have a direct one
+(core/openai_compatible.py), the default for them (ARCHITECTURE.md, "Two transports").
 
 litellm is imported on the first call only (it takes seconds), with the
 environment set so that importing and counting tokens never reach the network.
