@@ -168,14 +168,22 @@ class RLM:
         ]
 
     def completion(
-        self, context: object, query: str, *, repl: REPL | None = None, answer_type: Any = None
+        self,
+        context: object,
+        query: str,
+        *,
+        repl: REPL | None = None,
+        answer_type: Any = None,
+        history: str | None = None,
     ) -> RLMResult:
         """Answer `query` about `context`. Raises RunInterrupted (a KeyboardInterrupt) with the partial result.
 
         `answer_type`: a type (int, list[str], a dataclass, a pydantic model) the answer must fit; a
         submission that does not fit goes back to the model with the reason, and `result.answer` is a T.
+        `history`: what the root is told of earlier questions first (a session's memory, which a replay
+        of a session's later question passes as recorded); `session()` keeps it for you.
         """
-        return self._complete(context, query, repl, CancelScope(), answer_type=_typed(answer_type))
+        return self._complete(context, query, repl, CancelScope(), answer_type=_typed(answer_type), history=history)
 
     async def acompletion(
         self, context: object, query: str, *, repl: REPL | None = None, answer_type: Any = None

@@ -123,6 +123,7 @@ class Node:
             user_prompt=messages[1]["content"],
             max_iterations=self.max_iterations,
             **({"answer_type": self.answer_type.name} if self.answer_type else {}),
+            **({"history": self.history} if self.history else {}),
             **({"settings": recorded(self.rlm.settings)} if self.depth == 0 else {}),
         )
         try:

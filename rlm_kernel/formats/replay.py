@@ -66,7 +66,8 @@ def replay_run(
     """Run a recorded run again through the `replay` model backend, offline; see `Replayed.matches`."""
     trace = trace_or_path if isinstance(trace_or_path, Trace) else load_trace(trace_or_path)
     value = replay_context(trace, context)
-    result = replay_rlm(trace, on_event=on_event).completion(value, root_call(trace).query, repl=repl)
+    rlm = replay_rlm(trace, on_event=on_event)
+    result = rlm.completion(value, root_call(trace).query, repl=repl, history=recorded_history(trace))
     return Replayed(result, root_call(trace))
 
 
@@ -96,11 +97,20 @@ REPLAYED_SETTINGS = (
 )
 
 
+def _root_start(trace: Trace) -> dict[str, Any]:
+    root = root_call(trace)
+    return next(e.data for e in trace.events if e.kind == "call_start" and e.node_id == root.id)
+
+
+def recorded_history(trace: Trace) -> str | None:
+    """What the recorded root was told of its session's earlier questions (None: it was no follow-up)."""
+    history = _root_start(trace).get("history")
+    return history if isinstance(history, str) else None
+
+
 def recorded_settings(trace: Trace) -> dict[str, Any]:
     """The recorded run's settings, as its root `call_start` event recorded them."""
-    root = root_call(trace)
-    start = next(e for e in trace.events if e.kind == "call_start" and e.node_id == root.id)
-    settings = start.data.get("settings")
+    settings = _root_start(trace).get("settings")
     if settings is None:
         raise ReplayError("the trace does not record its run's settings (a trace from another version?)")
     return {name: settings[name] for name in REPLAYED_SETTINGS if name in settings}

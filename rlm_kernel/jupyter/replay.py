@@ -23,7 +23,7 @@ from rlm_kernel.core.repl import ExecResult
 from rlm_kernel.core.result import RLMResult
 from rlm_kernel.core.trace import Event, Trace
 from rlm_kernel.formats.notebook import STEP_MAGIC
-from rlm_kernel.formats.replay import Replayed, replay_context, replay_rlm, root_call
+from rlm_kernel.formats.replay import Replayed, recorded_history, replay_context, replay_rlm, root_call
 from rlm_kernel.jupyter.shell_repl import ShellREPL
 
 # -- cell by cell ----------------------------------------------------------------------------------
@@ -118,7 +118,7 @@ class StepSession:
 
     def _run(self, rlm: Any, context: object, query: str) -> None:
         try:
-            self.result = rlm.completion(context, query, repl=self.repl)
+            self.result = rlm.completion(context, query, repl=self.repl, history=recorded_history(self.recorded))
         except BaseException as exc:  # the notebook reports it at its next step
             self.failure = exc
             self.result = exc.result if isinstance(exc, RunInterrupted) else None
