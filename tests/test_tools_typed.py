@@ -154,3 +154,42 @@ def test_in_isolated_mode_tools_cross_the_bridge_with_plain_data_and_their_error
         )
         result = rlm.completion("c", "q")
     assert result.answer == ["first letter", "?", "no record with id 3"]
+
+
+def _glossary_policy(messages):
+    if question(messages) == "child":
+        return block("FINAL(lookup('beta'))")
+    return block("FINAL([lookup('alpha'), rlm_query('ctx', 'child')])")
+
+
+@pytest.mark.timeout(300)
+def test_the_export_of_a_run_with_tools_defines_them_and_re_runs_offline(tmp_path):
+    import nbformat
+    from nbclient import NotebookClient
+
+    with ModelServer(Recorder(_glossary_policy)) as server:
+        result = RLM(model="openai/policy", api_base=server.url, tools=[lookup], max_depth=2).completion("ctx", "q")
+    assert result.answer == ["first letter", "second letter"]
+    path = result.to_notebook(tmp_path / "tools.ipynb", "ctx").path
+    nb = nbformat.read(path, as_version=4)
+    defining = [c for c in nb.cells if c.cell_type == "code" and c.source.startswith("def lookup(")]
+    assert len(defining) == 1 and "TABLE.get(key, default)" in defining[0].source
+    # The tool's module-level data is the user's to give: the notebook defines TABLE first, as a user would.
+    nb.cells.insert(nb.cells.index(defining[0]), nbformat.v4.new_code_cell(f"TABLE = {TABLE!r}"))
+    NotebookClient(nb, kernel_name="python3", timeout=120, resources={"metadata": {"path": str(tmp_path)}}).execute()
+    check = nb.cells[-1].outputs
+    assert "same answer" in check[0].data["text/plain"], check
+
+
+def test_replaying_a_run_with_tools_needs_them_and_says_which():
+    from rlm_kernel.core.errors import ReplayError
+    from rlm_kernel.formats.replay import replay_run
+
+    with ModelServer(Recorder(_glossary_policy)) as server:
+        result = RLM(model="openai/policy", api_base=server.url, tools={"lookup": lookup}, max_depth=2).completion(
+            "ctx", "q"
+        )
+    with pytest.raises(ReplayError, match="tools that are not defined here: lookup; define them first"):
+        replay_run(result.trace, "ctx")
+    replayed = replay_run(result.trace, "ctx", tools={"lookup": lookup})
+    assert replayed.matches and replayed.result.answer == ["first letter", "second letter"]

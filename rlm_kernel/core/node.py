@@ -12,7 +12,7 @@ from rlm_kernel.core.approve import DECLINED
 from rlm_kernel.core.calls import TextStream, call_with_retries
 from rlm_kernel.core.capture import truncate
 from rlm_kernel.core.context import check_context, context_metadata, private_copy
-from rlm_kernel.core.custom_tools import describe_tools
+from rlm_kernel.core.custom_tools import describe_tools, tool_sources
 from rlm_kernel.core.errors import AnswerMismatch, BudgetExhausted, ModelError, SubmitAnswer
 from rlm_kernel.core.ledger import Usage
 from rlm_kernel.core.lm import LM, Completion, Messages
@@ -124,6 +124,7 @@ class Node:
             max_iterations=self.max_iterations,
             **({"answer_type": self.answer_type.name} if self.answer_type else {}),
             **({"history": self.history} if self.history else {}),
+            **({"tools": tool_sources(self.rlm.tools)} if self.depth == 0 and self.rlm.tools else {}),
             **({"settings": recorded(self.rlm.settings)} if self.depth == 0 else {}),
         )
         try:

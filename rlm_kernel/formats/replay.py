@@ -7,6 +7,7 @@ root's `call_start` event) whose every model call goes to a new replay session o
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from rlm_kernel.core.errors import ReplayError
 from rlm_kernel.core.repl import REPL
 from rlm_kernel.core.result import RLMResult
 from rlm_kernel.core.trace import CallNode, EventHandler, Trace
-from rlm_kernel.formats.notebook import read_export
+from rlm_kernel.formats.notebook import read_export, recorded_tools
 from rlm_kernel.models.replay import ReplayLM, register_replay
 
 
@@ -62,13 +63,29 @@ def replay_run(
     *,
     repl: REPL | None = None,
     on_event: EventHandler | None = None,
+    tools: Mapping[str, Callable[..., Any]] | None = None,
 ) -> Replayed:
-    """Run a recorded run again through the `replay` model backend, offline; see `Replayed.matches`."""
+    """Run a recorded run again through the `replay` model backend, offline; see `Replayed.matches`.
+
+    `tools`: where to find the functions the recorded run was given, by name (its code calls them again);
+    the notebook passes its namespace.
+    """
     trace = trace_or_path if isinstance(trace_or_path, Trace) else load_trace(trace_or_path)
     value = replay_context(trace, context)
-    rlm = replay_rlm(trace, on_event=on_event)
+    rlm = replay_rlm(trace, on_event=on_event, tools=tools_for_replay(trace, tools or {}))
     result = rlm.completion(value, root_call(trace).query, repl=repl, history=recorded_history(trace))
     return Replayed(result, root_call(trace))
+
+
+def tools_for_replay(trace: Trace, available: Mapping[str, Any]) -> dict[str, Callable[..., Any]]:
+    """The recorded run's tools, found by name in `available`; ReplayError naming those that are missing."""
+    names = list(recorded_tools(trace))
+    missing = [name for name in names if not callable(available.get(name))]
+    if missing:
+        raise ReplayError(
+            f"the recorded run used tools that are not defined here: {', '.join(missing)}; define them first"
+        )
+    return {name: available[name] for name in names}
 
 
 def root_call(trace: Trace) -> CallNode:
