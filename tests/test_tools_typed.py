@@ -193,3 +193,29 @@ def test_replaying_a_run_with_tools_needs_them_and_says_which():
         replay_run(result.trace, "ctx")
     replayed = replay_run(result.trace, "ctx", tools={"lookup": lookup})
     assert replayed.matches and replayed.result.answer == ["first letter", "second letter"]
+
+
+def test_without_sub_calls_the_model_is_not_told_of_them_and_calling_one_is_a_name_error(tmp_path, capsys):
+    from rlm_kernel.cli import main
+    from rlm_kernel.core.prompts import NO_SUB_CALLS_NOTE
+
+    def root(messages):
+        if turn(messages) == 0:
+            return block("print(llm_query('hello'))")
+        return block("FINAL(len(context))")
+
+    policy = Recorder(root)
+    doc = tmp_path / "doc.txt"
+    doc.write_text("ctx", encoding="utf-8")
+    with ModelServer(policy) as server:
+        result = RLM(model="openai/policy", api_base=server.url, sub_calls=False).completion("ctx", "q")
+        code = main(
+            ["run", "--context", str(doc), "--model", "openai/policy", "--api-base", server.url, "--no-sub-calls"]
+        )
+        served = server.stats()["served"]
+    assert result.answer == 3 and code == 0 and capsys.readouterr().out.startswith("Answer:\n3\n")
+    assert served == len(policy.requests) == len(policy.roots()) == 4  # two root calls a run, no sub-call
+    system = policy.roots()[0][0]["content"]
+    assert system.endswith(NO_SUB_CALLS_NOTE) and "llm_query(" not in system and "rlm_query(" not in system
+    seen = result.trace.root.iterations[0].cells[0].output  # what the model was shown
+    assert "NameError: name 'llm_query' is not defined: this run has no sub-calls" in seen

@@ -83,6 +83,7 @@ class RLM:
         approve: bool | Approver = False,
         isolation: str | None = None,
         isolation_limits: Mapping[str, float | None] | None = None,
+        sub_calls: bool = True,
         instructions: str | None = None,
         cache: str | None = None,
         session_tokens: int = 4000,
@@ -115,6 +116,7 @@ class RLM:
         self.sub_api_key: str | None = s["sub_api_key"]
         self.isolation: str | None = s["isolation"]
         self.isolation_limits: dict[str, Any] = s["isolation_limits"] or {}
+        self.sub_calls: bool = s["sub_calls"]
         self.instructions: str | None = s["instructions"]
         self.session_tokens: int = s["session_tokens"]
         self.tools = check_tools(tools)

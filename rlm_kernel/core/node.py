@@ -85,6 +85,7 @@ class Node:
             tools=describe_tools(rlm.tools),
             instructions=rlm.instructions,
             answer_shape=None if answer_type is None else answer_type.shape(),
+            sub_calls=rlm.sub_calls,
         )
         self.tools: dict[str, Any] = {}
         self._block: tuple[int, int] | None = None  # (iteration, block) of the code now running
