@@ -14,8 +14,8 @@ import pytest
 
 from rlm_kernel.bench import baseline, browsecomp, codeqa, datasets, published, stats
 from rlm_kernel.bench import main as bench_main
-from rlm_kernel.bench.modes import NO_SUBCALLS_NOTE
 from rlm_kernel.bench.questions import FRAMES, LABELS, instance
+from rlm_kernel.core.prompts import NO_SUB_CALLS_NOTE
 from rlm_kernel.models.policies import count_tokens
 from rlm_kernel.models.server import ModelServer
 
@@ -144,8 +144,8 @@ def test_no_subcalls_mode_shows_no_subcall_functions_and_has_none(tmp_path):
         assert bench_main([*argv, "--sizes", "4k", "--out", str(out)]) == 0
         served = server.stats()["served"]
     system = policy.systems[0]
-    assert system.endswith(NO_SUBCALLS_NOTE)
-    described = system.removesuffix(NO_SUBCALLS_NOTE)  # the REPL's functions as the prompt describes them
+    assert system.endswith(NO_SUB_CALLS_NOTE)
+    described = system.removesuffix(NO_SUB_CALLS_NOTE)  # the REPL's functions as the prompt describes them
     assert "llm_query" not in described and "rlm_query" not in described
     assert "peek(" in system and "grep(" in system and "FINAL(" in system  # the rest of the REPL is there
     assert any("NameError" in o and "llm_query" in o for o in policy.observations)

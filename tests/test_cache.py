@@ -9,6 +9,7 @@ import pytest
 from rlm_kernel import RLM
 from rlm_kernel.core.cache import cache_key
 from rlm_kernel.core.errors import ConfigError
+from rlm_kernel.models.policies import register_policy
 from rlm_kernel.models.server import ModelServer
 from tests.support_features import Recorder, block, turn
 
@@ -75,3 +76,26 @@ def test_a_cache_directory_that_cannot_be_made_is_a_clear_error(tmp_path):
     blocker.write_text("not a directory")
     with pytest.raises(ConfigError, match="cannot use .* as a response cache"):
         RLM(model="openai/policy", cache=str(blocker / "sub"))
+
+
+def test_a_reply_cut_at_its_output_cap_never_answers_a_call_with_another_cap(tmp_path):
+    asked: list[str] = []
+
+    def sub_model(messages):
+        asked.append(str(messages[-1]["content"]))
+        return "word " * 200  # 1,000 characters: about 250 tokens
+
+    root = register_policy(lambda m: block("print(llm_query('tell me'))") if turn(m) == 0 else block("FINAL(1)"))
+    settings = dict(model=root, sub_model=register_policy(sub_model), cache=str(tmp_path / "responses"))
+
+    def sub_calls_made(**budget) -> int:
+        asked.clear()
+        RLM(**settings, **budget).completion("c", "q")
+        return len(asked)
+
+    # The scripted provider cuts a reply at its cap (4 characters a token), as a provider would.
+    assert sub_calls_made(max_tokens=10**6, max_output_tokens=30) == 1
+    assert sub_calls_made(max_tokens=10**6, max_output_tokens=30) == 0  # the same cap: the same cut reply
+    assert sub_calls_made() == 1  # no cap: the cut reply is not what this call gets
+    assert sub_calls_made(max_tokens=10**6, max_output_tokens=4096) == 0  # the whole reply fits this cap
+    assert sub_calls_made(max_tokens=10**6, max_output_tokens=100) == 1  # and not this one

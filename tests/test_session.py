@@ -95,3 +95,24 @@ def test_rlm_run_asks_follow_ups_in_one_session_with_tools_and_a_typed_answer(tm
     assert "Answer 1:\n40\n" in done.stdout and "Answer 2:\n41\n" in done.stdout
     assert "`double(n: int) -> int`: Twice n." in policy.roots()[0][0]["content"]
     assert "Question 1: first?" in _first_user(policy.roots()[1])
+
+
+def test_a_follow_up_replays_offline_with_what_it_was_told_of_the_session():
+    from rlm_kernel.core.repl import NamespaceREPL
+    from rlm_kernel.formats.replay import replay_run
+
+    def root(messages):
+        if question(messages) == "how many?":
+            return block("found = 41\nFINAL(found)")
+        return block("FINAL(found + 1)")
+
+    with ModelServer(Recorder(root)) as server:
+        with RLM(model="openai/policy", api_base=server.url).session() as session:
+            session.completion("ctx", "how many?")
+            second = session.completion("ctx", "and one more?")
+    start = second.trace.events[0]
+    assert start.kind == "call_start" and "Question 1: how many?" in start.data["history"]
+    repl = NamespaceREPL()
+    repl.set("found", 41)  # what the first question left in the session's namespace
+    replayed = replay_run(second.trace, "ctx", repl=repl)
+    assert replayed.matches and replayed.result.answer == 42

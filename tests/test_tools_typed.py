@@ -154,3 +154,68 @@ def test_in_isolated_mode_tools_cross_the_bridge_with_plain_data_and_their_error
         )
         result = rlm.completion("c", "q")
     assert result.answer == ["first letter", "?", "no record with id 3"]
+
+
+def _glossary_policy(messages):
+    if question(messages) == "child":
+        return block("FINAL(lookup('beta'))")
+    return block("FINAL([lookup('alpha'), rlm_query('ctx', 'child')])")
+
+
+@pytest.mark.timeout(300)
+def test_the_export_of_a_run_with_tools_defines_them_and_re_runs_offline(tmp_path):
+    import nbformat
+    from nbclient import NotebookClient
+
+    with ModelServer(Recorder(_glossary_policy)) as server:
+        result = RLM(model="openai/policy", api_base=server.url, tools=[lookup], max_depth=2).completion("ctx", "q")
+    assert result.answer == ["first letter", "second letter"]
+    path = result.to_notebook(tmp_path / "tools.ipynb", "ctx").path
+    nb = nbformat.read(path, as_version=4)
+    defining = [c for c in nb.cells if c.cell_type == "code" and c.source.startswith("def lookup(")]
+    assert len(defining) == 1 and "TABLE.get(key, default)" in defining[0].source
+    # The tool's module-level data is the user's to give: the notebook defines TABLE first, as a user would.
+    nb.cells.insert(nb.cells.index(defining[0]), nbformat.v4.new_code_cell(f"TABLE = {TABLE!r}"))
+    NotebookClient(nb, kernel_name="python3", timeout=120, resources={"metadata": {"path": str(tmp_path)}}).execute()
+    check = nb.cells[-1].outputs
+    assert "same answer" in check[0].data["text/plain"], check
+
+
+def test_replaying_a_run_with_tools_needs_them_and_says_which():
+    from rlm_kernel.core.errors import ReplayError
+    from rlm_kernel.formats.replay import replay_run
+
+    with ModelServer(Recorder(_glossary_policy)) as server:
+        result = RLM(model="openai/policy", api_base=server.url, tools={"lookup": lookup}, max_depth=2).completion(
+            "ctx", "q"
+        )
+    with pytest.raises(ReplayError, match="tools that are not defined here: lookup; define them first"):
+        replay_run(result.trace, "ctx")
+    replayed = replay_run(result.trace, "ctx", tools={"lookup": lookup})
+    assert replayed.matches and replayed.result.answer == ["first letter", "second letter"]
+
+
+def test_without_sub_calls_the_model_is_not_told_of_them_and_calling_one_is_a_name_error(tmp_path, capsys):
+    from rlm_kernel.cli import main
+    from rlm_kernel.core.prompts import NO_SUB_CALLS_NOTE
+
+    def root(messages):
+        if turn(messages) == 0:
+            return block("print(llm_query('hello'))")
+        return block("FINAL(len(context))")
+
+    policy = Recorder(root)
+    doc = tmp_path / "doc.txt"
+    doc.write_text("ctx", encoding="utf-8")
+    with ModelServer(policy) as server:
+        result = RLM(model="openai/policy", api_base=server.url, sub_calls=False).completion("ctx", "q")
+        code = main(
+            ["run", "--context", str(doc), "--model", "openai/policy", "--api-base", server.url, "--no-sub-calls"]
+        )
+        served = server.stats()["served"]
+    assert result.answer == 3 and code == 0 and capsys.readouterr().out.startswith("Answer:\n3\n")
+    assert served == len(policy.requests) == len(policy.roots()) == 4  # two root calls a run, no sub-call
+    system = policy.roots()[0][0]["content"]
+    assert system.endswith(NO_SUB_CALLS_NOTE) and "llm_query(" not in system and "rlm_query(" not in system
+    seen = result.trace.root.iterations[0].cells[0].output  # what the model was shown
+    assert "NameError: name 'llm_query' is not defined: this run has no sub-calls" in seen

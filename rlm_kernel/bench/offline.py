@@ -24,9 +24,9 @@ import threading
 from typing import Any
 
 from rlm_kernel.bench import browsecomp, codeqa
-from rlm_kernel.bench.modes import NO_SUBCALLS_NOTE
 from rlm_kernel.bench.questions import LABELS, keyword_label
 from rlm_kernel.bench.tasks import DIRECT_INTRO
+from rlm_kernel.core.prompts import NO_SUB_CALLS_NOTE
 from rlm_kernel.models.policies import Messages, messages_tokens, register_policy
 
 OFFLINE_MARK = "[offline stand-in, not a model]"
@@ -60,7 +60,7 @@ class BenchPolicy:
         if messages[0]["role"] == "system":
             found = _QUESTION.search(str(messages[1]["content"]))
             turn = sum(1 for m in messages if m["role"] == "assistant")
-            subcalls = NO_SUBCALLS_NOTE not in str(messages[0]["content"])
+            subcalls = NO_SUB_CALLS_NOTE not in str(messages[0]["content"])
             return self._root(found.group(1) if found else "", turn, subcalls)
         prompt = str(messages[-1]["content"])
         if prompt.startswith(DIRECT_INTRO):

@@ -20,7 +20,7 @@ from typing import IO, Any
 
 from rlm_kernel.bench import UsageError, baseline, datasets, offline, report
 from rlm_kernel.bench.families import FAMILIES, GENERATORS
-from rlm_kernel.bench.modes import MODES, NoSubcallsLM, NoSubcallsREPL
+from rlm_kernel.bench.modes import MODES
 from rlm_kernel.bench.tasks import Task, direct_prompt, parse_size
 from rlm_kernel.cli_settings import add_setting_options, given_settings
 from rlm_kernel.core import RLM, RunInterrupted
@@ -63,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     # The run settings as `rlm run` has them (`--seed` is the task generator's here); a benchmark's calls
     # get more time by default, and a budget is per task.
-    add_setting_options(parser, skip=("seed",))
+    add_setting_options(parser, skip=("seed", "sub_calls"))  # --seed is the generator's; --mode sets sub-calls
     parser.set_defaults(call_timeout=300.0)
 
 
@@ -175,11 +175,10 @@ def _rlm_solver(args: argparse.Namespace) -> Solver:
     ablation = args.mode == "rlm-no-subcalls"
 
     def solve(task: Task) -> dict[str, Any]:
-        settings = {**given_settings(args), **({"max_depth": 1} if ablation else {})}
-        lm = NoSubcallsLM(LiteLLM(api_base=args.api_base, api_key=args.api_key)) if ablation else None
-        rlm = RLM(lm=lm, **settings)
+        settings = {**given_settings(args), **({"max_depth": 1, "sub_calls": False} if ablation else {})}
+        rlm = RLM(**settings)
         try:
-            result = rlm.completion(task.context, task.question, repl=NoSubcallsREPL() if ablation else None)
+            result = rlm.completion(task.context, task.question)
         except RunInterrupted:
             raise KeyboardInterrupt from None
         replies = (it.reply for node in result.trace.walk() for it in node.iterations)

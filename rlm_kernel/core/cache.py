@@ -1,9 +1,11 @@
 """An opt-in response cache: any LM wrapped so that a call it has answered before is answered again for free.
 
 The key covers what decides a reply: the model, the messages, the sampling and provider parameters, and
-the base URL of the server (the same model name on two servers is two models). The output cap is left out:
-it is a budget's reservation, not part of the question. A cached reply costs nothing in the ledger (no call,
-no tokens, no dollars) and is marked by `Usage.cached_calls`, which the trace, the view and the result carry.
+the base URL of the server (the same model name on two servers is two models). The output cap is not in
+the key (under a budget it is the reservation, which moves with what is left) but is kept with the reply:
+a whole reply answers any call whose cap it fits, a reply cut at its cap only a call with that same cap.
+A cached reply costs nothing in the ledger (no call, no tokens, no dollars) and is marked by
+`Usage.cached_calls`, which the trace, the view and the result carry.
 
     RLM(..., cache="memory")            this process, every RLM in it
     RLM(..., cache="disk")              $XDG_CACHE_HOME/rlm_kernel/responses (default ~/.cache/...)
@@ -26,7 +28,7 @@ from rlm_kernel.core.errors import ConfigError
 from rlm_kernel.core.ledger import Usage
 from rlm_kernel.core.lm import LM, Completion, Messages
 
-KEY_VERSION = 1  # bump when the key's fields change, so old entries are never read as new ones
+KEY_VERSION = 2  # bump when the key's or an entry's fields change, so old entries are never read as new ones
 MEMORY_ENTRIES = 10_000
 
 
@@ -129,10 +131,12 @@ class CachedLM:
     def price(self, model: str, input_tokens: int, output_tokens: int) -> float | None:
         return self.inner.price(model, input_tokens, output_tokens)
 
-    def lookup(self, messages: Messages, *, model: str, params: Mapping[str, Any] | None) -> Completion | None:
-        """The cached reply to this call, at no cost, or None."""
+    def lookup(
+        self, messages: Messages, *, model: str, params: Mapping[str, Any] | None, max_output_tokens: int | None
+    ) -> Completion | None:
+        """The cached reply to a call whose output may reach `max_output_tokens` (None: no cap), at no cost, or None."""
         entry = self.store.get(cache_key(model, messages, params, self.base_url))
-        if entry is None:
+        if entry is None or not _fits(entry, max_output_tokens):
             return None
         return Completion(text=entry["text"], usage=Usage(llm_calls=0, cached_calls=1), model=model, seconds=0.0)
 
@@ -149,9 +153,22 @@ class CachedLM:
         completion = await self.inner.acomplete(
             messages, model=model, max_output_tokens=max_output_tokens, timeout=timeout, params=params, on_text=on_text
         )
-        entry = {"text": completion.text, "model": completion.model, "usage": completion.usage.to_dict()}
+        entry = {
+            "text": completion.text,
+            "model": completion.model,
+            "usage": completion.usage.to_dict(),
+            "cap": max_output_tokens,
+        }
         self.store.put(cache_key(model, messages, params, self.base_url), entry)
         return completion
+
+
+def _fits(entry: dict[str, Any], wanted_cap: int | None) -> bool:
+    """Whether the reply `entry` holds is the one a call capped at `wanted_cap` would get."""
+    cap, output = entry.get("cap"), int((entry.get("usage") or {}).get("output_tokens") or 0)
+    if cap is not None and output >= cap:  # cut at its cap: another cap would cut it elsewhere
+        return bool(wanted_cap == cap)
+    return wanted_cap is None or output <= wanted_cap
 
 
 def with_cache(lm: LM, where: str | None, base_url: str | None) -> LM:

@@ -36,7 +36,10 @@ async def call_with_retries(
     """One model call with retries; every attempt is charged to the tree's ledger."""
     ledger = tree.ledger
     messages = [{**m, "content": tree.redacted(str(m["content"]))} for m in messages]
-    if isinstance(lm, CachedLM) and (hit := lm.lookup(messages, model=model, params=params)) is not None:
+    # The cap a call may get: the configured one under a budget (which reserves it), else none.
+    cap = rlm.max_output_tokens if rlm.limits.max_tokens is not None or rlm.limits.max_cost_usd is not None else None
+    hit = lm.lookup(messages, model=model, params=params, max_output_tokens=cap) if isinstance(lm, CachedLM) else None
+    if hit is not None:
         ledger.record_cached()  # answered from the response cache: no request, nothing charged
         return hit
     chars = sum(len(str(m["content"])) for m in messages)

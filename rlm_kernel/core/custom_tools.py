@@ -80,3 +80,14 @@ def _doc(tool: Callable[..., Any]) -> str:
     if not doc:
         return "(no description: look at its signature)"
     return doc if len(doc) <= DOC_CHARS else doc[: DOC_CHARS - 1] + "…"
+
+
+def tool_sources(tools: Mapping[str, Callable[..., Any]]) -> dict[str, str | None]:
+    """Each tool's source as written (None when Python cannot find it): an export defines them, so it re-runs."""
+    sources: dict[str, str | None] = {}
+    for name, tool in tools.items():
+        try:
+            sources[name] = inspect.getsource(tool)
+        except (OSError, TypeError):  # a builtin, a C function, a callable object, or a lost source
+            sources[name] = None
+    return sources

@@ -83,6 +83,7 @@ class RLM:
         approve: bool | Approver = False,
         isolation: str | None = None,
         isolation_limits: Mapping[str, float | None] | None = None,
+        sub_calls: bool = True,
         instructions: str | None = None,
         cache: str | None = None,
         session_tokens: int = 4000,
@@ -115,6 +116,7 @@ class RLM:
         self.sub_api_key: str | None = s["sub_api_key"]
         self.isolation: str | None = s["isolation"]
         self.isolation_limits: dict[str, Any] = s["isolation_limits"] or {}
+        self.sub_calls: bool = s["sub_calls"]
         self.instructions: str | None = s["instructions"]
         self.session_tokens: int = s["session_tokens"]
         self.tools = check_tools(tools)
@@ -174,14 +176,22 @@ class RLM:
         ]
 
     def completion(
-        self, context: object, query: str, *, repl: REPL | None = None, answer_type: Any = None
+        self,
+        context: object,
+        query: str,
+        *,
+        repl: REPL | None = None,
+        answer_type: Any = None,
+        history: str | None = None,
     ) -> RLMResult:
         """Answer `query` about `context`. Raises RunInterrupted (a KeyboardInterrupt) with the partial result.
 
         `answer_type`: a type (int, list[str], a dataclass, a pydantic model) the answer must fit; a
         submission that does not fit goes back to the model with the reason, and `result.answer` is a T.
+        `history`: what the root is told of earlier questions first (a session's memory, which a replay
+        of a session's later question passes as recorded); `session()` keeps it for you.
         """
-        return self._complete(context, query, repl, CancelScope(), answer_type=_typed(answer_type))
+        return self._complete(context, query, repl, CancelScope(), answer_type=_typed(answer_type), history=history)
 
     async def acompletion(
         self, context: object, query: str, *, repl: REPL | None = None, answer_type: Any = None

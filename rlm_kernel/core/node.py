@@ -12,7 +12,7 @@ from rlm_kernel.core.approve import DECLINED
 from rlm_kernel.core.calls import TextStream, call_with_retries
 from rlm_kernel.core.capture import truncate
 from rlm_kernel.core.context import check_context, context_metadata, private_copy
-from rlm_kernel.core.custom_tools import describe_tools
+from rlm_kernel.core.custom_tools import describe_tools, tool_sources
 from rlm_kernel.core.errors import AnswerMismatch, BudgetExhausted, ModelError, SubmitAnswer
 from rlm_kernel.core.ledger import Usage
 from rlm_kernel.core.lm import LM, Completion, Messages
@@ -85,6 +85,7 @@ class Node:
             tools=describe_tools(rlm.tools),
             instructions=rlm.instructions,
             answer_shape=None if answer_type is None else answer_type.shape(),
+            sub_calls=rlm.sub_calls,
         )
         self.tools: dict[str, Any] = {}
         self._block: tuple[int, int] | None = None  # (iteration, block) of the code now running
@@ -123,6 +124,8 @@ class Node:
             user_prompt=messages[1]["content"],
             max_iterations=self.max_iterations,
             **({"answer_type": self.answer_type.name} if self.answer_type else {}),
+            **({"history": self.history} if self.history else {}),
+            **({"tools": tool_sources(self.rlm.tools)} if self.depth == 0 and self.rlm.tools else {}),
             **({"settings": recorded(self.rlm.settings, self.rlm.transports)} if self.depth == 0 else {}),
         )
         try:

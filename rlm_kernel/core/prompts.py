@@ -21,10 +21,17 @@ class Capabilities:
     tools: str = ""  # the user's tools, one line each (custom_tools.describe_tools)
     instructions: str | None = None  # the user's domain guidance
     answer_shape: str | None = None  # what a typed answer must be (typed.AnswerType.shape)
+    sub_calls: bool = True  # False: no llm_query / rlm_query in this run (the paper's ablation)
 
     @property
     def can_recurse(self) -> bool:
         return self.depth + 1 < self.max_depth
+
+
+NO_SUB_CALLS_NOTE = (
+    "There are no sub-model calls in this run: llm_query, llm_query_batched, rlm_query and rlm_query_batched "
+    "do not exist. Work with code alone."
+)
 
 
 def system_prompt(cap: Capabilities) -> str:
@@ -55,6 +62,18 @@ def system_prompt(cap: Capabilities) -> str:
     if cap.cell_timeout:
         limits.append(f"each code block may run {cap.cell_timeout:g} s at most")
     tools = f"\nThe user's own functions, also in the REPL:\n{cap.tools}\n" if cap.tools else ""
+    sub_calls = (
+        f"""- `llm_query(prompt, model=None)`: ask a sub-model ({cap.sub_model}) one question; it sees only `prompt`. Put the \
+text it needs in the prompt (a chunk of the context) and ask for a short, structured reply. Returns a string.\
+{capacity}
+- `llm_query_batched(prompts, model=None)`: many prompts concurrently (up to {cap.concurrency} at a time); \
+returns replies in order; a failed prompt's slot holds its error text. Prefer this to a loop of llm_query.
+{recursion}
+"""
+        if cap.sub_calls
+        else ""
+    )
+    no_sub_calls = "" if cap.sub_calls else f"\n\n{NO_SUB_CALLS_NOTE}"
     shape = (
         f"\n\nThe answer must be {cap.answer_shape}. A submission that does not fit is refused with the reason."
         if cap.answer_shape
@@ -78,13 +97,7 @@ Functions in the REPL:
 - `peek(start=0, n=2000)`: a slice of the context (characters of a string, items of a list).
 - `grep(pattern, flags=0, window=0)`: regex search; matching lines with line numbers, or `window` characters around each match.
 - `partition(n=None, size=None, by=None)`: split the context into n chunks, chunks of `size`, or at each match of regex `by`.
-- `llm_query(prompt, model=None)`: ask a sub-model ({cap.sub_model}) one question; it sees only `prompt`. Put the \
-text it needs in the prompt (a chunk of the context) and ask for a short, structured reply. Returns a string.\
-{capacity}
-- `llm_query_batched(prompts, model=None)`: many prompts concurrently (up to {cap.concurrency} at a time); \
-returns replies in order; a failed prompt's slot holds its error text. Prefer this to a loop of llm_query.
-{recursion}
-- `SHOW_VARS()`: the variables you have made, with types and sizes.
+{sub_calls}- `SHOW_VARS()`: the variables you have made, with types and sizes.
 {tools}
 To submit your answer (the run ends at once, nothing after it runs):
 - `FINAL(value)`: submit a value (a string, number, list, dict...);
@@ -92,7 +105,8 @@ To submit your answer (the run ends at once, nothing after it runs):
 - or set `answer["content"] = value` and then `answer["ready"] = True`.
 Submit only what your executed code established. If you cannot finish, submit your best partial answer and say what is missing.
 
-Limits: {"; ".join(limits)}. When a model call is refused for budget, aggregate what you have and submit.{shape}{guidance}"""
+Limits: {"; ".join(limits)}. When a model call is refused for budget, aggregate what you have and submit.{shape}{guidance}\
+{no_sub_calls}"""
 
 
 def first_user_message(query: str, context_description: str, history: str | None = None) -> str:

@@ -390,6 +390,14 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     # what the model is told, and what it may reuse
     _s(
+        "sub_calls",
+        bool,
+        True,
+        "Whether model code may call sub-models and child RLMs (llm_query, rlm_query and their batched forms); "
+        "False is the paper's no-sub-calls ablation: the REPL and code alone.",
+        flag_values={"--no-sub-calls": False},
+    ),
+    _s(
         "instructions",
         str,
         None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from rlm_kernel.core.errors import BudgetExhausted, ModelError, SubmitAnswer
@@ -79,18 +79,33 @@ def make_tools(node: Node) -> dict[str, Any]:
         names = [n for n in node.made_names() if n in present and n not in node.tools]
         return "\n".join(f"{n}: {describe_value(node.repl.get(n))}" for n in sorted(names)) or "(no variables yet)"
 
-    return {
-        "context": node.context,
-        **make_helpers(node.context),
+    sub_calls = {
         "llm_query": llm_query,
         "llm_query_batched": llm_query_batched,
         "rlm_query": rlm_query,
         "rlm_query_batched": rlm_query_batched,
+    }
+    if not node.rlm.sub_calls:
+        sub_calls = {name: _switched_off(name) for name in sub_calls}
+    return {
+        "context": node.context,
+        **make_helpers(node.context),
+        **sub_calls,
         "FINAL": FINAL,
         "FINAL_VAR": FINAL_VAR,
         "SHOW_VARS": SHOW_VARS,
         "answer": node.answer,
     }
+
+
+def _switched_off(name: str) -> Callable[..., Any]:
+    """What a sub-call name holds when sub-calls are off: calling it is the NameError of a REPL without it."""
+
+    def switched_off(*args: Any, **kwargs: Any) -> Any:
+        raise NameError(f"name {name!r} is not defined: this run has no sub-calls (sub_calls=False)")
+
+    switched_off.__name__ = name
+    return switched_off
 
 
 async def sub_llm(node: Node, prompt: str, model: str | None) -> str:

@@ -88,6 +88,7 @@ def build_notebook(
     cells = _Cells()
     cells.code("%load_ext rlm_kernel")
     cells.markdown(_header(trace, root, note))
+    _tools(cells, trace)
     # Streamed deltas are left out: each iteration event carries its whole reply.
     events = [e for e in trace.events if e.kind not in (CONTEXT_RECORD, "model_text")] + ([record] if record else [])
     cells.code(f"{SETUP_MAGIC}\n{encode_payload(events)}", tags=[REPLAY_TAG], jupyter={"source_hidden": True})
@@ -220,6 +221,28 @@ def error_output(traceback_text: str) -> dict[str, Any]:
 
 
 # -- cells ---------------------------------------------------------------------------------------
+
+
+def recorded_tools(trace: Trace) -> dict[str, str | None]:
+    """The user's functions the recorded run gave its model, with their sources (None: not found)."""
+    root = trace.root
+    start = next((e for e in trace.events if e.kind == "call_start" and root and e.node_id == root.id), None)
+    tools = start.data.get("tools") if start else None
+    return dict(tools) if isinstance(tools, dict) else {}
+
+
+def _tools(cells: _Cells, trace: Trace) -> None:
+    """The run's tools, defined again, so that its code finds them when the notebook re-runs."""
+    tools = recorded_tools(trace)
+    if not tools:
+        return
+    names = ", ".join(f"`{name}`" for name in tools)
+    lost = [f"`{name}`" for name, source in tools.items() if source is None]
+    note = f" Define {', '.join(lost)} yourself before running: Python had no source for them." if lost else ""
+    cells.markdown(f"The model could call your functions {names}; the cell below defines them as they were.{note}")
+    sources = [source.rstrip() for source in tools.values() if source]
+    if sources:
+        cells.code("\n\n\n".join(sources))
 
 
 class _Cells:

@@ -7,6 +7,7 @@ root's `call_start` event) whose every model call goes to a new replay session o
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from rlm_kernel.core.errors import ReplayError
 from rlm_kernel.core.repl import REPL
 from rlm_kernel.core.result import RLMResult
 from rlm_kernel.core.trace import CallNode, EventHandler, Trace
-from rlm_kernel.formats.notebook import read_export
+from rlm_kernel.formats.notebook import read_export, recorded_tools
 from rlm_kernel.models.replay import ReplayLM, register_replay
 
 
@@ -62,12 +63,29 @@ def replay_run(
     *,
     repl: REPL | None = None,
     on_event: EventHandler | None = None,
+    tools: Mapping[str, Callable[..., Any]] | None = None,
 ) -> Replayed:
-    """Run a recorded run again through the `replay` model backend, offline; see `Replayed.matches`."""
+    """Run a recorded run again through the `replay` model backend, offline; see `Replayed.matches`.
+
+    `tools`: where to find the functions the recorded run was given, by name (its code calls them again);
+    the notebook passes its namespace.
+    """
     trace = trace_or_path if isinstance(trace_or_path, Trace) else load_trace(trace_or_path)
     value = replay_context(trace, context)
-    result = replay_rlm(trace, on_event=on_event).completion(value, root_call(trace).query, repl=repl)
+    rlm = replay_rlm(trace, on_event=on_event, tools=tools_for_replay(trace, tools or {}))
+    result = rlm.completion(value, root_call(trace).query, repl=repl, history=recorded_history(trace))
     return Replayed(result, root_call(trace))
+
+
+def tools_for_replay(trace: Trace, available: Mapping[str, Any]) -> dict[str, Callable[..., Any]]:
+    """The recorded run's tools, found by name in `available`; ReplayError naming those that are missing."""
+    names = list(recorded_tools(trace))
+    missing = [name for name in names if not callable(available.get(name))]
+    if missing:
+        raise ReplayError(
+            f"the recorded run used tools that are not defined here: {', '.join(missing)}; define them first"
+        )
+    return {name: available[name] for name in names}
 
 
 def root_call(trace: Trace) -> CallNode:
@@ -96,11 +114,20 @@ REPLAYED_SETTINGS = (
 )
 
 
+def _root_start(trace: Trace) -> dict[str, Any]:
+    root = root_call(trace)
+    return next(e.data for e in trace.events if e.kind == "call_start" and e.node_id == root.id)
+
+
+def recorded_history(trace: Trace) -> str | None:
+    """What the recorded root was told of its session's earlier questions (None: it was no follow-up)."""
+    history = _root_start(trace).get("history")
+    return history if isinstance(history, str) else None
+
+
 def recorded_settings(trace: Trace) -> dict[str, Any]:
     """The recorded run's settings, as its root `call_start` event recorded them."""
-    root = root_call(trace)
-    start = next(e for e in trace.events if e.kind == "call_start" and e.node_id == root.id)
-    settings = start.data.get("settings")
+    settings = _root_start(trace).get("settings")
     if settings is None:
         raise ReplayError("the trace does not record its run's settings (a trace from another version?)")
     return {name: settings[name] for name in REPLAYED_SETTINGS if name in settings}

@@ -23,7 +23,14 @@ from rlm_kernel.core.repl import ExecResult
 from rlm_kernel.core.result import RLMResult
 from rlm_kernel.core.trace import Event, Trace
 from rlm_kernel.formats.notebook import STEP_MAGIC
-from rlm_kernel.formats.replay import Replayed, replay_context, replay_rlm, root_call
+from rlm_kernel.formats.replay import (
+    Replayed,
+    recorded_history,
+    replay_context,
+    replay_rlm,
+    root_call,
+    tools_for_replay,
+)
 from rlm_kernel.jupyter.shell_repl import ShellREPL
 
 # -- cell by cell ----------------------------------------------------------------------------------
@@ -88,7 +95,7 @@ class StepSession:
         self.recorded = recorded
         root = root_call(recorded)
         value = replay_context(recorded, context)
-        rlm = replay_rlm(recorded, on_event=self._on_event)
+        rlm = replay_rlm(recorded, on_event=self._on_event, tools=tools_for_replay(recorded, shell.user_ns))
         self.repl = _HandOffREPL(self, shell, cell_timeout=rlm.cell_timeout, max_output_chars=rlm.max_output_chars)
         self.outputs: dict[
             tuple[str, int, int], dict[str, Any]
@@ -118,7 +125,7 @@ class StepSession:
 
     def _run(self, rlm: Any, context: object, query: str) -> None:
         try:
-            self.result = rlm.completion(context, query, repl=self.repl)
+            self.result = rlm.completion(context, query, repl=self.repl, history=recorded_history(self.recorded))
         except BaseException as exc:  # the notebook reports it at its next step
             self.failure = exc
             self.result = exc.result if isinstance(exc, RunInterrupted) else None

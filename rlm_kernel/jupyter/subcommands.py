@@ -169,11 +169,17 @@ def replay(m: RLMMagics, args: list[str]) -> Any:
     settings = recorded_settings(trace)
     context = m.context(name) if name else None
     view, handle = m.view()
+    assert m.shell is not None  # set when IPython registers the magics
+    namespace = m.shell.user_ns
     repl = ShellREPL(m.shell, cell_timeout=settings.get("cell_timeout"), max_output_chars=settings["max_output_chars"])
     result = m.run_under_view(
-        lambda: replay_run(trace, context, repl=repl, on_event=view).result, view, handle, repl, name
+        lambda: replay_run(trace, context, repl=repl, on_event=view, tools=namespace).result,
+        view,
+        handle,
+        repl,
+        name,
     )
-    return m.checked(Replayed(result, trace.root))  # type: ignore[arg-type]
+    return m.checked(Replayed(result, trace.root))
 
 
 SUBCOMMANDS: dict[str, Callable[[RLMMagics, list[str]], Any]] = {
