@@ -54,3 +54,10 @@ def scripted() -> Callable[..., str]:
         return register_policy(policy)
 
     return make
+
+
+@pytest.fixture(params=["auto", "litellm"])
+def each_transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The test on the default transport (direct for a local server) and again through litellm's HTTP path."""
+    monkeypatch.setenv("RLM_TRANSPORT", request.param)
+    return str(request.param)

@@ -12,13 +12,16 @@ from rlm_kernel.core.errors import ConfigError
 from rlm_kernel.models.server import ModelServer
 from tests.support_features import Recorder, block
 
+# Every feature works the same on both transports (the server sees the same requests).
+pytestmark = pytest.mark.usefixtures("each_transport")
+
 
 def _one_root_one_sub() -> Recorder:
     """Each question: one root call whose block makes one sub-call and submits its reply."""
     return Recorder(lambda messages: block("FINAL(llm_query('q:' + context))"))
 
 
-def test_a_batch_returns_results_in_order_each_with_its_own_usage_under_one_bound():
+def test_a_batch_returns_results_in_order_each_with_its_own_usage_under_one_bound(each_transport):
     with ModelServer(_one_root_one_sub(), latency_ms=100) as server:
         rlm = RLM(model="openai/policy", api_base=server.url)
         rlm.completion("warm", "up")  # litellm's import and first connection stay out of the timing
@@ -31,8 +34,8 @@ def test_a_batch_returns_results_in_order_each_with_its_own_usage_under_one_boun
     assert [r.query for r in results] == [f"question {i}" for i in range(24)]
     assert all(r.status == "done" and r.usage.llm_calls == 2 for r in results)
     assert stats["max_in_flight"] == 8  # the bound holds across questions and their sub-calls
-    # 24 questions x 2 calls of 100 ms, 8 at a time: 0.6 s ideal
-    assert wall < 1.5, f"{wall:.2f} s"
+    # 24 questions x 2 calls of 100 ms, 8 at a time: 0.6 s ideal; litellm spends a few ms of CPU a call more
+    assert wall < (1.5 if each_transport == "auto" else 2.4), f"{wall:.2f} s"
 
 
 def test_a_budget_for_the_whole_batch_stops_the_questions_past_it():

@@ -13,6 +13,9 @@ from rlm_kernel.models.policies import register_policy
 from rlm_kernel.models.server import ModelServer
 from tests.support_features import Recorder, block, turn
 
+# Every feature works the same on both transports (the server sees the same requests).
+pytestmark = pytest.mark.usefixtures("each_transport")
+
 
 def _policy() -> Recorder:
     def root(messages):

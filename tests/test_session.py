@@ -6,10 +6,15 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from rlm_kernel import RLM
 from rlm_kernel.core.session import Turn, render_history
 from rlm_kernel.models.server import ModelServer
 from tests.support_features import Recorder, block, question
+
+# Every feature works the same on both transports (the server sees the same requests).
+pytestmark = pytest.mark.usefixtures("each_transport")
 
 
 def _first_user(messages) -> str:

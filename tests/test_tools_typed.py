@@ -13,6 +13,9 @@ from rlm_kernel.core.errors import ConfigError
 from rlm_kernel.models.server import ModelServer
 from tests.support_features import Recorder, block, question, turn
 
+# Every feature works the same on both transports (the server sees the same requests).
+pytestmark = pytest.mark.usefixtures("each_transport")
+
 TABLE = {"alpha": "first letter", "beta": "second letter"}
 
 
