@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -90,3 +91,14 @@ def test_a_router_does_not_make_unknown_models_look_priced():
         reply = asyncio.run(LiteLLM(router=router).acomplete([{"role": "user", "content": "hi"}], model="pool"))
     assert reply.text == "ok" and not reply.usage.cost_known
     assert LiteLLM().price(model, 1000, 1000) is None
+
+
+def test_litellms_exit_time_logging_worker_errors_are_dropped_and_its_other_errors_kept(caplog):
+    from rlm_kernel.core.lm import import_litellm
+
+    import_litellm()
+    logger = logging.getLogger("LiteLLM")
+    with caplog.at_level(logging.ERROR, logger="LiteLLM"):
+        logger.error("LoggingWorker error: %s", "cannot reuse already awaited coroutine")
+        logger.error("something the user should see")
+    assert [r.getMessage() for r in caplog.records] == ["something the user should see"]

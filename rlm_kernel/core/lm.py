@@ -7,6 +7,7 @@ environment set so that importing and counting tokens never reach the network.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -44,6 +45,13 @@ def on_litellm_import(setup: Callable[[Any], None]) -> None:
             setup(_litellm)
 
 
+def _drop_logging_worker_errors(record: logging.LogRecord) -> bool:
+    """litellm's exit-time flush of its own logging queue races its worker (a coroutine awaited twice) and
+    prints a traceback after about half the runs on a busy machine; this project gives litellm no callbacks
+    to log to, so those records say nothing to the user."""
+    return not str(record.msg).startswith("LoggingWorker error")
+
+
 def import_litellm() -> Any:
     """litellm, imported once, offline-safe, with the registered providers set up."""
     global _litellm
@@ -56,6 +64,7 @@ def import_litellm() -> Any:
 
             litellm.suppress_debug_info = True
             litellm.telemetry = False
+            logging.getLogger("LiteLLM").addFilter(_drop_logging_worker_errors)
             for setup in _setups:
                 setup(litellm)
             _litellm = litellm
