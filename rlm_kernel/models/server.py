@@ -6,8 +6,7 @@ add latency and inject faults (429, 500, a hung reply, a malformed body), and ac
 as the providers a first run meets: one that requires a bearer key (and quotes a
 wrong one in its 401, as real ones do), refuses every request (401/403), has a
 context window (400 context_length_exceeded), omits `usage`, or trickles its
-reply a byte at a time. It streams (SSE) when a request asks to; a policy that returns its reply in
-pieces (an iterator of str) has each piece sent as it is produced, so it can write slowly or pause.
+reply a byte at a time. It streams (SSE) when a request asks to, a policy's reply in pieces as it yields them.
 
     rlm serve-model --port 8000 --policy demo --latency-ms 50 --api-key sk-local
 """
@@ -15,6 +14,7 @@ pieces (an iterator of str) has each piece sent as it is produced, so it can wri
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import random
 import signal
@@ -28,12 +28,11 @@ from typing import Any
 
 from rlm_kernel.core.errors import RLMError
 from rlm_kernel.models.policies import Messages, load_policy, messages_tokens
-from rlm_kernel.models.wire import MALFORMED_BODY, REJECTIONS, completion_body, sse_body, sse_events, usage_of
+from rlm_kernel.models.wire import MALFORMED_BODY, REJECTIONS, chunked, completion_body, sse_body, sse_events, usage_of
 
 FAULT_KINDS = ("429", "500", "timeout", "malformed")
 _CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
-# A policy answers with the reply, or with its pieces in order (a streamed request gets each as it comes).
-ServedPolicy = Callable[[Messages], str | Iterable[str]]
+ServedPolicy = Callable[[Messages], str | Iterable[str]]  # the reply, or its pieces in order
 
 
 class ModelServer:
@@ -321,13 +320,12 @@ class _Handler(BaseHTTPRequestHandler):
             model._count(fault)
             self._send_fault(fault, model)
             return
+        streams = bool(request.get("stream") and model.streams)
         try:
             reply = model.policy(messages)
             if not isinstance(reply, str | Iterable):
                 raise TypeError(f"policy returned {type(reply).__name__}, not str or an iterator of str")
-            streams = bool(request.get("stream") and model.streams)
-            if not streams and not isinstance(reply, str):
-                reply = "".join(reply)
+            reply = reply if streams or isinstance(reply, str) else "".join(reply)
         except Exception as exc:
             model._count("policy_error")
             self._send_error(500, f"policy error: {type(exc).__name__}: {exc}", "server_error")
@@ -335,36 +333,16 @@ class _Handler(BaseHTTPRequestHandler):
         # Count before replying so a client that has its reply also sees it in stats().
         model._count("served")
         name = request.get("model") or model.model_name
-        wants_usage = not model.omit_usage and (
-            not streams or bool((request.get("stream_options") or {}).get("include_usage"))
-        )
-        if not streams:
+        if streams:
+            model._count_stream()
+            wants_usage = not model.omit_usage and (request.get("stream_options") or {}).get("include_usage")
+            usage = functools.partial(usage_of, messages) if wants_usage else lambda text: None
+            events = sse_body(name, reply, usage(reply)) if isinstance(reply, str) else sse_events(name, reply, usage)
+            self._send_bytes(200, events, content_type="text/event-stream", trickle=model.trickle_seconds)
+        else:
             assert isinstance(reply, str)  # joined above
-            payload = json.dumps(completion_body(name, reply, usage_of(messages, reply) if wants_usage else None))
+            payload = json.dumps(completion_body(name, reply, None if model.omit_usage else usage_of(messages, reply)))
             self._send_bytes(200, payload.encode(), trickle=model.trickle_seconds)
-            return
-        model._count_stream()
-        if isinstance(reply, str):
-            body = sse_body(name, reply, usage_of(messages, reply) if wants_usage else None)
-            self._send_bytes(200, body, content_type="text/event-stream", trickle=model.trickle_seconds)
-        else:  # pieces: each sent as the policy produces it
-            self._send_events(sse_events(name, reply, lambda text: usage_of(messages, text) if wants_usage else None))
-
-    def _send_events(self, events: Iterator[bytes]) -> None:
-        """A stream of unknown length, each event sent as it is produced (chunked transfer encoding)."""
-        self.send_response(200, "OK")
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        try:
-            for event in events:
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
-                self.wfile.flush()
-        except Exception:  # the policy failed mid-reply: the headers are gone, so the stream just ends short
-            self.close_connection = True
-            return
-        self.wfile.write(b"0\r\n\r\n")
-        self.wfile.flush()
 
     def _send_fault(self, fault: str, model: ModelServer) -> None:
         if fault == "429":
@@ -400,7 +378,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_bytes(
         self,
         status: int,
-        body: bytes,
+        body: bytes | Iterator[bytes],
         headers: dict[str, str] | None = None,
         *,
         content_type: str = "application/json",
@@ -408,10 +386,20 @@ class _Handler(BaseHTTPRequestHandler):
     ) -> None:
         self.send_response(status, HTTPStatus(status).phrase)
         self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
+        # An iterator's parts go out each as it is produced, so a reply in pieces streams as the policy writes.
+        length = ("Content-Length", str(len(body))) if isinstance(body, bytes) else ("Transfer-Encoding", "chunked")
+        self.send_header(*length)
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
+        if not isinstance(body, bytes):
+            try:
+                for part in chunked(body):
+                    self.wfile.write(part)
+                    self.wfile.flush()
+            except Exception:  # the policy failed mid-reply: the headers are gone, so the stream ends short
+                self.close_connection = True
+            return
         if not trickle:
             self.wfile.write(body)
             self.wfile.flush()

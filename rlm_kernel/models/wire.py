@@ -73,3 +73,10 @@ def sse_events(
     if usage is not None:
         yield event({**head, "choices": [], "usage": usage})
     yield b"data: [DONE]\n\n"
+
+
+def chunked(parts: Iterable[bytes]) -> Iterator[bytes]:
+    """A body of unknown length in HTTP/1.1 chunked encoding: each part framed as it comes, then the empty last chunk."""
+    for part in parts:
+        yield b"%x\r\n%s\r\n" % (len(part), part)
+    yield b"0\r\n\r\n"
