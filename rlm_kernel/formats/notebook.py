@@ -153,24 +153,25 @@ def _context_to_embed(
 
 
 def encode_payload(events: list[Event]) -> tuple[str, str]:
-    """The events as (content id, compressed JSONL in base64); the id is the JSONL's sha256, shortened."""
-    jsonl = "\n".join(e.to_json() for e in events).encode("utf-8")
-    return _content_id(jsonl), base64.b64encode(zlib.compress(jsonl)).decode("ascii")
+    """The events as (content id, compressed JSONL in base64); the id is the compressed data's sha256, shortened."""
+    data = zlib.compress("\n".join(e.to_json() for e in events).encode("utf-8"))
+    return _content_id(data), base64.b64encode(data).decode("ascii")
 
 
 def decode_payload(text: str, payload_id: str | None = None) -> Trace:
     """The trace in a payload (whitespace ignored, as older exports wrapped it); checked against its id when given."""
     try:
-        data = zlib.decompress(base64.b64decode("".join(text.split())))
+        data = base64.b64decode("".join(text.split()))
+        if payload_id is not None and _content_id(data) != payload_id:
+            raise ValueError(f"its content does not match its id {payload_id}")
+        data = zlib.decompress(data)
     except (ValueError, zlib.error) as exc:
         raise ExportError(f"the replay data is damaged: {exc}") from None
-    if payload_id is not None and _content_id(data) != payload_id:
-        raise ExportError(f"the replay data under id {payload_id} is damaged: its content does not match the id")
     return Trace.from_lines(data.decode("utf-8").split("\n"))
 
 
-def _content_id(jsonl: bytes) -> str:
-    return hashlib.sha256(jsonl).hexdigest()[:PAYLOAD_ID_CHARS]
+def _content_id(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:PAYLOAD_ID_CHARS]
 
 
 def setup_payload_id(source: str) -> str | None:
