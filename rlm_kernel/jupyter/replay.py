@@ -3,9 +3,9 @@
 `find_export_payload` is how an export's setup cell (`%rlm_replay ID`) finds its replay data, which
 lives in the notebook file's metadata: the kernel does not know which file it runs, so it asks the
 frontends that say (JupyterLab and Notebook 7 set `__session__` to the notebook's path, VS Code sets
-`__vsc_ipynb_file__`), then reads the notebooks in its working directory (nbclient, nbconvert --execute
-and papermill run the kernel in the notebook's folder), and takes the one that holds ID, so a renamed
-or copied export still replays.
+`__vsc_ipynb_file__`), then reads the notebooks in its working directory (nbclient given the notebook's
+path and `nbconvert --execute` run the kernel in the notebook's folder, papermill with `--cwd`), and takes
+the one that holds ID, so a renamed or copied export still replays.
 
 `StepSession` is what an exported notebook runs. The engine replays the run on a worker thread
 and hands each depth-0 block to the notebook cell that shows it, so the block runs when its cell
