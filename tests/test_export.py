@@ -350,7 +350,7 @@ def test_rlm_export_and_rlm_replay_magics(ip, tmp_path, capsys):
         ("%%rlm_replay\nnot base64 at all", "damaged"),
         ("%rlm_replay", "usage: %rlm_replay ID"),
         ("%rlm_replay 0123abcd extra", "usage: %rlm_replay ID"),
-        ("%rlm_replay 0123abcd --from /no/such/run.ipynb", "/no/such/run.ipynb holds no replay data 0123abcd"),
+        ("%rlm_replay 0123abcd --from /no/such/run.ipynb", "--from /no/such/run.ipynb: there is no such file"),
         ("%rlm_replay_check", "No replay is running"),
     ],
 )

@@ -142,6 +142,8 @@ def test_the_setup_cell_finds_its_notebook_where_the_frontend_says_then_in_the_w
     (path.parent / "renamed.ipynb").unlink()
     with pytest.raises(ReplayError, match=f"The replay data {payload_id} is kept in this notebook's file"):
         find_export_payload(payload_id, {"__session__": str(path)})
+    with pytest.raises(ReplayError, match=f"{path} holds no replay data {payload_id}: name the exported notebook"):
+        find_export_payload(payload_id, {}, from_path=str(path))  # a file, but another export
 
 
 def test_damaged_or_lost_replay_data_is_one_clear_error(export, tmp_path):

@@ -53,6 +53,7 @@ REPLAY_DATA_NOT_FOUND = (
     "The replay data {id} is kept in this notebook's file, and the kernel found no notebook holding it in its "
     "folder {cwd}: run the notebook from its own folder, or name the file with %rlm_replay {id} --from PATH.ipynb"
 )
+REPLAY_FROM_MISSING = "--from {path}: there is no such file"
 REPLAY_DATA_NOT_IN = "{path} holds no replay data {id}: name the exported notebook this cell comes from"
 APPROVE_NEEDS_INPUT = (
     "--approve asks before each model-written block runs, and this frontend cannot answer input requests "

@@ -47,6 +47,8 @@ def find_export_payload(payload_id: str, user_ns: dict[str, Any], from_path: str
     """The recorded run under `payload_id` in the notebook file that holds it (see the module docstring)."""
     if from_path is not None:
         path = Path(os.path.expanduser(from_path))
+        if not path.is_file():
+            raise ReplayError(msg.REPLAY_FROM_MISSING.format(path=path))
         trace = _payload_in(path, payload_id)
         if trace is None:
             raise ReplayError(msg.REPLAY_DATA_NOT_IN.format(path=path, id=payload_id))
