@@ -23,7 +23,7 @@ from typing import IO
 
 import nbformat
 import pytest
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Browser, Page, sync_playwright
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "build" / "test-artifacts"
@@ -151,13 +151,22 @@ class JupyterLab:
 
 
 @contextmanager
-def chromium_page(viewport: dict[str, int] | None = None) -> Iterator[Page]:
-    """A Playwright page in Debian's chromium (headless)."""
+def chromium() -> Iterator[Browser]:
+    """Debian's chromium (headless) under Playwright; tests open their pages in it."""
     executable = require_chromium()
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
         try:
-            page = browser.new_page(viewport=viewport or {"width": 1400, "height": 1000})
-            yield page
+            yield browser
         finally:
             browser.close()
+
+
+@contextmanager
+def new_page(browser: Browser, viewport: dict[str, int] | None = None) -> Iterator[Page]:
+    """A fresh page (its own browser context: no storage shared with other tests), closed after."""
+    context = browser.new_context(viewport=viewport or {"width": 1400, "height": 1000})
+    try:
+        yield context.new_page()
+    finally:
+        context.close()

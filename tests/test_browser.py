@@ -1,10 +1,12 @@
-"""What a person sees: a `%%rlm` cell run in JupyterLab, in a real browser (Debian's chromium).
+"""What a person sees in JupyterLab, in a real browser (Debian's chromium): `%%rlm` cells and an export.
 
-The model is a policy behind `rlm serve-model` (a ModelServer in this process) that recurses
-to depth 2: root -> child RLM -> grandchild RLM. Gates hold the child's and the grandchild's
-first replies until the page has shown the tree growing, so "the tree updates while the cell
-runs" is checked on events, not on timing. Screenshots go to build/test-artifacts/browser/;
-with RLM_DOCS_SCREENSHOT=PATH (`make screenshot`) the expanded tree is also copied to PATH.
+One JupyterLab server and one chromium serve every test here. The model is a policy behind
+`rlm serve-model` (a ModelServer in this process). The call-tree test recurses to depth 2: root ->
+child RLM -> grandchild RLM, with replies streamed. Gates hold the child's first reply, and the
+grandchild's half-written, until the page has shown them, so "the tree updates while the cell runs"
+and "text streams into a node before its call ends" are checked on events, not on timing. Screenshots
+go to build/test-artifacts/browser/; with RLM_DOCS_SCREENSHOT=PATH (`make screenshot`) the tree with its
+grandchild streaming is also copied to PATH.
 """
 
 from __future__ import annotations
@@ -21,12 +23,15 @@ from typing import Any
 import nbformat
 import pytest
 from nbconvert import HTMLExporter
-from playwright.sync_api import Locator, expect
+from playwright.sync_api import Browser, Locator, Page, expect
 
+from rlm_kernel import RLM
 from rlm_kernel.jupyter.run_notebook import run_notebook
+from rlm_kernel.models.policies import register_policy
 from rlm_kernel.models.server import ModelServer
-from tests.browser_support import ARTIFACTS, JupyterLab, chromium_page, require_chromium, write_notebook
-from tests.conftest import repl
+from tests.browser_support import ARTIFACTS, JupyterLab, chromium, new_page, require_chromium, write_notebook
+from tests.conftest import question_of, repl
+from tests.test_export_readers import ENCODED, ledger
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
@@ -47,6 +52,7 @@ GRAND_Q = "Name the system in this line."
 # Distinctive lines of model-written code and output, looked for in the page and the HTML export.
 CHILD_CODE = 'flagged = [line for line in context.splitlines() if " FAIL " in line]'
 CHILD_OUTPUT = "child: 1 FAIL line(s) -> coolant-pump"
+GRAND_CODE = "name = context.split()[1]"
 GRAND_OUTPUT = "grandchild read: coolant-pump"
 ROOT_VARIABLES = "variables made by the model: lines, first_half, failed"
 ANSWER_BOLD = "coolant-pump"
@@ -65,34 +71,47 @@ CODE = {
         'print("child:", len(flagged), "FAIL line(s) ->", system)',
         "FINAL(system)",
     ),
-    GRAND_Q: ('name = context.split()[1]\nprint("grandchild read:", name)', "FINAL(name)"),
+    GRAND_Q: (f'{GRAND_CODE}\nprint("grandchild read:", name)', "FINAL(name)"),
 }
 
 
 class DepthTwoPolicy:
     """Root and child each start one child RLM; the grandchild answers. Two replies per node.
 
-    `gates[question]` (when given) holds that node's first reply until the test opens it.
+    `gates[question]` (when given) holds that node's first reply until the test opens it: the child's
+    before any of it is written, the grandchild's once it has written up to its first line of code.
     """
 
     def __init__(self, gates: dict[str, threading.Event] | None = None) -> None:
         self.gates = gates or {}
 
-    def __call__(self, messages: list[dict[str, Any]]) -> str:
+    def __call__(self, messages: list[dict[str, Any]]) -> str | Iterator[str]:
         # Every call here is an RLM node's (the depth limit is never reached), so messages[1] is its question.
-        question = messages[1]["content"].split("\n", 1)[0].removeprefix("Question: ")
+        question = question_of(messages)
         first, second = CODE[question]
         if len(messages) > 2:
             return repl(second, prose="Submitting.")
+        reply = repl(first, prose=f"Looking at the context for: {question}")
         gate = self.gates.get(question)
-        if gate is not None:
+        if gate is None:
+            return reply
+        if question != GRAND_Q:
             gate.wait(90)  # opened by the test; the timeout only stops a failed test from hanging
-        return repl(first, prose=f"Looking at the context for: {question}")
+            return reply
+        return _written_up_to(reply, GRAND_CODE, gate)
+
+
+def _written_up_to(reply: str, mark: str, gate: threading.Event) -> Iterator[str]:
+    """The reply streamed up to the end of `mark`, then the rest once `gate` opens."""
+    cut = reply.index(mark) + len(mark)
+    yield reply[:cut]
+    gate.wait(90)
+    yield reply[cut:]
 
 
 def notebook_cells(api_base: str) -> list[str]:
     return [
-        f'doc = """{DOC}"""',
+        f'%config RLMMagics.stream = True\ndoc = """{DOC}"""',
         f"%%rlm --context doc --model openai/policy --api-base {api_base} --depth 3\n{ROOT_Q}",
     ]
 
@@ -137,6 +156,54 @@ def check_static_tree(page: str) -> None:
         assert shown in text
 
 
+# -- one JupyterLab and one chromium for the whole file ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterLab]:
+    require_chromium()  # fail before the slow start-up when the browser is missing
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    state = tmp_path_factory.mktemp("lab")
+    (state / "notebooks").mkdir()
+    with JupyterLab(state / "notebooks", state / "jupyter", SHOTS / "jupyterlab.log") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with chromium() as running:
+        yield running
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    with new_page(browser) as opened:
+        opened.set_default_timeout(60_000)
+        expect.set_options(timeout=60_000)  # generous: kernel start and litellm's import are slow on 2 cores
+        yield opened
+
+
+def open_notebook(page: Page, lab: JupyterLab, name: str) -> Locator:
+    """Open `name` in JupyterLab and wait for its kernel; returns its cells."""
+    page.goto(lab.notebook_url(name))
+    # The notebook's kernelspec picks the `rlm` kernel; the status bar says when it is up.
+    expect(page.locator(".jp-StatusBar-TextItem", has_text="Python 3 (RLM) | Idle")).to_have_count(1)
+    return page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell")
+
+
+def run_cell(cells: Locator, index: int, prompt: str | None = None) -> Locator:
+    """Run one cell (Shift+Enter); with `prompt`, wait until it has finished as that execution count."""
+    cell = cells.nth(index)
+    cell.locator(".jp-InputArea-editor").click()
+    cell.page.keyboard.press("Shift+Enter")
+    if prompt is not None:
+        expect(cell.locator(".jp-InputArea-prompt")).to_have_text(prompt)
+    return cell
+
+
+# -- the call tree while it grows, streaming, and when done ---------------------------------------
+
+
 @pytest.fixture
 def gates() -> Iterator[dict[str, threading.Event]]:
     events = {CHILD_Q: threading.Event(), GRAND_Q: threading.Event()}
@@ -145,92 +212,82 @@ def gates() -> Iterator[dict[str, threading.Event]]:
         event.set()
 
 
-def test_call_tree_in_jupyterlab(tmp_path: Path, gates: dict[str, threading.Event]) -> None:
-    require_chromium()  # fail before the slow start-up when the browser is missing
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    root_dir = tmp_path / "notebooks"
-    root_dir.mkdir()
+def test_call_tree_in_jupyterlab(lab: JupyterLab, page: Page, gates: dict[str, threading.Event]) -> None:
     with ModelServer(DepthTwoPolicy(gates), latency_ms=300) as server:
-        notebook = write_notebook(root_dir / "call_tree.ipynb", notebook_cells(server.url))
-        with JupyterLab(root_dir, tmp_path / "jupyter", SHOTS / "jupyterlab.log") as lab, chromium_page() as page:
-            page.set_default_timeout(60_000)
-            expect.set_options(timeout=60_000)  # generous: kernel start and litellm's import are slow on 2 cores
-            page.goto(lab.notebook_url(notebook.name))
-            panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
-            cells = panel.locator(".jp-Cell")
-            # The notebook's kernelspec picks the `rlm` kernel; the status bar says when it is up.
-            expect(page.locator(".jp-StatusBar-TextItem", has_text="Python 3 (RLM) | Idle")).to_have_count(1)
-            cells.first.click()
-            page.keyboard.press("Shift+Enter")
-            page.keyboard.press("Shift+Enter")
+        notebook = write_notebook(lab.root_dir / "call_tree.ipynb", notebook_cells(server.url))
+        cells = open_notebook(page, lab, notebook.name)
+        cells.first.click()
+        page.keyboard.press("Shift+Enter")
+        page.keyboard.press("Shift+Enter")
 
-            cell = cells.nth(1)
-            prompt = cell.locator(".jp-InputArea-prompt")
-            accordions = cell.locator(".jupyter-widget-Accordion")
-            titles = cell.locator(".jupyter-widget-Collapse-header span")
-            # The child's first reply is held: the tree has grown to two running nodes, the cell is still running.
-            expect(accordions).to_have_count(2)
-            expect(titles.nth(1)).to_have_text(_title("running", 1, CHILD_Q))
-            expect(prompt).to_have_text("[*]:")
-            # While its model call is held, the child says what it waits for, and its elapsed time moves.
-            expect(titles.nth(1)).to_contain_text("waiting for openai/policy, iteration 1")
-            first = _elapsed(titles.nth(1).inner_text())
-            expect(titles.nth(1)).not_to_have_text(re.compile(rf"· {first:.1f} s$"))
-            assert _elapsed(titles.nth(1).inner_text()) > first
-            expect(cell.locator(".widget-html-content", has_text="RLM run").first).to_contain_text(
-                "running · 2 RLM calls"
-            )
-            page.screenshot(path=SHOTS / "1-running-two-nodes.png")
-            gates[CHILD_Q].set()
-            expect(accordions).to_have_count(3)
-            expect(titles.nth(2)).to_have_text(_title("running", 2, GRAND_Q))
-            expect(titles.nth(0)).to_have_text(_title("running", 0, ROOT_Q))
-            expect(prompt).to_have_text("[*]:")
-            page.screenshot(path=SHOTS / "2-running-three-nodes.png")
-            gates[GRAND_Q].set()
+        cell = cells.nth(1)
+        prompt = cell.locator(".jp-InputArea-prompt")
+        accordions = cell.locator(".jupyter-widget-Accordion")
+        titles = cell.locator(".jupyter-widget-Collapse-header span")
+        # The child's first reply is held: the tree has grown to two running nodes, the cell is still running.
+        expect(accordions).to_have_count(2)
+        expect(titles.nth(1)).to_have_text(_title("running", 1, CHILD_Q))
+        expect(prompt).to_have_text("[*]:")
+        # While its model call is held, the child says what it waits for, and its elapsed time moves.
+        expect(titles.nth(1)).to_contain_text("waiting for openai/policy, iteration 1")
+        first = _elapsed(titles.nth(1).inner_text())
+        expect(titles.nth(1)).not_to_have_text(re.compile(rf"· {first:.1f} s$"))
+        assert _elapsed(titles.nth(1).inner_text()) > first
+        expect(cell.locator(".widget-html-content", has_text="RLM run").first).to_contain_text("running · 2 RLM calls")
+        page.screenshot(path=SHOTS / "1-running-two-nodes.png")
+        gates[CHILD_Q].set()
 
-            expect(prompt).to_have_text("[2]:")
-            for depth, question in enumerate((ROOT_Q, CHILD_Q, GRAND_Q)):
-                expect(titles.nth(depth)).to_have_text(_title("done", depth, question))
-            expect(accordions).to_have_count(3)
-            # The answer as the model wrote it: its Markdown stars stay stars.
-            answer = cell.locator('.jp-OutputArea-output[data-mime-type="text/plain"]').last
-            expect(answer).to_have_text(f"**{ANSWER_BOLD}** failed first, in the first half of the log.")
-            expect(cell.locator(".widget-html-content", has_text="variables made by the model").first).to_have_text(
-                re.compile(re.escape(ROOT_VARIABLES) + r"$")
-            )
-            page.screenshot(path=SHOTS / "3-done.png")
+        # The grandchild's reply is held half-written: its text is in the node while its call has not ended.
+        expect(accordions).to_have_count(3)
+        expect(titles.nth(2)).to_have_text(_title("running", 2, GRAND_Q))
+        expect(titles.nth(2)).to_contain_text(re.compile(r"openai/policy writing iteration 1 \(\d+ chars\)"))
+        expect(titles.nth(0)).to_have_text(_title("running", 0, ROOT_Q))
+        child, grandchild = _node(cell, 1), _node(cell, 2)
+        child_body = child.locator(":scope > .jupyter-widget-Collapse-contents")
+        expect(child_body).to_be_hidden()  # children start closed; a click opens them
+        for node in (child, grandchild):
+            node.locator(":scope > .jupyter-widget-Collapse-header").click()
+        expect(child_body).to_be_visible()
+        streamed = grandchild.locator("pre", has_text="Looking at the context for")
+        expect(streamed).to_have_text(f"Looking at the context for: {GRAND_Q}\n```repl\n{GRAND_CODE}")
+        expect(grandchild.locator(".widget-html-content").first).to_contain_text("writing iteration 1")
+        expect(prompt).to_have_text("[*]:")
+        # The README shot: sidebar closed, the cell toolbar moved off this cell, and a viewport
+        # tall enough for the whole cell to fit unscrolled.
+        page.get_by_role("tab", name=re.compile(r"^File Browser")).click()
+        cells.nth(2).click()
+        page.set_viewport_size({"width": 1200, "height": 2000})
+        page.screenshot(path=SHOTS / "2-grandchild-streaming.png")
+        cell.screenshot(path=SHOTS / "call_tree.png")
+        docs_copy = os.environ.get("RLM_DOCS_SCREENSHOT")
+        if docs_copy:
+            Path(docs_copy).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(SHOTS / "call_tree.png", docs_copy)
+        gates[GRAND_Q].set()
 
-            child = _node(cell, 1)
-            child_body = child.locator(":scope > .jupyter-widget-Collapse-contents")
-            expect(child_body).to_be_hidden()
-            child.locator(":scope > .jupyter-widget-Collapse-header").click()
-            expect(child_body).to_be_visible()
-            child_details = child_body.locator(".widget-html-content").first
-            expect(child_details.locator("pre", has_text="flagged = [line")).to_have_text(
-                re.compile(re.escape(CHILD_CODE))
-            )
-            expect(child_details.locator("pre", has_text=CHILD_OUTPUT)).to_be_visible()
-            grandchild = _node(cell, 2)
-            grandchild.locator(":scope > .jupyter-widget-Collapse-header").click()
-            expect(grandchild.locator("pre", has_text=GRAND_OUTPUT)).to_be_visible()
-            # The README shot: sidebar closed, the cell toolbar moved off this cell, and a viewport
-            # tall enough for the whole cell to fit unscrolled.
-            page.get_by_role("tab", name=re.compile(r"^File Browser")).click()
-            cells.nth(2).click()
-            page.set_viewport_size({"width": 1200, "height": 2000})
-            page.screenshot(path=SHOTS / "4-expanded.png")
-            cell.screenshot(path=SHOTS / "call_tree.png")
-            docs_copy = os.environ.get("RLM_DOCS_SCREENSHOT")
-            if docs_copy:
-                Path(docs_copy).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(SHOTS / "call_tree.png", docs_copy)
+        expect(prompt).to_have_text("[2]:")
+        for depth, question in enumerate((ROOT_Q, CHILD_Q, GRAND_Q)):
+            expect(titles.nth(depth)).to_have_text(_title("done", depth, question))
+        expect(accordions).to_have_count(3)
+        # The answer as the model wrote it: its Markdown stars stay stars.
+        answer = cell.locator('.jp-OutputArea-output[data-mime-type="text/plain"]').last
+        expect(answer).to_have_text(f"**{ANSWER_BOLD}** failed first, in the first half of the log.")
+        expect(cell.locator(".widget-html-content", has_text="variables made by the model").first).to_have_text(
+            re.compile(re.escape(ROOT_VARIABLES) + r"$")
+        )
+        # The streamed text gave way to the whole reply: the code the model wrote and what it printed.
+        child_details = child_body.locator(".widget-html-content").first
+        expect(child_details.locator("pre", has_text="flagged = [line")).to_have_text(re.compile(re.escape(CHILD_CODE)))
+        expect(child_details.locator("pre", has_text=CHILD_OUTPUT)).to_be_visible()
+        expect(grandchild.locator("pre", has_text=GRAND_OUTPUT)).to_be_visible()
+        expect(grandchild.locator("pre", has_text="Looking at the context for")).to_have_count(0)
+        page.screenshot(path=SHOTS / "3-done-expanded.png")
 
-            # Saved by JupyterLab (no widget state by default), the notebook converts to the static tree.
-            dirty_tab = page.locator(".lm-TabBar-tab.jp-mod-current.jp-mod-dirty")
-            expect(dirty_tab).to_have_count(1)
-            page.keyboard.press("Control+s")
-            expect(dirty_tab).to_have_count(0)
+        # Saved by JupyterLab (no widget state by default), the notebook converts to the static tree.
+        dirty_tab = page.locator(".lm-TabBar-tab.jp-mod-current.jp-mod-dirty")
+        expect(dirty_tab).to_have_count(1)
+        page.keyboard.press("Control+s")
+        expect(dirty_tab).to_have_count(0)
     saved = nbformat.read(notebook, as_version=4)
     page_html, _ = HTMLExporter().from_notebook_node(saved)
     (SHOTS / "call_tree.html").write_text(page_html, encoding="utf-8")
@@ -261,3 +318,129 @@ def test_headless_run_exports_the_details_tree(tmp_path: Path) -> None:
         executed = run_notebook(notebook, tmp_path / "out", timeout=120)
     assert executed.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
     check_static_tree((tmp_path / "out" / "call_tree.html").read_text(encoding="utf-8"))
+
+
+# -- a failed run, an answer as written, a fan-out of 50 children: one notebook, one kernel -------------
+
+WRITTEN = "Revenue grew from $5M in 2023\nto $7M in 2024 | net_income up"
+FAN_OUT_Q = "Reverse each word."
+FAN_OUT_CHILDREN, ANSWER_AT_ONCE, CONCURRENCY = 50, 10, 4
+
+
+class NotebookPolicy:
+    """A question answered as written, and a fan-out of child RLMs whose later children wait for `hold`."""
+
+    def __init__(self, hold: threading.Event) -> None:
+        self.hold = hold
+
+    def __call__(self, messages: list[dict[str, Any]]) -> str:
+        question = question_of(messages)
+        if question.startswith("part "):
+            if int(question.removeprefix("part ")) >= ANSWER_AT_ONCE:
+                self.hold.wait(90)  # opened by the test; the timeout only stops a failed test from hanging
+            return repl("FINAL(context[::-1])")
+        if question == FAN_OUT_Q:
+            if len(messages) > 2:
+                return repl("FINAL(' '.join(answers))")
+            return repl("answers = rlm_query_batched([(w, f'part {i}') for i, w in enumerate(context.split())])")
+        return repl(f"FINAL({WRITTEN!r})")
+
+
+def test_a_failure_an_answer_and_a_fan_out_as_the_user_sees_them(lab: JupyterLab, page: Page) -> None:
+    hold = threading.Event()
+    refusing = ModelServer(NotebookPolicy(hold), reject_status=401)
+    with ModelServer(NotebookPolicy(hold)) as server, refusing:
+        words = " ".join(f"word{i}" for i in range(FAN_OUT_CHILDREN))
+        model = f"--model openai/policy --api-base {server.url}"
+        notebook = write_notebook(
+            lab.root_dir / "in_use.ipynb",
+            [
+                f"doc = 'the quarterly report'\nwords = {words!r}",
+                f"%%rlm --context doc --model openai/policy --api-base {refusing.url}\nHow did revenue go?",
+                f"%%rlm --new --context doc {model}\nHow did $revenue | net_income go?",
+                f"%%rlm --new --context words {model} --depth 2 --concurrency {CONCURRENCY}\n{FAN_OUT_Q}",
+            ],
+        )
+        cells = open_notebook(page, lab, notebook.name)
+        run_cell(cells, 0, "[1]:")
+
+        # A failed run: its tree, then one line saying what failed and what to do; no traceback frames.
+        failed = run_cell(cells, 1, "[2]:")
+        error = failed.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')
+        expect(error).to_have_count(1)
+        expect(error).to_contain_text("refused the credentials (HTTP 401)")
+        line = error.inner_text().strip()
+        assert re.fullmatch(r"UsageError: RLM run error: model call failed: \S+ refused the credentials[^\n]+", line), (
+            line
+        )
+        outputs = failed.locator(".jp-OutputArea").inner_text()
+        assert "Traceback" not in outputs and 'File "' not in outputs and "---------" not in outputs
+        expect(failed.locator(".jupyter-widget-Collapse-header span").first).to_contain_text("error · n0 · d0")
+
+        # An answer with dollars, a line break and a pipe, as the model wrote it (no LaTeX, no table).
+        answered = run_cell(cells, 2, "[3]:")
+        answer = answered.locator('.jp-OutputArea-output[data-mime-type="text/plain"]').last
+        expect(answer).to_have_text(WRITTEN)
+        expect(
+            answered.locator(".jp-OutputArea mjx-container, .jp-OutputArea .MathJax, .jp-OutputArea table")
+        ).to_have_count(0)
+
+        # 50 children, 4 at a time, the first 10 answering at once: one line of counts by status.
+        fan_out = run_cell(cells, 3)
+        root_details = _node(fan_out, 0).locator(".widget-html-content").first
+        counts = f"↳ {FAN_OUT_CHILDREN} child RLMs: 36 queued · {CONCURRENCY} running · {ANSWER_AT_ONCE} done"
+        expect(root_details).to_contain_text(counts)
+        # Compact: the queued children are no more than that count (no line each); the started ones are one-line nodes.
+        expect(root_details.locator("div", has_text="child RLM n")).to_have_count(0)
+        headers = fan_out.locator(".jupyter-widget-Collapse-header")
+        expect(headers).to_have_count(1 + ANSWER_AT_ONCE + CONCURRENCY)
+        heights = [box["height"] for box in headers.evaluate_all("hs => hs.map(h => h.getBoundingClientRect())")]
+        assert max(heights[1:]) <= heights[0] * 1.2, heights  # a child's title fits on one line, like the root's
+        page.screenshot(path=SHOTS / "5-fan-out-running.png")
+        hold.set()
+        expect(fan_out.locator(".jp-InputArea-prompt")).to_have_text("[4]:")
+        expect(root_details).to_contain_text(f"↳ {FAN_OUT_CHILDREN} child RLMs: {FAN_OUT_CHILDREN} done")
+        expect(headers).to_have_count(1 + FAN_OUT_CHILDREN)
+        page.screenshot(path=SHOTS / "6-fan-out-done.png")
+
+
+# -- an export: what JupyterLab and its HTML show, and its replay in the lab ------------------------
+
+
+def test_an_export_shows_no_encoded_data_in_the_lab_or_in_its_html(lab: JupyterLab, page: Page) -> None:
+    context = ledger()
+    model = register_policy(lambda messages: repl(f"print(len(context))\nFINAL({WRITTEN!r})"))
+    result = RLM(model=model).completion(context, "How did revenue go?")
+    path = result.to_notebook(lab.root_dir / "revenue report.ipynb", context).path
+    exported = nbformat.read(path, as_version=4)
+    (payload_id,) = exported.metadata.rlm_kernel.replay
+    payload = exported.metadata.rlm_kernel.replay[payload_id].data
+    assert len(payload) > 10_000  # a payload that would fill screens if it were shown
+
+    cells = open_notebook(page, lab, path.name)
+    setup = cells.nth(2)
+    expect(setup.locator(".jp-InputPlaceholder")).to_be_visible()  # hidden, as exported
+    setup.locator(".jp-InputPlaceholder").click()
+    expect(setup.locator(".jp-InputArea-editor")).to_have_text(f"%rlm_replay {payload_id}")
+    page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook").click()
+    page.keyboard.press("Control+Shift+c")  # the command palette: Run All Cells
+    page.keyboard.type("Run All Cells")
+    page.keyboard.press("Enter")
+    check = cells.last
+    expect(check.locator(".jp-OutputArea-output").first).to_contain_text("with the same answer")
+    expect(check.locator('.jp-OutputArea-output[data-mime-type="text/plain"]').last).to_have_text(WRITTEN)
+    final = page.locator(".jp-MarkdownCell", has_text="Final answer").locator("pre")
+    expect(final).to_have_text(WRITTEN)
+    page.screenshot(path=SHOTS / "7-export-replayed.png", full_page=True)
+    shown = page.locator("body").inner_text()
+    assert not ENCODED.search(shown) and payload[:40] not in shown
+
+    # nbconvert's HTML of the export, as a reader opens it.
+    html_path = SHOTS / "export.html"
+    html_path.write_text(HTMLExporter().from_notebook_node(exported)[0], encoding="utf-8")
+    page.goto(html_path.as_uri())
+    shown = page.locator("body").inner_text()
+    assert not ENCODED.search(shown) and payload[:40] not in shown
+    assert f"%rlm_replay {payload_id}" in shown
+    expect(page.locator("pre", has_text="Revenue grew from").last).to_have_text(WRITTEN)
+    page.screenshot(path=SHOTS / "8-export-html.png", full_page=True)

@@ -16,7 +16,7 @@ from rlm_kernel import RLM, RLMResult
 from rlm_kernel.cli import main
 from rlm_kernel.core.trace import JSONLWriter
 from rlm_kernel.formats import notebook as export
-from rlm_kernel.formats.notebook import cell_outputs, decode_payload, read_export
+from rlm_kernel.formats.notebook import cell_outputs, read_export
 from rlm_kernel.jupyter.replay import ReplayedError, show_outputs
 from rlm_kernel.models.policies import register_policy
 from tests.conftest import repl
@@ -102,6 +102,11 @@ def test_export_is_a_valid_notebook_laid_out_as_the_run(recorded, tmp_path):
     ):
         assert needle in header
     assert cells[2].metadata.jupyter.source_hidden and cells[2].metadata.tags == ["rlm-replay"]
+    # The setup cell is one readable line; the replay data is in the notebook's metadata, stored once.
+    (payload_id,) = nb.metadata.rlm_kernel.replay
+    assert cells[2].source == f"%rlm_replay {payload_id}" and re.fullmatch(r"[0-9a-f]{16}", payload_id)
+    data = nb.metadata.rlm_kernel.replay[payload_id].data
+    assert exported.path.read_text(encoding="utf-8").count(data) == 1
     assert nb.metadata.kernelspec.name == "rlm" and nb.metadata.kernelspec.language == "python"
 
     headings = [c.source.split("\n")[0] for c in cells if c.cell_type == "markdown" and c.source.startswith("##")]
@@ -165,15 +170,24 @@ def test_export_is_a_valid_notebook_laid_out_as_the_run(recorded, tmp_path):
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("kernel", ["rlm", "python3"])
-def test_executing_the_export_replays_the_run_offline_with_the_same_outputs(recorded, kernel, tmp_path, monkeypatch):
+@pytest.mark.parametrize("kernel, where", [("rlm", "as written"), ("python3", "renamed, moved, beside another export")])
+def test_executing_the_export_replays_the_run_offline_with_the_same_outputs(
+    recorded, kernel, where, tmp_path, monkeypatch
+):
     # Any attempt to reach a network fails: the replay must not need one.
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
         monkeypatch.setenv(name, "http://127.0.0.1:9")
     path = recorded.to_notebook(tmp_path / "run.ipynb", CONTEXT).path
+    if where != "as written":  # the setup cell finds its data by id, not by the file's name
+        folder = tmp_path / "shared reports"
+        folder.mkdir()
+        path = path.rename(folder / "station report (copy).ipynb")
+        recorded.to_notebook(folder / "another.ipynb", with_context=False)  # read first, another id
     nb = nbformat.read(path, as_version=4)
     executed = copy.deepcopy(nb)
-    NotebookClient(executed, kernel_name=kernel, timeout=120, resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(
+        executed, kernel_name=kernel, timeout=120, resources={"metadata": {"path": str(path.parent)}}
+    ).execute()
     for before, after in zip(generated(nb), generated(executed)):
         assert comparable(after.outputs) == comparable(before.outputs), before.source
     assert any(o.output_type == "error" for c in generated(executed) for o in c.outputs)
@@ -182,7 +196,29 @@ def test_executing_the_export_replays_the_run_offline_with_the_same_outputs(reco
     assert check[-1].output_type == "execute_result" and check[-1].data["text/plain"] == recorded.answer
 
 
-def test_stepping_through_an_export_runs_each_root_block_when_its_cell_runs(recorded, ip, tmp_path):
+def test_an_export_run_away_from_its_file_says_in_one_line_how_to_find_it(recorded, tmp_path):
+    nb = nbformat.read(recorded.to_notebook(tmp_path / "run.ipynb", CONTEXT).path, as_version=4)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    nb.cells = nb.cells[:3]  # %load_ext, the header, the setup cell
+    where = {"metadata": {"path": str(elsewhere)}}
+    NotebookClient(nb, kernel_name="rlm", timeout=60, allow_errors=True, resources=where).execute()
+    setup = nb.cells[2]
+    (payload_id,) = nb.metadata.rlm_kernel.replay
+    # What the frontend receives: one stderr line, no traceback.
+    assert [(o.output_type, o.get("name")) for o in setup.outputs] == [("stream", "stderr")]
+    assert setup.outputs[0].text == (
+        f"UsageError: The replay data {payload_id} is kept in this notebook's file, and the kernel found no notebook "
+        f"holding it in its folder {elsewhere}: run the notebook from its own folder, or name the file with "
+        f"%rlm_replay {payload_id} --from PATH.ipynb\n"
+    )
+    nb.cells[2].source += f" --from {tmp_path / 'run.ipynb'}"
+    NotebookClient(nb, kernel_name="rlm", timeout=60, resources=where).execute()
+    assert "Replaying n0" in nb.cells[2].outputs[0].data["text/plain"]
+
+
+def test_stepping_through_an_export_runs_each_root_block_when_its_cell_runs(recorded, ip, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a kernel runs in the notebook's folder
     nb = nbformat.read(recorded.to_notebook(tmp_path / "run.ipynb", CONTEXT).path, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     steps = generated(nb)
@@ -226,7 +262,8 @@ def reverse_words_policy(messages: list[dict[str, Any]]) -> str:
     return repl("FINAL(' '.join(answers))")
 
 
-def test_stepping_through_parallel_children_shows_each_childs_own_outputs(ip, tmp_path, capsys):
+def test_stepping_through_parallel_children_shows_each_childs_own_outputs(ip, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     recorded = RLM(model=register_policy(reverse_words_policy), max_depth=2, concurrency=8).completion(
         WORDS, "reverse each word"
     )
@@ -244,7 +281,8 @@ def test_stepping_through_parallel_children_shows_each_childs_own_outputs(ip, tm
     assert ip.magics_manager.registry["RLMMagics"].replay is None  # the check ended the replay
 
 
-def test_an_export_without_its_context_reads_as_a_report_and_says_how_to_rerun(recorded, ip, tmp_path):
+def test_an_export_without_its_context_reads_as_a_report_and_says_how_to_rerun(recorded, ip, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     exported = recorded.to_notebook(tmp_path / "run.ipynb")
     assert not exported.rerunnable and exported.context.startswith("not available")
     nb = nbformat.read(exported.path, as_version=4)
@@ -254,7 +292,7 @@ def test_an_export_without_its_context_reads_as_a_report_and_says_how_to_rerun(r
     with pytest.raises(UsageError, match="holds no context"):
         run(ip, setup)
     ip.user_ns["station_log"] = CONTEXT
-    run(ip, setup.replace("%%rlm_replay", "%%rlm_replay --context station_log", 1))
+    run(ip, f"{setup} --context station_log")
     for step in generated(nb):
         ip.run_cell(step.source, store_history=False)
     assert run(ip, "%rlm_replay_check") == recorded.answer
@@ -310,6 +348,9 @@ def test_rlm_export_and_rlm_replay_magics(ip, tmp_path, capsys):
         ("%rlm replay /no/such/trace.jsonl", "/no/such/trace.jsonl"),
         ("%%rlm_step n0 zero 0\nprint(1)", "usage: %%rlm_step"),
         ("%%rlm_replay\nnot base64 at all", "damaged"),
+        ("%rlm_replay", "usage: %rlm_replay ID"),
+        ("%rlm_replay 0123abcd extra", "usage: %rlm_replay ID"),
+        ("%rlm_replay 0123abcd --from /no/such/run.ipynb", "--from /no/such/run.ipynb: there is no such file"),
         ("%rlm_replay_check", "No replay is running"),
     ],
 )
@@ -401,10 +442,7 @@ def test_no_planted_key_reaches_an_export_a_trace_or_a_converted_log(scripted, t
         main(["export", str(trace_path), str(tmp_path / "cli.ipynb")])
         main(["trace", "convert", str(trace_path), "--to", "reference", str(tmp_path / "reference.jsonl")])
         written = [p.read_text(encoding="utf-8") for p in tmp_path.iterdir()]
-        payloads = [
-            decode_payload(nbformat.read(p, as_version=4).cells[2].source.partition("\n")[2])
-            for p in tmp_path.glob("*.ipynb")
-        ]
+        payloads = [read_export(p) for p in tmp_path.glob("*.ipynb")]
         written += [json.dumps([e.data for e in trace.events]) for trace in payloads]
         for text in written:
             for secret in (FAKE_ENV_KEY, FAKE_TOKEN, FAKE_ARG_KEY):

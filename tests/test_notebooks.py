@@ -176,3 +176,43 @@ def test_a_failed_run_shows_one_line_and_no_traceback_in_the_frontend():
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+def test_a_streamed_reply_reaches_the_frontend_while_the_model_is_still_writing():
+    """What the frontend receives on iopub: widget updates carrying the reply's text before the model call ends."""
+    first, release = "Reading the notes <first> & then ", threading.Event()
+
+    def written_slowly(messages):
+        yield first
+        release.wait(30)  # held half-written until the test has seen the first piece in the frontend's messages
+        yield repl("FINAL('ok')", prose="counting.")
+
+    with ModelServer(written_slowly) as server:
+        km, kc = start_new_kernel(kernel_name="rlm")
+        try:
+            _execute(kc, "doc = 'text'\n%config RLMMagics.stream = True")
+            msg_id = kc.execute(f"%%rlm --context doc --model openai/policy --api-base {server.url}\nq")
+            escaped = "Reading the notes &lt;first&gt; &amp; then"  # the node's details are HTML
+            seen: dict[str, str] = {}
+            deadline = time.monotonic() + 60
+            while len(seen) < 2 and time.monotonic() < deadline:
+                msg = kc.get_iopub_msg(timeout=60)
+                if msg["parent_header"].get("msg_id") != msg_id or msg["msg_type"] != "comm_msg":
+                    continue
+                state = msg["content"]["data"].get("state", {})
+                if escaped in str(state.get("value", "")):
+                    seen["details"] = state["value"]
+                titles = " ".join(state.get("titles", []))
+                if re.search(r"openai/policy writing iteration 1 \(\d+ chars\)", titles):
+                    seen["title"] = titles
+            assert set(seen) == {"details", "title"}, seen
+            assert "running · n0" in seen["title"]  # the model call has not ended: its reply is held
+            release.set()
+            reply = kc.get_shell_msg(timeout=60)
+            while reply["parent_header"].get("msg_id") != msg_id:
+                reply = kc.get_shell_msg(timeout=60)
+            assert reply["content"]["status"] == "ok"
+        finally:
+            release.set()
+            kc.stop_channels()
+            km.shutdown_kernel(now=True)

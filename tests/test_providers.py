@@ -4,7 +4,9 @@ keys, usage-less servers, prices, refusals, dead servers, slow replies, model pr
 from __future__ import annotations
 
 import itertools
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -254,6 +256,34 @@ def test_streamed_replies_arrive_as_model_text_and_usage_stays_exact(transport, 
         plain.usage.output_tokens,
     )
     assert streamed.usage.counted_calls == 0
+
+
+@TRANSPORTS
+def test_a_reply_the_server_writes_slowly_reaches_model_text_before_the_call_ends(transport):
+    """A policy that yields its reply in pieces and pauses: the first piece is seen while the model still writes."""
+    first, rest = "Reading the log first. ", repl("FINAL('done')")
+    seen_first, finish = threading.Event(), threading.Event()
+
+    def slow_writer(messages):
+        yield first
+        assert finish.wait(30)  # opened once the client has shown the first piece
+        yield rest
+
+    def on_event(event):
+        if event.kind == "model_text" and event.data["text"].startswith(first.strip()):
+            seen_first.set()
+
+    with ModelServer(slow_writer) as server:
+        rlm = RLM(model="openai/policy", api_base=server.url, transport=transport, stream=True, on_event=on_event)
+        with ThreadPoolExecutor(1) as pool:
+            running = pool.submit(rlm.completion, "c", "q")
+            assert seen_first.wait(30) and not running.done()
+            finish.set()
+            result = running.result(30)
+        plain = RLM(model="openai/policy", api_base=server.url, transport=transport).completion("c", "q")
+    assert result.answer == plain.answer == "done"
+    assert result.trace.root.iterations[0].reply == first + rest
+    assert result.usage.output_tokens == plain.usage.output_tokens  # counted on the whole reply, streamed or not
 
 
 def test_model_text_events_are_throttled_per_node():

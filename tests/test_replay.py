@@ -242,10 +242,15 @@ def test_replayed_children_are_matched_to_recorded_ones_by_question_not_by_id():
     assert nodes.recorded_id(unknown) is None
 
 
-def test_traces_and_exports_of_event_schema_1_still_load_and_replay():
-    """Files written before events carried settings and blocks (recorded with commit 4842cdc)."""
+def test_traces_and_exports_of_earlier_versions_still_load_and_replay():
+    """Files written before events carried settings and blocks (schema 1, recorded with commit 4842cdc), and an
+    export of schema 2 written before its replay data moved to the notebook's metadata (commit 3fb736e)."""
     fixtures = Path(__file__).parent / "fixtures"
-    for path in (fixtures / "trace_schema1.jsonl", fixtures / "export_schema1.ipynb"):
+    for path in (
+        fixtures / "trace_schema1.jsonl",
+        fixtures / "export_schema1.ipynb",
+        fixtures / "export_schema2.ipynb",
+    ):
         trace = load_trace(path)
         assert recorded_settings(trace)["max_depth"] == 2
         linked = [s for node in trace.walk() for s in node.subcalls]

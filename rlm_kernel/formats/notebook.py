@@ -1,12 +1,18 @@
 """A run as a notebook (nbformat v4) that reads as a report and re-runs offline.
 
 The notebook, in order: `%load_ext rlm_kernel`; a Markdown header (question, models, status,
-usage, cost, context); a hidden setup cell (tagged `rlm-replay`) that carries the recorded
-events and, when it fits, the context; one section per call node, depth first, whose heading
+usage, cost, context); a hidden setup cell (tagged `rlm-replay`), one short line that names the
+replay data by its content id; one section per call node, depth first, whose heading
 shows its depth and question: each iteration's prose as Markdown, each code block that ran as
 a code cell tagged `rlm-generated` with its recorded outputs and `metadata["rlm"]` (node,
 parent, depth, iteration, block, model, usage), the sub-model calls it made in collapsed
 `<details>`; the final answer last, and a cell that checks the replayed answer against it.
+
+The replay data (the recorded events and, when it fits, the context, as compressed JSONL) lives in
+the notebook's own metadata (`metadata.rlm_kernel.replay`, under its content id), which JupyterLab,
+nbconvert's HTML and GitHub never show, so no reader meets encoded data. The setup cell finds the
+notebook file that holds its id when it runs (jupyter/replay.py). Exports written before (the data in
+the setup cell's source, `%%rlm_replay`) still read and replay.
 
 Executing the notebook replays the run (see jupyter/replay.py): the setup cell starts it
 again on the `replay` model backend, with no network; each depth-0 code cell runs its block
@@ -18,6 +24,7 @@ which the engine has already redacted; the context is checked before it is embed
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import json
 import re
@@ -36,12 +43,15 @@ if TYPE_CHECKING:
 
 GENERATED_TAG = "rlm-generated"
 REPLAY_TAG = "rlm-replay"
-SETUP_MAGIC = "%%rlm_replay"
+SETUP_MAGIC = "%rlm_replay"  # the setup cell: `%rlm_replay ID`
+LEGACY_SETUP_MAGIC = "%%rlm_replay"  # older exports: the replay data in the setup cell's body
+METADATA_KEY = "rlm_kernel"  # notebook metadata: {"replay": {ID: {"encoding": ..., "data": ...}}}
+PAYLOAD_ENCODING = "zlib+base64 jsonl"
+PAYLOAD_ID_CHARS = 16
 STEP_MAGIC = "%%rlm_step"
 CHECK_MAGIC = "%rlm_replay_check"
 MAX_EMBEDDED_CONTEXT_CHARS = 20_000_000  # larger contexts are embedded only when asked
 HEADING_CHARS = 100
-PAYLOAD_LINE_CHARS = 120
 
 
 @dataclass(frozen=True)
@@ -91,7 +101,8 @@ def build_notebook(
     _tools(cells, trace)
     # Streamed deltas are left out: each iteration event carries its whole reply.
     events = [e for e in trace.events if e.kind not in (CONTEXT_RECORD, "model_text")] + ([record] if record else [])
-    cells.code(f"{SETUP_MAGIC}\n{encode_payload(events)}", tags=[REPLAY_TAG], jupyter={"source_hidden": True})
+    payload_id, payload = encode_payload(events)
+    cells.code(f"{SETUP_MAGIC} {payload_id}", tags=[REPLAY_TAG], jupyter={"source_hidden": True})
     links = CellLinks.from_events(trace.events)
     results = {
         (e.node_id, e.data["iteration"], e.data["index"]): e.data for e in trace.events if e.kind == "code_result"
@@ -108,6 +119,7 @@ def build_notebook(
             "kernelspec": {"name": KERNEL_NAME, "display_name": DISPLAY_NAME, "language": "python"},
             "language_info": {"name": "python"},
             "rlm": {"root": root.id, "query": root.query, "status": root.status, "context": note},
+            METADATA_KEY: {"replay": {payload_id: {"encoding": PAYLOAD_ENCODING, "data": payload}}},
         },
         "cells": cells.cells,
     }
@@ -141,29 +153,63 @@ def _context_to_embed(
 # -- the replay payload: the trace's events (and the context) as compressed JSONL ----------------
 
 
-def encode_payload(events: list[Event]) -> str:
+def encode_payload(events: list[Event]) -> tuple[str, str]:
+    """The events as (content id, compressed JSONL in base64); the id is the compressed data's sha256, shortened."""
     data = zlib.compress("\n".join(e.to_json() for e in events).encode("utf-8"))
-    text = base64.b64encode(data).decode("ascii")
-    return "\n".join(text[i : i + PAYLOAD_LINE_CHARS] for i in range(0, len(text), PAYLOAD_LINE_CHARS))
+    return _content_id(data), base64.b64encode(data).decode("ascii")
 
 
-def decode_payload(text: str) -> Trace:
+def decode_payload(text: str, payload_id: str | None = None) -> Trace:
+    """The trace in a payload (whitespace ignored, as older exports wrapped it); checked against its id when given."""
     try:
-        data = zlib.decompress(base64.b64decode("".join(text.split())))
+        data = base64.b64decode("".join(text.split()))
+        if payload_id is not None and _content_id(data) != payload_id:
+            raise ValueError(f"its content does not match its id {payload_id}")
+        data = zlib.decompress(data)
     except (ValueError, zlib.error) as exc:
         raise ExportError(f"the replay data is damaged: {exc}") from None
     return Trace.from_lines(data.decode("utf-8").split("\n"))
 
 
+def _content_id(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:PAYLOAD_ID_CHARS]
+
+
+def setup_payload_id(source: str) -> str | None:
+    """The id a setup cell (`%rlm_replay ID ...`) names; None for any other cell."""
+    words = source.split("\n", 1)[0].split()
+    return words[1] if len(words) > 1 and words[0] == SETUP_MAGIC else None
+
+
+def notebook_payload(notebook: dict[str, Any], payload_id: str) -> Trace | None:
+    """The trace a notebook (as JSON) holds under `payload_id` in its metadata; None if it holds no such id."""
+    entry: Any = notebook
+    for key in ("metadata", METADATA_KEY, "replay", payload_id):
+        entry = entry.get(key) if isinstance(entry, dict) else None
+    if not isinstance(entry, dict) or not isinstance(entry.get("data"), str):
+        return None
+    if entry.get("encoding") != PAYLOAD_ENCODING:
+        raise ExportError(f"the replay data under id {payload_id} has an unknown encoding {entry.get('encoding')!r}")
+    return decode_payload(entry["data"], payload_id)
+
+
 def read_export(path: str | Path) -> Trace:
-    """The recorded trace carried by an exported notebook (its setup cell)."""
+    """The recorded trace carried by an exported notebook: in its metadata, or (older exports) its setup cell."""
     with open(path, encoding="utf-8") as f:
         notebook = json.load(f)
     for cell in notebook.get("cells", []):
+        if cell.get("cell_type") != "code":
+            continue
         source = cell.get("source", "")
         source = source if isinstance(source, str) else "".join(source)
-        if cell.get("cell_type") == "code" and source.startswith(SETUP_MAGIC):
+        if source.startswith(LEGACY_SETUP_MAGIC):
             return decode_payload(source.partition("\n")[2])
+        payload_id = setup_payload_id(source)
+        if payload_id is not None:
+            trace = notebook_payload(notebook, payload_id)
+            if trace is None:
+                raise ExportError(f"{path} has lost its replay data: its metadata holds no id {payload_id}")
+            return trace
     raise ExportError(f"{path} is not an rlm_kernel export: it has no {SETUP_MAGIC} cell")
 
 
@@ -283,11 +329,12 @@ def _header(trace: Trace, root: CallNode, note: str) -> str:
     status = root.status + (f": {root.error}" if root.error else "")
     rerun = (
         "Run all cells to replay the run offline: the hidden cell below serves the recorded model replies "
-        "(the `replay` model backend), each model-written cell at depth 0 runs its code again in this notebook, "
-        "and the last cell checks that the answer comes out the same."
+        "(the `replay` model backend, reading them from this notebook's metadata, so run the notebook from its "
+        "folder), each model-written cell at depth 0 runs its code again in this notebook, and the last cell "
+        "checks that the answer comes out the same."
         if note == "embedded"
         else f"The context is {note}, so this notebook cannot re-run as it is: load the context into a variable "
-        f"and add `--context NAME` to the first line of the hidden setup cell (`{SETUP_MAGIC}`)."
+        f"and add `--context NAME` to the hidden setup cell (`{SETUP_MAGIC} ...`)."
     )
     rows = [
         ("status", status),

@@ -30,7 +30,7 @@ from rlm_kernel.jupyter import messages as msg
 from rlm_kernel.jupyter import subcommands
 from rlm_kernel.jupyter.approval import notebook_approver
 from rlm_kernel.jupyter.options import SettingTraits, cell_parser, configured, options_help
-from rlm_kernel.jupyter.replay import StepSession, show_outputs
+from rlm_kernel.jupyter.replay import StepSession, find_export_payload, show_outputs
 from rlm_kernel.jupyter.shell_repl import ShellREPL
 from rlm_kernel.jupyter.text import RLMAnswer, Text
 
@@ -107,7 +107,7 @@ class RLMMagics(Magics, SettingTraits):  # type: ignore[misc, valid-type]
           %rlm replay EXPORT.ipynb|TRACE.jsonl [--context NAME]
                                            run a recorded run again with no model, and check its answer
 
-        An exported notebook replays itself with %%rlm_replay (its hidden setup cell), %%rlm_step
+        An exported notebook replays itself with %rlm_replay (its hidden setup cell), %%rlm_step
         (one model-written block) and %rlm_replay_check (its last cell).
         """
         if cell is not None:
@@ -267,19 +267,26 @@ class RLMMagics(Magics, SettingTraits):  # type: ignore[misc, valid-type]
     # -- a replayed export: its setup cell, its model-written cells, its check ----------------
 
     @no_var_expand
-    @cell_magic
+    @line_cell_magic
     @_one_line
-    def rlm_replay(self, line: str, cell: str) -> None:
-        """Start replaying the run recorded in this cell's body: the setup cell of an exported notebook.
+    def rlm_replay(self, line: str, cell: str | None = None) -> None:
+        """Start replaying an exported run: the hidden setup cell of an exported notebook.
 
-        %%rlm_replay [--context NAME] replays with a notebook variable as the context, for an
-        export that left the context out. Then run the cells below in order.
+        %rlm_replay ID reads the replay data stored under ID in the notebook file's metadata (the
+        kernel looks for the file that holds ID; --from PATH.ipynb names it). --context NAME replays
+        with a notebook variable as the context, for an export that left the context out. Then run
+        the cells below in order. Older exports carry the data in the cell: %%rlm_replay [--context NAME].
         """
         args = self.split(line, "rlm_replay")
         name = subcommands.take_option(args, "--context")
-        if args:
+        from_path = subcommands.take_option(args, "--from")
+        if cell is not None and not args and from_path is None:
+            trace = decode_payload(cell)
+        elif cell is None and len(args) == 1:
+            assert self.shell is not None  # set when IPython registers the magics
+            trace = find_export_payload(args[0], self.shell.user_ns, from_path)
+        else:
             raise UsageError(msg.SETUP_USAGE)
-        trace = decode_payload(cell)
         context = self.context(name) if name else None
         if self.replay is not None:
             self.replay.close()

@@ -46,9 +46,15 @@ REPLAY_USAGE = "usage: %rlm replay EXPORT.ipynb|TRACE.jsonl [--context NAME]"
 REPLAY_MATCHES = "Replayed offline: the run ended as recorded ({status}), with the same answer."
 REPLAY_MISMATCH = "The replay ended differently from the recorded run: recorded {recorded}, replayed {replayed}."
 REPLAY_STARTED = "Replaying {node}: {query} Run the cells below in order; each depth-0 block runs when its cell runs."
-NO_REPLAY = "No replay is running: run the hidden setup cell (%%rlm_replay) near the top of this notebook first."
+NO_REPLAY = "No replay is running: run the hidden setup cell (%rlm_replay) near the top of this notebook first."
 STEP_USAGE = "usage: %%rlm_step NODE ITERATION BLOCK, with the block's code as the cell body"
-SETUP_USAGE = "usage: %%rlm_replay [--context NAME], with the replay data as the cell body"
+SETUP_USAGE = "usage: %rlm_replay ID [--context NAME] [--from PATH.ipynb] (older exports: %%rlm_replay with the data)"
+REPLAY_DATA_NOT_FOUND = (
+    "The replay data {id} is kept in this notebook's file, and the kernel found no notebook holding it in its "
+    "folder {cwd}: run the notebook from its own folder, or name the file with %rlm_replay {id} --from PATH.ipynb"
+)
+REPLAY_FROM_MISSING = "--from {path}: there is no such file"
+REPLAY_DATA_NOT_IN = "{path} holds no replay data {id}: name the exported notebook this cell comes from"
 APPROVE_NEEDS_INPUT = (
     "--approve asks before each model-written block runs, and this frontend cannot answer input requests "
     "(nbconvert, papermill and other headless runs cannot). Run the cell in JupyterLab, Notebook or a terminal, "

@@ -1,5 +1,12 @@
 """Replaying a recorded run with no model: whole (`replay_run`, `%rlm replay`), or cell by cell (an export).
 
+`find_export_payload` is how an export's setup cell (`%rlm_replay ID`) finds its replay data, which
+lives in the notebook file's metadata: the kernel does not know which file it runs, so it asks the
+frontends that say (JupyterLab and Notebook 7 set `__session__` to the notebook's path, VS Code sets
+`__vsc_ipynb_file__`), then reads the notebooks in its working directory (nbclient given the notebook's
+path and `nbconvert --execute` run the kernel in the notebook's folder, papermill with `--cwd`), and takes
+the one that holds ID, so a renamed or copied export still replays.
+
 `StepSession` is what an exported notebook runs. The engine replays the run on a worker thread
 and hands each depth-0 block to the notebook cell that shows it, so the block runs when its cell
 runs, in the notebook's namespace. The hand-off is strict: the notebook waits while the engine
@@ -11,10 +18,13 @@ their blocks printed.
 from __future__ import annotations
 
 import concurrent.futures
+import json
+import os
 import queue
 import sys
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rlm_kernel.core.aio import WAIT_SLICE_S
@@ -22,7 +32,7 @@ from rlm_kernel.core.errors import ReplayError, RunInterrupted
 from rlm_kernel.core.repl import ExecResult
 from rlm_kernel.core.result import RLMResult
 from rlm_kernel.core.trace import Event, Trace
-from rlm_kernel.formats.notebook import STEP_MAGIC
+from rlm_kernel.formats.notebook import STEP_MAGIC, notebook_payload
 from rlm_kernel.formats.replay import (
     Replayed,
     recorded_history,
@@ -31,7 +41,46 @@ from rlm_kernel.formats.replay import (
     root_call,
     tools_for_replay,
 )
+from rlm_kernel.jupyter import messages as msg
 from rlm_kernel.jupyter.shell_repl import ShellREPL
+
+# -- where an export's replay data is ---------------------------------------------------------------
+
+# Names frontends set in the kernel's namespace to the notebook's path.
+NOTEBOOK_PATH_NAMES = ("__session__", "__vsc_ipynb_file__")
+
+
+def find_export_payload(payload_id: str, user_ns: dict[str, Any], from_path: str | None = None) -> Trace:
+    """The recorded run under `payload_id` in the notebook file that holds it (see the module docstring)."""
+    if from_path is not None:
+        path = Path(os.path.expanduser(from_path))
+        if not path.is_file():
+            raise ReplayError(msg.REPLAY_FROM_MISSING.format(path=path))
+        trace = _payload_in(path, payload_id)
+        if trace is None:
+            raise ReplayError(msg.REPLAY_DATA_NOT_IN.format(path=path, id=payload_id))
+        return trace
+    named = [Path(str(user_ns[name])) for name in NOTEBOOK_PATH_NAMES if user_ns.get(name)]
+    for path in [*named, *sorted(Path.cwd().glob("*.ipynb"))]:
+        trace = _payload_in(path, payload_id)
+        if trace is not None:
+            return trace
+    raise ReplayError(msg.REPLAY_DATA_NOT_FOUND.format(id=payload_id, cwd=Path.cwd()))
+
+
+def _payload_in(path: Path, payload_id: str) -> Trace | None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    if payload_id not in text:  # most notebooks in a folder are not this export: skip parsing them
+        return None
+    try:
+        notebook = json.loads(text)
+    except ValueError:
+        return None
+    return notebook_payload(notebook, payload_id) if isinstance(notebook, dict) else None
+
 
 # -- cell by cell ----------------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ add latency and inject faults (429, 500, a hung reply, a malformed body), and ac
 as the providers a first run meets: one that requires a bearer key (and quotes a
 wrong one in its 401, as real ones do), refuses every request (401/403), has a
 context window (400 context_length_exceeded), omits `usage`, or trickles its
-reply a byte at a time. It streams (SSE) when a request asks to.
+reply a byte at a time. It streams (SSE) when a request asks to, a policy's reply in pieces as it yields them.
 
     rlm serve-model --port 8000 --policy demo --latency-ms 50 --api-key sk-local
 """
@@ -14,23 +14,25 @@ reply a byte at a time. It streams (SSE) when a request asks to.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import random
 import signal
 import socket
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from rlm_kernel.core.errors import RLMError
-from rlm_kernel.models.policies import Policy, load_policy, messages_tokens
-from rlm_kernel.models.wire import MALFORMED_BODY, REJECTIONS, completion_body, sse_body, usage_of
+from rlm_kernel.models.policies import Messages, load_policy, messages_tokens
+from rlm_kernel.models.wire import MALFORMED_BODY, REJECTIONS, chunked, completion_body, sse_body, sse_events, usage_of
 
 FAULT_KINDS = ("429", "500", "timeout", "malformed")
 _CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
+ServedPolicy = Callable[[Messages], str | Iterable[str]]  # the reply, or its pieces in order
 
 
 class ModelServer:
@@ -38,7 +40,7 @@ class ModelServer:
 
     def __init__(
         self,
-        policy: Policy,
+        policy: ServedPolicy,
         *,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -318,10 +320,12 @@ class _Handler(BaseHTTPRequestHandler):
             model._count(fault)
             self._send_fault(fault, model)
             return
+        streams = bool(request.get("stream") and model.streams)
         try:
             reply = model.policy(messages)
-            if not isinstance(reply, str):
-                raise TypeError(f"policy returned {type(reply).__name__}, not str")
+            if not isinstance(reply, str | Iterable):
+                raise TypeError(f"policy returned {type(reply).__name__}, not str or an iterator of str")
+            reply = reply if streams or isinstance(reply, str) else "".join(reply)
         except Exception as exc:
             model._count("policy_error")
             self._send_error(500, f"policy error: {type(exc).__name__}: {exc}", "server_error")
@@ -329,15 +333,16 @@ class _Handler(BaseHTTPRequestHandler):
         # Count before replying so a client that has its reply also sees it in stats().
         model._count("served")
         name = request.get("model") or model.model_name
-        usage = None if model.omit_usage else usage_of(messages, reply)
-        if request.get("stream") and model.streams:
+        if streams:
             model._count_stream()
-            wants_usage = bool((request.get("stream_options") or {}).get("include_usage"))
-            body = sse_body(name, reply, usage if wants_usage else None)
-            self._send_bytes(200, body, content_type="text/event-stream", trickle=model.trickle_seconds)
+            wants_usage = not model.omit_usage and (request.get("stream_options") or {}).get("include_usage")
+            usage = functools.partial(usage_of, messages) if wants_usage else lambda text: None
+            events = sse_body(name, reply, usage(reply)) if isinstance(reply, str) else sse_events(name, reply, usage)
+            self._send_bytes(200, events, content_type="text/event-stream", trickle=model.trickle_seconds)
         else:
-            payload = json.dumps(completion_body(name, reply, usage)).encode()
-            self._send_bytes(200, payload, trickle=model.trickle_seconds)
+            assert isinstance(reply, str)  # joined above
+            payload = json.dumps(completion_body(name, reply, None if model.omit_usage else usage_of(messages, reply)))
+            self._send_bytes(200, payload.encode(), trickle=model.trickle_seconds)
 
     def _send_fault(self, fault: str, model: ModelServer) -> None:
         if fault == "429":
@@ -373,7 +378,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_bytes(
         self,
         status: int,
-        body: bytes,
+        body: bytes | Iterator[bytes],
         headers: dict[str, str] | None = None,
         *,
         content_type: str = "application/json",
@@ -381,10 +386,20 @@ class _Handler(BaseHTTPRequestHandler):
     ) -> None:
         self.send_response(status, HTTPStatus(status).phrase)
         self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
+        # An iterator's parts go out each as it is produced, so a reply in pieces streams as the policy writes.
+        length = ("Content-Length", str(len(body))) if isinstance(body, bytes) else ("Transfer-Encoding", "chunked")
+        self.send_header(*length)
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
+        if not isinstance(body, bytes):
+            try:
+                for part in chunked(body):
+                    self.wfile.write(part)
+                    self.wfile.flush()
+            except Exception:  # the policy failed mid-reply: the headers are gone, so the stream ends short
+                self.close_connection = True
+            return
         if not trickle:
             self.wfile.write(body)
             self.wfile.flush()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from rlm_kernel.models.policies import Messages, count_tokens, messages_tokens
@@ -45,17 +46,37 @@ _STREAM_PIECE_CHARS = 8
 
 def sse_body(model: str, reply: str, usage: dict[str, int] | None) -> bytes:
     """The reply as OpenAI streams it: a role chunk, content pieces, a finish chunk, a usage chunk, [DONE]."""
+    pieces = [reply[i : i + _STREAM_PIECE_CHARS] for i in range(0, len(reply), _STREAM_PIECE_CHARS)]
+    return b"".join(sse_events(model, pieces, lambda _: usage))
+
+
+def sse_events(
+    model: str, pieces: Iterable[str], usage_of_reply: Callable[[str], dict[str, int] | None]
+) -> Iterator[bytes]:
+    """The stream's events one at a time, a content chunk per piece as `pieces` yields it; the usage at the end."""
     head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk", "created": int(time.time())}
     head["model"] = model
 
-    def chunk(delta: dict[str, str], finish: str | None = None) -> dict[str, Any]:
-        return {**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    def event(payload: dict[str, Any]) -> bytes:
+        return f"data: {json.dumps(payload)}\n\n".encode()
 
-    chunks = [chunk({"role": "assistant", "content": ""})]
-    chunks += [
-        chunk({"content": reply[i : i + _STREAM_PIECE_CHARS]}) for i in range(0, len(reply), _STREAM_PIECE_CHARS)
-    ]
-    chunks.append(chunk({}, "stop"))
+    def chunk(delta: dict[str, str], finish: str | None = None) -> bytes:
+        return event({**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+
+    yield chunk({"role": "assistant", "content": ""})
+    written = []
+    for piece in pieces:
+        written.append(piece)
+        yield chunk({"content": piece})
+    yield chunk({}, "stop")
+    usage = usage_of_reply("".join(written))
     if usage is not None:
-        chunks.append({**head, "choices": [], "usage": usage})
-    return b"".join(f"data: {json.dumps(c)}\n\n".encode() for c in chunks) + b"data: [DONE]\n\n"
+        yield event({**head, "choices": [], "usage": usage})
+    yield b"data: [DONE]\n\n"
+
+
+def chunked(parts: Iterable[bytes]) -> Iterator[bytes]:
+    """A body of unknown length in HTTP/1.1 chunked encoding: each part framed as it comes, then the empty last chunk."""
+    for part in parts:
+        yield b"%x\r\n%s\r\n" % (len(part), part)
+    yield b"0\r\n\r\n"
