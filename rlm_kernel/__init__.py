@@ -9,14 +9,14 @@ outside itself; the plug-ins are registered here, and each is imported only when
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from rlm_kernel.core import RLM, RLMResult
 from rlm_kernel.core.lm import on_litellm_import
 from rlm_kernel.core.repl import REPL, register_isolation
-from rlm_kernel.core.result import register_notebook_writer
+from rlm_kernel.core.result import EarlierTurn, register_notebook_writer
 from rlm_kernel.core.trace import Trace
 
 __version__ = "0.1.0"
@@ -38,10 +38,12 @@ def _isolated(mode: str) -> Callable[[], Callable[..., REPL]]:
     return load
 
 
-def _write_notebook(trace: Trace, path: str | Path, *, context: object, with_context: bool | None) -> Any:
+def _write_notebook(
+    trace: Trace, path: str | Path, *, context: object, with_context: bool | None, earlier: Sequence[EarlierTurn]
+) -> Any:
     from rlm_kernel.formats.notebook import write_notebook
 
-    return write_notebook(trace, path, context=context, with_context=with_context)
+    return write_notebook(trace, path, context=context, with_context=with_context, earlier=earlier)
 
 
 on_litellm_import(_register_offline_providers)

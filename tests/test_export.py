@@ -449,3 +449,31 @@ def test_no_planted_key_reaches_an_export_a_trace_or_a_converted_log(scripted, t
                 assert secret not in text
         assert all("[redacted]" in text for text in written)
         trace_path.unlink()
+
+
+def _session_policy(messages):
+    asked = str(messages[1]["content"])
+    if "Question: and one more?" in asked:
+        return repl("FINAL(found + 1)")  # uses what the first question made
+    return repl("found = 41\nFINAL(found)")
+
+
+@pytest.mark.timeout(300)
+def test_the_export_of_a_follow_up_replays_its_sessions_earlier_questions_first(ip, tmp_path, capsys):
+    ip.user_ns["doc"] = "ctx"
+    model = register_policy(_session_policy)
+    assert run(ip, f"%%rlm --context doc --model {model} --new\nhow many?") == 41
+    run(ip, f"%%rlm --context doc --model {model}\nand one more?")
+    assert ip.user_ns["rlm_last"].answer == 42
+    path = tmp_path / "follow-up.ipynb"
+    run(ip, f"%rlm export {path}")
+    assert "context: embedded" in capsys.readouterr().out
+    nb = nbformat.read(path, as_version=4)
+    setup = [c.source for c in nb.cells if "rlm-replay" in c.metadata.get("tags", []) and "--whole" in c.source]
+    assert len(setup) == 1 and len(nb.metadata["rlm_kernel"]["replay"]) == 2  # each question stored once
+    assert read_export(path).root.query == "and one more?"  # the export's own run, not the earlier question
+    NotebookClient(nb, kernel_name="python3", timeout=120, resources={"metadata": {"path": str(tmp_path)}}).execute()
+    checks = [c.outputs for c in nb.cells if c.cell_type == "code" and c.source.startswith("%rlm_replay")]
+    assert "same answer" in "".join(o.get("text", "") + str(o.get("data", "")) for o in checks[0])
+    final = nb.cells[-1].outputs
+    assert "same answer" in final[0].data["text/plain"] and final[-1].data["text/plain"] == "42"

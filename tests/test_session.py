@@ -121,3 +121,15 @@ def test_a_follow_up_replays_offline_with_what_it_was_told_of_the_session():
     repl.set("found", 41)  # what the first question left in the session's namespace
     replayed = replay_run(second.trace, "ctx", repl=repl)
     assert replayed.matches and replayed.result.answer == 42
+
+
+def test_a_follow_up_carries_the_questions_before_it_and_a_rewound_one_is_gone():
+    with ModelServer(Recorder(lambda messages: block("FINAL(1)"))) as server:
+        with RLM(model="openai/policy", api_base=server.url).session() as session:
+            first = session.completion("first ctx", "one")
+            session.rewind()  # the same cell run again: its first run is forgotten
+            again = session.completion("first ctx", "one")
+            second = session.completion("second ctx", "two")
+    assert first.earlier == again.earlier == ()
+    assert [(t.trace.root.query, t.context) for t in second.earlier] == [("one", "first ctx")]
+    assert session.results == [again, second]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -12,8 +13,24 @@ from rlm_kernel.core.repl import contained
 from rlm_kernel.core.trace import Trace
 
 
+@dataclass(frozen=True)
+class EarlierTurn:
+    """A question asked before this one in the same session, and the context it was asked about."""
+
+    trace: Trace
+    context: object
+
+
 class NotebookWriter(Protocol):
-    def __call__(self, trace: Trace, path: str | Path, *, context: object, with_context: bool | None) -> Any: ...
+    def __call__(
+        self,
+        trace: Trace,
+        path: str | Path,
+        *,
+        context: object,
+        with_context: bool | None,
+        earlier: Sequence[EarlierTurn],
+    ) -> Any: ...
 
 
 _notebook_writers: list[NotebookWriter] = []
@@ -37,6 +54,8 @@ class RLMResult:
     extra: dict[str, Any] = field(default_factory=dict)
     # The caller's variables that model code rebound, with their values before the run (set by the notebook).
     replaced: dict[str, Any] = field(default_factory=dict)
+    # A session's questions before this one, oldest first: its export replays them first (their variables).
+    earlier: tuple[EarlierTurn, ...] = field(default=(), repr=False)
 
     @property
     def text(self) -> str:
@@ -64,11 +83,12 @@ class RLMResult:
         """Write the run as a notebook (nbformat v4) that reads as a report.
 
         Pass the run's `context` to embed it, so that the notebook re-runs offline (contexts over
-        20 MB only with `with_context=True`; `with_context=False` never embeds one).
+        20 MB only with `with_context=True`; `with_context=False` never embeds one). A session's
+        follow-up question brings the questions before it, which the notebook replays first.
         """
         if not _notebook_writers:
             raise ConfigError("no notebook writer is registered (import rlm_kernel to register it)")
-        return _notebook_writers[0](self.trace, path, context=context, with_context=with_context)
+        return _notebook_writers[0](self.trace, path, context=context, with_context=with_context, earlier=self.earlier)
 
     def __repr__(self) -> str:
         return f"RLMResult(status={self.status!r}, answer={self.text[:80]!r}, {self.summary()})"

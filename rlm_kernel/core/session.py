@@ -20,7 +20,7 @@ from rlm_kernel.core.aio import CancelScope
 from rlm_kernel.core.custom_tools import RESERVED
 from rlm_kernel.core.errors import RunInterrupted
 from rlm_kernel.core.repl import REPL
-from rlm_kernel.core.result import RLMResult
+from rlm_kernel.core.result import EarlierTurn, RLMResult
 from rlm_kernel.core.typed import AnswerType
 
 if TYPE_CHECKING:
@@ -95,6 +95,7 @@ class Session:
         self.id = next(_ids)
         self.turns: list[Turn] = []
         self.results: list[RLMResult] = []
+        self._contexts: list[object] = []  # each question's context, for the exports of later questions
         self._repl = repl
         self._own_repl = repl is None
 
@@ -123,23 +124,27 @@ class Session:
         try:
             result = rlm._complete(context, query, repl, CancelScope(), answer_type=typed, history=history)
         except RunInterrupted as stop:
-            self._record(stop.result, before, repl, rlm)
+            self._record(stop.result, context, before, repl, rlm)
             raise
-        self._record(result, before, repl, rlm)
+        self._record(result, context, before, repl, rlm)
         return result
 
-    def _record(self, result: RLMResult, before: set[str], repl: REPL, rlm: RLM) -> None:
+    def _record(self, result: RLMResult, context: object, before: set[str], repl: REPL, rlm: RLM) -> None:
         made = [n for n in repl.names() if n not in before and not n.startswith("_")]
         made = [n for n in made if n not in rlm.tools and n not in RESERVED]
         self.turns.append(Turn(result.query, result.status, result.text or f"(no answer: {result.error})", made))
         result.extra["session"] = self.id
         result.extra["session_turn"] = len(self.turns)
+        result.earlier = tuple(EarlierTurn(r.trace, c) for r, c in zip(self.results, self._contexts, strict=True))
         self.results.append(result)
+        self._contexts.append(context)
 
     def rewind(self) -> None:
         """Forget the last question, so that asking it again (a re-run cell) is what it was the first time."""
         if self.turns:
             self.turns.pop()
+            self.results.pop()
+            self._contexts.pop()
 
     def close(self) -> None:
         """Release the REPL the session made (an isolated kernel)."""

@@ -29,6 +29,7 @@ import html
 import json
 import re
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from rlm_kernel.core.context import context_metadata
 from rlm_kernel.core.errors import ExportError
 from rlm_kernel.core.parsing import parse_reply
+from rlm_kernel.core.result import EarlierTurn
 from rlm_kernel.core.trace import CONTEXT_RECORD, CallNode, Event, SubCall, Trace, context_record
 
 if TYPE_CHECKING:
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
 GENERATED_TAG = "rlm-generated"
 REPLAY_TAG = "rlm-replay"
 SETUP_MAGIC = "%rlm_replay"  # the setup cell: `%rlm_replay ID`
+WHOLE_FLAG = "--whole"  # `%rlm_replay ID --whole`: a session's earlier question, replayed whole in one cell
 LEGACY_SETUP_MAGIC = "%%rlm_replay"  # older exports: the replay data in the setup cell's body
 METADATA_KEY = "rlm_kernel"  # notebook metadata: {"replay": {ID: {"encoding": ..., "data": ...}}}
 PAYLOAD_ENCODING = "zlib+base64 jsonl"
@@ -66,15 +69,21 @@ class Exported:
 
 
 def write_notebook(
-    trace: Trace, path: str | Path, *, context: object = None, with_context: bool | None = None
+    trace: Trace,
+    path: str | Path,
+    *,
+    context: object = None,
+    with_context: bool | None = None,
+    earlier: Sequence[EarlierTurn] = (),
 ) -> Exported:
     """Write `trace` as a notebook at `path`.
 
     `context`: the run's context, embedded so that the notebook re-runs (checked against the
     recorded sha256); without it, a context recorded in the trace is used. `with_context`:
-    None embeds contexts up to MAX_EMBEDDED_CONTEXT_CHARS, True any size, False none.
+    None embeds contexts up to MAX_EMBEDDED_CONTEXT_CHARS, True any size, False none. `earlier`:
+    the session's questions before this one, replayed whole first (hidden cells) when the notebook runs.
     """
-    notebook, note = build_notebook(trace, context=context, with_context=with_context)
+    notebook, note = build_notebook(trace, context=context, with_context=with_context, earlier=earlier)
     path = Path(path)
     # json, not nbformat.write: nbformat validates and copies the whole notebook, several times slower on a large tree.
     with open(path, "w", encoding="utf-8") as f:
@@ -84,7 +93,7 @@ def write_notebook(
 
 
 def build_notebook(
-    trace: Trace, *, context: object = None, with_context: bool | None = None
+    trace: Trace, *, context: object = None, with_context: bool | None = None, earlier: Sequence[EarlierTurn] = ()
 ) -> tuple[dict[str, Any], str]:
     """The notebook as an nbformat v4 dict, and the context note (see `Exported.context`)."""
     # Imported here: pygments and jupyter_client would slow `%load_ext`, which imports this module.
@@ -95,13 +104,24 @@ def build_notebook(
     if root is None:
         raise ExportError("the trace has no root call: nothing to export")
     record, note = _context_to_embed(trace, root, context, with_context)
+    payloads: dict[str, dict[str, str]] = {}
+    earlier_cells = _Cells()
+    for number, turn in enumerate(earlier, 1):
+        turn_note = _earlier_turn(earlier_cells, payloads, number, turn, with_context)
+        if turn_note != "embedded" and note == "embedded":
+            note = f"embedded, but question {number}'s is {turn_note}"
     cells = _Cells()
     cells.code("%load_ext rlm_kernel")
     cells.markdown(_header(trace, root, note))
-    _tools(cells, trace)
-    # Streamed deltas are left out: each iteration event carries its whole reply.
-    events = [e for e in trace.events if e.kind not in (CONTEXT_RECORD, "model_text")] + ([record] if record else [])
-    payload_id, payload = encode_payload(events)
+    _tools(cells, [*(turn.trace for turn in earlier), trace])
+    if earlier:
+        cells.markdown(
+            f"## Earlier in this session\n\nThis question followed {_earlier_questions(len(earlier))} in the same "
+            "session. Each has a hidden cell below that replays it whole, first, so that the variables it made are "
+            "there when this run's code uses them."
+        )
+        cells.extend(earlier_cells)
+    payload_id = _add_payload(payloads, trace, record)
     cells.code(f"{SETUP_MAGIC} {payload_id}", tags=[REPLAY_TAG], jupyter={"source_hidden": True})
     links = CellLinks.from_events(trace.events)
     results = {
@@ -119,11 +139,40 @@ def build_notebook(
             "kernelspec": {"name": KERNEL_NAME, "display_name": DISPLAY_NAME, "language": "python"},
             "language_info": {"name": "python"},
             "rlm": {"root": root.id, "query": root.query, "status": root.status, "context": note},
-            METADATA_KEY: {"replay": {payload_id: {"encoding": PAYLOAD_ENCODING, "data": payload}}},
+            METADATA_KEY: {"replay": payloads},
         },
         "cells": cells.cells,
     }
     return notebook, note
+
+
+def _add_payload(payloads: dict[str, dict[str, str]], trace: Trace, record: Event | None) -> str:
+    """Store a run's replay data (its context too, when `record` holds it) under its content id."""
+    # Streamed deltas are left out: each iteration event carries its whole reply.
+    events = [e for e in trace.events if e.kind not in (CONTEXT_RECORD, "model_text")] + ([record] if record else [])
+    payload_id, payload = encode_payload(events)
+    payloads[payload_id] = {"encoding": PAYLOAD_ENCODING, "data": payload}
+    return payload_id
+
+
+def _earlier_questions(count: int) -> str:
+    return "one earlier question" if count == 1 else f"{count} earlier questions"
+
+
+def _earlier_turn(
+    cells: _Cells, payloads: dict[str, dict[str, str]], number: int, turn: EarlierTurn, with_context: bool | None
+) -> str:
+    """A session's earlier question: a line that says what it asked and got, and its hidden whole replay."""
+    root = turn.trace.root
+    if root is None:
+        raise ExportError(f"question {number} of the session has no root call: nothing to replay")
+    record, note = _context_to_embed(turn.trace, root, turn.context, with_context)
+    answer = _one_line(root.answer or "") or f"(no answer: {root.error})"
+    asked = as_written(f"{_one_line(root.query)}\n→ {answer}")
+    cells.markdown(f"**Question {number}** (`{root.status}`)\n\n{asked}")
+    payload_id = _add_payload(payloads, turn.trace, record)
+    cells.code(f"{SETUP_MAGIC} {payload_id} {WHOLE_FLAG}", tags=[REPLAY_TAG], jupyter={"source_hidden": True})
+    return note
 
 
 def _context_to_embed(
@@ -176,9 +225,9 @@ def _content_id(data: bytes) -> str:
 
 
 def setup_payload_id(source: str) -> str | None:
-    """The id a setup cell (`%rlm_replay ID ...`) names; None for any other cell."""
+    """The id the run's setup cell (`%rlm_replay ID ...`) names; None for any other cell (an earlier question's)."""
     words = source.split("\n", 1)[0].split()
-    return words[1] if len(words) > 1 and words[0] == SETUP_MAGIC else None
+    return words[1] if len(words) > 1 and words[0] == SETUP_MAGIC and WHOLE_FLAG not in words else None
 
 
 def notebook_payload(notebook: dict[str, Any], payload_id: str) -> Trace | None:
@@ -277,9 +326,9 @@ def recorded_tools(trace: Trace) -> dict[str, str | None]:
     return dict(tools) if isinstance(tools, dict) else {}
 
 
-def _tools(cells: _Cells, trace: Trace) -> None:
-    """The run's tools, defined again, so that its code finds them when the notebook re-runs."""
-    tools = recorded_tools(trace)
+def _tools(cells: _Cells, traces: Sequence[Trace]) -> None:
+    """The runs' tools, defined again, so that their code finds them when the notebook re-runs."""
+    tools = {name: source for trace in traces for name, source in recorded_tools(trace).items()}
     if not tools:
         return
     names = ", ".join(f"`{name}`" for name in tools)
@@ -297,6 +346,10 @@ class _Cells:
 
     def _id(self) -> str:
         return f"rlm-{len(self.cells):05d}"
+
+    def extend(self, more: _Cells) -> None:
+        for cell in more.cells:
+            self.cells.append({**cell, "id": self._id()})
 
     def markdown(self, source: str) -> None:
         self.cells.append({"cell_type": "markdown", "id": self._id(), "metadata": {}, "source": source})

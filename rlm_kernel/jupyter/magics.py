@@ -24,7 +24,7 @@ from rlm_kernel.core.context import check_context
 from rlm_kernel.core.errors import RLMError, RunFailed
 from rlm_kernel.core.redact import Redactor
 from rlm_kernel.core.session import Session
-from rlm_kernel.formats.notebook import cell_outputs, decode_payload
+from rlm_kernel.formats.notebook import WHOLE_FLAG, cell_outputs, decode_payload
 from rlm_kernel.formats.replay import Replayed
 from rlm_kernel.jupyter import messages as msg
 from rlm_kernel.jupyter import subcommands
@@ -269,17 +269,19 @@ class RLMMagics(Magics, SettingTraits):  # type: ignore[misc, valid-type]
     @no_var_expand
     @line_cell_magic
     @_one_line
-    def rlm_replay(self, line: str, cell: str | None = None) -> None:
+    def rlm_replay(self, line: str, cell: str | None = None) -> Any:
         """Start replaying an exported run: the hidden setup cell of an exported notebook.
 
         %rlm_replay ID reads the replay data stored under ID in the notebook file's metadata (the
         kernel looks for the file that holds ID; --from PATH.ipynb names it). --context NAME replays
         with a notebook variable as the context, for an export that left the context out. Then run
         the cells below in order. Older exports carry the data in the cell: %%rlm_replay [--context NAME].
+        %rlm_replay ID --whole replays a run at once (a session's earlier question, before the one exported).
         """
         args = self.split(line, "rlm_replay")
         name = subcommands.take_option(args, "--context")
         from_path = subcommands.take_option(args, "--from")
+        whole = subcommands.take_flag(args, WHOLE_FLAG)
         if cell is not None and not args and from_path is None:
             trace = decode_payload(cell)
         elif cell is None and len(args) == 1:
@@ -288,6 +290,8 @@ class RLMMagics(Magics, SettingTraits):  # type: ignore[misc, valid-type]
         else:
             raise UsageError(msg.SETUP_USAGE)
         context = self.context(name) if name else None
+        if whole:
+            return subcommands.replay_whole(self, trace, context, name)
         if self.replay is not None:
             self.replay.close()
             self.replay = None

@@ -15,7 +15,7 @@ from rlm_kernel.core.context import context_metadata
 from rlm_kernel.core.loaders import describe_skipped, load_files
 from rlm_kernel.core.result import RLMResult
 from rlm_kernel.core.settings import resolve
-from rlm_kernel.core.trace import CallNode, Iteration
+from rlm_kernel.core.trace import CallNode, Iteration, Trace
 from rlm_kernel.formats.notebook import write_notebook
 from rlm_kernel.formats.progress import plural
 from rlm_kernel.formats.replay import Replayed, load_trace, recorded_settings, replay_run
@@ -47,7 +47,7 @@ def config(m: RLMMagics, args: list[str]) -> None:
 
 def load(m: RLMMagics, args: list[str]) -> None:
     name = take_option(args, "--as") or "context"
-    skip = _take_flag(args, "--skip-unreadable")
+    skip = take_flag(args, "--skip-unreadable")
     if len(args) != 1 or not name.isidentifier():
         raise UsageError("usage: %rlm load PATH_OR_GLOB [--as NAME] [--skip-unreadable]")
     loaded = load_files(os.path.expanduser(args[0]), skip_unreadable=skip)
@@ -150,13 +150,14 @@ def history(m: RLMMagics, args: list[str]) -> None:
 
 def export(m: RLMMagics, args: list[str]) -> None:
     run = take_option(args, "--run")
-    with_context = True if _take_flag(args, "--with-context") else False if _take_flag(args, "--no-context") else None
+    with_context = True if take_flag(args, "--with-context") else False if take_flag(args, "--no-context") else None
     if len(args) != 1 or not args[0].endswith(".ipynb"):
         raise UsageError(msg.EXPORT_USAGE)
     result = _run_numbered(m, run)
     assert m.shell is not None  # set when IPython registers the magics
     context = m.shell.user_ns.get(result.extra.get("context_variable"))
-    exported = write_notebook(result.trace, os.path.expanduser(args[0]), context=context, with_context=with_context)
+    path = os.path.expanduser(args[0])
+    exported = write_notebook(result.trace, path, context=context, with_context=with_context, earlier=result.earlier)
     note = msg.EXPORTED.format(path=exported.path, cells=exported.cells, context=exported.context)
     display(Text(note + ("" if exported.rerunnable else msg.EXPORT_CANNOT_RERUN)))
 
@@ -166,8 +167,12 @@ def replay(m: RLMMagics, args: list[str]) -> Any:
     if len(args) != 1:
         raise UsageError(msg.REPLAY_USAGE)
     trace = load_trace(os.path.expanduser(args[0]))
+    return replay_whole(m, trace, m.context(name) if name else None, name)
+
+
+def replay_whole(m: RLMMagics, trace: Trace, context: object, context_name: str | None) -> Any:
+    """Replay a recorded run at once in the notebook's namespace, under a live view; the check's outcome."""
     settings = recorded_settings(trace)
-    context = m.context(name) if name else None
     view, handle = m.view()
     assert m.shell is not None  # set when IPython registers the magics
     namespace = m.shell.user_ns
@@ -177,7 +182,7 @@ def replay(m: RLMMagics, args: list[str]) -> Any:
         view,
         handle,
         repl,
-        name,
+        context_name,
     )
     return m.checked(Replayed(result, trace.root))
 
@@ -212,7 +217,7 @@ def take_option(args: list[str], name: str) -> str | None:
     return value
 
 
-def _take_flag(args: list[str], name: str) -> bool:
+def take_flag(args: list[str], name: str) -> bool:
     if name not in args:
         return False
     args.remove(name)
