@@ -189,3 +189,13 @@ def test_the_users_interrupt_during_a_timed_block_stops_it_and_leaves_no_stop_be
     assert signal.getsignal(signal.SIGALRM) is handler
     time.sleep(0.3)  # past the interrupted block's deadline
     assert NamespaceREPL().execute(AFTERWARDS).error is None
+
+
+def test_the_deadline_thread_takes_no_signal_meant_for_the_process():
+    # A SIGINT for the process must reach the thread running model code (the isolated worker unblocks it there
+    # only); a thread that took it would leave a time.sleep in the main thread running.
+    NamespaceREPL(cell_timeout=5).execute("x = 1")
+    watcher = next(t for t in threading.enumerate() if t.name == "rlm-deadlines")
+    status = open(f"/proc/self/task/{watcher.native_id}/status").read()
+    blocked = int(next(line for line in status.splitlines() if line.startswith("SigBlk:")).split()[1], 16)
+    assert blocked & (1 << (signal.SIGINT - 1))

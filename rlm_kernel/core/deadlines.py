@@ -173,6 +173,8 @@ def _start_watcher() -> None:
 
 def _watch() -> None:
     """Sends each thread the stop of its outermost passed deadline, at once and then every RESTOP_SECONDS."""
+    if _SIGNALS:  # a signal for the process (the user's SIGINT) must find the thread that wants it, never this one
+        signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
     while True:
         _wake.clear()
         with _lock:
