@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import math
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -13,6 +14,7 @@ from rlm_kernel.core.calls import TextStream, call_with_retries
 from rlm_kernel.core.capture import truncate
 from rlm_kernel.core.context import check_context, context_metadata, private_copy
 from rlm_kernel.core.custom_tools import describe_tools, tool_sources
+from rlm_kernel.core.deadlines import Deadline
 from rlm_kernel.core.errors import AnswerMismatch, BudgetExhausted, ModelError, SubmitAnswer
 from rlm_kernel.core.ledger import Usage
 from rlm_kernel.core.lm import LM, Completion, Messages
@@ -418,7 +420,8 @@ class Node:
         def one(child: tuple[object, str, str, str, str] | str) -> Any:
             if isinstance(child, str):
                 return child
-            with self.tree.running_child():  # so that the run's end can stop a child its parent left running
+            # So that the run's end can stop a child its parent left running.
+            with Deadline(math.inf, raises=RunCancelled) as stoppable, self.tree.running_child(stoppable):
                 try:
                     return self._run_child(*child)
                 except (KeyboardInterrupt, RunCancelled):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
 import sys
 import threading
 import time
@@ -14,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from rlm_kernel.core.aio import CancelScope, RunCancelled
 from rlm_kernel.core.approve import Approver
+from rlm_kernel.core.deadlines import Deadline
 from rlm_kernel.core.ledger import Ledger, Usage
 from rlm_kernel.core.redact import Redactor
-from rlm_kernel.core.repl import raise_in_thread
 from rlm_kernel.core.result import RLMResult
 from rlm_kernel.core.trace import Event, EventHandler, JSONLWriter, Trace
 from rlm_kernel.core.values import encodable
@@ -51,7 +52,7 @@ class CallTree:
         self.ledger = ledger or Ledger(rlm.limits)
         self.approver = approver
         self._approval_lock = threading.Lock()  # children ask from their threads: one question at a time
-        self._approving: int | None = None  # the thread waiting for the user's answer
+        self._approving: Deadline | None = None  # the wait for the user's answer
         self.redactor = Redactor([rlm.api_key, rlm.sub_api_key])
         self.scope = scope
         self.trace = Trace()
@@ -63,7 +64,7 @@ class CallTree:
         self._handlers: list[EventHandler] = [self.trace.add, *([self._writer] if self._writer else []), *rlm.on_event]
         self.closed = False
         self.handler_errors: list[str] = []
-        self._child_threads: dict[int, str] = {}  # threads running a child of rlm_query_batched now
+        self._children: dict[Deadline, str] = {}  # the children of rlm_query_batched running now, by thread name
         self._child_lock = threading.Lock()
         self._redacted: dict[str, str] = {}
         self.tokens_per_char = 0.0  # the most input tokens a character the provider has reported in this run
@@ -100,17 +101,17 @@ class CallTree:
         with self._approval_lock:
             if self.scope.cancelled.is_set():
                 raise RunCancelled()
-            self._approving = threading.get_ident()
-            try:
-                return bool(self.approver(code, node_id, depth))
-            finally:
-                self._approving = None
+            with Deadline(math.inf, raises=RunCancelled) as self._approving:
+                try:
+                    return bool(self.approver(code, node_id, depth))
+                finally:
+                    self._approving = None
 
     def stop_approval(self) -> None:
         """An interrupt reaches only the main thread: a child waiting for the user's answer is stopped here."""
         waiting = self._approving
-        if waiting is not None and waiting != threading.main_thread().ident:
-            raise_in_thread(waiting, RunCancelled)
+        if waiting is not None and waiting.thread != threading.main_thread().ident:
+            waiting.stop()
 
     def close_open_nodes(self, why: str = "interrupted") -> None:
         """Every sub-call still unwinding ends as cancelled, every open node as interrupted; later events are dropped."""
@@ -126,29 +127,28 @@ class CallTree:
         self.closed = True
 
     @contextlib.contextmanager
-    def running_child(self) -> Iterator[None]:
-        """Marks the calling thread as running a child RLM while the block runs."""
-        thread = threading.current_thread()
+    def running_child(self, child: Deadline) -> Iterator[None]:
+        """Lets the run's end stop a child RLM (`child`, entered in the thread that runs it) while the block runs."""
         with self._child_lock:
-            self._child_threads[thread.ident or 0] = thread.name
+            self._children[child] = threading.current_thread().name
         try:
             yield
         finally:
             with self._child_lock:
-                self._child_threads.pop(thread.ident or 0, None)
+                self._children.pop(child, None)
 
     def stop_children(self) -> list[str]:
-        """Stop children a block left running (only threads running one are touched; idle pool threads never);
-        the names of those still running after half a second (blocked in C code)."""
-        with self._child_lock:  # held: a thread cannot leave its child (and go idle) while the stop is sent
-            running = dict(self._child_threads)
-            for ident in running:
-                raise_in_thread(ident, RunCancelled)
+        """Stop children a block left running; the names of the threads still running one after half a second
+        (blocked in C code)."""
+        with self._child_lock:
+            running = dict(self._children)
+        for child in running:
+            child.stop()  # a child that has just ended is not touched: its deadline has closed
         deadline = time.monotonic() + 0.5
         while running and time.monotonic() < deadline:
             time.sleep(0.01)
             with self._child_lock:
-                running = {i: n for i, n in running.items() if i in self._child_threads}
+                running = {c: n for c, n in running.items() if c in self._children}
         return sorted(running.values())
 
     def close(self) -> None:
