@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import threading
 import time
 
@@ -102,3 +104,14 @@ def test_litellms_exit_time_logging_worker_errors_are_dropped_and_its_other_erro
         logger.error("LoggingWorker error: %s", "cannot reuse already awaited coroutine")
         logger.error("something the user should see")
     assert [r.getMessage() for r in caplog.records] == ["something the user should see"]
+
+
+def test_litellms_unawaited_provider_coroutine_of_a_cancelled_call_is_not_warned_about():
+    # In a fresh process, as a user meets it: pytest discards the filters set while it collects tests.
+    code = (
+        "import warnings, rlm_kernel\n"
+        "warnings.warn(\"coroutine '_handler.<locals>.OfflineLLM.acompletion' was never awaited\", RuntimeWarning)\n"
+        "warnings.warn(\"coroutine 'model_code' was never awaited\", RuntimeWarning)\n"
+    )
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stderr
+    assert "model_code" in shown and "acompletion" not in shown, shown

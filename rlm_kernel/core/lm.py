@@ -11,6 +11,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -30,6 +31,11 @@ from rlm_kernel.core.lm_support import (
 
 Messages = list[dict[str, Any]]
 OFFLINE_PROVIDERS = ("scripted/", "replay/")
+LITELLM_UNAWAITED = r"coroutine '[\w.<>]*\.acompletion' was never awaited"
+# A call cancelled (an interrupt, a spent budget) while litellm prepares it in a worker thread leaves litellm's
+# provider coroutine unawaited; nothing was sent, so its RuntimeWarning says nothing to the user. Set here, at
+# import, not when litellm is imported: a filter added inside a `catch_warnings` block (a test) would not last.
+warnings.filterwarnings("ignore", LITELLM_UNAWAITED, RuntimeWarning)
 NO_KEY = "sk-no-key-required"  # what a server that wants some key gets when no key is configured anywhere
 
 _litellm: Any = None
