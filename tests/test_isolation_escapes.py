@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from rlm_kernel.bench.escapes import added_threads
 from rlm_kernel.isolation import AuditKernelREPL, KernelREPL
 from rlm_kernel.models.server import ModelServer
 
@@ -352,23 +352,10 @@ print('held', len(held))
 
 
 def test_many_idle_bridge_connections_cost_the_caller_a_bounded_number_of_threads(sandboxed):
-    before, most = threading.active_count(), [0]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            most[0] = max(most[0], threading.active_count())
-            time.sleep(0.02)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
+    with added_threads() as added:
         output = run(sandboxed, MANY_CONNECTIONS)
-    finally:
-        done.set()
-        sampler.join()
     assert "held 200" in output
-    assert most[0] - before <= 1 + 16  # the sampler, and at most one thread per connection slot
+    assert added[0] <= 1 + 16  # the sampler, and at most one thread per connection slot
     assert run(sandboxed, "llm_query('still fine')") == "'echo: still fine'"
 
 

@@ -144,20 +144,31 @@ def _many_connections(mode: type[KernelREPL]) -> bool:
         "    s.setblocking(False)\n    try:\n        s.connect(cells['path'])\n    except BlockingIOError:\n"
         "        pass\n    held.append(s)\ntime.sleep(1.5)"
     )
-    with _repl(mode) as repl:
-        before, most, done = threading.active_count(), [0], threading.Event()
-
-        def sample() -> None:
-            while not done.is_set():
-                most[0] = max(most[0], threading.active_count())
-                time.sleep(0.02)
-
-        sampler = threading.Thread(target=sample)
-        sampler.start()
+    with _repl(mode) as repl, added_threads() as added:
         _run(repl, code)
+    return added[0] > 1 + 16
+
+
+@contextmanager
+def added_threads() -> Iterator[list[int]]:
+    """`[n]` once the block ends: the most threads this process ran at once during it, less those before it
+    (a sampler thread counts itself)."""
+    before, most, done = threading.active_count(), [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            most[0] = max(most[0], threading.active_count())
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    added = [0]
+    try:
+        yield added
+    finally:
         done.set()
         sampler.join()
-    return most[0] - before > 1 + 16
+        added[0] = most[0] - before
 
 
 def _model_server(mode: type[KernelREPL]) -> bool:
