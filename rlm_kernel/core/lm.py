@@ -26,6 +26,7 @@ from rlm_kernel.core.lm_support import (
     estimate_tokens,
     per_token_prices,
     resolve_api_key,
+    run_price,
     settle_usage,
 )
 
@@ -116,6 +117,17 @@ def count_tokens(model: str, messages: Messages, text: str) -> tuple[int, int]:
     return litellm.token_counter(model=model, messages=messages), litellm.token_counter(model=model, text=text)
 
 
+def litellm_price(model: str, input_tokens: int, output_tokens: int) -> float | None:
+    """US dollars as litellm's cost_per_token gives them; None when litellm cannot price the model (or is missing)."""
+    try:
+        prompt_cost, completion_cost = import_litellm().cost_per_token(
+            model=model, prompt_tokens=input_tokens, completion_tokens=output_tokens
+        )
+    except Exception:  # litellm not installed, or one of the various errors it raises for unmapped models
+        return None
+    return float(prompt_cost + completion_cost)
+
+
 def input_window(model: str) -> int | None:
     """The input tokens litellm's model map gives `model` (None when it does not know the model)."""
     if model.startswith(OFFLINE_PROVIDERS):
@@ -160,18 +172,14 @@ class LiteLLM:
 
     def price(self, model: str, input_tokens: int, output_tokens: int) -> float | None:
         """US dollars from the run's `prices`, else litellm's price map; offline models cost 0 unless priced."""
-        if model in self._prices:
-            input_rate, output_rate = self._prices[model]
-            return input_tokens * input_rate + output_tokens * output_rate
+        own = run_price(self._prices, model, input_tokens, output_tokens)
+        if own is not None:
+            return own
         if model not in self._unpriced:
-            litellm = import_litellm()
-            try:
-                prompt_cost, completion_cost = litellm.cost_per_token(
-                    model=model, prompt_tokens=input_tokens, completion_tokens=output_tokens
-                )
-                return float(prompt_cost + completion_cost)
-            except Exception:  # litellm raises various errors for unmapped models
-                self._unpriced.add(model)
+            cost = litellm_price(model, input_tokens, output_tokens)
+            if cost is not None:
+                return cost
+            self._unpriced.add(model)
         return 0.0 if model.startswith(OFFLINE_PROVIDERS) else None
 
     def complete(

@@ -180,6 +180,16 @@ def per_token_prices(prices: Mapping[str, Any] | None) -> dict[str, tuple[float,
     return table
 
 
+def run_price(
+    prices: Mapping[str, tuple[float, float]], model: str, input_tokens: int, output_tokens: int
+) -> float | None:
+    """US dollars by the run's own `prices` (per_token_prices), which come before any map; None: not priced there."""
+    if model not in prices:
+        return None
+    input_rate, output_rate = prices[model]
+    return input_tokens * input_rate + output_tokens * output_rate
+
+
 class StreamedText:
     """A reply assembled from streamed pieces, each passed on to `sink` as it arrives."""
 

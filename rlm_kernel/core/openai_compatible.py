@@ -29,7 +29,7 @@ from rlm_kernel.core import price_map
 from rlm_kernel.core.aio import background_loop
 from rlm_kernel.core.errors import ModelError, TransientModelError
 from rlm_kernel.core.ledger import Usage
-from rlm_kernel.core.lm import NO_KEY, OFFLINE_PROVIDERS, Completion, Messages, count_tokens, import_litellm
+from rlm_kernel.core.lm import NO_KEY, OFFLINE_PROVIDERS, Completion, Messages, count_tokens, litellm_price
 from rlm_kernel.core.lm_support import (
     StreamedText,
     TextSink,
@@ -41,6 +41,7 @@ from rlm_kernel.core.lm_support import (
     looks_like_context_length,
     per_token_prices,
     resolve_api_key,
+    run_price,
     settle_usage,
 )
 
@@ -97,11 +98,11 @@ class OpenAICompatibleLM:
 
     def price(self, model: str, input_tokens: int, output_tokens: int) -> float | None:
         """US dollars from the run's `prices`, else litellm's map as litellm prices it (None: nobody prices it)."""
-        if model in self._prices:
-            input_rate, output_rate = self._prices[model]
-            return input_tokens * input_rate + output_tokens * output_rate
+        own = run_price(self._prices, model, input_tokens, output_tokens)
+        if own is not None:
+            return own
         if price_map.needs_litellm(model):
-            return _litellm_price(model, input_tokens, output_tokens)
+            return litellm_price(model, input_tokens, output_tokens)
         return price_map.cost(model, input_tokens, output_tokens)
 
     async def acomplete(
@@ -185,17 +186,6 @@ class OpenAICompatibleLM:
 
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, "[redacted]") if self._api_key else text
-
-
-def _litellm_price(model: str, input_tokens: int, output_tokens: int) -> float | None:
-    """litellm's own price, for the few map entries priced by more than token counts (tiers, off-peak hours)."""
-    try:
-        prompt_cost, completion_cost = import_litellm().cost_per_token(
-            model=model, prompt_tokens=input_tokens, completion_tokens=output_tokens
-        )
-    except Exception:  # litellm not installed, or it raises one of various errors for the model
-        return None
-    return float(prompt_cost + completion_cost)
 
 
 def _count_tokens(model: str, messages: Messages, text: str) -> tuple[int, int]:
