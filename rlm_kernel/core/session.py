@@ -95,7 +95,7 @@ class Session:
         self.id = next(_ids)
         self.turns: list[Turn] = []
         self.results: list[RLMResult] = []
-        self._contexts: list[object] = []  # each question's context, for the exports of later questions
+        self._asked: list[EarlierTurn] = []  # each question's trace and context, for the exports of later ones
         self._repl = repl
         self._own_repl = repl is None
 
@@ -135,16 +135,16 @@ class Session:
         self.turns.append(Turn(result.query, result.status, result.text or f"(no answer: {result.error})", made))
         result.extra["session"] = self.id
         result.extra["session_turn"] = len(self.turns)
-        result.earlier = tuple(EarlierTurn(r.trace, c) for r, c in zip(self.results, self._contexts, strict=True))
+        result.earlier = tuple(self._asked)
         self.results.append(result)
-        self._contexts.append(context)
+        self._asked.append(EarlierTurn(result.trace, context))
 
     def rewind(self) -> None:
         """Forget the last question, so that asking it again (a re-run cell) is what it was the first time."""
         if self.turns:
             self.turns.pop()
             self.results.pop()
-            self._contexts.pop()
+            self._asked.pop()
 
     def close(self) -> None:
         """Release the REPL the session made (an isolated kernel)."""
