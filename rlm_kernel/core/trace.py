@@ -185,6 +185,11 @@ class Trace:
     def root(self) -> CallNode | None:
         return self.nodes.get(self.root_id) if self.root_id else None
 
+    def root_start(self) -> dict[str, Any]:
+        """The root's call_start data (its settings, prompts, tools, session history); {} without a root."""
+        start = next((e for e in self.events if e.kind == "call_start" and e.node_id == self.root_id), None)
+        return start.data if start is not None and self.root_id else {}
+
     def walk(self, node_id: str | None = None) -> Iterable[CallNode]:
         """Nodes depth-first from `node_id` (default: the root)."""
         start = node_id or self.root_id

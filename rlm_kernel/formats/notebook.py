@@ -320,9 +320,7 @@ def error_output(traceback_text: str) -> dict[str, Any]:
 
 def recorded_tools(trace: Trace) -> dict[str, str | None]:
     """The user's functions the recorded run gave its model, with their sources (None: not found)."""
-    root = trace.root
-    start = next((e for e in trace.events if e.kind == "call_start" and root and e.node_id == root.id), None)
-    tools = start.data.get("tools") if start else None
+    tools = trace.root_start().get("tools")
     return dict(tools) if isinstance(tools, dict) else {}
 
 

@@ -115,8 +115,8 @@ REPLAYED_SETTINGS = (
 
 
 def _root_start(trace: Trace) -> dict[str, Any]:
-    root = root_call(trace)
-    return next(e.data for e in trace.events if e.kind == "call_start" and e.node_id == root.id)
+    root_call(trace)  # a ReplayError that says the recording has no root
+    return trace.root_start()
 
 
 def recorded_history(trace: Trace) -> str | None:
