@@ -117,7 +117,7 @@ def test_each_model_gets_its_own_transport_and_the_trace_records_it():
     with ModelServer(policy) as server:
         rlm = RLM(model="openai/policy", sub_model="scripted/echo", api_base=server.url)
         assert rlm.transports == {"model": "direct", "sub_model": "litellm"}
-        assert type(rlm.lm).__name__ == "OpenAICompatibleLM" and type(rlm.sub_lm).__name__ == "LiteLLM"
+        assert type(rlm.models.root).__name__ == "OpenAICompatibleLM" and type(rlm.models.sub).__name__ == "LiteLLM"
         result = RLM(model="openai/policy", api_base=server.url).completion("c", "q")
     settings = result.trace.events[0].data["settings"]
     assert settings["transport"] == "auto" and settings["transports"] == {"model": "direct", "sub_model": "direct"}

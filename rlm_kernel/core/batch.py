@@ -1,10 +1,17 @@
 """Many questions at once: `RLM.batch([(context, query), ...])` and `await RLM.abatch(...)`.
 
-One bound covers the whole batch: at most `concurrency` questions run at once (each in a thread of the
-batch's own pool, since model code is synchronous) and at most `concurrency` model calls are in flight,
-sub-calls included (one semaphore shared by every question's tree). Results come back in order, each with
-its own status, usage and trace. Each question keeps the RLM's own budgets; limits given to the batch are
-one more ledger that every question's calls are also charged to.
+By default one bound covers the whole batch: at most `concurrency` questions run at once (each in a thread of
+the batch's own pool, since model code is synchronous) and at most `concurrency` model calls are in flight,
+sub-calls included (one `CallSlots` shared by every question's tree). Results come back in order, each with
+its own status, usage and trace. Each question keeps the RLM's own budgets; limits given to the batch are one
+more budget that every question's calls are also charged to (`JointBudget`).
+
+`executor=` runs the questions on any `concurrent.futures.Executor`. A `ThreadPoolExecutor` shares this
+process, so everything above holds. Any other (a process pool, a cluster's) gets each question as a
+`Question`, which pickles: the run's `RunConfig` and the question; the process that runs it makes its own model
+clients and REPLs from the config, bounds its own calls by `concurrency`, sends no live events (each result
+carries its trace) and is not stopped once started. Batch-wide limits there need a `Budget` every process can
+reach (`Batch(..., budget=...)`); this process's `Ledger` cannot leave it.
 """
 
 from __future__ import annotations
@@ -12,19 +19,19 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rlm_kernel.core.aio import WAIT_SLICE_S, CancelScope
-from rlm_kernel.core.errors import BudgetExhausted, ConfigError, RLMError, RunInterrupted
-from rlm_kernel.core.ledger import Ledger, Limits, Reservation, Usage
+from rlm_kernel.core.config import RunConfig
+from rlm_kernel.core.errors import ConfigError, RLMError, RunInterrupted
+from rlm_kernel.core.ledger import Budget, JointBudget, Ledger, Limits, Usage
 from rlm_kernel.core.result import RLMResult
+from rlm_kernel.core.run import Asker, run_question
+from rlm_kernel.core.slots import CallSlots, Slots
 from rlm_kernel.core.trace import Trace
-
-if TYPE_CHECKING:
-    from rlm_kernel.core.engine import RLM
-    from rlm_kernel.core.typed import AnswerType
+from rlm_kernel.core.typed import AnswerType
 
 BATCH_LIMITS = ("max_llm_calls", "max_tokens", "max_cost_usd", "max_seconds")
 RUN_POOL_THREADS = 256  # threads start only as runs need them
@@ -42,96 +49,91 @@ def run_pool() -> concurrent.futures.ThreadPoolExecutor:
         return _pool
 
 
-@dataclass
-class _Linked(Reservation):
-    shared: Reservation | None = None
-
-
-class BatchLedger(Ledger):
-    """One question's ledger that also charges the batch's: a call goes out only when both have room."""
-
-    def __init__(self, limits: Limits, batch: Ledger) -> None:
-        super().__init__(limits)
-        self.batch = batch
-
-    def seconds_left(self) -> float | None:
-        left = [s for s in (super().seconds_left(), self.batch.seconds_left()) if s is not None]
-        return min(left) if left else None
-
-    def reserve(
-        self, input_tokens: int, max_output: int, input_rate: float = 0.0, output_rate: float = 0.0
-    ) -> Reservation | None:
-        own = super().reserve(input_tokens, max_output, input_rate, output_rate)
-        if own is None:
-            return None
-        cap = max_output if own.output_cap is None else own.output_cap
-        try:
-            shared = self.batch.reserve(input_tokens, cap, input_rate, output_rate)
-        except BudgetExhausted as exc:
-            super().release(own)
-            self.stopped_by = self.stopped_by or exc.limit
-            raise
-        if shared is None:
-            super().release(own)
-            return None
-        caps = [c for c in (own.output_cap, shared.output_cap) if c is not None]
-        return _Linked(own.tokens, own.cost_usd, min(caps) if caps else None, shared=shared)
-
-    def settle(self, reservation: Reservation, actual: Usage) -> None:
-        if isinstance(reservation, _Linked) and reservation.shared is not None:
-            self.batch.settle(reservation.shared, actual)
-        super().settle(reservation, actual)
-
-    def record_cached(self) -> None:
-        super().record_cached()
-        self.batch.record_cached()
-
-
 def failed(query: str, error: str) -> RLMResult:
     """The result of a question that could not start (a context the engine refuses, bad settings)."""
     return RLMResult(None, "error", Usage(), Trace(), 0.0, error=error, query=query)
 
 
+@dataclass(frozen=True)
+class Question:
+    """One question of a batch as another process runs it: data only, so it pickles (with `shared` and `slots`
+    when those can travel: a budget and slots that other processes reach)."""
+
+    config: RunConfig
+    context: object
+    query: str
+    answer_type: AnswerType | None = None
+    shared: Budget | None = None  # the batch's budget
+    slots: Slots | None = None  # None: this process bounds its own calls by the config's concurrency
+
+    def __call__(self) -> RLMResult:
+        budget = None if self.shared is None else JointBudget(Ledger(self.config.limits), self.shared)
+        return _answered(
+            self.query,
+            lambda: run_question(
+                self.config, self.context, self.query, budget=budget, slots=self.slots, answer_type=self.answer_type
+            ),
+        )
+
+
 class Batch:
     def __init__(
         self,
-        rlm: RLM,
+        rlm: Asker,
         questions: Iterable[tuple[object, str]],
         concurrency: int | None,
-        answer_type: AnswerType | None,
+        answer_type: Any,
         limits: Mapping[str, float | None],
+        executor: concurrent.futures.Executor | None = None,
+        *,
+        budget: Budget | None = None,
+        slots: Slots | None = None,
     ) -> None:
-        self.rlm, self.answer_type = rlm, answer_type
+        """`budget`: the batch's own (default: a Ledger of `limits`, when any is given); `slots`: the call slots every
+        question shares (default: CallSlots of `concurrency` in this process, none for another process's questions)."""
+        self.rlm = rlm
+        self.answer_type = None if answer_type is None else AnswerType(answer_type)
         self.questions = [_pair(q, i) for i, q in enumerate(questions)]
-        self.concurrency = rlm.concurrency if concurrency is None else concurrency
+        self.concurrency = rlm.config.loop.concurrency if concurrency is None else concurrency
         if not isinstance(self.concurrency, int) or self.concurrency < 1:
             raise ConfigError(f"concurrency must be a whole number of at least 1, not {self.concurrency!r}")
         unknown = set(limits) - set(BATCH_LIMITS)
         if unknown:
             raise ConfigError(f"unknown batch limits {sorted(unknown)}; known: {', '.join(BATCH_LIMITS)}")
         given = {k: v for k, v in limits.items() if v is not None}
-        self.ledger = Ledger(Limits(**given)) if given else None  # type: ignore[arg-type]
+        self.budget = budget or (Ledger(Limits(**given)) if given else None)  # type: ignore[arg-type]
+        self.executor = executor
+        # Threads of this process share its memory: the in-process budget, slots, clients and event handlers.
+        self.in_process = executor is None or isinstance(executor, concurrent.futures.ThreadPoolExecutor)
+        if not self.in_process and isinstance(self.budget, Ledger):
+            raise ConfigError(
+                "batch-wide limits with this executor need a budget that its processes reach: "
+                "pass Batch(..., budget=...), or give the limits to the RLM (each question's own)"
+            )
+        self.slots = slots or (CallSlots(self.concurrency) if self.in_process else None)
         self.scopes = [CancelScope() for _ in self.questions]
         self.cancelled = threading.Event()
         self.usage = Usage()  # the whole batch, filled in when it ends
 
     def run(self) -> list[RLMResult]:
         """Every question to its end; an interrupt cancels them all and is raised again once they unwound."""
-        semaphore = asyncio.Semaphore(self.concurrency)
-        pool = concurrent.futures.ThreadPoolExecutor(
+        executor = self.executor or concurrent.futures.ThreadPoolExecutor(
             max_workers=min(self.concurrency, len(self.questions) or 1), thread_name_prefix="rlm-batch"
         )
         try:
-            futures = [pool.submit(self._one, i, semaphore) for i in range(len(self.questions))]
+            futures = [executor.submit(self._job(i)) for i in range(len(self.questions))]
             try:
                 while not all(f.done() for f in futures):  # in slices, so that an interrupt is seen at once
                     concurrent.futures.wait(futures, timeout=WAIT_SLICE_S)
             except KeyboardInterrupt:
                 self.cancel()
+                for future in futures:
+                    future.cancel()
                 raise
             results = [f.result() for f in futures]
         finally:
-            pool.shutdown(wait=not self.cancelled.is_set(), cancel_futures=True)
+            if self.executor is None:
+                executor.shutdown(wait=not self.cancelled.is_set(), cancel_futures=True)
         for result in results:
             self.usage.add(result.usage)
         return results
@@ -148,25 +150,42 @@ class Batch:
         for scope in self.scopes:
             scope.cancel()
 
-    def _one(self, index: int, semaphore: asyncio.Semaphore) -> RLMResult:
+    def _job(self, index: int) -> Callable[[], RLMResult]:
+        context, query = self.questions[index]
+        if not self.in_process:
+            return Question(self.rlm.config, context, query, self.answer_type, self.budget, self.slots)
+        return lambda: self._one(index)
+
+    def _one(self, index: int) -> RLMResult:
         context, query = self.questions[index]
         if self.cancelled.is_set():
             return failed(query, "cancelled before it started")
-        ledger = BatchLedger(self.rlm.limits, self.ledger) if self.ledger is not None else None
-        try:
-            return self.rlm._complete(
+        rlm = self.rlm
+        own = Ledger(rlm.config.limits)
+        return _answered(
+            query,
+            lambda: run_question(
+                rlm.config,
                 context,
                 query,
-                None,
-                self.scopes[index],
+                local=rlm.local,
+                budget=own if self.budget is None else JointBudget(own, self.budget),
+                slots=self.slots,
+                new_repl=rlm.new_repl,
                 answer_type=self.answer_type,
-                ledger=ledger,
-                semaphore=semaphore,
-            )
-        except RunInterrupted as stop:
-            return stop.result
-        except RLMError as exc:
-            return failed(query, str(exc))
+                scope=self.scopes[index],
+            ),
+        )
+
+
+def _answered(query: str, ask: Callable[[], RLMResult]) -> RLMResult:
+    """The question's result, also when it was interrupted (partial) or could not run (its error)."""
+    try:
+        return ask()
+    except RunInterrupted as stop:
+        return stop.result
+    except RLMError as exc:
+        return failed(query, str(exc))
 
 
 def _pair(question: Any, index: int) -> tuple[object, str]:

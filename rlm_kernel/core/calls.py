@@ -17,14 +17,12 @@ from rlm_kernel.core.ledger import Usage
 from rlm_kernel.core.lm import LM, Completion, Messages
 
 if TYPE_CHECKING:
-    from rlm_kernel.core.engine import RLM
     from rlm_kernel.core.tree import CallTree
 
 MODEL_TEXT_INTERVAL = 0.1  # seconds between model_text events of one node: at most about 10 a second
 
 
 async def call_with_retries(
-    rlm: RLM,
     tree: CallTree,
     messages: Messages,
     model: str,
@@ -33,11 +31,11 @@ async def call_with_retries(
     on_attempt: Callable[[int], None] | None = None,
     stream: TextStream | None = None,
 ) -> Completion:
-    """One model call with retries; every attempt is charged to the tree's ledger."""
-    ledger = tree.ledger
+    """One model call with retries; every attempt takes one of the tree's call slots and is charged to its budget."""
+    ledger, policy = tree.budget, tree.config.calls
     messages = [{**m, "content": tree.redacted(str(m["content"]))} for m in messages]
     # The cap a call may get: the configured one under a budget (which reserves it), else none.
-    cap = rlm.max_output_tokens if rlm.limits.max_tokens is not None or rlm.limits.max_cost_usd is not None else None
+    cap = policy.max_output_tokens if tree.config.budgeted else None
     hit = lm.lookup(messages, model=model, params=params, max_output_tokens=cap) if isinstance(lm, CachedLM) else None
     if hit is not None:
         ledger.record_cached()  # answered from the response cache: no request, nothing charged
@@ -46,16 +44,16 @@ async def call_with_retries(
     # Past calls of this run tell how the provider counts (CJK text: about a token a character, not three).
     estimate = max(lm.estimate_tokens(messages), math.ceil(chars * tree.tokens_per_char))
     in_rate = out_rate = 0.0
-    if rlm.limits.max_cost_usd is not None:
+    if tree.config.limits.max_cost_usd is not None:
         in_rate, out_rate = lm.price(model, 1, 0) or 0.0, lm.price(model, 0, 1) or 0.0
     streaming: dict[str, Any] = {} if stream is None else {"on_text": stream.add}
     for attempt in itertools.count():
-        # Reserve inside the semaphore, so calls queued behind it hold no budget.
-        async with tree.semaphore:
-            while (reservation := ledger.reserve(estimate, rlm.max_output_tokens, in_rate, out_rate)) is None:
+        # Reserve inside the slot, so calls queued for one hold no budget.
+        async with tree.slots:
+            while (reservation := ledger.reserve(estimate, policy.max_output_tokens, in_rate, out_rate)) is None:
                 await asyncio.sleep(0.01)  # it fits once in-flight calls settle
             left = ledger.seconds_left()
-            timeout = rlm.call_timeout if left is None else max(0.01, min(rlm.call_timeout, left))
+            timeout = policy.call_timeout if left is None else max(0.01, min(policy.call_timeout, left))
             if on_attempt is not None:
                 on_attempt(attempt)
             if stream is not None:
@@ -85,9 +83,9 @@ async def call_with_retries(
                     tree.tokens_per_char = max(tree.tokens_per_char, completion.usage.input_tokens / chars)
                 return completion
         left = ledger.seconds_left()
-        if attempt >= rlm.retries or (left is not None and left <= 0):
+        if attempt >= policy.retries or (left is not None and left <= 0):
             raise ModelError(f"{failure} (gave up after {attempt + 1} attempts)") from None
-        backoff = rlm.retry_backoff * 2**attempt * random.uniform(0.5, 1.0)
+        backoff = policy.retry_backoff * 2**attempt * random.uniform(0.5, 1.0)
         await asyncio.sleep(backoff if left is None else min(backoff, left))
     raise AssertionError("unreachable")
 

@@ -6,6 +6,7 @@ import math
 import threading
 import time
 from dataclasses import asdict, dataclass
+from typing import Protocol, runtime_checkable
 
 from rlm_kernel.core.errors import BudgetExhausted
 
@@ -56,6 +57,38 @@ class Reservation:
 
 
 MIN_OUTPUT_TOKENS = 16  # below this a reply cannot hold a useful step
+
+
+@runtime_checkable
+class Budget(Protocol):
+    """What a run's model calls are charged to. `Ledger` is the one in this process; a budget shared by
+    processes (a batch across machines) implements the same six methods, each safe to call from any thread."""
+
+    def reserve(
+        self, input_tokens: int, max_output: int, input_rate: float = 0.0, output_rate: float = 0.0
+    ) -> Reservation | None:
+        """Charge one call's worst case; None: wait for in-flight calls to settle; raises BudgetExhausted."""
+        ...
+
+    def settle(self, reservation: Reservation, actual: Usage) -> None:
+        """Replace a reservation with what the call used (once; a second settle changes nothing)."""
+        ...
+
+    def release(self, reservation: Reservation) -> None:
+        """Undo a reservation whose call was never sent."""
+        ...
+
+    def record_cached(self) -> None:
+        """Count a call the response cache answered (charged nothing)."""
+        ...
+
+    def seconds_left(self) -> float | None:
+        """Seconds of the time budget left (None: no time budget)."""
+        ...
+
+    def snapshot(self) -> Usage:
+        """What was used so far, as a copy."""
+        ...
 
 
 class Ledger:
@@ -165,3 +198,55 @@ class Ledger:
         raise BudgetExhausted(
             limit, f"budget exhausted ({limit}): {why}. Aggregate what you have and submit your answer now."
         )
+
+
+@dataclass
+class _Joint(Reservation):
+    shared: Reservation | None = None
+
+
+class JointBudget:
+    """Charges two budgets at once (a question's own and its batch's): a call goes out only when both have room."""
+
+    def __init__(self, own: Budget, shared: Budget) -> None:
+        self.own, self.shared = own, shared
+
+    def seconds_left(self) -> float | None:
+        left = [s for s in (self.own.seconds_left(), self.shared.seconds_left()) if s is not None]
+        return min(left) if left else None
+
+    def reserve(
+        self, input_tokens: int, max_output: int, input_rate: float = 0.0, output_rate: float = 0.0
+    ) -> Reservation | None:
+        own = self.own.reserve(input_tokens, max_output, input_rate, output_rate)
+        if own is None:
+            return None
+        cap = max_output if own.output_cap is None else own.output_cap
+        try:
+            shared = self.shared.reserve(input_tokens, cap, input_rate, output_rate)
+        except BudgetExhausted:
+            self.own.release(own)
+            raise
+        if shared is None:
+            self.own.release(own)
+            return None
+        caps = [c for c in (own.output_cap, shared.output_cap) if c is not None]
+        return _Joint(own.tokens, own.cost_usd, min(caps) if caps else None, shared=shared)
+
+    def settle(self, reservation: Reservation, actual: Usage) -> None:
+        if isinstance(reservation, _Joint) and reservation.shared is not None:
+            self.shared.settle(reservation.shared, actual)
+        self.own.settle(reservation, actual)
+
+    def release(self, reservation: Reservation) -> None:
+        if isinstance(reservation, _Joint) and reservation.shared is not None:
+            self.shared.release(reservation.shared)
+        self.own.release(reservation)
+
+    def record_cached(self) -> None:
+        self.own.record_cached()
+        self.shared.record_cached()
+
+    def snapshot(self) -> Usage:
+        """The question's own usage (the batch's is the shared budget's snapshot)."""
+        return self.own.snapshot()

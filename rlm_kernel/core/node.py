@@ -6,7 +6,7 @@ import concurrent.futures
 import math
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rlm_kernel.core.aio import RunCancelled
 from rlm_kernel.core.approve import DECLINED
@@ -30,15 +30,11 @@ from rlm_kernel.core.prompts import (
     system_prompt,
 )
 from rlm_kernel.core.repl import REPL, ExecResult, contained
-from rlm_kernel.core.settings import recorded
 from rlm_kernel.core.tools import MISSING, PROMPT_PREVIEW_CHARS, AnswerDict, make_tools
 from rlm_kernel.core.trace import EVENT_SCHEMA
 from rlm_kernel.core.tree import CallTree, Outcome
 from rlm_kernel.core.typed import AnswerType
 from rlm_kernel.core.values import describe_value
-
-if TYPE_CHECKING:
-    from rlm_kernel.core.engine import RLM
 
 NO_OUTPUT = "(no output: print what you need)"
 ANSWER_RECORD_CHARS = 100_000
@@ -49,7 +45,6 @@ class Node:
 
     def __init__(
         self,
-        rlm: RLM,
         tree: CallTree,
         context: object,
         query: str,
@@ -57,37 +52,39 @@ class Node:
         depth: int,
         parent_id: str | None,
         repl: REPL,
-        model: str,
-        max_iterations: int,
+        model: str | None = None,
         node_id: str | None = None,
         history: str | None = None,
         answer_type: AnswerType | None = None,
     ) -> None:
+        config = self.config = tree.config
+        loop, sub = config.loop, config.sub
         # Model code gets its own copy of a mutable context (never the caller's object); a str is shared.
-        self.rlm, self.tree, self.context, self.query = rlm, tree, private_copy(context), query
-        self.depth, self.parent_id, self.repl, self.model = depth, parent_id, repl, model
-        self.max_iterations = max_iterations
+        self.tree, self.context, self.query = tree, private_copy(context), query
+        self.depth, self.parent_id, self.repl = depth, parent_id, repl
+        # The root talks to the root model's server; children, like sub-calls, to the sub-model's.
+        spec = config.root if depth == 0 else sub
+        self.model, self.params = model or spec.model, spec.params
+        self.lm: LM = tree.models.root if depth == 0 else tree.models.sub
+        self.max_iterations = loop.max_iterations if depth == 0 else loop.child_max_iterations
         self.history = history  # a session's earlier questions and answers, told before the question
         self.answer_type = answer_type
-        # The root talks to the root model's server; children, like sub-calls, to the sub-model's.
-        self.lm: LM = rlm.lm if depth == 0 else rlm.sub_lm
-        self.params: Mapping[str, Any] = rlm.root_params if depth == 0 else rlm.sub_params
         self.id = node_id or tree.new_id("n")
         self.answer = AnswerDict(content="", ready=False)
         self.capabilities = Capabilities(
             depth=depth,
-            max_depth=rlm.max_depth,
-            max_iterations=max_iterations,
-            max_output_chars=rlm.max_output_chars,
-            sub_model=rlm.sub_model,
-            limits=rlm.limits,
-            concurrency=rlm.concurrency,
-            cell_timeout=rlm.cell_timeout,
-            sub_capacity_chars=sub_capacity_chars(rlm.sub_input_window(rlm.sub_model)),
-            tools=describe_tools(rlm.tools),
-            instructions=rlm.instructions,
+            max_depth=loop.max_depth,
+            max_iterations=self.max_iterations,
+            max_output_chars=loop.max_output_chars,
+            sub_model=sub.model,
+            limits=config.limits,
+            concurrency=loop.concurrency,
+            cell_timeout=loop.cell_timeout,
+            sub_capacity_chars=sub_capacity_chars(tree.models.sub_input_window(config, sub.model)),
+            tools=describe_tools(config.tool_functions),
+            instructions=loop.instructions,
             answer_shape=None if answer_type is None else answer_type.shape(),
-            sub_calls=rlm.sub_calls,
+            sub_calls=loop.sub_calls,
         )
         self.tools: dict[str, Any] = {}
         self._block: tuple[int, int] | None = None  # (iteration, block) of the code now running
@@ -108,7 +105,8 @@ class Node:
     def run(self) -> Outcome:
         started = time.perf_counter()
         description = context_metadata(self.context)
-        self.tools = {**make_tools(self), **self.rlm.tools}
+        tools = self.config.tool_functions
+        self.tools = {**make_tools(self), **tools}
         for name, value in self.tools.items():
             self.repl.set(name, value)
         messages: Messages = [
@@ -127,8 +125,8 @@ class Node:
             max_iterations=self.max_iterations,
             **({"answer_type": self.answer_type.name} if self.answer_type else {}),
             **({"history": self.history} if self.history else {}),
-            **({"tools": tool_sources(self.rlm.tools)} if self.depth == 0 and self.rlm.tools else {}),
-            **({"settings": recorded(self.rlm.settings, self.rlm.transports)} if self.depth == 0 else {}),
+            **({"tools": tool_sources(tools)} if self.depth == 0 and tools else {}),
+            **({"settings": dict(self.config.recorded)} if self.depth == 0 else {}),
         )
         try:
             outcome = self._iterate(messages)
@@ -197,7 +195,7 @@ class Node:
         failed = False
         for index, code in enumerate(blocks):
             before = self._before_block = self._snapshot()
-            left = self.tree.ledger.seconds_left()
+            left = self.tree.budget.seconds_left()
             self._block = (iteration, index)
             try:
                 if self.tree.approves(code, self.id, self.depth):
@@ -238,7 +236,7 @@ class Node:
     ) -> str:
         """Record one block's result; returns the output as the model sees it."""
         redact = self.tree.redactor.text
-        output = redact(truncate(result.observation(), self.rlm.max_output_chars))
+        output = redact(truncate(result.observation(), self.config.loop.max_output_chars))
         self.emit(
             "code_result",
             iteration=iteration,
@@ -301,7 +299,7 @@ class Node:
 
     def call_model(self, messages: Messages, iteration: int) -> Completion:
         """A reply of this node's model: `model_wait` before each attempt; streamed as model_text when the run streams."""
-        stream = TextStream(self.emit, iteration) if self.rlm.stream else None
+        stream = TextStream(self.emit, iteration) if self.config.loop.stream else None
 
         def waiting(attempt: int) -> None:
             self.emit("model_wait", iteration=iteration, model=self.model, attempt=attempt)
@@ -322,8 +320,8 @@ class Node:
         on_attempt: Callable[[int], None] | None = None,
         stream: TextStream | None = None,
     ) -> Completion:
-        """One model call with retries, charged to the tree's ledger (core/calls.py)."""
-        return await call_with_retries(self.rlm, self.tree, messages, model, lm, params, on_attempt, stream)
+        """One model call with retries, charged to the tree's budget (core/calls.py)."""
+        return await call_with_retries(self.tree, messages, model, lm, params, on_attempt, stream)
 
     # -- the REPL's reserved names and child RLMs ----------------------------------------------
 
@@ -355,7 +353,7 @@ class Node:
     def _queue_child(self, context: object, query: str, model: str | None) -> tuple[object, str, str, str, str]:
         """Name a child and announce its sub-call (the views show it queued until its call_start)."""
         check_context(context)
-        child_id, sub_id, model = self.tree.new_id("n"), self.tree.new_id("s"), model or self.rlm.sub_model
+        child_id, sub_id, model = self.tree.new_id("n"), self.tree.new_id("s"), model or self.config.sub.model
         self.emit(
             "subcall_start",
             subcall_id=sub_id,
@@ -369,17 +367,15 @@ class Node:
         return context, query, model, child_id, sub_id
 
     def _run_child(self, context: object, query: str, model: str, child_id: str, sub_id: str) -> Any:
-        rlm = self.rlm
         started = time.perf_counter()
         try:
-            repl = rlm.new_repl()
+            repl = self.tree.new_repl()
         except Exception as exc:  # its announced sub-call still ends, as failed
             error = f"{type(exc).__name__}: {exc}"
             self.emit("subcall_end", subcall_id=sub_id, error=error, usage=Usage().to_dict(), seconds=0.0)
             raise
         try:
             child = Node(
-                rlm,
                 self.tree,
                 context,
                 query,
@@ -387,7 +383,6 @@ class Node:
                 parent_id=self.id,
                 repl=repl,
                 model=model,
-                max_iterations=rlm.child_max_iterations,
                 node_id=child_id,
             )
             outcome = child.run()
@@ -430,7 +425,7 @@ class Node:
                     return f"Error: {type(exc).__name__}: {exc}"
 
         pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=min(self.rlm.concurrency, len(pairs) or 1), thread_name_prefix=f"rlm-{self.id}"
+            max_workers=min(self.config.loop.concurrency, len(pairs) or 1), thread_name_prefix=f"rlm-{self.id}"
         )
         try:
             futures = [pool.submit(one, child) for child in queued]

@@ -14,17 +14,14 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from rlm_kernel.core.aio import CancelScope
 from rlm_kernel.core.custom_tools import RESERVED
 from rlm_kernel.core.errors import RunInterrupted
 from rlm_kernel.core.repl import REPL
 from rlm_kernel.core.result import EarlierTurn, RLMResult
+from rlm_kernel.core.run import Asker, run_question
 from rlm_kernel.core.typed import AnswerType
-
-if TYPE_CHECKING:
-    from rlm_kernel.core.engine import RLM
 
 FULL_ANSWER_CHARS = 1500  # of an answer told in full
 LINE_CHARS = 160  # of a question and of an answer, in a compacted line
@@ -90,7 +87,7 @@ def render_history(turns: Sequence[Turn], budget_tokens: int) -> str | None:
 class Session:
     """One conversation with an RLM: the REPL namespace and the questions so far carry from one question to the next."""
 
-    def __init__(self, rlm: RLM, *, repl: REPL | None = None) -> None:
+    def __init__(self, rlm: Asker, *, repl: REPL | None = None) -> None:
         self.rlm = rlm
         self.id = next(_ids)
         self.turns: list[Turn] = []
@@ -101,7 +98,8 @@ class Session:
 
     def history(self, budget_tokens: int | None = None) -> str | None:
         """What the root model is told of the earlier questions (see `render_history`)."""
-        return render_history(self.turns, self.rlm.session_tokens if budget_tokens is None else budget_tokens)
+        budget = self.rlm.config.loop.session_tokens if budget_tokens is None else budget_tokens
+        return render_history(self.turns, budget)
 
     def completion(
         self,
@@ -109,7 +107,7 @@ class Session:
         query: str,
         *,
         answer_type: Any = None,
-        rlm: RLM | None = None,
+        rlm: Asker | None = None,
         repl: REPL | None = None,
     ) -> RLMResult:
         """Ask the next question; `rlm` runs it under other settings, `repl` in another namespace (the notebook's)."""
@@ -120,18 +118,28 @@ class Session:
             repl = self._repl
         before = set(repl.names())
         typed = None if answer_type is None else AnswerType(answer_type)
-        history = render_history(self.turns, rlm.session_tokens)
+        history = render_history(self.turns, rlm.config.loop.session_tokens)
         try:
-            result = rlm._complete(context, query, repl, CancelScope(), answer_type=typed, history=history)
+            result = run_question(
+                rlm.config,
+                context,
+                query,
+                local=rlm.local,
+                repl=repl,
+                new_repl=rlm.new_repl,
+                history=history,
+                answer_type=typed,
+            )
         except RunInterrupted as stop:
             self._record(stop.result, context, before, repl, rlm)
             raise
         self._record(result, context, before, repl, rlm)
         return result
 
-    def _record(self, result: RLMResult, context: object, before: set[str], repl: REPL, rlm: RLM) -> None:
+    def _record(self, result: RLMResult, context: object, before: set[str], repl: REPL, rlm: Asker) -> None:
         made = [n for n in repl.names() if n not in before and not n.startswith("_")]
-        made = [n for n in made if n not in rlm.tools and n not in RESERVED]
+        tools = {tool.name for tool in rlm.config.tools}
+        made = [n for n in made if n not in tools and n not in RESERVED]
         self.turns.append(Turn(result.query, result.status, result.text or f"(no answer: {result.error})", made))
         result.extra["session"] = self.id
         result.extra["session_turn"] = len(self.turns)

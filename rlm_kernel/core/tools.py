@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from typing import Any, Protocol
 
+from rlm_kernel.core.config import RunConfig
 from rlm_kernel.core.errors import BudgetExhausted, ModelError, SubmitAnswer
 from rlm_kernel.core.helpers import make_helpers
 from rlm_kernel.core.ledger import Usage
+from rlm_kernel.core.lm import LM, Completion, Messages
 from rlm_kernel.core.lm_support import oversize_prompt_message
+from rlm_kernel.core.prompts import Capabilities
+from rlm_kernel.core.repl import REPL
 from rlm_kernel.core.trace import prompt_sha256
+from rlm_kernel.core.tree import CallTree
 from rlm_kernel.core.values import describe_value
-
-if TYPE_CHECKING:
-    from rlm_kernel.core.node import Node
 
 PROMPT_PREVIEW_CHARS = 500
 MISSING = object()
@@ -28,6 +30,27 @@ class AnswerDict(dict):  # type: ignore[type-arg]
         super().__setitem__(key, value)
         if key == "ready" and value:
             raise SubmitAnswer(self.get("content"), "answer")
+
+
+class Node(Protocol):
+    """What the tools use of the node whose REPL they are in (core/node.py: Node)."""
+
+    config: RunConfig
+    tree: CallTree
+    capabilities: Capabilities
+    context: object
+    repl: REPL
+    answer: AnswerDict
+    tools: dict[str, Any]
+
+    def emit(self, kind: str, /, **data: Any) -> None: ...
+    def current_block(self) -> dict[str, int | None]: ...
+    def made_names(self) -> set[str]: ...
+    def child(self, context: object, query: str, model: str | None) -> Any: ...
+    def children(self, pairs: list[tuple[Any, ...]], model: str | None) -> list[Any]: ...
+    def acall_model(
+        self, messages: Messages, model: str, *, lm: LM, params: Mapping[str, Any]
+    ) -> Coroutine[Any, Any, Completion]: ...
 
 
 def make_tools(node: Node) -> dict[str, Any]:
@@ -85,7 +108,7 @@ def make_tools(node: Node) -> dict[str, Any]:
         "rlm_query": rlm_query,
         "rlm_query_batched": rlm_query_batched,
     }
-    if not node.rlm.sub_calls:
+    if not node.config.loop.sub_calls:
         sub_calls = {name: _switched_off(name) for name in sub_calls}
     return {
         "context": node.context,
@@ -110,8 +133,8 @@ def _switched_off(name: str) -> Callable[..., Any]:
 
 async def sub_llm(node: Node, prompt: str, model: str | None) -> str:
     """A plain sub-model call; failures come back as text so one bad slot spoils nothing."""
-    rlm = node.rlm
-    model = model or rlm.sub_model
+    config, models = node.config, node.tree.models
+    model = model or config.sub.model
     prompt = node.tree.redactor.text(prompt)
     sub_id = node.tree.new_id("s")
     node.emit(
@@ -127,13 +150,13 @@ async def sub_llm(node: Node, prompt: str, model: str | None) -> str:
     started = time.perf_counter()
     usage, error = Usage(), None
     messages = [{"role": "user", "content": prompt}]
-    window = rlm.sub_input_window(model)
+    window = models.sub_input_window(config, model)
     try:
-        if window is not None and rlm.sub_lm.estimate_tokens(messages) > window:
+        if window is not None and models.sub.estimate_tokens(messages) > window:
             # Sending it would fail at the provider after a slow upload, or be cut silently by a local server.
             reply = error = oversize_prompt_message(len(prompt), model, window)
         else:
-            completion = await node.acall_model(messages, model, lm=rlm.sub_lm, params=rlm.sub_params)
+            completion = await node.acall_model(messages, model, lm=models.sub, params=config.sub.params)
             reply, usage = completion.text, completion.usage
     except BudgetExhausted as exc:
         reply = error = str(exc)

@@ -133,6 +133,14 @@ class Trace:
         self.contexts: dict[str, dict[str, Any]] = {}  # node id -> its context record: sha256, and value or why omitted
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A result travels between processes (a batch's executor): its trace without the lock.
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     @classmethod
     def from_events(cls, events: Iterable[Event]) -> Trace:
         """A trace from recorded events; events of an older schema are upgraded first."""

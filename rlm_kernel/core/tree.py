@@ -1,29 +1,30 @@
-"""What every node of one call tree shares: the ledger, the cancel scope, the event stream, the approver."""
+"""What every node of one call tree shares: the config, the model clients, the budget and call slots, the cancel scope,
+the event stream, the approver."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import math
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rlm_kernel.core.aio import CancelScope, RunCancelled
 from rlm_kernel.core.approve import Approver
+from rlm_kernel.core.clients import Models
+from rlm_kernel.core.config import RunConfig
 from rlm_kernel.core.deadlines import Deadline
-from rlm_kernel.core.ledger import Ledger, Usage
+from rlm_kernel.core.ledger import Budget, Usage
 from rlm_kernel.core.redact import Redactor
+from rlm_kernel.core.repl import REPL
 from rlm_kernel.core.result import RLMResult
+from rlm_kernel.core.slots import Slots
 from rlm_kernel.core.trace import Event, EventHandler, JSONLWriter, Trace
 from rlm_kernel.core.values import encodable
-
-if TYPE_CHECKING:
-    from rlm_kernel.core.engine import RLM
 
 
 @dataclass
@@ -41,27 +42,30 @@ class CallTree:
 
     def __init__(
         self,
-        rlm: RLM,
+        config: RunConfig,
+        models: Models,
         scope: CancelScope,
-        approver: Approver | None = None,
+        approver: Approver | None,
         *,
-        ledger: Ledger | None = None,
-        semaphore: asyncio.Semaphore | None = None,
+        budget: Budget,
+        slots: Slots,
+        on_event: list[EventHandler],
+        new_repl: Callable[[], REPL],
     ) -> None:
-        # A batch passes its own: a ledger that also charges the batch's budget, one semaphore for all questions.
-        self.ledger = ledger or Ledger(rlm.limits)
+        self.config, self.models, self.new_repl = config, models, new_repl
+        # A batch passes a budget that also charges the batch's, and one set of slots for all its questions.
+        self.budget, self.slots = budget, slots
         self.approver = approver
         self._approval_lock = threading.Lock()  # children ask from their threads: one question at a time
         self._approving: Deadline | None = None  # the wait for the user's answer
-        self.redactor = Redactor([rlm.api_key, rlm.sub_api_key])
+        self.redactor = Redactor(config.secrets)
         self.scope = scope
         self.trace = Trace()
         self.started = time.perf_counter()
-        self.semaphore = semaphore or asyncio.Semaphore(rlm.concurrency)
         self._ids = {"n": itertools.count(), "s": itertools.count()}  # nodes n0, n1...; sub-calls s0, s1...
         self._emit_lock = threading.Lock()
-        self._writer = JSONLWriter(rlm.trace_path) if rlm.trace_path else None
-        self._handlers: list[EventHandler] = [self.trace.add, *([self._writer] if self._writer else []), *rlm.on_event]
+        self._writer = JSONLWriter(config.trace_path) if config.trace_path else None
+        self._handlers: list[EventHandler] = [self.trace.add, *([self._writer] if self._writer else []), *on_event]
         self.closed = False
         self.handler_errors: list[str] = []
         self._children: dict[Deadline, str] = {}  # the children of rlm_query_batched running now, by thread name
@@ -161,7 +165,7 @@ class CallTree:
         return RLMResult(
             answer=outcome.answer,
             status=outcome.status,
-            usage=self.ledger.snapshot(),
+            usage=self.budget.snapshot(),
             trace=self.trace,
             seconds=time.perf_counter() - self.started,
             error=None if outcome.error is None else self.redactor.text(outcome.error),

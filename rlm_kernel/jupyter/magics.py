@@ -155,8 +155,9 @@ class RLMMagics(Magics, SettingTraits):  # type: ignore[misc, valid-type]
             session.rewind()  # the last cell run again: the same question in place of its first run, not a follow-up
         # Isolated: the engine starts a sandboxed REPL per node; the notebook namespace is never the REPL.
         repl = None
-        if rlm.isolation is None:
-            repl = ShellREPL(self.shell, cell_timeout=rlm.cell_timeout, max_output_chars=rlm.max_output_chars)
+        if rlm.config.isolation.mode is None:
+            loop = rlm.config.loop
+            repl = ShellREPL(self.shell, cell_timeout=loop.cell_timeout, max_output_chars=loop.max_output_chars)
         view, handle = self.view()
         rlm.on_event.append(view)
         context_variable = opts.context or self.default_context

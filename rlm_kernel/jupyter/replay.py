@@ -145,7 +145,8 @@ class StepSession:
         root = root_call(recorded)
         value = replay_context(recorded, context)
         rlm = replay_rlm(recorded, on_event=self._on_event, tools=tools_for_replay(recorded, shell.user_ns))
-        self.repl = _HandOffREPL(self, shell, cell_timeout=rlm.cell_timeout, max_output_chars=rlm.max_output_chars)
+        loop = rlm.config.loop
+        self.repl = _HandOffREPL(self, shell, cell_timeout=loop.cell_timeout, max_output_chars=loop.max_output_chars)
         self.outputs: dict[
             tuple[str, int, int], dict[str, Any]
         ] = {}  # recorded (node, iteration, block) -> replayed code_result
