@@ -90,7 +90,8 @@ def test_the_config_groups_the_settings_table_into_value_objects():
 def test_an_importable_tool_travels_by_address_and_a_local_one_says_it_cannot_leave():
     config = RLM(model="scripted/demo", tools=[word_count]).config
     assert config.tools[0].address == f"{__name__}:word_count"
-    assert pickle.loads(pickle.dumps(config)).tool_functions == {"word_count": word_count}
+    loaded = pickle.loads(pickle.dumps(config))
+    assert loaded == config and loaded.tool_functions == {"word_count": word_count}
 
     def local_tool(text: str) -> str:
         return text

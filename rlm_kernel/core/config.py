@@ -112,7 +112,7 @@ class Isolation:
     limits: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True)
 class ToolRef:
     """One of the user's tools: the function, and where another process imports it from ("module:function").
 
