@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -114,6 +115,7 @@ class Batch:
         self.scopes = [CancelScope() for _ in self.questions]
         self.cancelled = threading.Event()
         self.usage = Usage()  # the whole batch, filled in when it ends
+        self.telemetry_link: str | None = None
 
     def run(self) -> list[RLMResult]:
         """Every question to its end; an interrupt cancels them all and is raised again once they unwound."""
@@ -121,6 +123,9 @@ class Batch:
         pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=min(self.concurrency, len(self.questions) or 1), thread_name_prefix="rlm-batch"
         )
+        telemetry = contextlib.ExitStack()  # the batch's span, which each question's own trace links to
+        if self.rlm.telemetry is not None:
+            self.telemetry_link = telemetry.enter_context(self.rlm.telemetry.batch(len(self.questions)))
         try:
             futures = [pool.submit(self._one, i, semaphore) for i in range(len(self.questions))]
             try:
@@ -132,6 +137,7 @@ class Batch:
             results = [f.result() for f in futures]
         finally:
             pool.shutdown(wait=not self.cancelled.is_set(), cancel_futures=True)
+            telemetry.close()
         for result in results:
             self.usage.add(result.usage)
         return results
@@ -162,6 +168,7 @@ class Batch:
                 answer_type=self.answer_type,
                 ledger=ledger,
                 semaphore=semaphore,
+                telemetry_link=self.telemetry_link,
             )
         except RunInterrupted as stop:
             return stop.result

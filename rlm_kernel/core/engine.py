@@ -23,6 +23,7 @@ from rlm_kernel.core.repl import REPL, NamespaceREPL, isolation_factory
 from rlm_kernel.core.result import RLMResult
 from rlm_kernel.core.session import Session
 from rlm_kernel.core.settings import BY_NAME, resolve
+from rlm_kernel.core.telemetry import telemetry_for
 from rlm_kernel.core.trace import EventHandler
 from rlm_kernel.core.tree import CallTree, Outcome
 from rlm_kernel.core.typed import AnswerType
@@ -88,6 +89,7 @@ class RLM:
         cache: str | None = None,
         session_tokens: int = 4000,
         trace_path: str | None = None,
+        telemetry: str | None = None,
         tools: Tools | None = None,
         router: list[dict[str, Any]] | None = None,
         lm: LM | None = None,
@@ -121,6 +123,7 @@ class RLM:
         self.session_tokens: int = s["session_tokens"]
         self.tools = check_tools(tools)
         self.on_event = [on_event] if callable(on_event) else list(on_event or [])
+        self.telemetry = telemetry_for(s["telemetry"])  # a plug-in (the package root's), or None: nothing loaded
         self.approve = approve
         self.root_params = _sampling(s["temperature"], s["top_p"], s["seed"], s["model_params"])
         self.sub_params = _sampling(
@@ -259,12 +262,13 @@ class RLM:
         history: str | None = None,
         ledger: Ledger | None = None,
         semaphore: asyncio.Semaphore | None = None,
+        telemetry_link: str | None = None,
     ) -> RLMResult:
         check_context(context)
         for warning in self.pricing_warnings():
             warnings.warn(warning, UnpricedModelWarning, stacklevel=3)
         approver = console_approver() if self.approve is True else None if self.approve is False else self.approve
-        tree = CallTree(self, scope, approver, ledger=ledger, semaphore=semaphore)
+        tree = CallTree(self, scope, approver, ledger=ledger, semaphore=semaphore, telemetry_link=telemetry_link)
         own_repl = repl is None
         repl = repl or self.new_repl()
         root = Node(

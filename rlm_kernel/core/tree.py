@@ -47,6 +47,7 @@ class CallTree:
         *,
         ledger: Ledger | None = None,
         semaphore: asyncio.Semaphore | None = None,
+        telemetry_link: str | None = None,
     ) -> None:
         # A batch passes its own: a ledger that also charges the batch's budget, one semaphore for all questions.
         self.ledger = ledger or Ledger(rlm.limits)
@@ -62,6 +63,8 @@ class CallTree:
         self._emit_lock = threading.Lock()
         self._writer = JSONLWriter(rlm.trace_path) if rlm.trace_path else None
         self._handlers: list[EventHandler] = [self.trace.add, *([self._writer] if self._writer else []), *rlm.on_event]
+        if rlm.telemetry is not None:  # each run its own handler: a batch's questions interleave their events
+            self._handlers.append(rlm.telemetry.run(link=telemetry_link))
         self.closed = False
         self.handler_errors: list[str] = []
         self._children: dict[Deadline, str] = {}  # the children of rlm_query_batched running now, by thread name
