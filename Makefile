@@ -85,10 +85,12 @@ clean:
 # --- issue 7: the browser screenshot and the real-model smoke run -------------------------------
 .PHONY: screenshot smoke-real
 
-# Re-takes docs/call_tree.png (the README's picture of the call tree) with the browser test.
-screenshot: $(STAMP) system-packages
+# Re-takes docs/call_tree.png (the README's picture of the call tree) and docs/phoenix_trace.png (a run in
+# Phoenix's UI) with the browser test and the Phoenix test.
+screenshot: $(STAMP) system-packages $(PHOENIX_STAMP)
 	mkdir -p docs
 	RLM_DOCS_SCREENSHOT=docs/call_tree.png $(BIN)/python -m pytest -q tests/test_browser.py -k jupyterlab
+	RLM_DOCS_PHOENIX_SCREENSHOT=docs/phoenix_trace.png $(BIN)/python -m pytest -q tests/test_telemetry_phoenix.py -k notebook
 
 # Opt-in, not in CI: the quickstart's %%rlm cell against a real model (SmolLM2-135M via llama.cpp).
 # A separate venv keeps the project's lock clean; building llama-cpp-python takes ~8 min on 2 cores

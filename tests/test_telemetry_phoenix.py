@@ -182,8 +182,25 @@ def test_a_depth_2_notebook_run_arrives_in_phoenix_whole(phoenix):
         finally:
             kc.stop_channels()
             manager.shutdown_kernel()  # a clean exit, as a closed notebook's: the last spans are flushed
-    check_trace(trace_of(url, "notebook root", policy.requests + policy.failures + 6), policy)
+    spans = trace_of(url, "notebook root", policy.requests + policy.failures + 6)
+    check_trace(spans, policy)
     assert_no_secret(url, work)
+    if os.environ.get("RLM_DOCS_PHOENIX_SCREENSHOT"):  # make screenshot: the README's picture of this trace
+        screenshot(url, spans, Path(os.environ["RLM_DOCS_PHOENIX_SCREENSHOT"]))
+
+
+def screenshot(url: str, spans: list[dict[str, Any]], path: Path) -> None:
+    """Phoenix's page of the trace, as its UI shows it, with the failed child's sub-call selected."""
+    from tests.browser_support import chromium, new_page
+
+    failed = next(s for s in spans if s["attributes"].get("input.value") == "child fails")
+    project = next(p["id"] for p in get(f"{url}/v1/projects")["data"] if p["name"] == PROJECT)
+    page_url = f"{url}/projects/{project}/traces/{failed['context']['trace_id']}?selectedSpanNodeId={failed['id']}"
+    with chromium() as browser, new_page(browser, {"width": 1600, "height": 1000}) as page:
+        page.set_default_timeout(120_000)  # Phoenix's UI is a large page for two busy cores
+        page.goto(page_url)
+        page.get_by_text("child fails").first.wait_for()
+        page.screenshot(path=str(path))
 
 
 def test_an_rlm_run_from_the_shell_arrives_in_phoenix_whole(phoenix, tmp_path):
