@@ -4,6 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Arize Phoenix's own venv, for the OpenTelemetry end-to-end test (see phoenix-venv below).
+PHOENIX_VENV := .venv-phoenix
+PHOENIX_STAMP := $(PHOENIX_VENV)/.installed
+PHOENIX_PYTHON ?= $(PYTHON)
 # Keep litellm offline at import and when counting tokens.
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export HF_HUB_OFFLINE := 1
@@ -11,7 +15,7 @@ export HF_HUB_OFFLINE := 1
 DEMO_DOC := build/sample_station_log.txt
 DEMO_QUERY := What went wrong with the coolant, and what was done about it?
 
-.PHONY: demo demo-cli test lint system-packages bench bench-ref lock clean
+.PHONY: demo demo-cli test lint system-packages bench bench-ref lock lock-phoenix phoenix-venv clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +34,7 @@ demo-cli: $(STAMP)
 	$(BIN)/rlm run --context $(DEMO_DOC) --model scripted/demo --query "$(DEMO_QUERY)" --trace-out build/demo_trace.jsonl
 
 # pytest, then the linters. PYTEST_ARGS passes options through (CI: PYTEST_ARGS="-m 'not browser'").
-test: $(STAMP) system-packages
+test: $(STAMP) system-packages $(PHOENIX_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory lint
 
@@ -63,16 +67,30 @@ bench-ref: $(STAMP) $(REF_VENV)/.installed
 lock:
 	uv pip compile requirements.in --universal --generate-hashes --python-version 3.10 --no-header -o requirements.lock
 
+# Arize Phoenix (Python >= 3.11), hash-locked in its own venv: the real OpenTelemetry receiver that
+# tests/test_telemetry_phoenix.py sends runs to. Never a dependency of rlm_kernel; `make test` builds it.
+$(PHOENIX_STAMP): tests/requirements-phoenix.lock
+	$(PHOENIX_PYTHON) -m venv $(PHOENIX_VENV)
+	$(PHOENIX_VENV)/bin/pip install --quiet --require-hashes --no-deps -r tests/requirements-phoenix.lock
+	touch $@
+
+phoenix-venv: $(PHOENIX_STAMP)
+
+lock-phoenix:
+	uv pip compile tests/requirements-phoenix.in --universal --generate-hashes --python-version 3.11 --no-header -o tests/requirements-phoenix.lock
+
 clean:
-	rm -rf $(VENV) build
+	rm -rf $(VENV) $(PHOENIX_VENV) build
 
 # --- issue 7: the browser screenshot and the real-model smoke run -------------------------------
 .PHONY: screenshot smoke-real
 
-# Re-takes docs/call_tree.png (the README's picture of the call tree) with the browser test.
-screenshot: $(STAMP) system-packages
+# Re-takes docs/call_tree.png (the README's picture of the call tree) and docs/phoenix_trace.png (a run in
+# Phoenix's UI) with the browser test and the Phoenix test.
+screenshot: $(STAMP) system-packages $(PHOENIX_STAMP)
 	mkdir -p docs
 	RLM_DOCS_SCREENSHOT=docs/call_tree.png $(BIN)/python -m pytest -q tests/test_browser.py -k jupyterlab
+	RLM_DOCS_PHOENIX_SCREENSHOT=docs/phoenix_trace.png $(BIN)/python -m pytest -q tests/test_telemetry_phoenix.py -k notebook
 
 # Opt-in, not in CI: the quickstart's %%rlm cell against a real model (SmolLM2-135M via llama.cpp).
 # A separate venv keeps the project's lock clean; building llama-cpp-python takes ~8 min on 2 cores

@@ -3,7 +3,7 @@
 `%load_ext rlm_kernel` registers the %rlm / %%rlm magics in any IPython kernel.
 
 This module is also where the package plugs into its core: core names the places where
-plug-ins go (litellm providers, isolated REPLs, the notebook writer) and imports nothing
+plug-ins go (litellm providers, isolated REPLs, the notebook writer, telemetry) and imports nothing
 outside itself; the plug-ins are registered here, and each is imported only when first used.
 """
 
@@ -17,6 +17,7 @@ from rlm_kernel.core import RLM, RLMResult
 from rlm_kernel.core.lm import on_litellm_import
 from rlm_kernel.core.repl import REPL, register_isolation
 from rlm_kernel.core.result import EarlierTurn, register_notebook_writer
+from rlm_kernel.core.telemetry import Telemetry, register_telemetry
 from rlm_kernel.core.trace import Trace
 
 __version__ = "0.1.0"
@@ -46,10 +47,17 @@ def _write_notebook(
     return write_notebook(trace, path, context=context, with_context=with_context, earlier=earlier)
 
 
+def _otel() -> Telemetry:
+    from rlm_kernel.telemetry import default_telemetry  # imports opentelemetry: only when a run asks for it
+
+    return default_telemetry()
+
+
 on_litellm_import(_register_offline_providers)
 register_isolation("kernel", _isolated("kernel"))
 register_isolation("kernel-audit", _isolated("kernel-audit"))
 register_notebook_writer(_write_notebook)
+register_telemetry("otel", _otel, env="OTEL_EXPORTER_OTLP_ENDPOINT")
 
 
 def load_ipython_extension(ipython: Any) -> None:

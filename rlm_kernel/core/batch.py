@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -114,12 +115,17 @@ class Batch:
         self.scopes = [CancelScope() for _ in self.questions]
         self.cancelled = threading.Event()
         self.usage = Usage()  # the whole batch, filled in when it ends
+        self.telemetry_link: str | None = None
 
     def run(self) -> list[RLMResult]:
         """Every question to its end; an interrupt cancels them all and is raised again once they unwound."""
         executor = self.executor or concurrent.futures.ThreadPoolExecutor(
             max_workers=min(self.concurrency, len(self.questions) or 1), thread_name_prefix="rlm-batch"
         )
+        telemetry = contextlib.ExitStack()  # the batch's span, which each question's own trace links to
+        plugin = self.rlm.local.telemetry
+        if plugin is not None:
+            self.telemetry_link = telemetry.enter_context(plugin.batch(len(self.questions)))
         try:
             futures = [executor.submit(self._job(i)) for i in range(len(self.questions))]
             try:
@@ -134,6 +140,7 @@ class Batch:
         finally:
             if self.executor is None:
                 executor.shutdown(wait=not self.cancelled.is_set(), cancel_futures=True)
+            telemetry.close()
         for result in results:
             self.usage.add(result.usage)
         return results
@@ -174,6 +181,7 @@ class Batch:
                 new_repl=rlm.new_repl,
                 answer_type=self.answer_type,
                 scope=self.scopes[index],
+                telemetry_link=self.telemetry_link,
             ),
         )
 

@@ -179,6 +179,7 @@ class RunConfig:
     prices: Mapping[str, Mapping[str, float]] | None = None
     router: tuple[Mapping[str, Any], ...] | None = field(default=None, repr=False)  # litellm Router's model list
     trace_path: str | None = None
+    telemetry: str | None = None  # a telemetry plug-in's name, "off", or None: the one its variable turns on
     recorded: Mapping[str, Any] = field(default_factory=dict, repr=False)  # what the root's call_start records
 
     @property
@@ -258,6 +259,7 @@ class RunConfig:
             prices=s["prices"],
             router=None if router is None else tuple(router),
             trace_path=s["trace_path"],
+            telemetry=s["telemetry"],
             recorded=recorded(s, transports),
         )
 

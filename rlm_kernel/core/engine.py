@@ -22,6 +22,7 @@ from rlm_kernel.core.run import Local, run_question
 from rlm_kernel.core.run import repl_factory as repl_factory_of
 from rlm_kernel.core.session import Session
 from rlm_kernel.core.settings import BY_NAME
+from rlm_kernel.core.telemetry import telemetry_for
 from rlm_kernel.core.trace import EventHandler
 from rlm_kernel.core.typed import AnswerType
 
@@ -87,6 +88,7 @@ class RLM:
         cache: str | None = None,
         session_tokens: int = 4000,
         trace_path: str | None = None,
+        telemetry: str | None = None,
         tools: Tools | None = None,
         router: list[dict[str, Any]] | None = None,
         lm: LM | None = None,
@@ -97,6 +99,7 @@ class RLM:
         self.config = RunConfig.from_settings(given, tools=check_tools(tools), router=router, own_lm=lm is not None)
         self.models = Models.connect(self.config, lm)
         self.on_event = [on_event] if callable(on_event) else list(on_event or [])
+        self.telemetry = telemetry_for(self.config.telemetry)  # a plug-in (the package root's), or None: nothing loaded
         self.approve = approve
         self._repl_factory = repl_factory or repl_factory_of(self.config)  # an unusable isolation mode fails here
 
@@ -116,7 +119,9 @@ class RLM:
     @property
     def local(self) -> Local:
         """What runs of this RLM use in this process besides its config: model clients, event handlers, approver."""
-        return Local(self.models, self.on_event, None if isinstance(self.approve, bool) else self.approve)
+        return Local(
+            self.models, self.on_event, None if isinstance(self.approve, bool) else self.approve, self.telemetry
+        )
 
     def completion(
         self,

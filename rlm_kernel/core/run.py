@@ -25,6 +25,7 @@ from rlm_kernel.core.node import Node, close_repl
 from rlm_kernel.core.repl import REPL, NamespaceREPL, isolation_factory
 from rlm_kernel.core.result import RLMResult
 from rlm_kernel.core.slots import CallSlots, Slots
+from rlm_kernel.core.telemetry import Telemetry, telemetry_for
 from rlm_kernel.core.trace import EventHandler
 from rlm_kernel.core.tree import CallTree, Outcome
 from rlm_kernel.core.typed import AnswerType
@@ -46,16 +47,18 @@ def repl_factory(config: RunConfig) -> Callable[[], REPL]:
 
 @dataclass
 class Local:
-    """What a run uses that lives only in this process: the model clients, the event handlers, the approver."""
+    """What a run uses that lives only in this process: the model clients, the event handlers, the approver,
+    the telemetry plug-in."""
 
     models: Models
     on_event: list[EventHandler] = field(default_factory=list)
     approver: Approver | None = None  # None with config.approve: ask on the console
+    telemetry: Telemetry | None = None
 
     @classmethod
     def for_config(cls, config: RunConfig) -> Local:
         """What another process that got only the config runs with."""
-        return cls(Models.connect(config))
+        return cls(Models.connect(config), telemetry=telemetry_for(config.telemetry))
 
 
 class Asker(Protocol):
@@ -82,13 +85,17 @@ def run_question(
     history: str | None = None,
     answer_type: AnswerType | None = None,
     scope: CancelScope | None = None,
+    telemetry_link: str | None = None,
+    telemetry_parent: str | None = None,
 ) -> RLMResult:
     """Answer `query` about `context` under `config`. Raises RunInterrupted (a KeyboardInterrupt) with the partial result.
 
     `budget` (default: a Ledger of config.limits) is charged every model call; `slots` (default: CallSlots of
     config.loop.concurrency) bound the calls in flight; `repl` is the root's namespace (default: a fresh one
     from `new_repl`, closed at the end), `new_repl` makes every other node's (default: as the config says);
-    `history` is what the root is told of earlier questions first; `scope` cancels the run from elsewhere."""
+    `history` is what the root is told of earlier questions first; `scope` cancels the run from elsewhere;
+    `telemetry_link` / `telemetry_parent`: W3C traceparents the run's spans link to (its batch's span) or join
+    (a driver's span, carried to another process)."""
     check_context(context)
     local = local or Local.for_config(config)
     scope = scope or CancelScope()
@@ -103,7 +110,7 @@ def run_question(
         approver,
         budget=budget or Ledger(config.limits),
         slots=slots or CallSlots(config.loop.concurrency),
-        on_event=local.on_event,
+        on_event=[*local.on_event, *_telemetry(local.telemetry, telemetry_link, telemetry_parent)],
         new_repl=new_repl,
     )
     own_repl = repl is None
@@ -132,3 +139,8 @@ def run_question(
     tree.close_open_nodes("the run ended before this call did")
     tree.close()
     return tree.result(query, outcome, left)
+
+
+def _telemetry(plugin: Telemetry | None, link: str | None, parent: str | None) -> list[EventHandler]:
+    """The run's own telemetry handler: each run one, since a batch's questions interleave their events."""
+    return [] if plugin is None else [plugin.run(parent=parent, link=link)]

@@ -428,6 +428,17 @@ SETTINGS: tuple[Setting, ...] = (
     _s(
         "trace_path", str, None, "Append the run's events to this JSONL file.", cli=("--trace-out",), magic=("--trace",)
     ),
+    _s(
+        "telemetry",
+        str,
+        None,
+        "Send each run as OpenTelemetry spans: otel (to $OTEL_EXPORTER_OTLP_ENDPOINT, default localhost:4318; "
+        "on by itself when that variable is set; needs the otel extra), or off (not even then).",
+        env="RLM_TELEMETRY",
+        cli=("--telemetry",),
+        magic=("--telemetry",),
+        choices=("otel", "off"),
+    ),
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
