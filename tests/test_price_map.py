@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from rlm_kernel import RLM
-from rlm_kernel.core import price_map
+from rlm_kernel.core.lm import price_map
 from rlm_kernel.core.lm import import_litellm
-from rlm_kernel.core.openai_compatible import OpenAICompatibleLM, picks_direct
+from rlm_kernel.core.lm.direct import OpenAICompatibleLM, picks_direct
 from rlm_kernel.models.server import ModelServer
 from tests.conftest import repl
 

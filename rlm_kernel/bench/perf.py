@@ -42,7 +42,7 @@ from rlm_kernel.bench.serving import peak_rss_mb, serve, server_stats
 from rlm_kernel.core import RLM, Event
 from rlm_kernel.core.ledger import Usage
 from rlm_kernel.core.lm import Completion
-from rlm_kernel.core.lm_support import estimate_tokens
+from rlm_kernel.core.lm.support import estimate_tokens
 from rlm_kernel.models.demo import sample_document
 from rlm_kernel.models.policies import count_tokens, register_policy
 from rlm_kernel.models.server import ModelServer

@@ -18,7 +18,7 @@ from rlm_kernel.core.errors import ConfigError, RunInterrupted, UnpricedModelWar
 from rlm_kernel.core.ledger import Ledger, Limits
 from rlm_kernel.core.lm import LM, LiteLLM
 from rlm_kernel.core.node import Node, close_repl
-from rlm_kernel.core.openai_compatible import OpenAICompatibleLM, picks_direct
+from rlm_kernel.core.lm.direct import OpenAICompatibleLM, picks_direct
 from rlm_kernel.core.repl import REPL, NamespaceREPL, isolation_factory
 from rlm_kernel.core.result import RLMResult
 from rlm_kernel.core.session import Session

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from rlm_kernel.core.errors import BudgetExhausted, ModelError, SubmitAnswer
 from rlm_kernel.core.helpers import make_helpers
 from rlm_kernel.core.ledger import Usage
-from rlm_kernel.core.lm_support import oversize_prompt_message
+from rlm_kernel.core.lm.support import oversize_prompt_message
 from rlm_kernel.core.trace import prompt_sha256
 from rlm_kernel.core.values import describe_value
 

@@ -7,7 +7,7 @@ server (vLLM, llama.cpp, Ollama, `rlm serve-model`) that CPU, not the server,
 sets the wall time. This LM posts `/chat/completions` itself with aiohttp
 (about 0.4 ms of CPU a call) over one keep-alive connection pool that lives
 on the engine's model-call loop. It never imports litellm (2.7 s and 125 MB):
-prices and input windows come from litellm's map read as a file (core/price_map.py);
+prices and input windows come from litellm's map read as a file (core/lm/price_map.py);
 only a server that reports no usage, or a model priced by more than its token
 counts, brings litellm in, and then lazily.
 
@@ -25,12 +25,12 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from rlm_kernel.core import price_map
+from rlm_kernel.core.lm import price_map
 from rlm_kernel.core.aio import background_loop
 from rlm_kernel.core.errors import ModelError, TransientModelError
 from rlm_kernel.core.ledger import Usage
-from rlm_kernel.core.lm import NO_KEY, OFFLINE_PROVIDERS, Completion, Messages, count_tokens, litellm_price
-from rlm_kernel.core.lm_support import (
+from rlm_kernel.core.lm.litellm_lm import NO_KEY, OFFLINE_PROVIDERS, Completion, Messages, count_tokens, litellm_price
+from rlm_kernel.core.lm.support import (
     StreamedText,
     TextSink,
     auth_failure,

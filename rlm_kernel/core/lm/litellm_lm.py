@@ -1,5 +1,5 @@
 """The LM layer over litellm, for every provider; OpenAI-compatible servers also have a direct one
-(core/openai_compatible.py), the default for them (ARCHITECTURE.md, "Two transports").
+(core/lm/direct.py), the default for them (ARCHITECTURE.md, "Two transports").
 
 litellm is imported on the first call only (it takes seconds), with the
 environment set so that importing and counting tokens never reach the network.
@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from rlm_kernel.core.aio import CancelScope
 from rlm_kernel.core.errors import TransientModelError
 from rlm_kernel.core.ledger import Usage
-from rlm_kernel.core.lm_support import (
+from rlm_kernel.core.lm.support import (
     StreamedText,
     TextSink,
     classify_error,
