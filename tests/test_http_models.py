@@ -124,4 +124,4 @@ def test_direct_transport_prices_known_models_and_marks_unknown_ones():
     assert priced.usage.cost_known and priced.usage.cost_usd > 0
     assert lm.price("openai/no-such-local-model", 10, 10) is None
     with pytest.raises(ValueError, match="needs api_base"):
-        RLM(model="openai/x", transport="direct")
+        RLM(model="my-model", transport="direct")

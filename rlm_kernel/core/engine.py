@@ -16,9 +16,9 @@ from rlm_kernel.core.context import check_context
 from rlm_kernel.core.custom_tools import Tools, check_tools
 from rlm_kernel.core.errors import ConfigError, RunInterrupted, UnpricedModelWarning
 from rlm_kernel.core.ledger import Ledger, Limits
-from rlm_kernel.core.lm import LM, LiteLLM
+from rlm_kernel.core.lm import LM
+from rlm_kernel.core.lm.transports import TLS, choose_transport, make_lm
 from rlm_kernel.core.node import Node, close_repl
-from rlm_kernel.core.lm.direct import OpenAICompatibleLM, picks_direct
 from rlm_kernel.core.repl import REPL, NamespaceREPL, isolation_factory
 from rlm_kernel.core.result import RLMResult
 from rlm_kernel.core.session import Session
@@ -63,6 +63,8 @@ class RLM:
         sub_api_base: str | None = None,
         sub_api_key: str | None = None,
         transport: str = "auto",
+        tls_verify: bool = True,
+        ca_bundle: str | None = None,
         prices: Mapping[str, Mapping[str, float]] | None = None,
         sub_window: int | None = None,
         stream: bool = False,
@@ -80,6 +82,7 @@ class RLM:
         call_timeout: float = 120.0,
         retries: int = 3,
         retry_backoff: float = 0.5,
+        max_retry_wait: float = 60.0,
         approve: bool | Approver = False,
         isolation: str | None = None,
         isolation_limits: Mapping[str, float | None] | None = None,
@@ -111,6 +114,7 @@ class RLM:
         self.call_timeout: float = s["call_timeout"]
         self.retries: int = s["retries"]
         self.retry_backoff: float = s["retry_backoff"]
+        self.max_retry_wait: float = s["max_retry_wait"]
         self.trace_path: str | None = s["trace_path"]
         self.api_key: str | None = s["api_key"]
         self.sub_api_key: str | None = s["sub_api_key"]
@@ -138,17 +142,20 @@ class RLM:
         self.stream: bool = s["stream"]
         prices = s["prices"]
         sub_base, sub_key = s["sub_api_base"] or s["api_base"], s["sub_api_key"] or s["api_key"]
-        root_transport = _transport(s["transport"], self.model, s["api_base"], router)
-        sub_transport = _transport(s["transport"], self.sub_model, sub_base, router)
+        root_transport = choose_transport(s["transport"], self.model, s["api_base"], router)
+        sub_transport = choose_transport(s["transport"], self.sub_model, sub_base, router)
         # Which way each model is called, as the trace records it ("lm" when the caller passed its own).
         self.transports = {"model": root_transport, "sub_model": sub_transport} if lm is None else {"model": "lm"}
-        plain = lm or _make_lm(root_transport, s["api_base"], s["api_key"], router, prices, "api_key")
+        tls = TLS(s["tls_verify"], s["ca_bundle"])
+        plain = lm or make_lm(root_transport, s["api_base"], s["api_key"], router, prices, "api_key", tls)
         self.lm: LM = with_cache(plain, s["cache"], getattr(plain, "api_base", None))
         separate_sub = lm is None and (
             s["sub_api_base"] is not None or s["sub_api_key"] is not None or sub_transport != root_transport
         )
         self.sub_lm: LM = (
-            with_cache(_make_lm(sub_transport, sub_base, sub_key, router, prices, "sub_api_key"), s["cache"], sub_base)
+            with_cache(
+                make_lm(sub_transport, sub_base, sub_key, router, prices, "sub_api_key", tls), s["cache"], sub_base
+            )
             if separate_sub
             else self.lm
         )
@@ -317,25 +324,3 @@ def _sampling(temperature: float | None, top_p: float | None, seed: int | None, 
     """The sampling parameters sent with each call; unset ones are left to the provider."""
     named = {"temperature": temperature, "top_p": top_p, "seed": seed}
     return {**(extra or {}), **{k: v for k, v in named.items() if v is not None}}
-
-
-def _transport(setting: str, model: str, api_base: str | None, router: list[dict[str, Any]] | None) -> str:
-    """The transport a model is called through: the setting, with "auto" resolved for this model and server."""
-    if setting != "auto":
-        return setting
-    return "direct" if picks_direct(model, api_base, router) else "litellm"
-
-
-def _make_lm(
-    transport: str,
-    api_base: str | None,
-    api_key: str | None,
-    router: list[dict[str, Any]] | None,
-    prices: Mapping[str, Any] | None,
-    key_setting: str,
-) -> LM:
-    if transport == "litellm":
-        return LiteLLM(api_base=api_base, api_key=api_key, router=router, prices=prices, key_setting=key_setting)
-    if not api_base or router is not None:
-        raise ConfigError("transport='direct' posts to one OpenAI-compatible server: it needs api_base and no router")
-    return OpenAICompatibleLM(api_base=api_base, api_key=api_key, prices=prices, key_setting=key_setting)

@@ -160,6 +160,22 @@ SETTINGS: tuple[Setting, ...] = (
         choices=("auto", "litellm", "direct"),
     ),
     _s(
+        "tls_verify",
+        bool,
+        True,
+        "Verify servers' TLS certificates (both transports); False only for a test server.",
+        env="RLM_TLS_VERIFY",
+        flag_values={"--no-tls-verify": False},
+    ),
+    _s(
+        "ca_bundle",
+        str,
+        None,
+        "A CA bundle file to verify servers' TLS certificates with (a corporate proxy's, a private server's).",
+        env="RLM_CA_BUNDLE",
+        cli=("--ca-bundle",),
+    ),
+    _s(
         "prices",
         dict,
         None,
@@ -360,6 +376,15 @@ SETTINGS: tuple[Setting, ...] = (
         0.5,
         "Seconds before the first retry; doubled for each later one.",
         cli=("--retry-backoff",),
+        minimum=0,
+    ),
+    _s(
+        "max_retry_wait",
+        float,
+        60.0,
+        "Longest wait before a retry, in seconds, when a server's Retry-After asks for more (the run's "
+        "remaining time caps it too).",
+        cli=("--max-retry-wait",),
         minimum=0,
     ),
     # safety

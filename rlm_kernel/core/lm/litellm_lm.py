@@ -19,11 +19,14 @@ from typing import Any, Protocol
 from rlm_kernel.core.aio import CancelScope
 from rlm_kernel.core.errors import TransientModelError
 from rlm_kernel.core.ledger import Usage
+from rlm_kernel.core.lm import price_map
+from rlm_kernel.core.lm.price_map import NO_DETAIL, TokenDetail
 from rlm_kernel.core.lm.support import (
     StreamedText,
     TextSink,
     classify_error,
     estimate_tokens,
+    litellm_ssl_verify,
     per_token_prices,
     resolve_api_key,
     run_price,
@@ -108,7 +111,9 @@ class LM(Protocol):
 
     def estimate_tokens(self, messages: Messages) -> int: ...
 
-    def price(self, model: str, input_tokens: int, output_tokens: int) -> float | None: ...
+    def price(self, model: str, input_tokens: int, output_tokens: int) -> float | None:
+        """US dollars for a call (None: unpriced); the LMs here also take `detail=` (cached and reasoning tokens)."""
+        ...
 
 
 def count_tokens(model: str, messages: Messages, text: str) -> tuple[int, int]:
@@ -117,15 +122,52 @@ def count_tokens(model: str, messages: Messages, text: str) -> tuple[int, int]:
     return litellm.token_counter(model=model, messages=messages), litellm.token_counter(model=model, text=text)
 
 
-def litellm_price(model: str, input_tokens: int, output_tokens: int) -> float | None:
+def litellm_price(model: str, input_tokens: int, output_tokens: int, detail: TokenDetail = NO_DETAIL) -> float | None:
     """US dollars as litellm's cost_per_token gives them; None when litellm cannot price the model (or is missing)."""
     try:
-        prompt_cost, completion_cost = import_litellm().cost_per_token(
-            model=model, prompt_tokens=input_tokens, completion_tokens=output_tokens
+        litellm = import_litellm()
+        usage = None
+        if detail != NO_DETAIL:
+            usage = litellm.Usage(
+                prompt_tokens=input_tokens,
+                completion_tokens=output_tokens,
+                total_tokens=input_tokens + output_tokens,
+                prompt_tokens_details={
+                    "cached_tokens": detail.cached_input,
+                    "cache_creation_tokens": detail.cache_write,
+                },
+                completion_tokens_details={"reasoning_tokens": detail.reasoning},
+            )
+        prompt_cost, completion_cost = litellm.cost_per_token(
+            model=model, prompt_tokens=input_tokens, completion_tokens=output_tokens, usage_object=usage
         )
     except Exception:  # litellm not installed, or one of the various errors it raises for unmapped models
         return None
     return float(prompt_cost + completion_cost)
+
+
+def call_cost(
+    prices: Mapping[str, tuple[float, float]],
+    model: str,
+    input_tokens: int,
+    output_tokens: int,
+    detail: TokenDetail = NO_DETAIL,
+) -> float | None:
+    """One call's US dollars, the same on both transports, streamed or not (None: nobody prices the model).
+
+    The run's own `prices` first; then litellm's map read here for OpenAI-compatible providers (so the direct
+    path never imports litellm for it), with cached input, cache writes and reasoning priced as litellm prices
+    them; every other model the map knows, and the few whose price depends on more than tokens, by litellm.
+    """
+    own = run_price(prices, model, input_tokens, output_tokens)
+    if own is not None:
+        return own
+    provider, found = price_map.entry(model)
+    if found is not None and provider in price_map.MAP_PRICED and not price_map.needs_litellm(model):
+        return price_map.cost(model, input_tokens, output_tokens, detail)
+    if found is not None or model in price_map.price_map():
+        return litellm_price(model, input_tokens, output_tokens, detail)
+    return None
 
 
 def input_window(model: str) -> int | None:
@@ -155,8 +197,11 @@ class LiteLLM:
         router: list[dict[str, Any]] | None = None,
         prices: Mapping[str, Any] | None = None,
         key_setting: str = "api_key",
+        tls_verify: bool = True,
+        ca_bundle: str | None = None,
     ) -> None:
         self.api_base = api_base
+        self._ssl_verify = litellm_ssl_verify(tls_verify, ca_bundle)
         self._api_key = api_key
         self._router_config = router
         self._router: Any = None
@@ -170,17 +215,17 @@ class LiteLLM:
     def input_window(self, model: str) -> int | None:
         return input_window(model)
 
-    def price(self, model: str, input_tokens: int, output_tokens: int) -> float | None:
-        """US dollars from the run's `prices`, else litellm's price map; offline models cost 0 unless priced."""
-        own = run_price(self._prices, model, input_tokens, output_tokens)
-        if own is not None:
-            return own
-        if model not in self._unpriced:
-            cost = litellm_price(model, input_tokens, output_tokens)
-            if cost is not None:
-                return cost
-            self._unpriced.add(model)
-        return 0.0 if model.startswith(OFFLINE_PROVIDERS) else None
+    def price(self, model: str, input_tokens: int, output_tokens: int, detail: TokenDetail = NO_DETAIL) -> float | None:
+        """US dollars by call_cost, else by litellm's own rules (a Router's or a registered provider's model);
+        offline models cost 0 unless priced."""
+        cost = call_cost(self._prices, model, input_tokens, output_tokens, detail)
+        if cost is None and model not in self._unpriced:
+            cost = litellm_price(model, input_tokens, output_tokens, detail)
+            if cost is None:
+                self._unpriced.add(model)
+        if cost is None and model.startswith(OFFLINE_PROVIDERS):
+            return 0.0
+        return cost
 
     def complete(
         self,
@@ -215,6 +260,10 @@ class LiteLLM:
             kwargs["max_tokens"] = max_output_tokens
         if on_text is not None:
             kwargs.update(stream=True, stream_options={"include_usage": True})
+        if kwargs.get("tools"):
+            # With `tools`, litellm imports its proxy's MCP bridge (and the optional `mcp` package) to look for
+            # MCP servers among them; this project's tools are plain function tools, so that step is skipped.
+            kwargs["_skip_mcp_handler"] = True
         started = time.perf_counter()
         try:
             send = self._get_router(litellm).acompletion if self._router_config is not None else litellm.acompletion
@@ -227,17 +276,20 @@ class LiteLLM:
                     kwargs["api_key"] = self._api_key
                 if not model.startswith(OFFLINE_PROVIDERS):
                     kwargs["max_retries"] = 0
+                    # Per call where litellm's own HTTP client reads it; the OpenAI SDK clients it makes read only
+                    # its process-wide setting, so that is set too, each call (litellm has no narrower one).
+                    kwargs["ssl_verify"] = litellm.ssl_verify = self._ssl_verify
             response = await send(model=model, **kwargs)
             if on_text is not None and not hasattr(response, "choices"):
-                text, usage, cost = await _read_stream(response, on_text)
+                text, usage = await _read_stream(response, on_text)
                 if text == "" and usage is None:
                     # A server that answers a stream request with one JSON body streams nothing through
                     # litellm (the body is not server-sent events): ask again without streaming.
                     del kwargs["stream"], kwargs["stream_options"]
-                    text, usage, cost = _read_response(await send(model=model, **kwargs), model)
+                    text, usage = _read_response(await send(model=model, **kwargs), model)
                     on_text(text)
             else:
-                text, usage, cost = _read_response(response, model)
+                text, usage = _read_response(response, model)
                 if on_text is not None and text:  # the server answered a stream request with one body
                     on_text(text)
         except TransientModelError:
@@ -247,7 +299,7 @@ class LiteLLM:
         seconds = time.perf_counter() - started
         return Completion(
             text=text,
-            usage=self._usage(model, messages, text, usage, cost),
+            usage=settle_usage(self.price, lambda: count_tokens(model, messages, text), model, usage),
             model=model,
             seconds=seconds,
         )
@@ -255,20 +307,6 @@ class LiteLLM:
     def _classified(self, litellm: Any, exc: BaseException, model: str) -> Exception:
         return classify_error(
             litellm, exc, self._api_key, model=model, api_base=self.api_base, key_setting=self.key_setting
-        )
-
-    def _usage(self, model: str, messages: Messages, text: str, usage: Any, cost: float | None) -> Usage:
-        if model in self._prices:
-            cost = None  # the run's own price wins over litellm's
-        elif cost is None and model.startswith(OFFLINE_PROVIDERS):
-            cost = 0.0
-        return settle_usage(
-            self.price,
-            lambda: count_tokens(model, messages, text),
-            model,
-            getattr(usage, "prompt_tokens", None),
-            getattr(usage, "completion_tokens", None),
-            cost,
         )
 
     def _get_router(self, litellm: Any) -> Any:
@@ -285,21 +323,20 @@ class LiteLLM:
         return self._router
 
 
-def _read_response(response: Any, model: str) -> tuple[str, Any, float | None]:
-    """A whole reply's text, usage and litellm's price of it (pricing it again costs about 1 ms a call)."""
+def _read_response(response: Any, model: str) -> tuple[str, Any]:
+    """A whole reply's text and usage (priced here, by call_cost, like every other path)."""
     try:
         text = response.choices[0].message.content or ""
     except (AttributeError, IndexError, TypeError) as exc:
         raise TransientModelError(f"malformed reply from {model}: {exc}") from None
-    cost = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
-    return text, getattr(response, "usage", None), cost
+    return text, getattr(response, "usage", None)
 
 
-async def _read_stream(stream: Any, on_text: TextSink) -> tuple[str, Any, float | None]:
+async def _read_stream(stream: Any, on_text: TextSink) -> tuple[str, Any]:
     """A streamed reply: each piece to `on_text`, the usage from the final chunk (None if the server sent none)."""
     text, usage = StreamedText(on_text), None
     async for chunk in stream:
         for choice in getattr(chunk, "choices", None) or []:
             text.add(getattr(getattr(choice, "delta", None), "content", None))
         usage = getattr(chunk, "usage", None) or usage
-    return text.text, usage, None
+    return text.text, usage
