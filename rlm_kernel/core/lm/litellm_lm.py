@@ -22,6 +22,7 @@ from rlm_kernel.core.ledger import Usage
 from rlm_kernel.core.lm import price_map
 from rlm_kernel.core.lm.price_map import NO_DETAIL, TokenDetail
 from rlm_kernel.core.lm.support import (
+    PriceFn,
     StreamedText,
     TextSink,
     classify_error,
@@ -45,6 +46,7 @@ NO_KEY = "sk-no-key-required"  # what a server that wants some key gets when no 
 _litellm: Any = None
 _import_lock = threading.Lock()
 _setups: list[Callable[[Any], None]] = []
+_import_started = False
 
 
 def on_litellm_import(setup: Callable[[Any], None]) -> None:
@@ -79,6 +81,25 @@ def import_litellm() -> Any:
                 setup(litellm)
             _litellm = litellm
         return _litellm
+
+
+def import_litellm_soon() -> None:
+    """Start importing litellm on a daemon thread, once: a run that will call through litellm overlaps the
+    import (about 2.7 s) with the rest of its set-up, and its first call waits on the import lock for that
+    import rather than paying a second one."""
+    global _import_started
+    with _import_lock:
+        if _litellm is not None or _import_started:
+            return
+        _import_started = True
+    threading.Thread(target=_import_quietly, name="litellm-import", daemon=True).start()
+
+
+def _import_quietly() -> None:
+    try:
+        import_litellm()
+    except Exception:  # not installed, or broken: the first call imports again and reports it
+        pass
 
 
 @dataclass(frozen=True)
@@ -162,10 +183,9 @@ def call_cost(
     own = run_price(prices, model, input_tokens, output_tokens)
     if own is not None:
         return own
-    provider, found = price_map.entry(model)
-    if found is not None and provider in price_map.MAP_PRICED and not price_map.needs_litellm(model):
+    if price_map.prices_itself(model):
         return price_map.cost(model, input_tokens, output_tokens, detail)
-    if found is not None or model in price_map.price_map():
+    if price_map.entry(model)[1] is not None or model in price_map.price_map():
         return litellm_price(model, input_tokens, output_tokens, detail)
     return None
 
@@ -280,16 +300,17 @@ class LiteLLM:
                     # its process-wide setting, so that is set too, each call (litellm has no narrower one).
                     kwargs["ssl_verify"] = litellm.ssl_verify = self._ssl_verify
             response = await send(model=model, **kwargs)
+            cost = None
             if on_text is not None and not hasattr(response, "choices"):
                 text, usage = await _read_stream(response, on_text)
                 if text == "" and usage is None:
                     # A server that answers a stream request with one JSON body streams nothing through
                     # litellm (the body is not server-sent events): ask again without streaming.
                     del kwargs["stream"], kwargs["stream_options"]
-                    text, usage = _read_response(await send(model=model, **kwargs), model)
+                    text, usage, cost = _read_response(await send(model=model, **kwargs), model)
                     on_text(text)
             else:
-                text, usage = _read_response(response, model)
+                text, usage, cost = _read_response(response, model)
                 if on_text is not None and text:  # the server answered a stream request with one body
                     on_text(text)
         except TransientModelError:
@@ -299,10 +320,19 @@ class LiteLLM:
         seconds = time.perf_counter() - started
         return Completion(
             text=text,
-            usage=settle_usage(self.price, lambda: count_tokens(model, messages, text), model, usage),
+            usage=settle_usage(self._pricer(model, cost), lambda: count_tokens(model, messages, text), model, usage),
             model=model,
             seconds=seconds,
         )
+
+    def _pricer(self, model: str, litellm_cost: float | None) -> PriceFn:
+        """call_cost (self.price); but where it would ask litellm.cost_per_token, the cost litellm already put on
+        the reply by that same function (pricing a reply twice is about 1 ms of the loop's CPU a call)."""
+        if litellm_cost is None or model in self._prices or price_map.prices_itself(model):
+            return self.price
+        if price_map.entry(model)[1] is None and model not in price_map.price_map():
+            return self.price  # a model litellm's map lacks: litellm's 0.0 would read as "priced"
+        return lambda *_: litellm_cost
 
     def _classified(self, litellm: Any, exc: BaseException, model: str) -> Exception:
         return classify_error(
@@ -323,13 +353,14 @@ class LiteLLM:
         return self._router
 
 
-def _read_response(response: Any, model: str) -> tuple[str, Any]:
-    """A whole reply's text and usage (priced here, by call_cost, like every other path)."""
+def _read_response(response: Any, model: str) -> tuple[str, Any, float | None]:
+    """A whole reply's text, usage and the price litellm put on it (its cost_per_token's)."""
     try:
         text = response.choices[0].message.content or ""
     except (AttributeError, IndexError, TypeError) as exc:
         raise TransientModelError(f"malformed reply from {model}: {exc}") from None
-    return text, getattr(response, "usage", None)
+    cost = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
+    return text, getattr(response, "usage", None), cost
 
 
 async def _read_stream(stream: Any, on_text: TextSink) -> tuple[str, Any]:

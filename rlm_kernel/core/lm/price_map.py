@@ -145,6 +145,12 @@ def _provider_matches(entry_provider: str | None, provider: str) -> bool:
     )
 
 
+def prices_itself(model: str) -> bool:
+    """Whether this module prices `model` (an OpenAI-compatible provider's, its price a function of tokens)."""
+    provider, found = entry(model)
+    return found is not None and provider in MAP_PRICED and not needs_litellm(model)
+
+
 def needs_litellm(model: str) -> bool:
     """Whether the model's price depends on more than its token counts: litellm itself must price it."""
     provider, found = entry(model)

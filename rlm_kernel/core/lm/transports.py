@@ -9,7 +9,7 @@ from typing import Any
 from rlm_kernel.core.errors import ConfigError
 from rlm_kernel.core.lm import endpoints, price_map
 from rlm_kernel.core.lm.direct import OpenAICompatibleLM, picks_direct
-from rlm_kernel.core.lm.litellm_lm import LM, OFFLINE_PROVIDERS, LiteLLM
+from rlm_kernel.core.lm.litellm_lm import LM, OFFLINE_PROVIDERS, LiteLLM, import_litellm_soon
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,7 @@ def make_lm(
 ) -> LM:
     """The LM of a chosen transport, with the run's server, key, prices and certificate checks."""
     if transport == "litellm":
+        import_litellm_soon()
         return LiteLLM(
             api_base=api_base,
             api_key=api_key,
