@@ -76,7 +76,7 @@ def test_retry_after_is_capped_by_max_retry_wait_and_the_runs_time(transport, ca
         assert len(times) == 3 and all(0.25 <= gap < 2.5 for gap in gaps(times))
 
 
-def test_max_retry_wait_is_a_setting_with_a_flag_and_a_minimum():
+def test_max_retry_wait_is_a_setting_with_a_default_and_a_minimum():
     with pytest.raises(ConfigError):
         RLM(model="scripted/x", max_retry_wait=-1)
     assert RLM(model="scripted/x").max_retry_wait == 60.0
