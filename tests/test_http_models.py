@@ -92,7 +92,7 @@ def test_direct_transport_classifies_errors_and_never_shows_the_key():
     import asyncio
 
     from rlm_kernel.core.errors import ModelError, TransientModelError
-    from rlm_kernel.core.openai_compatible import OpenAICompatibleLM
+    from rlm_kernel.core.lm.direct import OpenAICompatibleLM
 
     key = "sk-planted-secret-0123456789"
     messages = [{"role": "user", "content": "hi"}]
@@ -116,7 +116,7 @@ def test_direct_transport_classifies_errors_and_never_shows_the_key():
 def test_direct_transport_prices_known_models_and_marks_unknown_ones():
     import asyncio
 
-    from rlm_kernel.core.openai_compatible import OpenAICompatibleLM
+    from rlm_kernel.core.lm.direct import OpenAICompatibleLM
 
     with ModelServer(lambda m: "ok", model_name="gpt-4o-mini") as server:
         lm = OpenAICompatibleLM(api_base=server.url)
@@ -124,4 +124,4 @@ def test_direct_transport_prices_known_models_and_marks_unknown_ones():
     assert priced.usage.cost_known and priced.usage.cost_usd > 0
     assert lm.price("openai/no-such-local-model", 10, 10) is None
     with pytest.raises(ValueError, match="needs api_base"):
-        RLM(model="openai/x", transport="direct")
+        RLM(model="my-model", transport="direct")

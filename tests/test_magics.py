@@ -233,8 +233,8 @@ def test_isolated_run_keeps_the_notebook_namespace_out_of_reach(ip):
 def test_settings_that_do_not_fit_together_are_usage_errors(ip):
     ip.user_ns["doc"] = "text"
     ip.run_line_magic("config", "RLMMagics.transport = 'direct'")
-    with pytest.raises(UsageError, match="needs api_base"):
-        run(ip, "%%rlm --context doc --model openai/x\nq")
+    with pytest.raises(UsageError, match="needs api_base"):  # openai/x would post to OpenAI's own API
+        run(ip, "%%rlm --context doc --model my-model\nq")
     with pytest.raises(UsageError, match="max_depth"):
         run(ip, "%%rlm --context doc --depth -1 --model openai/x --api-base http://127.0.0.1:9/v1\nq")
 

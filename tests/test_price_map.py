@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 from rlm_kernel import RLM
-from rlm_kernel.core import price_map
-from rlm_kernel.core.lm import import_litellm
-from rlm_kernel.core.openai_compatible import OpenAICompatibleLM, picks_direct
+from rlm_kernel.core.lm import import_litellm, price_map
+from rlm_kernel.core.lm.direct import OpenAICompatibleLM, picks_direct
 from rlm_kernel.models.server import ModelServer
 from tests.conftest import repl
 
@@ -81,6 +80,65 @@ def test_prices_equal_litellms_cost_per_token_for_every_openai_compatible_model(
     assert compared > 1500 and priced > 1000  # the map, not litellm, priced nearly all of them
 
 
+def test_cached_input_cache_writes_and_reasoning_are_priced_as_litellm_prices_them():
+    """The one pricing function of both transports, over the map: cached input at the cache-read rate, cache
+    writes at the cache-creation rate, reasoning at the reasoning rate, as `litellm.cost_per_token` bills a
+    usage that reports them; a quarter of the models sampled, every one with a cache or reasoning rate."""
+    litellm = import_litellm()
+    lm = OpenAICompatibleLM(api_base="http://127.0.0.1:9/v1")
+    keys = ("cache_read_input_token_cost", "cache_creation_input_token_cost", "output_cost_per_reasoning_token")
+    compared = with_rates = 0
+    for index, name in enumerate(_openai_compatible_names()):
+        found = price_map.entry(name)[1]
+        special = bool(found) and any(found.get(key) is not None for key in keys)
+        if not (special or index % 4 == 0) or price_map.needs_litellm(name) or not _routed_as_read(litellm, name):
+            continue
+        for detail in (price_map.TokenDetail(6000, 0, 0), price_map.TokenDetail(2000, 1500, 400)):
+            usage = litellm.Usage(
+                prompt_tokens=10_000,
+                completion_tokens=2000,
+                total_tokens=12_000,  # as servers report it: reasoning is part of the completion tokens
+                prompt_tokens_details={
+                    "cached_tokens": detail.cached_input,
+                    "cache_creation_tokens": detail.cache_write,
+                },
+                completion_tokens_details={"reasoning_tokens": detail.reasoning},
+            )
+            try:
+                expected = sum(litellm.cost_per_token(model=name, usage_object=usage))
+            except Exception:  # litellm raises for a model it cannot price
+                expected = None
+            ours = lm.price(name, 10_000, 2000, detail)
+            assert (ours is None) == (expected is None), name
+            if expected is not None:
+                assert ours == pytest.approx(expected, abs=1e-12, rel=1e-9), (name, detail)
+                compared += 1
+                with_rates += special
+    assert compared > 300 and with_rates > 100
+
+
+def test_the_direct_endpoints_are_litellms(monkeypatch):
+    """Each provider endpoint the direct path posts to without an api_base: litellm's base URL and key variable."""
+    from rlm_kernel.core.lm import endpoints
+
+    litellm = import_litellm()
+    providers = {**endpoints.PROVIDER_ENDPOINTS, **endpoints.json_providers()}
+    assert len(endpoints.json_providers()) > 10
+    for provider, (base, base_variable, key_variables) in providers.items():
+        for variable in (base_variable, *key_variables):
+            if variable:
+                monkeypatch.delenv(variable, raising=False)
+        monkeypatch.setenv(key_variables[0], "sk-endpoint-test")
+        _, routed, key, api_base = litellm.get_llm_provider(model=f"{provider}/some-model")
+        assert (routed, key, api_base.rstrip("/")) == (provider, "sk-endpoint-test", base.rstrip("/")), provider
+        found = endpoints.cloud_endpoint(f"{provider}/some-model")
+        assert found is not None and found.base_url == base and found.key(None) == "sk-endpoint-test"
+        if base_variable:
+            monkeypatch.setenv(base_variable, "http://127.0.0.1:9/v1")
+            assert litellm.get_llm_provider(model=f"{provider}/some-model")[3] == "http://127.0.0.1:9/v1"
+            assert endpoints.cloud_endpoint(f"{provider}/some-model").base_url == "http://127.0.0.1:9/v1"
+
+
 def test_input_windows_equal_litellms_model_info():
     litellm = import_litellm()
     for name in _openai_compatible_names():
@@ -103,7 +161,14 @@ def test_input_windows_equal_litellms_model_info():
         ("my-model", "http://h/v1", None, True),
         ("anthropic/claude-3-5-sonnet", "http://h/v1", None, False),  # litellm maps Anthropic's format
         ("ollama/llama3", "http://h/v1", None, False),
-        ("openai/gpt-4o-mini", None, None, False),  # the cloud: litellm maps parameters per provider
+        ("openai/gpt-4o-mini", None, None, True),  # OpenAI's own API (or OPENAI_BASE_URL)
+        ("gpt-4o-mini", None, None, True),
+        ("groq/llama-3.1-8b-instant", None, None, True),  # an OpenAI-compatible provider's endpoint
+        ("anthropic/claude-3-5-sonnet", None, None, False),
+        ("claude-sonnet-4-5", None, None, False),
+        ("gemini/gemini-2.0-flash", None, None, False),
+        ("azure/dep1", None, None, False),
+        ("my-model", None, None, False),  # no api_base and no provider: litellm says what is missing
         ("openai/policy", "http://h/v1", [{"model_name": "m"}], False),
         ("scripted/demo", "http://h/v1", None, False),
     ],

@@ -342,3 +342,135 @@ def test_the_magics_reach_a_keyed_server_with_their_api_key_setting(ip, transpor
             run(shell, cell)
         assert server.stats()["keys"] == {KEY: 3, WRONG_KEY: 1}
     assert "Incorrect API key provided: [redacted]" in str(failed.value) and WRONG_KEY not in str(failed.value)
+
+
+# -- cloud models without an api_base (the OpenAI path through OPENAI_BASE_URL) ---------------------------
+
+
+@pytest.fixture
+def openai_environment(monkeypatch):
+    for name in ("OPENAI_BASE_URL", "OPENAI_API_BASE", "OPENAI_ORG_ID", "OPENAI_PROJECT", "OPENAI_PROJECT_ID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("OPENAI_ORGANIZATION", "org-rlm-test")
+    monkeypatch.setenv("OPENAI_PROJECT_ID", "proj_rlm_test")
+    return monkeypatch
+
+
+@pytest.mark.parametrize("transport, taken", [("auto", "direct"), ("litellm", "litellm")])
+@pytest.mark.parametrize("variable", ["OPENAI_BASE_URL", "OPENAI_API_BASE"])
+def test_an_openai_model_without_api_base_goes_direct_to_the_openai_base_url(
+    transport, taken, variable, openai_environment, tmp_path
+):
+    trace = tmp_path / "t.jsonl"
+    with ModelServer(one_sub_call(), api_key=KEY) as server:
+        openai_environment.setenv(variable, server.url)
+        rlm = RLM(model="openai/policy", transport=transport, trace_path=str(trace))
+        result = rlm.completion("ctx", "q")
+        stats = server.stats()
+    assert (result.status, result.answer) == ("done", "sub:hello")
+    assert rlm.transports == {"model": taken, "sub_model": taken}
+    assert f'"transports": {{"model": "{taken}", "sub_model": "{taken}"}}' in trace.read_text()
+    assert stats["keys"] == {KEY: 3} and stats["models"] == {"policy": 3}
+    assert stats["last_headers"]["openai-organization"] == "org-rlm-test"
+    assert stats["last_headers"]["openai-project"] == "proj_rlm_test"
+
+
+def test_a_plain_openai_name_and_the_openai_compatible_providers_go_direct_without_api_base():
+    assert RLM(model="gpt-4o-mini").transports["model"] == "direct"
+    assert RLM(model="groq/llama-3.1-8b-instant").transports["model"] == "direct"
+    for model in ("anthropic/claude-sonnet-4-5", "claude-sonnet-4-5", "gemini/gemini-2.0-flash", "azure/dep1"):
+        assert RLM(model=model).transports["model"] == "litellm", model
+    assert RLM(model="bedrock/anthropic.claude-3-5-sonnet", api_base="http://x").transports["model"] == "litellm"
+
+
+def test_a_provider_endpoint_and_key_come_from_its_variables(monkeypatch):
+    with ModelServer(one_sub_call(), api_key=KEY) as server:
+        monkeypatch.setenv("GROQ_API_BASE", server.url)
+        monkeypatch.setenv("GROQ_API_KEY", KEY)
+        result = RLM(model="groq/llama-3.1-8b-instant").completion("ctx", "q")
+        stats = server.stats()
+    assert (result.status, result.answer) == ("done", "sub:hello")
+    assert stats["keys"] == {KEY: 3} and stats["models"] == {"llama-3.1-8b-instant": 3}
+
+
+def test_no_openai_key_fails_before_any_request_and_says_what_to_set(openai_environment):
+    openai_environment.delenv("OPENAI_API_KEY")
+    with ModelServer(one_sub_call()) as server:
+        openai_environment.setenv("OPENAI_BASE_URL", server.url)
+        result = RLM(model="openai/policy", retries=3).completion("ctx", "q")
+        stats = server.stats()
+    assert result.status == "error" and stats["requests"] == 0
+    assert "no API key" in result.error and "OPENAI_API_KEY" in result.error
+
+
+# -- one price on every path: cached input and reasoning tokens -------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@TRANSPORTS
+def test_cached_and_reasoning_tokens_cost_the_same_on_every_path_as_litellm_prices_them(transport, stream):
+    litellm = import_litellm()
+    with ModelServer(one_sub_call(), cached_fraction=0.9, reasoning_tokens=40) as server:
+        rlm = RLM(model="openai/gpt-4o-mini", api_base=server.url, transport=transport, stream=stream)
+        result = rlm.completion("ctx", "q")
+        assert server.stats()["streamed"] == (2 if stream else 0)  # the root's replies; sub-calls do not stream
+    root = result.trace.root
+    calls = [i.usage for i in root.iterations] + [sub.usage for sub in root.subcalls]
+    assert len(calls) == 3
+    expected = 0.0
+    for call in calls:
+        usage = litellm.Usage(
+            prompt_tokens=call.input_tokens,
+            completion_tokens=call.output_tokens,
+            total_tokens=call.input_tokens + call.output_tokens,
+            prompt_tokens_details={"cached_tokens": int(call.input_tokens * 0.9)},
+            completion_tokens_details={"reasoning_tokens": 40},
+        )
+        expected += sum(litellm.cost_per_token(model="openai/gpt-4o-mini", usage_object=usage))
+    list_price = sum(
+        sum(
+            litellm.cost_per_token(
+                model="openai/gpt-4o-mini", prompt_tokens=c.input_tokens, completion_tokens=c.output_tokens
+            )
+        )
+        for c in calls
+    )
+    assert result.usage.cost_usd == pytest.approx(expected, rel=1e-9) and expected < 0.7 * list_price
+
+
+def test_a_cost_budget_allows_as_many_cached_calls_on_both_transports():
+    def requests_within_budget(transport, cached_fraction):
+        replies = [repl("x = llm_query('hello')\nprint(x)")] * 80
+        with ModelServer(root_then_subs(replies), cached_fraction=cached_fraction) as server:
+            rlm = RLM(
+                model="openai/gpt-4o-mini",
+                api_base=server.url,
+                transport=transport,
+                max_cost_usd=0.004,
+                max_output_tokens=64,
+                max_iterations=80,
+            )
+            result = rlm.completion("ctx " * 300, "q")
+            assert result.status == "budget" and result.usage.cost_usd <= 0.004
+            return server.stats()["requests"]
+
+    at_list_price = requests_within_budget("direct", 0.0)
+    cached = {transport: requests_within_budget(transport, 0.9) for transport in ("direct", "litellm")}
+    assert cached["direct"] == cached["litellm"] > 1.3 * at_list_price, (cached, at_list_price)
+
+
+# -- a provider with its own API stays on litellm: a server speaking Anthropic's Messages API --------------
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_anthropic_model_goes_through_litellm_to_a_messages_api_server(stream, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    with ModelServer(one_sub_call(), api_key=KEY, cached_fraction=0.5) as server:
+        rlm = RLM(model="anthropic/claude-sonnet-4-5", api_base=server.url.removesuffix("/v1"), stream=stream)
+        result = rlm.completion("ctx", "q")
+        stats = server.stats()
+    assert rlm.transports == {"model": "litellm", "sub_model": "litellm"}
+    assert (result.status, result.answer) == ("done", "sub:hello")
+    assert stats["keys"] == {KEY: 3} and stats["models"] == {"claude-sonnet-4-5": 3}
+    assert result.usage.input_tokens > 0 and result.usage.cost_known and result.usage.counted_calls == 0

@@ -10,7 +10,7 @@ import pytest
 from rlm_kernel import RLM
 from rlm_kernel.core.ledger import Usage
 from rlm_kernel.core.lm import Completion
-from rlm_kernel.core.lm_support import estimate_tokens
+from rlm_kernel.core.lm.support import estimate_tokens
 from tests.conftest import repl
 
 OUTPUT = repl("x = llm_query('\\u8bf7' * 400)\nprint(len(x))")

@@ -116,8 +116,13 @@ def test_models_and_stats_endpoints() -> None:
             "rejected": {},
             "streamed": 0,
             "models": {"some-model": 3},
+            "request_times": stats["request_times"],
+            "last_headers": stats["last_headers"],
+            "last_body": stats["last_body"],
         }
         assert stats["max_in_flight"] in (1, 2)
+        assert len(stats["request_times"]) == 3 and stats["request_times"] == sorted(stats["request_times"])
+        assert stats["last_body"]["model"] == "some-model" and "authorization" not in stats["last_headers"]
 
 
 def test_keep_alive_connection_serves_several_requests() -> None:

@@ -30,7 +30,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ from rlm_kernel.bench.serving import peak_rss_mb, serve, server_stats
 from rlm_kernel.core import RLM, Event
 from rlm_kernel.core.ledger import Usage
 from rlm_kernel.core.lm import Completion
-from rlm_kernel.core.lm_support import estimate_tokens
+from rlm_kernel.core.lm.support import estimate_tokens
 from rlm_kernel.models.demo import sample_document
 from rlm_kernel.models.policies import count_tokens, register_policy
 from rlm_kernel.models.server import ModelServer
@@ -61,6 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ref-python", default=DEFAULT_REF_PYTHON, help="interpreter of the environment with `rlms` (figure 5)"
     )
     parser.add_argument("--out", help="also write the figures as JSON to this file")
+    parser.add_argument(
+        "--fan-out-paths", help=f"figure 2's paths, comma-separated (default: all of {','.join(FAN_OUT_PATHS)})"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -211,35 +214,67 @@ def fan_out(url: str, prompts: int, concurrency: int, **rlm_options: Any) -> flo
 # 2. fan-out
 
 
+# How figure 2 calls the server: the default for a local server; cloud-style (no api_base: OPENAI_BASE_URL at the
+# server, as a user of OpenAI's API has it); litellm; and litellm's Anthropic path (the server's Messages API).
+FAN_OUT_PATHS: dict[str, dict[str, Any]] = {
+    "auto": {"transport": "auto"},
+    "cloud": {"transport": "auto", "api_base": None},
+    "litellm": {"transport": "litellm"},
+    "anthropic": {"transport": "litellm", "model": "anthropic/claude-sonnet-4-5"},
+}
+
+
+@contextlib.contextmanager
+def cloud_environment(url: str) -> Iterator[None]:
+    """The variables a cloud user sets, pointed at the local server (restored afterwards)."""
+    values = {"OPENAI_BASE_URL": url, "OPENAI_API_KEY": "sk-bench", "ANTHROPIC_API_KEY": "sk-bench"}
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def figure_fan_out(args: argparse.Namespace) -> dict[str, Any]:
     prompts, latency = 256, 0.2
     repeats = 1 if args.quick else 3
+    paths = args.fan_out_paths.split(",") if args.fan_out_paths else list(FAN_OUT_PATHS)
     print(
         f"2. fan-out: {prompts} llm_query_batched prompts at {latency * 1000:.0f} ms latency through rlm serve-model "
-        f"(median of {repeats}); the default transport (auto, which picks direct for this server) and litellm"
+        f"(median of {repeats}); {', '.join(paths)} (load average before: "
+        f"{', '.join(f'{x:.1f}' for x in os.getloadavg())})"
     )
-    picked = RLM(model="openai/policy", api_base="http://127.0.0.1:9/v1").transports["model"]
     rows: dict[str, dict[int, Any]] = {}
-    for transport in ("auto", "litellm"):
-        rows[transport] = {}
+    for path in paths:
+        rows[path] = {}
         for concurrency in (32,) if args.quick else (16, 32, 64):
-            with serve("rlm_kernel.bench.offline:BenchPolicy", latency * 1000) as url:
-                walls = [fan_out(url, prompts, concurrency, transport=transport) for _ in range(repeats)]
+            with serve("rlm_kernel.bench.offline:BenchPolicy", latency * 1000) as url, cloud_environment(url):
+                options = dict(FAN_OUT_PATHS[path])
+                if path == "anthropic":
+                    options["api_base"] = url.removesuffix("/v1")
+                picked = RLM(**{"model": "openai/policy", "api_base": url, **options}).transports["model"]
+                walls = [fan_out(url, prompts, concurrency, **options) for _ in range(repeats)]
                 in_flight = server_stats(url)["max_in_flight"]
             ideal = math.ceil(prompts / concurrency) * latency
             wall = statistics.median(walls)
-            rows[transport][concurrency] = {
+            rows[path][concurrency] = {
                 "wall_s": wall,
                 "ideal_s": ideal,
                 "ratio": wall / ideal,
                 "max_in_flight": in_flight,
                 "walls": walls,
+                "transport": picked,
             }
-            target = " (target: within 1.1x)" if concurrency == 32 and transport == "auto" else ""
-            label = f"auto ({picked})" if transport == "auto" else transport
+            targets = {"auto": 1.1, "cloud": 1.15, "anthropic": 1.3}
+            target = f" (target: within {targets[path]}x)" if concurrency == 32 and path in targets else ""
             print(
-                f"   {label:<13} concurrency {concurrency:>2}: {wall:.2f} s against ideal {ideal:.2f} s = {wall / ideal:.2f}x{target}; "
-                f"server saw at most {in_flight} in flight"
+                f"   {f'{path} ({picked})':<22} concurrency {concurrency:>2}: {wall:.2f} s against ideal {ideal:.2f} s "
+                f"= {wall / ideal:.2f}x{target}; server saw at most {in_flight} in flight"
             )
     return rows
 

@@ -85,9 +85,17 @@ async def call_with_retries(
         left = ledger.seconds_left()
         if attempt >= policy.retries or (left is not None and left <= 0):
             raise ModelError(f"{failure} (gave up after {attempt + 1} attempts)") from None
-        backoff = policy.retry_backoff * 2**attempt * random.uniform(0.5, 1.0)
-        await asyncio.sleep(backoff if left is None else min(backoff, left))
+        await asyncio.sleep(retry_wait(failure, attempt, policy.retry_backoff, policy.max_retry_wait, left))
     raise AssertionError("unreachable")
+
+
+def retry_wait(failure: Exception, attempt: int, backoff: float, max_wait: float, left: float | None) -> float:
+    """Seconds before the next attempt: the server's Retry-After when it sent one, else exponential backoff with
+    jitter; never more than `max_retry_wait` nor the run's remaining time (the retry then finds the limit spent)."""
+    asked = getattr(failure, "retry_after", None)
+    wait = float(asked) if asked is not None else backoff * 2**attempt * random.uniform(0.5, 1.0)
+    wait = min(wait, max_wait)
+    return wait if left is None else max(0.0, min(wait, left))
 
 
 class TextStream:

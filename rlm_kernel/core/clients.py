@@ -5,8 +5,8 @@ from __future__ import annotations
 from rlm_kernel.core.cache import with_cache
 from rlm_kernel.core.config import ModelSpec, RunConfig, reveal
 from rlm_kernel.core.errors import ConfigError
-from rlm_kernel.core.lm import LM, LiteLLM
-from rlm_kernel.core.openai_compatible import OpenAICompatibleLM
+from rlm_kernel.core.lm import LM
+from rlm_kernel.core.lm.transports import make_lm
 
 
 class Models:
@@ -40,13 +40,7 @@ class Models:
 
 def _make_lm(config: RunConfig, spec: ModelSpec, key_setting: str) -> LM:
     router = None if config.router is None else [dict(entry) for entry in config.router]
-    key, prices = reveal(spec.api_key), config.prices
-    if spec.transport == "litellm":
-        plain: LM = LiteLLM(api_base=spec.api_base, api_key=key, router=router, prices=prices, key_setting=key_setting)
-    elif not spec.api_base or router is not None:
-        raise ConfigError("transport='direct' posts to one OpenAI-compatible server: it needs api_base and no router")
-    else:
-        plain = OpenAICompatibleLM(api_base=spec.api_base, api_key=key, prices=prices, key_setting=key_setting)
+    plain = make_lm(spec.transport, spec.api_base, reveal(spec.api_key), router, config.prices, key_setting, config.tls)
     return with_cache(plain, config.cache, spec.api_base)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from rlm_kernel.core.errors import ConfigError
 from rlm_kernel.core.ledger import Limits
-from rlm_kernel.core.openai_compatible import picks_direct
+from rlm_kernel.core.lm.transports import TLS, choose_transport
 from rlm_kernel.core.settings import recorded, resolve, source
 
 
@@ -102,6 +102,7 @@ class CallPolicy:
     call_timeout: float = 120.0
     retries: int = 3
     retry_backoff: float = 0.5
+    max_retry_wait: float = 60.0  # the most a server's Retry-After makes a retry wait
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,7 @@ class RunConfig:
     prices: Mapping[str, Mapping[str, float]] | None = None
     router: tuple[Mapping[str, Any], ...] | None = field(default=None, repr=False)  # litellm Router's model list
     trace_path: str | None = None
+    tls: TLS = field(default_factory=TLS)  # how servers' certificates are checked, on both transports
     telemetry: str | None = None  # a telemetry plug-in's name, "off", or None: the one its variable turns on
     recorded: Mapping[str, Any] = field(default_factory=dict, repr=False)  # what the root's call_start records
 
@@ -251,7 +253,9 @@ class RunConfig:
                 stream=s["stream"],
                 sub_window=s["sub_window"],
             ),
-            calls=CallPolicy(s["max_output_tokens"], s["call_timeout"], s["retries"], s["retry_backoff"]),
+            calls=CallPolicy(
+                s["max_output_tokens"], s["call_timeout"], s["retries"], s["retry_backoff"], s["max_retry_wait"]
+            ),
             isolation=Isolation(s["isolation"], s["isolation_limits"] or {}),
             tools=tuple(ToolRef.of(name, function) for name, function in (tools or {}).items()),
             approve=s["approve"],
@@ -259,6 +263,7 @@ class RunConfig:
             prices=s["prices"],
             router=None if router is None else tuple(router),
             trace_path=s["trace_path"],
+            tls=TLS(s["tls_verify"], s["ca_bundle"]),
             telemetry=s["telemetry"],
             recorded=recorded(s, transports),
         )
@@ -276,8 +281,4 @@ def _sampling(temperature: float | None, top_p: float | None, seed: int | None, 
 
 def _transport(setting: str, model: str, api_base: str | None, router: Any, own_lm: bool) -> str:
     """The transport a model is called through: the setting, with "auto" resolved for this model and server."""
-    if own_lm:
-        return "lm"
-    if setting != "auto":
-        return setting
-    return "direct" if picks_direct(model, api_base, router) else "litellm"
+    return "lm" if own_lm else choose_transport(setting, model, api_base, router)

@@ -54,7 +54,14 @@ class ContextTooLong(ModelError):
 
 
 class TransientModelError(ModelError):
-    """A model call failed in a way worth retrying: rate limit, 5xx, timeout, garbled reply."""
+    """A model call failed in a way worth retrying: rate limit, 5xx, timeout, garbled reply.
+
+    `retry_after`: the seconds the server asked to wait first (its Retry-After header), None when it did not.
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class BudgetExhausted(RLMError):

@@ -18,7 +18,7 @@ from rlm_kernel.core.deadlines import Deadline
 from rlm_kernel.core.errors import AnswerMismatch, BudgetExhausted, ModelError, SubmitAnswer
 from rlm_kernel.core.ledger import Usage
 from rlm_kernel.core.lm import LM, Completion, Messages
-from rlm_kernel.core.lm_support import sub_capacity_chars
+from rlm_kernel.core.lm.support import sub_capacity_chars
 from rlm_kernel.core.parsing import ParsedReply, find_text_final, parse_reply
 from rlm_kernel.core.prompts import (
     NO_CODE_MESSAGE,

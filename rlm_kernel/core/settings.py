@@ -9,82 +9,14 @@ A setting left unset takes its environment variable when it has one, else its de
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from rlm_kernel.core.errors import ConfigError
+from rlm_kernel.core.setting import Setting
 
 ISOLATION_LIMITS = ("memory_limit", "cpu_seconds", "file_size_limit")
-
-
-@dataclass(frozen=True)
-class Setting:
-    name: str
-    type: type  # int, float, str, bool or dict
-    default: Any
-    help: str
-    env: str | None = None  # read when the setting is not given
-    cli: tuple[str, ...] = ()  # `rlm run` flags; () keeps it off the command line
-    magic: tuple[str, ...] = ()  # per-cell `%%rlm` flags; () leaves it to %config RLMMagics.<name>
-    choices: tuple[str, ...] = ()
-    minimum: float | None = None
-    secret: bool = False  # never recorded in a trace nor shown
-    flag_values: Mapping[str, Any] = field(default_factory=dict)  # flags that set a fixed value: --isolated
-
-    @property
-    def optional(self) -> bool:
-        """None is a valid value (no limit, not set)."""
-        return self.default is None
-
-    def check(self, value: Any) -> Any:
-        """`value` converted to the setting's type; ConfigError with a one-line reason otherwise."""
-        if value is None:
-            if self.optional:
-                return None
-            raise ConfigError(f"{self.name} must be set (default {self.default!r})")
-        if self.type is bool:
-            if not isinstance(value, bool):
-                raise ConfigError(f"{self.name} must be True or False, not {value!r}")
-            return value
-        if self.type is dict:
-            if not isinstance(value, Mapping):
-                raise ConfigError(f"{self.name} must be a dict, not {type(value).__name__}")
-            return dict(value)
-        if self.type in (int, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise ConfigError(f"{self.name} must be a number, not {value!r}")
-        if self.type is int and value != int(value):
-            raise ConfigError(f"{self.name} must be a whole number, not {value!r}")
-        if self.type is str and not isinstance(value, str):
-            raise ConfigError(f"{self.name} must be a string, not {type(value).__name__}")
-        value = self.type(value)
-        if self.minimum is not None and value < self.minimum:
-            raise ConfigError(f"{self.name} must be at least {self.minimum:g}, not {value!r}")
-        if self.choices and value not in self.choices:
-            raise ConfigError(f"{self.name} must be one of {', '.join(self.choices)}, not {value!r}")
-        return value
-
-    def parse(self, text: str) -> Any:
-        """A value given as text (an environment variable, a command-line or magic option)."""
-        if self.type is dict:
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{self.name} must be a JSON object: {exc.msg}") from None
-            return self.check(value)
-        if self.type is bool:
-            if text.lower() not in ("1", "0", "true", "false", "yes", "no"):
-                raise ConfigError(f"{self.name} must be true or false, not {text!r}")
-            return text.lower() in ("1", "true", "yes")
-        if self.type in (int, float):
-            try:
-                number = float(text) if self.type is float else int(text)
-            except ValueError:
-                raise ConfigError(f"{self.name} must be a number, not {text!r}") from None
-            return self.check(number)
-        return self.check(text)
 
 
 def _s(name: str, type_: type, default: Any, help_: str, **more: Any) -> Setting:
@@ -158,6 +90,22 @@ SETTINGS: tuple[Setting, ...] = (
         cli=("--transport",),
         magic=("--transport",),
         choices=("auto", "litellm", "direct"),
+    ),
+    _s(
+        "tls_verify",
+        bool,
+        True,
+        "Verify servers' TLS certificates (both transports); False only for a test server.",
+        env="RLM_TLS_VERIFY",
+        flag_values={"--no-tls-verify": False},
+    ),
+    _s(
+        "ca_bundle",
+        str,
+        None,
+        "A CA bundle file to verify servers' TLS certificates with (a corporate proxy's, a private server's).",
+        env="RLM_CA_BUNDLE",
+        cli=("--ca-bundle",),
     ),
     _s(
         "prices",
@@ -360,6 +308,15 @@ SETTINGS: tuple[Setting, ...] = (
         0.5,
         "Seconds before the first retry; doubled for each later one.",
         cli=("--retry-backoff",),
+        minimum=0,
+    ),
+    _s(
+        "max_retry_wait",
+        float,
+        60.0,
+        "Longest wait before a retry, in seconds, when a server's Retry-After asks for more (the run's "
+        "remaining time caps it too).",
+        cli=("--max-retry-wait",),
         minimum=0,
     ),
     # safety

@@ -12,7 +12,7 @@ from rlm_kernel.core.errors import BudgetExhausted, ModelError, SubmitAnswer
 from rlm_kernel.core.helpers import make_helpers
 from rlm_kernel.core.ledger import Usage
 from rlm_kernel.core.lm import LM, Completion, Messages
-from rlm_kernel.core.lm_support import oversize_prompt_message
+from rlm_kernel.core.lm.support import oversize_prompt_message
 from rlm_kernel.core.prompts import Capabilities
 from rlm_kernel.core.repl import REPL
 from rlm_kernel.core.trace import prompt_sha256

@@ -11,7 +11,8 @@ from traitlets import Bool, Dict, Enum, Float, Int, TraitType, Unicode
 from traitlets.config import Configurable
 
 from rlm_kernel.core.errors import ConfigError
-from rlm_kernel.core.settings import SETTINGS, Setting, source
+from rlm_kernel.core.setting import Setting
+from rlm_kernel.core.settings import SETTINGS, source
 
 _TRAITS: dict[type, type[TraitType[Any, Any]]] = {int: Int, float: Float, str: Unicode, bool: Bool, dict: Dict}
 

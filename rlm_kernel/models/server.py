@@ -7,6 +7,7 @@ as the providers a first run meets: one that requires a bearer key (and quotes a
 wrong one in its 401, as real ones do), refuses every request (401/403), has a
 context window (400 context_length_exceeded), omits `usage`, or trickles its
 reply a byte at a time. It streams (SSE) when a request asks to, a policy's reply in pieces as it yields them.
+Also Anthropic's Messages API (anthropic_wire.py); 429s carry `retry_after`; usage with cached/reasoning tokens.
 
     rlm serve-model --port 8000 --policy demo --latency-ms 50 --api-key sk-local
 """
@@ -18,15 +19,17 @@ import functools
 import json
 import random
 import signal
-import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from rlm_kernel.core.errors import RLMError
+from rlm_kernel.models import anthropic_wire
+from rlm_kernel.models.http_server import TrackingHTTPServer
 from rlm_kernel.models.policies import Messages, load_policy, messages_tokens
 from rlm_kernel.models.wire import MALFORMED_BODY, REJECTIONS, chunked, completion_body, sse_body, sse_events, usage_of
 
@@ -56,6 +59,9 @@ class ModelServer:
         omit_usage: bool = False,
         trickle_seconds: float = 0.0,
         streams: bool = True,
+        retry_after: str = "0",
+        cached_fraction: float = 0.0,
+        reasoning_tokens: int = 0,
     ) -> None:
         faults = tuple(faults)
         unknown = [f for f in faults if f not in FAULT_KINDS]
@@ -83,6 +89,9 @@ class ModelServer:
         self.omit_usage = omit_usage
         self.trickle_seconds = trickle_seconds  # pause before each byte of a reply's body
         self.streams = streams  # False: a request for a stream gets one JSON body, as from servers that cannot stream
+        self.retry_after = retry_after  # the Retry-After header of an injected 429: seconds or an HTTP date
+        # Usage reports this share of each prompt as cached, and this many reasoning tokens in each completion.
+        self.cached_fraction, self.reasoning_tokens = cached_fraction, reasoning_tokens
         self._requested_port = port
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -95,15 +104,17 @@ class ModelServer:
         self._models: dict[str, int] = {}  # model name in the request -> requests
         self._in_flight = 0
         self._max_in_flight = 0
+        self._request_times: list[float] = []  # time.monotonic() as each model request arrived
+        self._last_request: tuple[dict[str, str], Any] = ({}, None)  # headers (no keys) and body of the last one
         self._stopping = threading.Event()
-        self._httpd: _HTTPServer | None = None
+        self._httpd: TrackingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> ModelServer:
         """Bind (port 0 picks a free port) and serve on a daemon thread."""
         if self._httpd is not None:
             raise RuntimeError("a ModelServer can only be started once")
-        self._httpd = _HTTPServer((self.host, self._requested_port), _Handler, self)
+        self._httpd = TrackingHTTPServer((self.host, self._requested_port), _Handler, self)
         # A short poll interval: shutdown() waits up to one interval, and tests start and stop many servers.
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, args=(0.05,), name=f"model-server-{self.port}", daemon=True
@@ -153,11 +164,18 @@ class ModelServer:
                 "rejected": dict(self._rejected),
                 "streamed": self._streamed,
                 "models": dict(self._models),
+                "request_times": list(self._request_times),
+                "last_headers": dict(self._last_request[0]),
+                "last_body": self._last_request[1],
             }
+
+    def usage(self, messages: Messages, reply: str) -> dict[str, Any]:
+        return usage_of(messages, reply, self.cached_fraction, self.reasoning_tokens)
 
     def _enter_request(self) -> None:
         with self._lock:
             self._requests += 1
+            self._request_times.append(time.monotonic())
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
 
@@ -175,17 +193,17 @@ class ModelServer:
         """The bearer token a request carried (None without one), counted."""
         token = authorization.removeprefix("Bearer ").strip() if authorization else None
         if token is not None:
-            with self._lock:
-                self._keys[token] = self._keys.get(token, 0) + 1
+            self._tally(self._keys, token)
         return token
 
-    def _count_rejection(self, status: int) -> None:
+    def _tally(self, counts: dict[Any, int], key: Any) -> None:
         with self._lock:
-            self._rejected[status] = self._rejected.get(status, 0) + 1
+            counts[key] = counts.get(key, 0) + 1
 
-    def _count_model(self, name: str) -> None:
+    def _keep_request(self, headers: Iterable[tuple[str, str]], body: Any) -> None:
+        kept = {name.lower(): value for name, value in headers if name.lower() not in ("authorization", "x-api-key")}
         with self._lock:
-            self._models[name] = self._models.get(name, 0) + 1
+            self._last_request = (kept, body)
 
     def _count_stream(self) -> None:
         with self._lock:
@@ -199,44 +217,12 @@ class ModelServer:
                 self._faults[outcome] += 1
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    # Benchmarks open hundreds of connections at once; the default backlog of 5 drops them.
-    request_queue_size = 1024
-
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], model: ModelServer) -> None:
-        self.model = model
-        self._open: set[socket.socket] = set()
-        self._open_lock = threading.Lock()
-        super().__init__(address, handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._open_lock:
-            self._open.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._open_lock:
-            self._open.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        """Wake handler threads blocked on idle keep-alive connections so they exit."""
-        with self._open_lock:
-            sockets = list(self._open)
-        for sock in sockets:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     # A reply goes out as two writes (headers, body): with Nagle on, the body waits for the client's
     # delayed ACK of the headers, about 40 ms per request on Linux.
     disable_nagle_algorithm = True
-    server: _HTTPServer
+    server: TrackingHTTPServer
 
     def handle(self) -> None:
         # Clients that time out or give up close their end mid-reply; that is expected.
@@ -260,17 +246,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         path = self.path.split("?", 1)[0].rstrip("/")
-        if path not in _CHAT_PATHS:
+        anthropic = path.endswith(anthropic_wire.MESSAGES_PATH_SUFFIX)
+        if path not in _CHAT_PATHS and not anthropic:
             self._read_body()
             self._send_error(404, f"no route POST {self.path}", "not_found_error")
             return
         model = self.server.model
         model._enter_request()
         try:
-            key = model._count_key(self.headers.get("Authorization"))
+            key = model._count_key(self.headers.get("Authorization") or self.headers.get("x-api-key"))
             if self._refused(model, key):
                 return
-            self._chat_completion(model)
+            self._chat_completion(model, anthropic)
         finally:
             model._leave_request()
 
@@ -278,33 +265,34 @@ class _Handler(BaseHTTPRequestHandler):
         """Answer 401/403 as a provider does; a wrong key is quoted in full, so redaction is put to the test."""
         if model.api_key is not None and key != model.api_key:
             self._read_body()
-            model._count_rejection(401)
+            model._tally(model._rejected, 401)
             shown = f"Incorrect API key provided: {key}." if key else "Missing credentials: no Authorization header."
             self._send_error(401, shown, "invalid_request_error", code="invalid_api_key")
             return True
         if model.reject_status is not None:
             self._read_body()
-            model._count_rejection(model.reject_status)
+            model._tally(model._rejected, model.reject_status)
             message, code = REJECTIONS[model.reject_status]
             self._send_error(model.reject_status, message.format(key=key), "invalid_request_error", code=code)
             return True
         return False
 
-    def _chat_completion(self, model: ModelServer) -> None:
+    def _chat_completion(self, model: ModelServer, anthropic: bool) -> None:
         body = self._read_body()
         if body is None:
             return
         try:
             request = json.loads(body)
-            messages = request["messages"]
+            messages = anthropic_wire.chat_messages(request) if anthropic else request["messages"]
             if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
                 raise TypeError("messages must be a list of objects")
         except (ValueError, KeyError, TypeError) as exc:
             self._send_error(400, f"bad request: {exc}", "invalid_request_error")
             return
-        model._count_model(str(request.get("model")))
+        model._tally(model._models, str(request.get("model")))
+        model._keep_request(self.headers.items(), request)
         if model.context_window is not None and (tokens := messages_tokens(messages)) > model.context_window:
-            model._count_rejection(400)
+            model._tally(model._rejected, 400)
             message = (
                 f"This model's maximum context length is {model.context_window} tokens. However, your messages "
                 f"resulted in {tokens} tokens. Please reduce the length of the messages."
@@ -335,18 +323,23 @@ class _Handler(BaseHTTPRequestHandler):
         name = request.get("model") or model.model_name
         if streams:
             model._count_stream()
-            wants_usage = not model.omit_usage and (request.get("stream_options") or {}).get("include_usage")
-            usage = functools.partial(usage_of, messages) if wants_usage else lambda text: None
-            events = sse_body(name, reply, usage(reply)) if isinstance(reply, str) else sse_events(name, reply, usage)
+            asked = anthropic or (request.get("stream_options") or {}).get("include_usage")
+            usage = functools.partial(model.usage, messages) if asked and not model.omit_usage else lambda text: None
+            if anthropic or not isinstance(reply, str):
+                write = anthropic_wire.message_events if anthropic else sse_events
+                events: bytes | Iterator[bytes] = write(name, [reply] if isinstance(reply, str) else reply, usage)
+            else:
+                events = sse_body(name, reply, usage(reply))
             self._send_bytes(200, events, content_type="text/event-stream", trickle=model.trickle_seconds)
         else:
             assert isinstance(reply, str)  # joined above
-            payload = json.dumps(completion_body(name, reply, None if model.omit_usage else usage_of(messages, reply)))
-            self._send_bytes(200, payload.encode(), trickle=model.trickle_seconds)
+            reported = None if model.omit_usage else model.usage(messages, reply)
+            written = (anthropic_wire.message_body if anthropic else completion_body)(name, reply, reported)
+            self._send_bytes(200, json.dumps(written).encode(), trickle=model.trickle_seconds)
 
     def _send_fault(self, fault: str, model: ModelServer) -> None:
         if fault == "429":
-            self._send_error(429, "rate limited (injected)", "rate_limit_error", {"Retry-After": "0"})
+            self._send_error(429, "rate limited (injected)", "rate_limit_error", {"Retry-After": model.retry_after})
         elif fault == "500":
             self._send_error(500, "internal server error (injected)", "server_error")
         elif fault == "malformed":
@@ -449,6 +442,9 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--context-window", type=int, help="prompt tokens a request may have (400 beyond)")
     parser.add_argument("--omit-usage", action="store_true", help="reply without a usage field")
     parser.add_argument("--trickle-seconds", type=float, default=0.0, help="pause before each byte of a reply")
+    parser.add_argument("--retry-after", default="0", help="Retry-After of an injected 429 (seconds or HTTP date)")
+    parser.add_argument("--cached-fraction", type=float, default=0.0, help="share of prompts reported cached")
+    parser.add_argument("--reasoning-tokens", type=int, default=0, help="reasoning tokens reported per reply")
     return parser
 
 
@@ -475,6 +471,9 @@ def main(argv: list[str] | None = None) -> int:
             context_window=args.context_window,
             omit_usage=args.omit_usage,
             trickle_seconds=args.trickle_seconds,
+            retry_after=args.retry_after,
+            cached_fraction=args.cached_fraction,
+            reasoning_tokens=args.reasoning_tokens,
         )
     except (_UsageError, ValueError) as exc:
         print(f"rlm serve-model: error: {exc}", file=sys.stderr)

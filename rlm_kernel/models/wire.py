@@ -19,16 +19,24 @@ REJECTIONS = {
 }
 
 
-def usage_of(messages: Messages, reply: str) -> dict[str, int]:
-    prompt_tokens, completion_tokens = messages_tokens(messages), count_tokens(reply)
-    return {
+def usage_of(messages: Messages, reply: str, cached_fraction: float = 0.0, reasoning_tokens: int = 0) -> dict[str, Any]:
+    """A reply's usage as OpenAI reports it; `cached_fraction` of the prompt reported as read from the prompt
+    cache, and `reasoning_tokens` of hidden reasoning counted in the completion, as reasoning models do."""
+    prompt_tokens = messages_tokens(messages)
+    completion_tokens = count_tokens(reply) + reasoning_tokens
+    usage: dict[str, Any] = {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
     }
+    if cached_fraction:
+        usage["prompt_tokens_details"] = {"cached_tokens": int(prompt_tokens * cached_fraction)}
+    if reasoning_tokens:
+        usage["completion_tokens_details"] = {"reasoning_tokens": reasoning_tokens}
+    return usage
 
 
-def completion_body(model: str, reply: str, usage: dict[str, int] | None) -> dict[str, Any]:
+def completion_body(model: str, reply: str, usage: dict[str, Any] | None) -> dict[str, Any]:
     completion: dict[str, Any] = {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
@@ -44,14 +52,14 @@ def completion_body(model: str, reply: str, usage: dict[str, int] | None) -> dic
 _STREAM_PIECE_CHARS = 8
 
 
-def sse_body(model: str, reply: str, usage: dict[str, int] | None) -> bytes:
+def sse_body(model: str, reply: str, usage: dict[str, Any] | None) -> bytes:
     """The reply as OpenAI streams it: a role chunk, content pieces, a finish chunk, a usage chunk, [DONE]."""
     pieces = [reply[i : i + _STREAM_PIECE_CHARS] for i in range(0, len(reply), _STREAM_PIECE_CHARS)]
     return b"".join(sse_events(model, pieces, lambda _: usage))
 
 
 def sse_events(
-    model: str, pieces: Iterable[str], usage_of_reply: Callable[[str], dict[str, int] | None]
+    model: str, pieces: Iterable[str], usage_of_reply: Callable[[str], dict[str, Any] | None]
 ) -> Iterator[bytes]:
     """The stream's events one at a time, a content chunk per piece as `pieces` yields it; the usage at the end."""
     head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk", "created": int(time.time())}

@@ -16,8 +16,9 @@ import json
 import sys
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 PRICE_MAP_FILE = "model_prices_and_context_window_backup.json"
 
@@ -59,11 +60,17 @@ LITELLM_PROVIDERS = frozenset(
 # Providers whose prefix stands for "whatever the entry says" in litellm's provider check.
 _ANY_ENTRY_PROVIDER = frozenset(("litellm_proxy", "github"))
 _PLAIN_NAME_PROVIDERS = frozenset(("openai", "text-completion-openai"))
+# Providers this module prices itself (the rest, with their own calculators in litellm, are litellm's to price).
+MAP_PRICED = _PLAIN_NAME_PROVIDERS | OPENAI_COMPATIBLE_PROVIDERS
 _ROUTED_FINE_TUNES = ("ft:gpt-3.5-turbo", "ft:gpt-4", "ft:davinci-002", "ft:babbage-002")
 _INCLUSIVE_THRESHOLD_PROVIDERS = frozenset(("xai",))  # bill the higher tier once the prompt reaches it
 _RATE_PREFIXES = ("input_cost_per_token", "output_cost_per_token")
 _UNMODELLED_KEYS = ("tiered_pricing", "off_peak_pricing")
-_OWN_CALCULATOR = frozenset(("perplexity",))  # litellm prices these its own way (no above-tier rates)
+_OWN_CALCULATOR = frozenset(("perplexity",))
+_READ, _WRITE = "cache_read_input_token_cost", "cache_creation_input_token_cost"
+# litellm's cached-input rate for a provider whose map entries give none (Fireworks' published 50% discount).
+_DEFAULT_CACHE_READ_RATIO = {"fireworks_ai": 0.5}
+_REASONING_AS_OUTPUT = frozenset(("xai",))  # litellm bills xAI's reasoning as ordinary completion tokens
 
 _lock = threading.Lock()
 _loaded: dict[str, Any] | None = None
@@ -138,24 +145,60 @@ def _provider_matches(entry_provider: str | None, provider: str) -> bool:
     )
 
 
+def prices_itself(model: str) -> bool:
+    """Whether this module prices `model` (an OpenAI-compatible provider's, its price a function of tokens)."""
+    provider, found = entry(model)
+    return found is not None and provider in MAP_PRICED and not needs_litellm(model)
+
+
 def needs_litellm(model: str) -> bool:
     """Whether the model's price depends on more than its token counts: litellm itself must price it."""
     provider, found = entry(model)
     return found is not None and (provider in _OWN_CALCULATOR or any(found.get(key) for key in _UNMODELLED_KEYS))
 
 
-def cost(model: str, input_tokens: int, output_tokens: int) -> float | None:
-    """US dollars by litellm's map, as litellm's cost_per_token computes them; None for a model it does not know."""
+@dataclass(frozen=True)
+class TokenDetail:
+    """The parts of a call's tokens priced apart from the rest: input read from or written to the provider's
+    prompt cache (part of the input tokens), and hidden reasoning (part of the output tokens)."""
+
+    cached_input: int = 0
+    cache_write: int = 0
+    reasoning: int = 0
+
+
+NO_DETAIL = TokenDetail()
+
+
+def cost(model: str, input_tokens: int, output_tokens: int, detail: TokenDetail = NO_DETAIL) -> float | None:
+    """US dollars by litellm's map, as litellm's cost_per_token computes them (cached input at the cache-read
+    rate, cache writes at the cache-creation rate, reasoning at the reasoning rate, each the input or output
+    rate where the map has none); None for a model it does not know."""
     provider, found = entry(model)
     if found is None:
         return None
     input_rate, output_rate = _rate(found, "input_cost_per_token"), _rate(found, "output_cost_per_token")
+    read_rate, write_rate = _rate(found, _READ, None), _rate(found, _WRITE, None)
+    if read_rate is None and provider in _DEFAULT_CACHE_READ_RATIO:
+        read_rate = input_rate * _DEFAULT_CACHE_READ_RATIO[provider]
     inclusive = provider in _INCLUSIVE_THRESHOLD_PROVIDERS
     for threshold, suffix in _thresholds(found):
         if input_tokens > threshold or (inclusive and input_tokens == threshold):
             input_rate = _rate(found, f"input_cost_per_token_above_{suffix}_tokens", input_rate)
             output_rate = _rate(found, f"output_cost_per_token_above_{suffix}_tokens", output_rate)
-    return float(input_tokens) * input_rate + float(output_tokens) * output_rate
+            read_rate = _rate(found, f"{_READ}_above_{suffix}_tokens", read_rate)
+            write_rate = _rate(found, f"{_WRITE}_above_{suffix}_tokens", write_rate)
+    cached, written = detail.cached_input, detail.cache_write
+    plain_input = max(input_tokens - cached - written, 0) if cached or written else input_tokens
+    prompt = (
+        plain_input * input_rate
+        + cached * (input_rate if read_rate is None else read_rate)
+        + written * (input_rate if write_rate is None else write_rate)
+    )
+    reasoning = 0 if provider in _REASONING_AS_OUTPUT else detail.reasoning
+    plain_output = max(output_tokens - reasoning, 0) if reasoning else output_tokens
+    reasoning_rate = _rate(found, "output_cost_per_reasoning_token", output_rate)
+    return float(prompt + plain_output * output_rate + reasoning * (reasoning_rate or 0.0))
 
 
 def _thresholds(found: Mapping[str, Any]) -> list[tuple[float, str]]:
@@ -175,7 +218,11 @@ def _thresholds(found: Mapping[str, Any]) -> list[tuple[float, str]]:
     return sorted(found_thresholds)
 
 
-def _rate(found: Mapping[str, Any], key: str, default: float = 0.0) -> float:
+@overload
+def _rate(found: Mapping[str, Any], key: str, default: float = 0.0) -> float: ...
+@overload
+def _rate(found: Mapping[str, Any], key: str, default: float | None) -> float | None: ...
+def _rate(found: Mapping[str, Any], key: str, default: float | None = 0.0) -> float | None:
     value = found.get(key)
     if isinstance(value, bool) or value is None:
         return default

@@ -1,5 +1,5 @@
 """The LM layer over litellm, for every provider; OpenAI-compatible servers also have a direct one
-(core/openai_compatible.py), the default for them (ARCHITECTURE.md, "Two transports").
+(core/lm/direct.py), the default for them (ARCHITECTURE.md, "Two transports").
 
 litellm is imported on the first call only (it takes seconds), with the
 environment set so that importing and counting tokens never reach the network.
@@ -19,11 +19,15 @@ from typing import Any, Protocol
 from rlm_kernel.core.aio import CancelScope
 from rlm_kernel.core.errors import TransientModelError
 from rlm_kernel.core.ledger import Usage
-from rlm_kernel.core.lm_support import (
+from rlm_kernel.core.lm import price_map
+from rlm_kernel.core.lm.price_map import NO_DETAIL, TokenDetail
+from rlm_kernel.core.lm.support import (
+    PriceFn,
     StreamedText,
     TextSink,
     classify_error,
     estimate_tokens,
+    litellm_ssl_verify,
     per_token_prices,
     resolve_api_key,
     run_price,
@@ -42,6 +46,7 @@ NO_KEY = "sk-no-key-required"  # what a server that wants some key gets when no 
 _litellm: Any = None
 _import_lock = threading.Lock()
 _setups: list[Callable[[Any], None]] = []
+_import_started = False
 
 
 def on_litellm_import(setup: Callable[[Any], None]) -> None:
@@ -78,6 +83,25 @@ def import_litellm() -> Any:
         return _litellm
 
 
+def import_litellm_soon() -> None:
+    """Start importing litellm on a daemon thread, once: a run that will call through litellm overlaps the
+    import (about 2.7 s) with the rest of its set-up, and its first call waits on the import lock for that
+    import rather than paying a second one."""
+    global _import_started
+    with _import_lock:
+        if _litellm is not None or _import_started:
+            return
+        _import_started = True
+    threading.Thread(target=_import_quietly, name="litellm-import", daemon=True).start()
+
+
+def _import_quietly() -> None:
+    try:
+        import_litellm()
+    except Exception:  # not installed, or broken: the first call imports again and reports it
+        pass
+
+
 @dataclass(frozen=True)
 class Completion:
     text: str
@@ -108,7 +132,9 @@ class LM(Protocol):
 
     def estimate_tokens(self, messages: Messages) -> int: ...
 
-    def price(self, model: str, input_tokens: int, output_tokens: int) -> float | None: ...
+    def price(self, model: str, input_tokens: int, output_tokens: int) -> float | None:
+        """US dollars for a call (None: unpriced); the LMs here also take `detail=` (cached and reasoning tokens)."""
+        ...
 
 
 def count_tokens(model: str, messages: Messages, text: str) -> tuple[int, int]:
@@ -117,15 +143,51 @@ def count_tokens(model: str, messages: Messages, text: str) -> tuple[int, int]:
     return litellm.token_counter(model=model, messages=messages), litellm.token_counter(model=model, text=text)
 
 
-def litellm_price(model: str, input_tokens: int, output_tokens: int) -> float | None:
+def litellm_price(model: str, input_tokens: int, output_tokens: int, detail: TokenDetail = NO_DETAIL) -> float | None:
     """US dollars as litellm's cost_per_token gives them; None when litellm cannot price the model (or is missing)."""
     try:
-        prompt_cost, completion_cost = import_litellm().cost_per_token(
-            model=model, prompt_tokens=input_tokens, completion_tokens=output_tokens
+        litellm = import_litellm()
+        usage = None
+        if detail != NO_DETAIL:
+            usage = litellm.Usage(
+                prompt_tokens=input_tokens,
+                completion_tokens=output_tokens,
+                total_tokens=input_tokens + output_tokens,
+                prompt_tokens_details={
+                    "cached_tokens": detail.cached_input,
+                    "cache_creation_tokens": detail.cache_write,
+                },
+                completion_tokens_details={"reasoning_tokens": detail.reasoning},
+            )
+        prompt_cost, completion_cost = litellm.cost_per_token(
+            model=model, prompt_tokens=input_tokens, completion_tokens=output_tokens, usage_object=usage
         )
     except Exception:  # litellm not installed, or one of the various errors it raises for unmapped models
         return None
     return float(prompt_cost + completion_cost)
+
+
+def call_cost(
+    prices: Mapping[str, tuple[float, float]],
+    model: str,
+    input_tokens: int,
+    output_tokens: int,
+    detail: TokenDetail = NO_DETAIL,
+) -> float | None:
+    """One call's US dollars, the same on both transports, streamed or not (None: nobody prices the model).
+
+    The run's own `prices` first; then litellm's map read here for OpenAI-compatible providers (so the direct
+    path never imports litellm for it), with cached input, cache writes and reasoning priced as litellm prices
+    them; every other model the map knows, and the few whose price depends on more than tokens, by litellm.
+    """
+    own = run_price(prices, model, input_tokens, output_tokens)
+    if own is not None:
+        return own
+    if price_map.prices_itself(model):
+        return price_map.cost(model, input_tokens, output_tokens, detail)
+    if price_map.entry(model)[1] is not None or model in price_map.price_map():
+        return litellm_price(model, input_tokens, output_tokens, detail)
+    return None
 
 
 def input_window(model: str) -> int | None:
@@ -155,8 +217,11 @@ class LiteLLM:
         router: list[dict[str, Any]] | None = None,
         prices: Mapping[str, Any] | None = None,
         key_setting: str = "api_key",
+        tls_verify: bool = True,
+        ca_bundle: str | None = None,
     ) -> None:
         self.api_base = api_base
+        self._ssl_verify = litellm_ssl_verify(tls_verify, ca_bundle)
         self._api_key = api_key
         self._router_config = router
         self._router: Any = None
@@ -170,17 +235,17 @@ class LiteLLM:
     def input_window(self, model: str) -> int | None:
         return input_window(model)
 
-    def price(self, model: str, input_tokens: int, output_tokens: int) -> float | None:
-        """US dollars from the run's `prices`, else litellm's price map; offline models cost 0 unless priced."""
-        own = run_price(self._prices, model, input_tokens, output_tokens)
-        if own is not None:
-            return own
-        if model not in self._unpriced:
-            cost = litellm_price(model, input_tokens, output_tokens)
-            if cost is not None:
-                return cost
-            self._unpriced.add(model)
-        return 0.0 if model.startswith(OFFLINE_PROVIDERS) else None
+    def price(self, model: str, input_tokens: int, output_tokens: int, detail: TokenDetail = NO_DETAIL) -> float | None:
+        """US dollars by call_cost, else by litellm's own rules (a Router's or a registered provider's model);
+        offline models cost 0 unless priced."""
+        cost = call_cost(self._prices, model, input_tokens, output_tokens, detail)
+        if cost is None and model not in self._unpriced:
+            cost = litellm_price(model, input_tokens, output_tokens, detail)
+            if cost is None:
+                self._unpriced.add(model)
+        if cost is None and model.startswith(OFFLINE_PROVIDERS):
+            return 0.0
+        return cost
 
     def complete(
         self,
@@ -215,6 +280,10 @@ class LiteLLM:
             kwargs["max_tokens"] = max_output_tokens
         if on_text is not None:
             kwargs.update(stream=True, stream_options={"include_usage": True})
+        if kwargs.get("tools"):
+            # With `tools`, litellm imports its proxy's MCP bridge (and the optional `mcp` package) to look for
+            # MCP servers among them; this project's tools are plain function tools, so that step is skipped.
+            kwargs["_skip_mcp_handler"] = True
         started = time.perf_counter()
         try:
             send = self._get_router(litellm).acompletion if self._router_config is not None else litellm.acompletion
@@ -227,9 +296,13 @@ class LiteLLM:
                     kwargs["api_key"] = self._api_key
                 if not model.startswith(OFFLINE_PROVIDERS):
                     kwargs["max_retries"] = 0
+                    # Per call where litellm's own HTTP client reads it; the OpenAI SDK clients it makes read only
+                    # its process-wide setting, so that is set too, each call (litellm has no narrower one).
+                    kwargs["ssl_verify"] = litellm.ssl_verify = self._ssl_verify
             response = await send(model=model, **kwargs)
+            cost = None
             if on_text is not None and not hasattr(response, "choices"):
-                text, usage, cost = await _read_stream(response, on_text)
+                text, usage = await _read_stream(response, on_text)
                 if text == "" and usage is None:
                     # A server that answers a stream request with one JSON body streams nothing through
                     # litellm (the body is not server-sent events): ask again without streaming.
@@ -247,28 +320,23 @@ class LiteLLM:
         seconds = time.perf_counter() - started
         return Completion(
             text=text,
-            usage=self._usage(model, messages, text, usage, cost),
+            usage=settle_usage(self._pricer(model, cost), lambda: count_tokens(model, messages, text), model, usage),
             model=model,
             seconds=seconds,
         )
 
+    def _pricer(self, model: str, litellm_cost: float | None) -> PriceFn:
+        """call_cost (self.price); but where it would ask litellm.cost_per_token, the cost litellm already put on
+        the reply by that same function (pricing a reply twice is about 1 ms of the loop's CPU a call)."""
+        if litellm_cost is None or model in self._prices or price_map.prices_itself(model):
+            return self.price
+        if price_map.entry(model)[1] is None and model not in price_map.price_map():
+            return self.price  # a model litellm's map lacks: litellm's 0.0 would read as "priced"
+        return lambda *_: litellm_cost
+
     def _classified(self, litellm: Any, exc: BaseException, model: str) -> Exception:
         return classify_error(
             litellm, exc, self._api_key, model=model, api_base=self.api_base, key_setting=self.key_setting
-        )
-
-    def _usage(self, model: str, messages: Messages, text: str, usage: Any, cost: float | None) -> Usage:
-        if model in self._prices:
-            cost = None  # the run's own price wins over litellm's
-        elif cost is None and model.startswith(OFFLINE_PROVIDERS):
-            cost = 0.0
-        return settle_usage(
-            self.price,
-            lambda: count_tokens(model, messages, text),
-            model,
-            getattr(usage, "prompt_tokens", None),
-            getattr(usage, "completion_tokens", None),
-            cost,
         )
 
     def _get_router(self, litellm: Any) -> Any:
@@ -286,7 +354,7 @@ class LiteLLM:
 
 
 def _read_response(response: Any, model: str) -> tuple[str, Any, float | None]:
-    """A whole reply's text, usage and litellm's price of it (pricing it again costs about 1 ms a call)."""
+    """A whole reply's text, usage and the price litellm put on it (its cost_per_token's)."""
     try:
         text = response.choices[0].message.content or ""
     except (AttributeError, IndexError, TypeError) as exc:
@@ -295,11 +363,11 @@ def _read_response(response: Any, model: str) -> tuple[str, Any, float | None]:
     return text, getattr(response, "usage", None), cost
 
 
-async def _read_stream(stream: Any, on_text: TextSink) -> tuple[str, Any, float | None]:
+async def _read_stream(stream: Any, on_text: TextSink) -> tuple[str, Any]:
     """A streamed reply: each piece to `on_text`, the usage from the final chunk (None if the server sent none)."""
     text, usage = StreamedText(on_text), None
     async for chunk in stream:
         for choice in getattr(chunk, "choices", None) or []:
             text.add(getattr(getattr(choice, "delta", None), "content", None))
         usage = getattr(chunk, "usage", None) or usage
-    return text.text, usage, None
+    return text.text, usage

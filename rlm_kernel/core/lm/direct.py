@@ -7,7 +7,7 @@ server (vLLM, llama.cpp, Ollama, `rlm serve-model`) that CPU, not the server,
 sets the wall time. This LM posts `/chat/completions` itself with aiohttp
 (about 0.4 ms of CPU a call) over one keep-alive connection pool that lives
 on the engine's model-call loop. It never imports litellm (2.7 s and 125 MB):
-prices and input windows come from litellm's map read as a file (core/price_map.py);
+prices and input windows come from litellm's map read as a file (core/lm/price_map.py);
 only a server that reports no usage, or a model priced by more than its token
 counts, brings litellm in, and then lazily.
 
@@ -25,24 +25,27 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from rlm_kernel.core import price_map
 from rlm_kernel.core.aio import background_loop
 from rlm_kernel.core.errors import ModelError, TransientModelError
 from rlm_kernel.core.ledger import Usage
-from rlm_kernel.core.lm import NO_KEY, OFFLINE_PROVIDERS, Completion, Messages, count_tokens, litellm_price
-from rlm_kernel.core.lm_support import (
+from rlm_kernel.core.lm import endpoints, price_map
+from rlm_kernel.core.lm.litellm_lm import NO_KEY, OFFLINE_PROVIDERS, Completion, Messages, call_cost, count_tokens
+from rlm_kernel.core.lm.price_map import NO_DETAIL, TokenDetail
+from rlm_kernel.core.lm.support import (
     StreamedText,
     TextSink,
     auth_failure,
+    certificate_failure,
     context_failure,
     estimate_tokens,
     first_line,
     key_hint,
     looks_like_context_length,
     per_token_prices,
-    resolve_api_key,
-    run_price,
+    provider_key_variable,
+    retry_after_seconds,
     settle_usage,
+    ssl_option,
 )
 
 _session: Any = None  # one aiohttp.ClientSession, on the background loop, shared by every instance
@@ -55,38 +58,53 @@ def served_model_name(model: str) -> str:
     litellm lists; a name whose first part is no such provider (`Qwen/Qwen2.5-7B`) is sent whole.
     """
     provider, _, rest = model.partition("/")
-    if rest and (provider == "openai" or provider in price_map.OPENAI_COMPATIBLE_PROVIDERS):
+    if rest and (
+        provider == "openai"
+        or provider in price_map.OPENAI_COMPATIBLE_PROVIDERS
+        or provider in endpoints.PROVIDER_ENDPOINTS
+        or provider in endpoints.json_providers()
+    ):
         return rest
     return model
 
 
 def picks_direct(model: str, api_base: str | None, router: object) -> bool:
-    """What `transport="auto"` sends straight to the server: an api_base, no Router, an OpenAI-compatible model.
+    """What `transport="auto"` sends straight to the server: no Router, an OpenAI-compatible model.
 
-    OpenAI-compatible: a provider prefix litellm maps to the OpenAI format (`openai/`, `hosted_vllm/`, ...)
-    or no provider prefix at all (`my-model`, `Qwen/Qwen2.5-7B`, which an OpenAI-compatible server serves
-    under that name). Another provider's prefix (`anthropic/`, `ollama/`) and the offline models go
-    through litellm, which maps each provider's format.
+    With an api_base, OpenAI-compatible is a provider prefix litellm maps to the OpenAI format (`openai/`,
+    `hosted_vllm/`, ...) or no provider prefix at all (`my-model`, `Qwen/Qwen2.5-7B`, which an OpenAI-compatible
+    server serves under that name). Without one, a model whose provider's own API is OpenAI's format
+    (`openai/gpt-4o-mini`, `groq/...`: endpoints.cloud_endpoint). Another provider's prefix (`anthropic/`,
+    `azure/`) and the offline models go through litellm, which maps each provider's format.
     """
-    if not api_base or router is not None or model.startswith(OFFLINE_PROVIDERS):
+    if router is not None or model.startswith(OFFLINE_PROVIDERS):
         return False
+    if not api_base:
+        return endpoints.cloud_endpoint(model) is not None
     provider = price_map.provider_prefix(model)
     return provider is None or provider == "openai" or provider in price_map.OPENAI_COMPATIBLE_PROVIDERS
 
 
 class OpenAICompatibleLM:
-    """Chat completions posted straight to an OpenAI-compatible `api_base`; one attempt per call."""
+    """Chat completions posted straight to an OpenAI-compatible server; one attempt per call.
+
+    The server is `api_base`, else each model's provider's own (endpoints.cloud_endpoint).
+    """
 
     def __init__(
         self,
         *,
-        api_base: str,
+        api_base: str | None = None,
         api_key: str | None = None,
         prices: Mapping[str, Any] | None = None,
         key_setting: str = "api_key",
+        tls_verify: bool = True,
+        ca_bundle: str | None = None,
     ) -> None:
-        self.api_base = api_base.rstrip("/")
+        self.api_base = api_base.rstrip("/") if api_base else None
+        self._endpoints: dict[str, endpoints.Endpoint] = {}
         self._api_key = api_key
+        self._ssl = ssl_option(tls_verify, ca_bundle)
         self._prices = per_token_prices(prices)  # the run's own prices, ahead of litellm's map
         self.key_setting = key_setting
 
@@ -96,14 +114,9 @@ class OpenAICompatibleLM:
     def input_window(self, model: str) -> int | None:
         return price_map.input_window(model)
 
-    def price(self, model: str, input_tokens: int, output_tokens: int) -> float | None:
+    def price(self, model: str, input_tokens: int, output_tokens: int, detail: TokenDetail = NO_DETAIL) -> float | None:
         """US dollars from the run's `prices`, else litellm's map as litellm prices it (None: nobody prices it)."""
-        own = run_price(self._prices, model, input_tokens, output_tokens)
-        if own is not None:
-            return own
-        if price_map.needs_litellm(model):
-            return litellm_price(model, input_tokens, output_tokens)
-        return price_map.cost(model, input_tokens, output_tokens)
+        return call_cost(self._prices, model, input_tokens, output_tokens, detail)
 
     async def acomplete(
         self,
@@ -123,6 +136,22 @@ class OpenAICompatibleLM:
         # Called from another loop: the pool lives on the engine's loop; cancelling here cancels there.
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(call, loop))
 
+    def _endpoint(self, model: str) -> endpoints.Endpoint:
+        """Where `model`'s calls go: the api_base, else its provider's own endpoint (resolved once per model)."""
+        found = self._endpoints.get(model)
+        if found is None:
+            if self.api_base:
+                found = endpoints.Endpoint(self.api_base, (provider_key_variable(model),))
+            else:
+                cloud = endpoints.cloud_endpoint(model)
+                if cloud is None:
+                    raise ModelError(
+                        f"{model} has no OpenAI-compatible API to post to: give api_base, or transport='litellm'"
+                    )
+                found = cloud
+            self._endpoints[model] = found
+        return found
+
     async def _post(
         self,
         messages: Messages,
@@ -134,22 +163,34 @@ class OpenAICompatibleLM:
     ) -> Completion:
         import aiohttp
 
-        body: dict[str, Any] = {**params, "model": served_model_name(model), "messages": messages}
+        endpoint = self._endpoint(model)
+        where = endpoint.base_url.rstrip("/")
+        key = endpoint.key(self._api_key)
+        if key is None and endpoint.cloud:
+            raise auth_failure(where, None, "no API key", key_hint(model, self.key_setting))
+        # As the OpenAI client: `extra_body` merged into the body, `extra_headers` sent as headers.
+        fields = {name: value for name, value in params.items() if name not in ("extra_body", "extra_headers")}
+        body: dict[str, Any] = {**fields, **(params.get("extra_body") or {})}
+        body.update(model=served_model_name(model), messages=messages)
         if max_output_tokens is not None:
             body["max_tokens"] = max_output_tokens
         if on_text is not None:
             body.update(stream=True, stream_options={"include_usage": True})
-        headers = {"Authorization": f"Bearer {resolve_api_key(model, self._api_key) or NO_KEY}"}
+        headers = {**endpoint.headers, **(params.get("extra_headers") or {})}
+        headers["Authorization"] = f"Bearer {key or NO_KEY}"
+        redact = _Redactor(key)
         started = time.perf_counter()
         try:
             async with _shared_session().post(
-                f"{self.api_base}/chat/completions",
+                f"{where}/chat/completions",
                 json=body,
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=timeout),  # a total deadline, not one per read
+                ssl=self._ssl,
             ) as response:
                 if response.status != 200:
-                    raise self._status_error(model, response.status, response.reason, await response.read())
+                    raw = await response.read()
+                    raise self._status_error(model, where, response, raw, redact)
                 if on_text is not None and response.content_type == "text/event-stream":
                     text, usage = await _read_events(response.content, on_text, model)
                 else:
@@ -157,35 +198,41 @@ class OpenAICompatibleLM:
                     if on_text is not None and text:  # the server answered a stream request with one body
                         on_text(text)
         except asyncio.TimeoutError:
-            raise TransientModelError(f"Timeout: no whole reply from {self.api_base} within {timeout:g} s") from None
+            raise TransientModelError(f"Timeout: no whole reply from {where} within {timeout:g} s") from None
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise certificate_failure(where, redact(first_line(str(exc)))) from None
         except aiohttp.ClientConnectorError as exc:
-            raise TransientModelError(self._redact(f"cannot connect to {self.api_base}: {exc}")) from None
+            raise TransientModelError(redact(f"cannot connect to {where}: {exc}")) from None
         except aiohttp.ClientError as exc:
-            raise TransientModelError(self._redact(f"{type(exc).__name__} from {self.api_base}: {exc}")) from None
+            raise TransientModelError(redact(f"{type(exc).__name__} from {where}: {exc}")) from None
         seconds = time.perf_counter() - started
         return Completion(text=text, usage=self._usage(model, messages, text, usage), model=model, seconds=seconds)
 
     def _usage(self, model: str, messages: Messages, text: str, usage: Any) -> Usage:
         usage = usage if isinstance(usage, dict) else {}
-        return settle_usage(
-            self.price,
-            lambda: _count_tokens(model, messages, text),
-            model,
-            usage.get("prompt_tokens"),
-            usage.get("completion_tokens"),
-        )
+        return settle_usage(self.price, lambda: _count_tokens(model, messages, text), model, usage)
 
-    def _status_error(self, model: str, status: int, reason: str | None, raw: bytes) -> ModelError:
-        detail = self._redact(_error_detail(raw) or reason or "")
+    def _status_error(self, model: str, where: str, response: Any, raw: bytes, redact: _Redactor) -> ModelError:
+        status = response.status
+        detail = redact(_error_detail(raw) or response.reason or "")
         if status in (401, 403):
-            return auth_failure(self.api_base, status, detail, key_hint(model, self.key_setting))
+            return auth_failure(where, status, detail, key_hint(model, self.key_setting))
         if status == 400 and looks_like_context_length(raw.decode("utf-8", "replace")):
             return context_failure(model, detail)
-        message = f"HTTP {status} from {self.api_base}: {detail}"
-        return TransientModelError(message) if status == 429 or status >= 500 else ModelError(message)
+        message = f"HTTP {status} from {where}: {detail}"
+        if status == 429 or status >= 500:
+            return TransientModelError(message, retry_after=retry_after_seconds(response.headers))
+        return ModelError(message)
 
-    def _redact(self, text: str) -> str:
-        return text.replace(self._api_key, "[redacted]") if self._api_key else text
+
+class _Redactor:
+    """Removes the key a call sent (given, or from the environment) from what an error shows."""
+
+    def __init__(self, key: str | None) -> None:
+        self._key = key
+
+    def __call__(self, text: str) -> str:
+        return text.replace(self._key, "[redacted]") if self._key else text
 
 
 def _count_tokens(model: str, messages: Messages, text: str) -> tuple[int, int]:
@@ -242,8 +289,9 @@ def _shared_session() -> Any:
     if _session is None or _session.closed:
         import aiohttp
 
-        # No cap on connections: the engine's semaphore is the concurrency limit.
-        _session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        # No cap on connections: the engine's semaphore is the concurrency limit. trust_env: HTTP(S)_PROXY and
+        # NO_PROXY apply, as in the OpenAI client and litellm.
+        _session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), trust_env=True)
         atexit.register(_close_session, _session)
     return _session
 

@@ -7,17 +7,22 @@ nobody has priced. Each gets one message that says what happened, where, and wha
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import math
 import os
+import ssl
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from rlm_kernel.core.errors import ConfigError, ContextTooLong, ModelAuthError, ModelError, TransientModelError
 from rlm_kernel.core.ledger import Usage
+from rlm_kernel.core.lm.price_map import NO_DETAIL, TokenDetail
 from rlm_kernel.core.settings import BY_NAME
 
 TextSink = Callable[[str], None]  # receives each piece of a reply as it streams in
-PriceFn = Callable[[str, int, int], "float | None"]
+PriceFn = Callable[[str, int, int, TokenDetail], "float | None"]
 CONTEXT_LENGTH_MARKERS = ("context_length_exceeded", "maximum context length", "context window", "too many tokens")
 
 
@@ -43,6 +48,62 @@ def key_hint(model: str, key_setting: str) -> str:
         f"set {provider_key_variable(model)} or {setting.env}, or pass {key_setting}= "
         f"(rlm run {flags}; %config RLMMagics.{key_setting})"
     )
+
+
+def certificate_failure(where: str, detail: str) -> ModelError:
+    """A TLS certificate the client could not verify: not transient, and the message names the two fixes."""
+    return ModelError(
+        f"cannot verify the TLS certificate of {where}: {detail}; give the CA bundle that signed it "
+        "(ca_bundle=, RLM_CA_BUNDLE, or SSL_CERT_FILE), or for a test server only tls_verify=False"
+    )
+
+
+def looks_like_certificate_failure(text: str) -> bool:
+    lowered = text.lower()
+    return "certificate_verify_failed" in lowered or "certificate verify failed" in lowered
+
+
+def ssl_option(tls_verify: bool, ca_bundle: str | None) -> Any:
+    """aiohttp's `ssl=`: False (no verification), a context trusting `ca_bundle`, or True (the default trust)."""
+    if not tls_verify:
+        return False
+    if ca_bundle:
+        return ssl.create_default_context(cafile=ca_bundle)
+    return True
+
+
+def litellm_ssl_verify(tls_verify: bool, ca_bundle: str | None) -> bool | str:
+    """litellm's `ssl_verify` for the same settings (True: its default trust, SSL_CERT_FILE included)."""
+    if not tls_verify:
+        return False
+    return ca_bundle or True
+
+
+def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
+    """The wait a 429 or 5xx asks for: `retry-after-ms` (OpenAI's), else `Retry-After` in seconds or as an
+    HTTP date (RFC 9110); None when the server asked for none, or in words nobody reads."""
+    if not headers:
+        return None
+    milliseconds = headers.get("retry-after-ms")
+    if milliseconds:
+        try:
+            return max(0.0, float(milliseconds) / 1000)
+        except ValueError:
+            pass
+    value = (headers.get("retry-after") or "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # "-0000": UTC, as HTTP dates are
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, when.timestamp() - time.time())
 
 
 def auth_failure(where: str, status: int | None, detail: str, hint: str) -> ModelAuthError:
@@ -97,6 +158,11 @@ def classify_error(
         return auth_failure(where, status if status in (401, 403) else None, detail, key_hint(model, key_setting))
     if type(exc).__name__ == "ContextWindowExceededError" or (status == 400 and looks_like_context_length(detail)):
         return context_failure(model, detail)
+    chain = _chain_text(exc)
+    if looks_like_certificate_failure(chain):
+        return certificate_failure(where, detail)
+    if "ModuleNotFoundError" in chain:  # litellm reports a module it lacks as a connection error: no retry helps
+        return ModelError(f"litellm cannot make this call: {detail} (install the missing package)")
     message = f"{type(exc).__name__}: {detail}"
     if "connection error" in detail.lower():  # litellm's words for a refused or dropped connection
         return TransientModelError(f"cannot connect to {where}: {message}")
@@ -106,7 +172,24 @@ def classify_error(
         or (isinstance(status, int) and (status == 429 or status >= 500))
         or (isinstance(exc, litellm.APIError) and status is None)
     )
-    return TransientModelError(message) if transient else ModelError(message)
+    if not transient:
+        return ModelError(message)
+    return TransientModelError(message, retry_after=retry_after_seconds(_response_headers(exc)))
+
+
+def _chain_text(exc: BaseException | None) -> str:
+    """An exception and those it was raised from (litellm wraps the OpenAI client's, which wraps httpx's)."""
+    parts: list[str] = []
+    while exc is not None and len(parts) < 8:
+        parts.append(f"{type(exc).__name__}: {exc}")
+        exc = exc.__cause__ or exc.__context__
+    return " | ".join(parts)
+
+
+def _response_headers(exc: BaseException) -> Mapping[str, str] | None:
+    """The HTTP headers of the reply a litellm exception carries (its httpx response), if any."""
+    headers = getattr(getattr(exc, "response", None), "headers", None) or getattr(exc, "litellm_response_headers", None)
+    return headers if isinstance(headers, Mapping) else None
 
 
 ESTIMATE_CHARS_PER_TOKEN = 3  # estimate_tokens' rate: a window of W tokens takes W * 3 characters by it
@@ -142,19 +225,19 @@ def settle_usage(
     price: PriceFn,
     count: Callable[[], tuple[int, int]],
     model: str,
-    prompt_tokens: Any,
-    completion_tokens: Any,
-    reported_cost: float | None = None,
+    usage: Any,
 ) -> Usage:
-    """One call's usage: as the server reported it, or counted here (and marked so) when it reported none.
+    """One call's usage: as the server reported it (an OpenAI-format dict or litellm's Usage), or counted here
+    (and marked so) when it reported none; priced by `price` with its cached and reasoning tokens.
 
     A server that omits usage, or reports zero prompt tokens (litellm's stand-in for a missing
     field), would otherwise leave every token and cost budget unbound.
     """
+    prompt_tokens, completion_tokens = _field(usage, "prompt_tokens"), _field(usage, "completion_tokens")
     reported = isinstance(prompt_tokens, int) and isinstance(completion_tokens, int) and prompt_tokens > 0
     if not reported:
         prompt_tokens, completion_tokens = count()
-    cost = reported_cost if reported and reported_cost is not None else price(model, prompt_tokens, completion_tokens)
+    cost = price(model, int(prompt_tokens), int(completion_tokens), token_detail(usage) if reported else NO_DETAIL)
     return Usage(
         llm_calls=1,
         input_tokens=int(prompt_tokens),
@@ -163,6 +246,25 @@ def settle_usage(
         cost_known=cost is not None,
         counted_calls=0 if reported else 1,
     )
+
+
+def token_detail(usage: Any) -> TokenDetail:
+    """The cached input, cache writes and reasoning a reply's usage reports (OpenAI's fields, as litellm keeps them)."""
+    prompt, completion = _field(usage, "prompt_tokens_details"), _field(usage, "completion_tokens_details")
+    return TokenDetail(
+        cached_input=_count(prompt, "cached_tokens"),
+        cache_write=_count(prompt, "cache_creation_tokens") or _count(usage, "cache_creation_input_tokens"),
+        reasoning=_count(completion, "reasoning_tokens"),
+    )
+
+
+def _field(record: Any, name: str) -> Any:
+    return record.get(name) if isinstance(record, Mapping) else getattr(record, name, None)
+
+
+def _count(record: Any, name: str) -> int:
+    value = _field(record, name) if record is not None else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def per_token_prices(prices: Mapping[str, Any] | None) -> dict[str, tuple[float, float]]:
