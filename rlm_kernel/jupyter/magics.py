@@ -144,6 +144,7 @@ class RLMMagics(Magics, SettingTraits):  # type: ignore[misc, valid-type]
         if not (settings.get("model") or os.environ.get("RLM_MODEL")):
             display(Text(msg.NO_MODEL_NOTE))
             settings["model"] = msg.DEMO_MODEL
+        settings.setdefault("model", None)  # None: the engine takes RLM_MODEL, as for every setting left unset
         approve = settings.pop("approve", None)
         rlm = RLM(approve=notebook_approver(self.shell) if approve else False, tools=tools or None, **settings)
         if opts.new or self.session is None:  # a later cell continues the conversation unless told otherwise

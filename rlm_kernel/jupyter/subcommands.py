@@ -41,7 +41,9 @@ def config(m: RLMMagics, args: list[str]) -> None:
         rows.append([name, value, where])
     display(Table(["setting", "value", "from"], rows))
     if effective["model"] is not None and effective["max_cost_usd"] is not None:
-        for warning in RLM(**given).pricing_warnings():  # a cost budget on a model nothing prices: said up front
+        for warning in RLM(
+            **{"model": None, **given}
+        ).pricing_warnings():  # a cost budget on a model nothing prices: said up front
             display(Text(f"**Warning:** {warning}"))
 
 
