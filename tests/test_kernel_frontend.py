@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -211,3 +214,36 @@ def test_a_cost_budget_on_an_unpriced_model_is_said_in_one_line_on_every_run():
             assert "Warning" not in shown_text(messages), shown_text(messages)
             first_display = next(m for m in messages if m["msg_type"] == "display_data")
             assert "cannot bind" in first_display["content"]["data"]["text/plain"]  # above the tree, as the run starts
+
+
+def test_the_running_block_shows_its_code_while_it_runs():
+    """What the frontend receives while a block waits on its sub-call: the block's code, before any output."""
+    release = threading.Event()
+
+    def policy(messages: list[dict[str, Any]]) -> str:
+        if len(messages) == 1:  # the block's llm_query: held until the test has seen the code
+            release.wait(60)
+            return "late"
+        if len(messages) > 2:
+            return repl("FINAL(answer)")
+        return repl("answer = llm_query('summarise the held part')\nprint(answer)")
+
+    with ModelServer(policy) as server, kernel() as kc:
+        try:
+            execute(kc, "doc = 'text'")
+            msg_id = kc.execute(f"%%rlm --context doc --model openai/policy --api-base {server.url}\nq")
+            seen = ""
+            deadline = time.monotonic() + 90
+            while "summarise the held part" not in seen and time.monotonic() < deadline:
+                msg = kc.get_iopub_msg(timeout=90)
+                if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "comm_msg":
+                    value = str(msg["content"]["data"].get("state", {}).get("value", ""))
+                    seen = value if "code block 1 of 1 running" in value else seen
+            assert "summarise the held part" in seen and ">llm_query<" in seen
+            assert "cell" not in re.sub(r"<[^>]+>", "", seen)  # a model's block, not a notebook cell
+        finally:
+            release.set()
+        reply = kc.get_shell_msg(timeout=90)
+        while reply["parent_header"].get("msg_id") != msg_id:
+            reply = kc.get_shell_msg(timeout=90)
+        assert reply["content"]["status"] == "ok"

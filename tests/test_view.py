@@ -311,7 +311,11 @@ def test_a_running_trace_shows_running_nodes_and_sub_calls(scripted):
     assert _has_badge(page, "running", " n0") and _has_badge(
         page, "running", "</summary>"
     )  # the node and its llm_query
-    assert "cell running:" in page and "llm_query" in page and "say &lt;hi&gt;" in page
+    assert "code block 1 of 1 running:" in page and "llm_query" in page and "say &lt;hi&gt;" in page
+    running_code = page[page.index("code block 1 of 1 running:") :]
+    code = running_code.split("</pre>")[0]  # the block's code, shown before its output exists
+    assert "<pre" in code and "say &lt;hi&gt;" in code and ">llm_query<" in code
+    assert "cell" not in re.sub(r"<[^>]+>", "", page).replace("rlm-cell", "")
     assert _read_tree(page) == {"n0": None}
     assert render_html(Trace()).count("no calls yet") == 1
 

@@ -207,9 +207,10 @@ class _Renderer:
         for iteration in node.iterations:
             yield from self.iteration(node, iteration, subcalls)
         unfinished = self.links.running(node.id)
+        last = node.iterations[-1] if node.iterations else None
+        if last is not None and len(last.cells) < last.blocks:
+            yield from self.pending_block(node, last)
         if unfinished:
-            label = "cell running" if node.status == "running" else "unfinished cell"
-            yield f'<div style="{_MUTED}">{label}:</div>'
             yield from self.started(node, [subcalls[s] for s in unfinished])
         if node.status == "running" and node.waiting is not None:
             yield f'<div style="margin-top:8px;{_MUTED}">{_e(node_activity(node, time.time()))}</div>'
@@ -238,6 +239,15 @@ class _Renderer:
                 yield _pre(cell.output or "(no output)", _ERR_PRE if cell.error else _OUT_PRE)
             if cell.submitted:
                 yield f'<div style="{_MUTED}">submitted the answer</div>'
+
+    def pending_block(self, node: CallNode, iteration: Iteration) -> Iterator[str]:
+        """The code block that runs now (or never ended, in a stopped run), shown before its output exists."""
+        index = len(iteration.cells)
+        state = "running" if node.status == "running" else "did not finish"
+        yield f'<div style="{_MUTED}">code block {index + 1} of {iteration.blocks} {state}:</div>'
+        blocks = parse_reply(iteration.reply).blocks
+        if index < len(blocks):
+            yield highlight_code(blocks[index])
 
     def started(self, node: CallNode, subs: list[SubCall]) -> Iterator[str | CallNode]:
         """The sub-calls one block started; a fan-out of child RLMs gets one line of counts."""
