@@ -26,6 +26,8 @@ from nbconvert import HTMLExporter
 from playwright.sync_api import Browser, Locator, Page, expect
 
 from rlm_kernel import RLM
+from rlm_kernel.core.trace import Trace
+from rlm_kernel.formats.html import render_html
 from rlm_kernel.jupyter.run_notebook import run_notebook
 from rlm_kernel.models.policies import register_policy
 from rlm_kernel.models.server import ModelServer
@@ -611,3 +613,24 @@ def _nbconvert_page(tree_html: str, nbconvert_theme: str) -> str:
         "%rlm show", outputs=[nbformat.v4.new_output("display_data", {"text/html": tree_html})]
     )
     return HTMLExporter(theme=nbconvert_theme).from_notebook_node(nbformat.v4.new_notebook(cells=[cell]))[0]
+
+
+# -- a big fan-out at a glance --------------------------------------------------------------------------
+
+
+def test_a_200_child_run_is_short_with_the_root_open(browser: Browser, tmp_path: Path) -> None:
+    """The static tree of 200 children: a counts line, 20 one-line sub-calls, the rest folded under "show N more"."""
+    from tests.test_view import _fanout, _synthetic_events
+
+    trace = Trace.from_events(_synthetic_events(_fanout(201, fanout=200)))
+    path = tmp_path / "fan_out.html"
+    path.write_text(f"<!doctype html><html><body>{render_html(trace)}</body></html>", encoding="utf-8")
+    with new_page(browser, {"width": 1200, "height": 800}) as page:
+        page.goto(path.as_uri())
+        expect(page.locator("body")).to_contain_text("↳ 200 child RLMs: 200 done")
+        height = page.evaluate("document.body.scrollHeight")
+        page.screenshot(path=SHOTS / "fan-out-200-static.png", full_page=True)
+        print(f"200-child static tree, root open: {height} px")  # pytest -s shows the figure
+        assert height < 1500, height
+        page.get_by_text("show 181 more").click()  # 200 children and the block's llm_query, 20 listed
+        expect(page.locator("details > summary", has_text=re.compile(r" · d1 · "))).to_have_count(200)

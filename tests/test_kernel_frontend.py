@@ -247,3 +247,23 @@ def test_the_running_block_shows_its_code_while_it_runs():
         while reply["parent_header"].get("msg_id") != msg_id:
             reply = kc.get_shell_msg(timeout=90)
         assert reply["content"]["status"] == "ok"
+
+
+def test_a_batch_of_sub_model_calls_gets_a_counts_line_and_folds_past_twenty():
+    def policy(messages: list[dict[str, Any]]) -> str:
+        if len(messages) == 1:
+            return "no" if "7" in str(messages[0]["content"]) else "ok"
+        if len(messages) > 2:
+            return repl("FINAL(len(replies))")
+        return repl("replies = llm_query_batched([f'prompt {i}' for i in range(30)])")
+
+    with ModelServer(policy) as server, kernel() as kc:
+        execute(kc, "doc = 'text'")
+        content, messages = execute(kc, f"%%rlm --context doc --model openai/policy --api-base {server.url}\nq")
+        assert content["status"] == "ok", shown_text(messages)
+        page = [m for m in messages if m["msg_type"] == "update_display_data"][-1]["content"]["data"]["text/html"]
+        assert "↳ 30 llm_query calls: 30 done" in page
+        assert page.count("llm_query · openai/policy") == 30 and "show 10 more</summary>" in page
+        assert page.index("show 10 more") > page.index("prompt 19") and page.index("show 10 more") < page.index(
+            "prompt 20"
+        )

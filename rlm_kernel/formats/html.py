@@ -20,7 +20,14 @@ from rlm_kernel.core.ledger import Usage
 from rlm_kernel.core.parsing import parse_reply
 from rlm_kernel.core.trace import CallNode, CodeCell, Event, Iteration, SubCall, Trace
 from rlm_kernel.formats import theme
-from rlm_kernel.formats.progress import child_counts, child_state, node_activity, replaced_names, run_totals
+from rlm_kernel.formats.progress import (
+    call_counts,
+    child_counts,
+    child_state,
+    node_activity,
+    replaced_names,
+    run_totals,
+)
 
 STATUS_ICONS = {
     "running": "⏳",
@@ -34,7 +41,8 @@ STATUS_ICONS = {
 }
 QUESTION_CHARS = 80
 POINTER_REPLY_CHARS = 200
-FAN_OUT_LISTED = 3  # a block that starts more child RLMs than this shows one line of counts instead of a line each
+FAN_OUT_LISTED = 3  # a block that starts more sub-calls of a kind than this gets one line of counts for them
+SHOWN_SUBCALLS = 20  # a block's sub-calls listed before the rest fold under "show N more"
 
 _PAGE = (
     f"font-family:system-ui,sans-serif;font-size:13px;line-height:1.45;color:{theme.TEXT};background:{theme.BACKGROUND}"
@@ -250,17 +258,23 @@ class _Renderer:
             yield highlight_code(blocks[index])
 
     def started(self, node: CallNode, subs: list[SubCall]) -> Iterator[str | CallNode]:
-        """The sub-calls one block started; a fan-out of child RLMs gets one line of counts."""
+        """The sub-calls one block started: a batch gets one line of counts, and past SHOWN_SUBCALLS the rest fold."""
         children = [s for s in subs if s.kind == "rlm"]
+        calls = [s for s in subs if s.kind == "llm"]
         grouped = len(children) > FAN_OUT_LISTED
         if grouped:
             where = "" if self.nested else " (each has its own section below)"
             yield f'<div style="{_SUB}">↳ {_e(child_counts(self.trace, node, children))}{_e(where)}</div>'
-        for sub in subs:
-            if sub.kind == "llm":
-                yield from self.subcall(sub)
-            elif self.nested or not grouped:
-                yield from self.child(node, sub)
+        if len(calls) > FAN_OUT_LISTED:
+            yield f'<div style="{_SUB}">↳ {_e(call_counts(calls))}</div>'
+        listed = [s for s in subs if s.kind == "llm" or self.nested or not grouped]
+        for shown, sub in enumerate(listed):
+            if shown == SHOWN_SUBCALLS:
+                more = len(listed) - shown
+                yield f'<details style="{_SUB}"><summary style="cursor:pointer;{_MUTED}">show {more:,} more</summary>'
+            yield from self.subcall(sub) if sub.kind == "llm" else self.child(node, sub)
+        if len(listed) > SHOWN_SUBCALLS:
+            yield "</details>"
 
     def subcall(self, sub: SubCall) -> Iterator[str | CallNode]:
         if not sub.done:
