@@ -26,6 +26,8 @@ from nbconvert import HTMLExporter
 from playwright.sync_api import Browser, Locator, Page, expect
 
 from rlm_kernel import RLM
+from rlm_kernel.core.trace import Trace
+from rlm_kernel.formats.html import render_html
 from rlm_kernel.jupyter.run_notebook import run_notebook
 from rlm_kernel.models.policies import register_policy
 from rlm_kernel.models.server import ModelServer
@@ -266,21 +268,22 @@ def test_call_tree_in_jupyterlab(lab: JupyterLab, page: Page, gates: dict[str, t
         gates[GRAND_Q].set()
 
         expect(prompt).to_have_text("[2]:")
+        # The run has ended: the widgets gave way to the static tree, the nodes the user had opened still open.
+        expect(accordions).to_have_count(0)
+        nodes = cell.locator("details[open] > summary")
+        expect(nodes).to_have_count(3)
         for depth, question in enumerate((ROOT_Q, CHILD_Q, GRAND_Q)):
-            expect(titles.nth(depth)).to_have_text(_title("done", depth, question))
-        expect(accordions).to_have_count(3)
+            expect(nodes.nth(depth)).to_have_text(_summary("done", depth, question))
         # The answer as the model wrote it: its Markdown stars stay stars.
         answer = cell.locator('.jp-OutputArea-output[data-mime-type="text/plain"]').last
         expect(answer).to_have_text(f"**{ANSWER_BOLD}** failed first, in the first half of the log.")
-        expect(cell.locator(".widget-html-content", has_text="variables made by the model").first).to_have_text(
-            re.compile(re.escape(ROOT_VARIABLES) + r"$")
-        )
+        expect(cell.locator("div", has_text=re.compile("^" + re.escape(ROOT_VARIABLES) + "$"))).to_have_count(1)
         # The streamed text gave way to the whole reply: the code the model wrote and what it printed.
-        child_details = child_body.locator(".widget-html-content").first
+        child_details = cell.locator("details[open]").nth(1)
         expect(child_details.locator("pre", has_text="flagged = [line")).to_have_text(re.compile(re.escape(CHILD_CODE)))
         expect(child_details.locator("pre", has_text=CHILD_OUTPUT)).to_be_visible()
-        expect(grandchild.locator("pre", has_text=GRAND_OUTPUT)).to_be_visible()
-        expect(grandchild.locator("pre", has_text="Looking at the context for")).to_have_count(0)
+        expect(child_details.locator("pre", has_text=GRAND_OUTPUT)).to_be_visible()
+        expect(cell.locator("pre", has_text="Looking at the context for")).to_have_count(0)
         page.screenshot(path=SHOTS / "3-done-expanded.png")
 
         # Saved by JupyterLab (no widget state by default), the notebook converts to the static tree.
@@ -297,6 +300,11 @@ def test_call_tree_in_jupyterlab(lab: JupyterLab, page: Page, gates: dict[str, t
 def _title(status: str, depth: int, question: str) -> re.Pattern[str]:
     """A node's accordion title: status icon, status, node id, depth, model, question, then figures."""
     return re.compile(rf"^\S+ {status} · n\d+ · d{depth} · openai/policy · {re.escape(question)} · ")
+
+
+def _summary(status: str, depth: int, question: str) -> re.Pattern[str]:
+    """A node's <summary> in the static tree: status badge, node id, depth, model, question, then figures."""
+    return re.compile(rf"^{status} n\d+ · d{depth} · openai/policy · {re.escape(question)} · ")
 
 
 def _elapsed(title: str) -> float:
@@ -375,7 +383,7 @@ def test_a_failure_an_answer_and_a_fan_out_as_the_user_sees_them(lab: JupyterLab
         )
         outputs = failed.locator(".jp-OutputArea").inner_text()
         assert "Traceback" not in outputs and 'File "' not in outputs and "---------" not in outputs
-        expect(failed.locator(".jupyter-widget-Collapse-header span").first).to_contain_text("error · n0 · d0")
+        expect(failed.locator("summary").first).to_contain_text("error n0 · d0")
 
         # An answer with dollars, a line break and a pipe, as the model wrote it (no LaTeX, no table).
         answered = run_cell(cells, 2, "[3]:")
@@ -399,8 +407,11 @@ def test_a_failure_an_answer_and_a_fan_out_as_the_user_sees_them(lab: JupyterLab
         page.screenshot(path=SHOTS / "5-fan-out-running.png")
         hold.set()
         expect(fan_out.locator(".jp-InputArea-prompt")).to_have_text("[4]:")
-        expect(root_details).to_contain_text(f"↳ {FAN_OUT_CHILDREN} child RLMs: {FAN_OUT_CHILDREN} done")
-        expect(headers).to_have_count(1 + FAN_OUT_CHILDREN)
+        expect(fan_out.locator(".jp-OutputArea")).to_contain_text(
+            f"↳ {FAN_OUT_CHILDREN} child RLMs: {FAN_OUT_CHILDREN} done"
+        )
+        expect(headers).to_have_count(0)  # the widgets gave way to the static tree
+        expect(fan_out.locator("details")).to_have_count(1 + FAN_OUT_CHILDREN)
         page.screenshot(path=SHOTS / "6-fan-out-done.png")
 
 
@@ -444,3 +455,182 @@ def test_an_export_shows_no_encoded_data_in_the_lab_or_in_its_html(lab: JupyterL
     assert f"%rlm_replay {payload_id}" in shown
     expect(page.locator("pre", has_text="Revenue grew from").last).to_have_text(WRITTEN)
     page.screenshot(path=SHOTS / "8-export-html.png", full_page=True)
+
+
+# -- both JupyterLab themes: every piece of text readable, live and static ------------------------------
+
+# The WCAG contrast ratio of each visible piece of text with what is behind it (colours with alpha blended).
+_LOW_CONTRAST_JS = """
+([minimum, codeMinimum]) => {
+  const parse = (c) => {
+    const m = c.match(/rgba?\\(([^)]+)\\)/);
+    if (!m) throw new Error("unreadable colour " + c);
+    const p = m[1].split(/[\\s,\\/]+/).filter(Boolean).map(Number);
+    return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1];
+  };
+  const over = (top, bottom) => [0, 1, 2].map((i) => top[i] * top[3] + bottom[i] * (1 - top[3])).concat([1]);
+  const behind = (el) => {
+    const layers = [];
+    for (let e = el; e; e = e.parentElement) {
+      const c = parse(getComputedStyle(e).backgroundColor);
+      if (c[3] > 0) layers.push(c);
+      if (c[3] >= 1) break;
+    }
+    return layers.reverse().reduce((bg, layer) => over(layer, bg), [255, 255, 255, 1]);
+  };
+  const lum = (c) => c.slice(0, 3).map((v) => {
+    v /= 255;
+    return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4);
+  }).reduce((sum, v, i) => sum + v * [0.2126, 0.7152, 0.0722][i], 0);
+  const low = [];
+  let checked = 0;
+  for (const area of document.querySelectorAll(".rlm-contrast-check")) {
+    const walker = document.createTreeWalker(area, NodeFilter.SHOW_TEXT);
+    while (walker.nextNode()) {
+      const text = walker.currentNode.textContent.trim();
+      const el = walker.currentNode.parentElement;
+      if (!text || !el.getClientRects().length || getComputedStyle(el).visibility === "hidden") continue;
+      if (el.closest(".jupyter-widget-Collapse-header")) continue;  // ipywidgets' own titles, in its own colours
+      const bg = behind(el);
+      const fg = over(parse(getComputedStyle(el).color), bg);
+      const [a, b] = [lum(fg), lum(bg)];
+      const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+      const code = el.tagName === "SPAN" && el.parentElement && el.parentElement.tagName === "PRE";
+      checked += 1;
+      if (ratio < (code ? codeMinimum : minimum)) low.push([text.slice(0, 40), ratio.toFixed(2), getComputedStyle(el).color]);
+    }
+  }
+  return {checked, low};
+}
+"""
+# Body text at WCAG AA; highlighted code at 3, the contrast JupyterLab's own editor colours give in its dark theme.
+TEXT_CONTRAST, CODE_CONTRAST = 4.5, 3.0
+THEME_Q = "How are the parts?"
+
+
+class ThemePolicy:
+    """Prose, code, output, an error, an llm_query and a child RLM: every kind of text the tree shows.
+
+    The child's model call waits for `hold`, so the live tree can be looked at while the run is under way.
+    """
+
+    def __init__(self, hold: threading.Event) -> None:
+        self.hold = hold
+
+    def __call__(self, messages: list[dict[str, Any]]) -> str:
+        if len(messages) == 1:  # llm_query
+            return "hi"
+        question = question_of(messages)
+        if question == THEME_Q:
+            code = [
+                "# read first\nsaid = llm_query('say hi')\nprint(said, 1 / 0)",
+                "part = rlm_query(context, 'the part')",
+                "FINAL(f'{part} / {said}')",
+            ]
+            return repl(code[len(messages) // 2 - 1], prose="Asking a sub-model, then a child.")
+        self.hold.wait(90)  # the child: opened by the test; the timeout only stops a failed test from hanging
+        return repl("FINAL(context.upper())", prose="Upper case.")
+
+
+def _readable(page: Page, where: str) -> None:
+    """Every visible piece of text in the marked outputs has enough contrast with its background."""
+    found = page.evaluate(_LOW_CONTRAST_JS, [TEXT_CONTRAST, CODE_CONTRAST])
+    assert found["checked"] > 20, (where, found)
+    assert found["low"] == [], (where, found["low"])
+
+
+def _mark_outputs(cell: Locator) -> None:
+    cell.locator(".jp-OutputArea").evaluate(
+        "area => { area.classList.add('rlm-contrast-check');"
+        " area.querySelectorAll('details').forEach(d => d.open = true); }"
+    )
+
+
+def _use_theme(page: Page, name: str) -> None:
+    page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook").click()
+    page.keyboard.press("Control+Shift+c")
+    page.keyboard.type(f"Use Theme: {name}")
+    page.keyboard.press("Enter")
+    expect(page.locator("body")).to_have_attribute("data-jp-theme-name", name)
+
+
+@pytest.mark.parametrize("theme_name", ["JupyterLab Light", "JupyterLab Dark"])
+def test_the_tree_reads_in_both_jupyterlab_themes(lab: JupyterLab, page: Page, theme_name: str) -> None:
+    hold = threading.Event()
+    slug = theme_name.split()[-1].lower()
+    with ModelServer(ThemePolicy(hold)) as server:
+        notebook = write_notebook(
+            lab.root_dir / f"theme_{slug}.ipynb",
+            [
+                "doc = 'alpha'",
+                f"%%rlm --context doc --model openai/policy --api-base {server.url} --depth 2\n{THEME_Q}",
+            ],
+        )
+        cells = open_notebook(page, lab, notebook.name)
+        _use_theme(page, theme_name)
+        run_cell(cells, 0, "[1]:")
+        cell = run_cell(cells, 1)
+        try:
+            # Live: the root open with its code, output, error and sub-calls; the child waits for its model.
+            expect(cell.locator(".jupyter-widget-Accordion")).to_have_count(2)
+            root = _node(cell, 0).locator(".widget-html-content").first
+            expect(root).to_contain_text("ZeroDivisionError")
+            _mark_outputs(cell)
+            _readable(page, f"live, {theme_name}")
+            page.screenshot(path=SHOTS / f"theme-{slug}-live.png")
+        finally:
+            hold.set()
+        expect(cell.locator(".jp-InputArea-prompt")).to_have_text("[2]:")
+        # Static: the widgets gave way to the <details> tree (every node opened here to check all of it).
+        expect(cell.locator(".jupyter-widget-Accordion")).to_have_count(0)
+        expect(cell.locator("details")).not_to_have_count(0)
+        _mark_outputs(cell)
+        _readable(page, f"static, {theme_name}")
+        page.screenshot(path=SHOTS / f"theme-{slug}-static.png")
+    static = cell.locator(".jp-OutputArea-output[data-mime-type='text/html']").first.inner_html()
+
+    # nbconvert's HTML of the same tree, in its light and dark themes, and on a page that defines no theme.
+    for name, page_html in (
+        ("nbconvert", _nbconvert_page(static, "light" if slug == "light" else "dark")),
+        (
+            "plain",
+            f'<body style="background:#0d1117;color:#e6edf3"><div class="rlm-contrast-check">{static}</div></body>',
+        ),
+    ):
+        path = SHOTS / f"theme-{slug}-{name}.html"
+        path.write_text(page_html, encoding="utf-8")
+        page.goto(path.as_uri())
+        page.evaluate(
+            "document.querySelectorAll('.jp-OutputArea-output').forEach(o => o.classList.add('rlm-contrast-check'));"
+            "document.querySelectorAll('details').forEach(d => d.open = true)"
+        )
+        _readable(page, f"{name} html, {theme_name}")
+
+
+def _nbconvert_page(tree_html: str, nbconvert_theme: str) -> str:
+    """A notebook holding the tree as an output, converted by nbconvert in its `nbconvert_theme`."""
+    cell = nbformat.v4.new_code_cell(
+        "%rlm show", outputs=[nbformat.v4.new_output("display_data", {"text/html": tree_html})]
+    )
+    return HTMLExporter(theme=nbconvert_theme).from_notebook_node(nbformat.v4.new_notebook(cells=[cell]))[0]
+
+
+# -- a big fan-out at a glance --------------------------------------------------------------------------
+
+
+def test_a_200_child_run_is_short_with_the_root_open(browser: Browser, tmp_path: Path) -> None:
+    """The static tree of 200 children: a counts line, 20 one-line sub-calls, the rest folded under "show N more"."""
+    from tests.test_view import _fanout, _synthetic_events
+
+    trace = Trace.from_events(_synthetic_events(_fanout(201, fanout=200)))
+    path = tmp_path / "fan_out.html"
+    path.write_text(f"<!doctype html><html><body>{render_html(trace)}</body></html>", encoding="utf-8")
+    with new_page(browser, {"width": 1200, "height": 800}) as page:
+        page.goto(path.as_uri())
+        expect(page.locator("body")).to_contain_text("↳ 200 child RLMs: 200 done")
+        height = page.evaluate("document.body.scrollHeight")
+        page.screenshot(path=SHOTS / "fan-out-200-static.png", full_page=True)
+        print(f"200-child static tree, root open: {height} px")  # pytest -s shows the figure
+        assert height < 1500, height
+        page.get_by_text("show 181 more").click()  # 200 children and the block's llm_query, 20 listed
+        expect(page.locator("details > summary", has_text=re.compile(r" · d1 · "))).to_have_count(200)

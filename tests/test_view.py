@@ -17,7 +17,8 @@ import pytest
 from rlm_kernel import RLM
 from rlm_kernel.core import Event, Trace, Usage
 from rlm_kernel.core.repl import NamespaceREPL
-from rlm_kernel.formats.html import STATUS_COLOURS, node_summary, render_html, render_node_html
+from rlm_kernel.formats.html import node_summary, render_html, render_node_html
+from rlm_kernel.formats.theme import STATUS_COLOURS
 from rlm_kernel.jupyter.view import TraceView
 from tests.conftest import question_of, repl
 from tests.test_engine import DOC, _depth_policy
@@ -255,7 +256,9 @@ def test_page_shows_prose_code_outputs_sub_calls_and_escapes_everything(scripted
     assert "```" not in page
     assert "What is &lt;this&gt;?" in page
     assert "answer &lt;i&gt;ok&lt;/i&gt;" in page
-    assert 'style="color: #008000">print</span>' in page  # pygments colours inline, no stylesheet
+    assert (
+        'style="color: var(--jp-mirror-editor-builtin-color,#008000)">print</span>' in page
+    )  # the theme's colours inline
     assert "<style" not in page and "<script" not in page and "class=" not in page
     # The llm_query sits in its own collapsed <details> inside the root: prompt, length, reply.
     assert _read_tree(page) == {"n0": None}
@@ -269,7 +272,7 @@ def test_page_shows_prose_code_outputs_sub_calls_and_escapes_everything(scripted
 def test_page_error_cells_and_the_variables_line(scripted):
     result = _feature_run(scripted)
     page = render_html(result.trace)
-    error_pre = re.search(r'<pre style="[^"]*#ffebe9[^"]*">([^<]*)</pre>', page)
+    error_pre = re.search(r'<pre style="[^"]*rendermime-error-background[^"]*">([^<]*)</pre>', page)
     assert error_pre and "ZeroDivisionError" in error_pre.group(1)
     assert "variables made by the model: a, v (rebound: old)" in page
 
@@ -295,7 +298,9 @@ def test_status_badges_have_distinct_colours_and_stopped_runs_show_why(scripted)
     page = render_html(failed.trace)
     assert failed.status == "error"
     assert _has_badge(page, "error", " n0")
-    assert re.search(r'<pre style="[^"]*#ffebe9[^"]*">model call failed: [^<]*provider &lt;down&gt;', page)
+    assert re.search(
+        r'<pre style="[^"]*rendermime-error-background[^"]*">model call failed: [^<]*provider &lt;down&gt;', page
+    )
 
 
 def test_a_running_trace_shows_running_nodes_and_sub_calls(scripted):
@@ -306,7 +311,11 @@ def test_a_running_trace_shows_running_nodes_and_sub_calls(scripted):
     assert _has_badge(page, "running", " n0") and _has_badge(
         page, "running", "</summary>"
     )  # the node and its llm_query
-    assert "cell running:" in page and "llm_query" in page and "say &lt;hi&gt;" in page
+    assert "code block 1 of 1 running:" in page and "llm_query" in page and "say &lt;hi&gt;" in page
+    running_code = page[page.index("code block 1 of 1 running:") :]
+    code = running_code.split("</pre>")[0]  # the block's code, shown before its output exists
+    assert "<pre" in code and "say &lt;hi&gt;" in code and ">llm_query<" in code
+    assert "cell" not in re.sub(r"<[^>]+>", "", page).replace("rlm-cell", "")
     assert _read_tree(page) == {"n0": None}
     assert render_html(Trace()).count("no calls yet") == 1
 
@@ -423,11 +432,21 @@ def test_stopped_runs_end_with_their_status_in_the_titles(scripted):
     assert view.tree.children[0].titles[0].startswith("💰 budget · n0")
 
 
-def test_from_trace_redraws_a_finished_run(scripted):
-    result = _depth_two_run(scripted)
-    view = TraceView.from_trace(result.trace)
-    _assert_view_matches(view, result.trace)
-    assert view.trace is not result.trace and view.trace.outline() == result.trace.outline()
+def test_a_finished_view_gives_way_to_the_static_tree_with_the_users_open_nodes_and_closes_its_widgets(scripted):
+    from ipywidgets.widgets.widget import _instances
+
+    before = set(_instances)
+    view = TraceView()
+    result = _depth_two_run(scripted, on_event=view)
+    view.close()
+    child = next(n for n in result.trace.nodes.values() if n.depth == 1)
+    view.tree.children[0].children[0].children[1].children[0].selected_index = 0  # the user opens the child
+    page = view.static()._repr_mimebundle_()["text/html"]
+    assert page == render_html(view.trace, [result.trace.root_id, child.id])
+    assert page.count("<details open") == 2
+    assert len(set(_instances) - before) > 10
+    view.release()
+    assert set(_instances) - before == set()  # every model, layouts and styles included, is closed
 
 
 def test_flushes_are_throttled_and_close_draws_the_rest():

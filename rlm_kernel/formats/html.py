@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import html
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
@@ -19,18 +19,16 @@ from pygments.lexers import PythonLexer
 from rlm_kernel.core.ledger import Usage
 from rlm_kernel.core.parsing import parse_reply
 from rlm_kernel.core.trace import CallNode, CodeCell, Event, Iteration, SubCall, Trace
-from rlm_kernel.formats.progress import child_counts, child_state, node_activity, replaced_names, run_totals
+from rlm_kernel.formats import theme
+from rlm_kernel.formats.progress import (
+    call_counts,
+    child_counts,
+    child_state,
+    node_activity,
+    replaced_names,
+    run_totals,
+)
 
-STATUS_COLOURS = {
-    "running": "#0969da",
-    "done": "#1a7f37",
-    "error": "#cf222e",
-    "budget": "#bc4c00",
-    "interrupted": "#6e7781",
-    "max_iterations": "#8250df",
-    "queued": "#9a6700",
-    "cancelled": "#8c959f",
-}
 STATUS_ICONS = {
     "running": "⏳",
     "done": "✅",
@@ -43,23 +41,25 @@ STATUS_ICONS = {
 }
 QUESTION_CHARS = 80
 POINTER_REPLY_CHARS = 200
-FAN_OUT_LISTED = 3  # a block that starts more child RLMs than this shows one line of counts instead of a line each
-_OTHER_COLOUR = "#57606a"
+FAN_OUT_LISTED = 3  # a block that starts more sub-calls of a kind than this gets one line of counts for them
+SHOWN_SUBCALLS = 20  # a block's sub-calls listed before the rest fold under "show N more"
 
-_PAGE = "font-family:system-ui,sans-serif;font-size:13px;line-height:1.45;color:#1f2328"
+_PAGE = (
+    f"font-family:system-ui,sans-serif;font-size:13px;line-height:1.45;color:{theme.TEXT};background:{theme.BACKGROUND}"
+)
 _PRE = (
     "margin:3px 0;padding:4px 8px;border-radius:4px;white-space:pre-wrap;word-break:break-word;"
     "max-height:28em;overflow:auto;font-family:ui-monospace,monospace;font-size:12px;line-height:1.35"
 )
-_CODE_PRE = f"{_PRE};background:#f6f8fa;border-left:3px solid #d0d7de"
-_OUT_PRE = f"{_PRE};background:#fbfbfb;border:1px solid #eaeef2"
-_ERR_PRE = f"{_PRE};background:#ffebe9;border-left:3px solid #cf222e;color:#82071e"
-_MUTED = "color:#57606a;font-size:12px"
+_CODE_PRE = f"{_PRE};background:{theme.PANEL};color:{theme.TEXT};border-left:3px solid {theme.BORDER}"
+_OUT_PRE = f"{_PRE};background:{theme.OUTPUT};color:{theme.TEXT};border:1px solid {theme.BORDER}"
+_ERR_PRE = f"{_PRE};background:{theme.ERROR_BACKGROUND};border-left:3px solid #cf222e;color:{theme.ERROR_TEXT}"
+_MUTED = f"color:{theme.MUTED};font-size:12px"
 _PROSE = "white-space:pre-wrap;word-break:break-word;margin:3px 0"
-_SUB = "margin:3px 0 3px 12px;padding-left:6px;border-left:2px dotted #afb8c1"
+_SUB = f"margin:3px 0 3px 12px;padding-left:6px;border-left:2px dotted {theme.RULE}"
 
 _LEXER = PythonLexer()
-_FORMATTER = HtmlFormatter(noclasses=True, nowrap=True)
+_FORMATTER = HtmlFormatter(noclasses=True, nowrap=True, style=theme.NotebookCodeStyle)
 
 
 class CellLinks:
@@ -94,11 +94,12 @@ class CellLinks:
         return self._open.get(node_id, [])
 
 
-def render_html(trace: Trace) -> str:
-    """The whole tree as nested <details>: the root open, every other node closed."""
+def render_html(trace: Trace, opened: Collection[str] | None = None) -> str:
+    """The whole tree as nested <details>: the nodes in `opened` open (default: the root alone)."""
     if trace.root is None:
         return f'<div style="{_PAGE}"><i>RLM trace: no calls yet</i></div>'
     renderer = _Renderer(trace, CellLinks.from_events(trace.events), nested=True, usage=_subtree_usages(trace))
+    renderer.opened = {trace.root.id} if opened is None else set(opened)
     header = f'<div style="{_MUTED}">RLM run: {_e(run_totals(trace, time.time()))}</div>'
     return f'<div style="{_PAGE}">{header}{renderer.assemble(renderer.details(trace.root))}</div>'
 
@@ -158,7 +159,7 @@ def _pre(text: str, style: str = _OUT_PRE) -> str:
 
 
 def _badge(status: str) -> str:
-    colour = STATUS_COLOURS.get(status, _OTHER_COLOUR)
+    colour = theme.STATUS_COLOURS.get(status, theme.OTHER_STATUS)
     return (
         f'<span style="background:{colour};color:#fff;border-radius:3px;padding:0 5px;'
         f'font-size:11px;font-weight:600">{_e(status)}</span>'
@@ -178,6 +179,7 @@ class _Renderer:
 
     def __init__(self, trace: Trace, links: CellLinks, *, nested: bool, usage: dict[str, Usage]) -> None:
         self.trace, self.links, self.nested, self.usage = trace, links, nested, usage
+        self.opened: set[str] = set()
 
     def assemble(self, first: Iterator[str | CallNode]) -> str:
         # An explicit stack, not recursion: a deep tree must not hit the recursion limit.
@@ -195,9 +197,9 @@ class _Renderer:
 
     def details(self, node: CallNode) -> Iterator[str | CallNode]:
         usage = self.usage.get(node.id) or self.trace.subtree_usage(node.id)
-        colour = STATUS_COLOURS.get(node.status, _OTHER_COLOUR)
+        colour = theme.STATUS_COLOURS.get(node.status, theme.OTHER_STATUS)
         parts = " · ".join(_e(p) for p in _summary_parts(node, usage))
-        opened = " open" if node.depth == 0 else ""
+        opened = " open" if node.id in self.opened else ""
         yield (
             f'<details{opened} style="margin:3px 0;padding-left:8px;border-left:3px solid {colour}">'
             f'<summary style="cursor:pointer">{_badge(node.status)} {parts}</summary>'
@@ -213,9 +215,10 @@ class _Renderer:
         for iteration in node.iterations:
             yield from self.iteration(node, iteration, subcalls)
         unfinished = self.links.running(node.id)
+        last = node.iterations[-1] if node.iterations else None
+        if last is not None and len(last.cells) < last.blocks:
+            yield from self.pending_block(node, last)
         if unfinished:
-            label = "cell running" if node.status == "running" else "unfinished cell"
-            yield f'<div style="{_MUTED}">{label}:</div>'
             yield from self.started(node, [subcalls[s] for s in unfinished])
         if node.status == "running" and node.waiting is not None:
             yield f'<div style="margin-top:8px;{_MUTED}">{_e(node_activity(node, time.time()))}</div>'
@@ -245,18 +248,33 @@ class _Renderer:
             if cell.submitted:
                 yield f'<div style="{_MUTED}">submitted the answer</div>'
 
+    def pending_block(self, node: CallNode, iteration: Iteration) -> Iterator[str]:
+        """The code block that runs now (or never ended, in a stopped run), shown before its output exists."""
+        index = len(iteration.cells)
+        state = "running" if node.status == "running" else "did not finish"
+        yield f'<div style="{_MUTED}">code block {index + 1} of {iteration.blocks} {state}:</div>'
+        blocks = parse_reply(iteration.reply).blocks
+        if index < len(blocks):
+            yield highlight_code(blocks[index])
+
     def started(self, node: CallNode, subs: list[SubCall]) -> Iterator[str | CallNode]:
-        """The sub-calls one block started; a fan-out of child RLMs gets one line of counts."""
+        """The sub-calls one block started: a batch gets one line of counts, and past SHOWN_SUBCALLS the rest fold."""
         children = [s for s in subs if s.kind == "rlm"]
+        calls = [s for s in subs if s.kind == "llm"]
         grouped = len(children) > FAN_OUT_LISTED
         if grouped:
             where = "" if self.nested else " (each has its own section below)"
             yield f'<div style="{_SUB}">↳ {_e(child_counts(self.trace, node, children))}{_e(where)}</div>'
-        for sub in subs:
-            if sub.kind == "llm":
-                yield from self.subcall(sub)
-            elif self.nested or not grouped:
-                yield from self.child(node, sub)
+        if len(calls) > FAN_OUT_LISTED:
+            yield f'<div style="{_SUB}">↳ {_e(call_counts(calls))}</div>'
+        listed = [s for s in subs if s.kind == "llm" or self.nested or not grouped]
+        for shown, sub in enumerate(listed):
+            if shown == SHOWN_SUBCALLS:
+                more = len(listed) - shown
+                yield f'<details style="{_SUB}"><summary style="cursor:pointer;{_MUTED}">show {more:,} more</summary>'
+            yield from self.subcall(sub) if sub.kind == "llm" else self.child(node, sub)
+        if len(listed) > SHOWN_SUBCALLS:
+            yield "</details>"
 
     def subcall(self, sub: SubCall) -> Iterator[str | CallNode]:
         if not sub.done:

@@ -62,6 +62,14 @@ def child_counts(trace: Trace, parent: CallNode, subcalls: Iterable[SubCall]) ->
     return f"{plural(total, 'child RLM')}: " + " · ".join(f"{states[s]:,} {s}" for s in order)
 
 
+def call_counts(subcalls: Iterable[SubCall]) -> str:
+    """One line for a batch of sub-model calls: `200 llm_query calls: 16 running · 180 done · 4 failed`."""
+    states = Counter("running" if not s.done else "failed" if s.error else "done" for s in subcalls)
+    order = [s for s in ("running", "done", "failed") if states[s]]
+    total = sum(states.values())
+    return f"{plural(total, 'llm_query call')}: " + " · ".join(f"{states[s]:,} {s}" for s in order)
+
+
 def replaced_names(node: CallNode) -> list[str]:
     """Names the model's code rebound that it had not made itself: the caller's variables (at depth 0, the user's)."""
     made: set[str] = set()

@@ -12,6 +12,7 @@ import os
 import re
 import shlex
 import typing
+import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -21,7 +22,7 @@ from IPython.display import display
 
 from rlm_kernel.core import RLM, RLMResult, RunInterrupted
 from rlm_kernel.core.context import check_context
-from rlm_kernel.core.errors import RLMError, RunFailed
+from rlm_kernel.core.errors import RLMError, RunFailed, UnpricedModelWarning
 from rlm_kernel.core.redact import Redactor
 from rlm_kernel.core.session import Session
 from rlm_kernel.formats.notebook import WHOLE_FLAG, cell_outputs, decode_payload
@@ -32,7 +33,7 @@ from rlm_kernel.jupyter.approval import notebook_approver
 from rlm_kernel.jupyter.options import SettingTraits, cell_parser, configured, options_help
 from rlm_kernel.jupyter.replay import StepSession, find_export_payload, show_outputs
 from rlm_kernel.jupyter.shell_repl import ShellREPL
-from rlm_kernel.jupyter.text import RLMAnswer, Text
+from rlm_kernel.jupyter.text import Note, RLMAnswer, Text
 
 _LINE_MAGIC = re.compile(r"^([ \t]*)%rlm[ \t]+(\S.*?)[ \t]*$")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -144,8 +145,11 @@ class RLMMagics(Magics, SettingTraits):  # type: ignore[misc, valid-type]
         if not (settings.get("model") or os.environ.get("RLM_MODEL")):
             display(Text(msg.NO_MODEL_NOTE))
             settings["model"] = msg.DEMO_MODEL
+        settings.setdefault("model", None)  # None: the engine takes RLM_MODEL, as for every setting left unset
         approve = settings.pop("approve", None)
         rlm = RLM(approve=notebook_approver(self.shell) if approve else False, tools=tools or None, **settings)
+        for warning in rlm.pricing_warnings():  # on every such run, in the output: not a Python warning once a kernel
+            display(Note(msg.UNPRICED_BUDGET.format(warning=warning)))
         if opts.new or self.session is None:  # a later cell continues the conversation unless told otherwise
             if self.session is not None:
                 self.session.close()
@@ -203,13 +207,16 @@ class RLMMagics(Magics, SettingTraits):  # type: ignore[misc, valid-type]
     ) -> RLMResult:
         """Run to the end under the live view; a failed or stopped run fails the cell and keeps its partial trace."""
         try:
-            result = complete()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UnpricedModelWarning)  # shown as a note when the run starts
+                result = complete()
         except RunInterrupted as stop:
             self._finish(stop.result, view, handle, repl, context_variable)
             raise UsageError(msg.INTERRUPTED.format(seconds=stop.result.seconds)) from None
         except BaseException:
             if repl is not None:
                 repl.restore()
+            _settle(view, handle)
             raise
         self._finish(result, view, handle, repl, context_variable)
         if result.status not in ("done", "max_iterations"):
@@ -222,9 +229,7 @@ class RLMMagics(Magics, SettingTraits):  # type: ignore[misc, valid-type]
         if repl is not None:
             repl.restore()
             result.replaced = repl.replaced()
-        view.close()
-        if handle is not None:
-            handle.update(view)  # the final bundle: its text/html fallback now holds the whole tree
+        _settle(view, handle)
         # The name, not the value: `%rlm export` embeds the context if the variable still holds it.
         result.extra["context_variable"] = context_variable
         self.record(result)
@@ -334,6 +339,14 @@ class RLMMagics(Magics, SettingTraits):  # type: ignore[misc, valid-type]
             return shlex.split(rest)
         except ValueError as exc:
             raise UsageError(f"{exc}. {msg.SUBCOMMAND_HINT.format(word=word)}") from None
+
+
+def _settle(view: Any, handle: Any) -> None:
+    """The run has ended: the static tree takes the live widgets' place, so every reader of the notebook has it."""
+    view.close()
+    if handle is not None:
+        handle.update(view.static())
+    view.release()
 
 
 def _is_generic(value: Any) -> bool:

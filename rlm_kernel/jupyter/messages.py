@@ -27,6 +27,7 @@ INSERT_USAGE = "usage: %rlm insert NODE[:ITERATION] [--run N]"
 NEAR_MISS = (
     "unknown subcommand {word}: did you mean {suggestion}? (To ask a one-word question, put it in a %%rlm cell.)"
 )
+UNPRICED_BUDGET = "⚠ {warning}"
 INTERRUPTED = "interrupted after {seconds:.1f} s: partial trace in rlm_last"
 REBOUND = "The model rebound your {variables} {names}; the previous values are in `rlm_last.replaced`."
 # What a setting left unset means, where "None" would not say it.

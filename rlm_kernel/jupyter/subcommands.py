@@ -23,7 +23,7 @@ from rlm_kernel.jupyter import messages as msg
 from rlm_kernel.jupyter.inserted import inserted_cell
 from rlm_kernel.jupyter.options import config_rows, configured
 from rlm_kernel.jupyter.shell_repl import ShellREPL
-from rlm_kernel.jupyter.text import Table, Text
+from rlm_kernel.jupyter.text import Note, Table, Text, TreePage
 
 if TYPE_CHECKING:
     from rlm_kernel.jupyter.magics import RLMMagics
@@ -41,8 +41,10 @@ def config(m: RLMMagics, args: list[str]) -> None:
         rows.append([name, value, where])
     display(Table(["setting", "value", "from"], rows))
     if effective["model"] is not None and effective["max_cost_usd"] is not None:
-        for warning in RLM(**given).pricing_warnings():  # a cost budget on a model nothing prices: said up front
-            display(Text(f"**Warning:** {warning}"))
+        for warning in RLM(
+            **{"model": None, **given}
+        ).pricing_warnings():  # a cost budget on a model nothing prices: said up front
+            display(Note(msg.UNPRICED_BUDGET.format(warning=warning)))
 
 
 def load(m: RLMMagics, args: list[str]) -> None:
@@ -65,9 +67,7 @@ def load(m: RLMMagics, args: list[str]) -> None:
 
 
 def show(m: RLMMagics, args: list[str]) -> Any:
-    from rlm_kernel.jupyter.view import TraceView  # ipywidgets only when a tree is shown
-
-    return TraceView.from_trace(_run_numbered(m, args[0] if args else None).trace)
+    return TreePage(_run_numbered(m, args[0] if args else None).trace)
 
 
 def cells(m: RLMMagics, args: list[str]) -> None:

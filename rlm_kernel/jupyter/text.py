@@ -8,7 +8,11 @@ aligned plain text for terminals.
 from __future__ import annotations
 
 import html
-from typing import Any
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rlm_kernel.core.trace import Trace
 
 # MathJax 3 (JupyterLab) and 2 (nbconvert, classic Notebook) leave elements of these classes alone.
 NO_MATH = "mathjax_ignore tex2jax_ignore"
@@ -34,6 +38,16 @@ class Text:
         return {"text/markdown": self.markdown, "text/plain": self.markdown}
 
 
+class Note:
+    """One line shown as written (no Markdown, no LaTeX: prices carry `$`), HTML for notebooks, text for terminals."""
+
+    def __init__(self, line: str) -> None:
+        self.line = line
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        return {"text/html": f'<div class="{NO_MATH}">{html.escape(self.line)}</div>', "text/plain": self.line}
+
+
 class Table:
     """Rows of plain values: an HTML table for notebooks, aligned columns for terminals; every value as written."""
 
@@ -56,3 +70,22 @@ class Table:
             "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [self.header, *self.rows]
         ]
         return "\n".join(lines)
+
+
+class TreePage:
+    """A run's call tree with no widgets: nested <details> (the nodes in `opened` open) and its outline as text.
+
+    What a finished run leaves in its output and `%rlm show` displays, so nbconvert, papermill, a notebook
+    saved with widget state and GitHub show the same tree as JupyterLab.
+    """
+
+    def __init__(self, trace: Trace, opened: Collection[str] | None = None) -> None:
+        self.trace, self.opened = trace, opened
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        from rlm_kernel.formats.html import render_html  # pygments only when a tree is drawn
+
+        return {
+            "text/html": render_html(self.trace, self.opened),
+            "text/plain": self.trace.outline() or "RLM trace: no calls yet",
+        }

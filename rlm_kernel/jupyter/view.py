@@ -14,6 +14,7 @@ import ipywidgets as widgets
 from rlm_kernel.core.trace import Event, Trace
 from rlm_kernel.formats.html import STATUS_ICONS, CellLinks, node_summary, render_html, render_node_html
 from rlm_kernel.formats.progress import node_activity, replaced_names, run_totals
+from rlm_kernel.jupyter.text import TreePage
 
 # Events that change a node's usage, and so its ancestors' subtree totals in their titles.
 _USAGE_EVENTS = frozenset({"iteration", "subcall_end"})
@@ -51,27 +52,18 @@ class TraceView:
         self._dirty_details: set[str] = set()
         self._nodes: dict[str, _NodeWidgets] = {}
         self._header = widgets.HTML()
-        expand, collapse = widgets.Button(description="expand all"), widgets.Button(description="collapse all")
+        expand, collapse = (
+            widgets.Button(description=label, layout=widgets.Layout(width="auto", height="24px", flex="none"))
+            for label in ("expand all", "collapse all")
+        )
         expand.on_click(lambda _: self.expand_all(True))
         collapse.on_click(lambda _: self.expand_all(False))
-        for button in (expand, collapse):
-            button.layout = widgets.Layout(width="auto", height="24px")
         self._toolbar = widgets.HBox([self._header, expand, collapse], layout=widgets.Layout(align_items="center"))
         self._tree = widgets.VBox()
         self._root = widgets.VBox([self._toolbar, self._tree])
         self._wake = threading.Event()
         self._closed = threading.Event()
         self._worker: threading.Thread | None = None
-
-    @classmethod
-    def from_trace(cls, trace: Trace) -> TraceView:
-        """A finished view of an earlier run."""
-        view = cls()
-        with view._lock:
-            for event in list(trace.events):
-                view._record(event)
-        view.close()
-        return view
 
     @property
     def trace(self) -> Trace:
@@ -112,6 +104,24 @@ class TraceView:
         if worker is not None:
             worker.join()
         self.flush()
+
+    def static(self) -> TreePage:
+        """The tree without widgets, the nodes the user has open still open: what stays once the run has ended."""
+        opened = [node_id for node_id, node in self._nodes.items() if node.accordion.selected_index == 0]
+        return TreePage(self._trace, opened)
+
+    def release(self) -> None:
+        """Close every widget model of the view (and their layouts and styles): the kernel and the frontend let go."""
+        pending: list[widgets.Widget] = [self._root]
+        while pending:
+            widget = pending.pop()
+            pending.extend(getattr(widget, "children", ()))
+            for part in ("layout", "style"):
+                model = getattr(widget, part, None)
+                if isinstance(model, widgets.Widget):
+                    model.close()
+            widget.close()
+        self._nodes.clear()
 
     def flush(self) -> None:
         """Draw the nodes that changed since the last flush."""
@@ -173,7 +183,7 @@ class TraceView:
         replaced = replaced_names(root)
         if replaced:
             names = ", ".join(f"<code>{html.escape(n)}</code>" for n in replaced)
-            line += f' · <span style="color:#bc4c00">rebinds your variables {names} (previous values: rlm_last.replaced)</span>'
+            line += f" · <b>⚠ rebinds your variables {names}</b> (previous values: rlm_last.replaced)"
         return f'<div style="font-family:system-ui,sans-serif;font-size:13px;margin-right:8px">{line}</div>'
 
     def _tick(self) -> None:

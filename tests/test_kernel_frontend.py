@@ -1,0 +1,269 @@
+"""What the frontend receives from a real `rlm` kernel (iopub), set up as the README documents it."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from jupyter_client.blocking.client import BlockingKernelClient
+from jupyter_client.manager import start_new_kernel
+
+from rlm_kernel.models.server import ModelServer
+from tests.conftest import repl
+
+pytestmark = pytest.mark.timeout(240)
+JUPYTER = Path(sys.executable).with_name("jupyter")
+
+
+@contextmanager
+def kernel(**env: str) -> Iterator[BlockingKernelClient]:
+    """An `rlm` kernel whose environment has `env` added, as a user's shell or kernelspec would set it."""
+    km, kc = start_new_kernel(kernel_name="rlm", env={**os.environ, **env})
+    try:
+        yield kc
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def execute(kc: BlockingKernelClient, code: str, timeout: float = 120) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Run `code`; its reply's content and every iopub message it caused, up to its idle status."""
+    msg_id = kc.execute(code)
+    reply = kc.get_shell_msg(timeout=timeout)
+    while reply["parent_header"].get("msg_id") != msg_id:
+        reply = kc.get_shell_msg(timeout=timeout)
+    messages = []
+    while True:
+        try:
+            msg = kc.get_iopub_msg(timeout=timeout)
+        except queue.Empty:
+            break
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            break
+        messages.append(msg)
+    return reply["content"], messages
+
+
+def shown_text(messages: list[dict[str, Any]]) -> str:
+    """Everything printed to stdout / stderr and every error, as one string."""
+    parts = []
+    for msg in messages:
+        content = msg["content"]
+        if msg["msg_type"] == "stream":
+            parts.append(content["text"])
+        elif msg["msg_type"] == "error":
+            parts.append("\n".join(content["traceback"]))
+    return "".join(parts)
+
+
+def results(messages: list[dict[str, Any]]) -> list[str]:
+    return [m["content"]["data"]["text/plain"] for m in messages if m["msg_type"] == "execute_result"]
+
+
+def test_the_model_from_the_environment_answers_a_cell_without_model(tmp_path):
+    """RLM_MODEL and RLM_API_BASE in the kernel's environment: `%%rlm` with no --model uses them."""
+    with ModelServer(lambda messages: repl("FINAL('from the environment')")) as server:
+        with kernel(RLM_MODEL="openai/policy", RLM_API_BASE=server.url) as kc:
+            execute(kc, "doc = 'text'")
+            content, messages = execute(kc, "%%rlm --context doc\nWhat is it?")
+            assert content["status"] == "ok", shown_text(messages)
+            assert results(messages) == ["from the environment"]
+            assert "Traceback" not in shown_text(messages)
+            content, messages = execute(kc, "print(rlm_last.trace.root.model)")
+            assert shown_text(messages).strip() == "openai/policy"
+        assert server.stats()["requests"] >= 1
+
+
+def test_the_settings_table_with_the_model_from_the_environment_and_a_cost_budget():
+    with kernel(RLM_MODEL="openai/unpriced-model") as kc:
+        content, messages = execute(kc, "%config RLMMagics.max_cost_usd = 1.0\n%rlm config")
+        assert content["status"] == "ok", shown_text(messages)
+        shown = [m["content"]["data"]["text/plain"] for m in messages if m["msg_type"] == "display_data"]
+        assert any("openai/unpriced-model" in text and "$RLM_MODEL" in text for text in shown), shown
+        assert any("cannot bind" in text and "openai/unpriced-model" in text for text in shown), shown
+
+
+def _fan_out(messages: list[dict[str, Any]]) -> str:
+    """The root asks two child RLMs, each of which calls llm_query once."""
+    question = str(messages[1]["content"]).split("\n", 1)[0]
+    if len(messages) > 2:
+        return repl("FINAL(str(answers))" if "parts" in question else "FINAL(said)")
+    if "parts" in question:
+        return repl("answers = rlm_query_batched([(w, 'the part') for w in context.split()])")
+    if "the part" in question:
+        return repl("said = llm_query('say ' + context)")
+    return "said it"
+
+
+def comm_counts(messages: list[dict[str, Any]]) -> tuple[int, int]:
+    types = [m["msg_type"] for m in messages]
+    return types.count("comm_open"), types.count("comm_close")
+
+
+def test_a_finished_run_leaves_the_static_tree_and_no_widget_models():
+    """The live widgets give way to the <details> tree in the same output, and every widget model is closed."""
+    with ModelServer(_fan_out) as server, kernel() as kc:
+        execute(kc, "doc = 'alpha beta'")
+        cell = f"%%rlm --context doc --model openai/policy --api-base {server.url} --depth 2\nHow are the parts?"
+        content, messages = execute(kc, cell)
+        assert content["status"] == "ok", shown_text(messages)
+        opened, closed = comm_counts(messages)
+        assert opened > 10 and closed == opened, (opened, closed)  # the live tree, then nothing left alive
+        (shown,) = [
+            m for m in messages if m["msg_type"] == "display_data" and "display_id" in m["content"]["transient"]
+        ]
+        final = [m for m in messages if m["msg_type"] == "update_display_data"][-1]
+        assert final["content"]["transient"]["display_id"] == shown["content"]["transient"]["display_id"]
+        data = final["content"]["data"]
+        assert "application/vnd.jupyter.widget-view+json" not in data
+        assert data["text/html"].count("<summary") >= 5 and "say beta" in data["text/html"]
+        assert data["text/plain"].startswith("[done] n0")
+
+        content, messages = execute(kc, "%rlm show")
+        assert content["status"] == "ok"
+        assert comm_counts(messages) == (0, 0)
+        (result,) = [m for m in messages if m["msg_type"] == "execute_result"]
+        assert "application/vnd.jupyter.widget-view+json" not in result["content"]["data"]
+        assert result["content"]["data"]["text/html"].count("<summary") >= 5
+
+
+def test_a_failed_run_also_leaves_the_static_tree_and_no_widget_models():
+    with kernel() as kc:
+        execute(kc, "doc = 'text'\n%config RLMMagics.retries = 0")
+        content, messages = execute(kc, "%%rlm --context doc --model openai/x --api-base http://127.0.0.1:9/v1\nWhat?")
+        assert content["status"] == "error" and content["ename"] == "UsageError"
+        opened, closed = comm_counts(messages)
+        assert opened > 0 and closed == opened, (opened, closed)
+        final = [m for m in messages if m["msg_type"] == "update_display_data"][-1]
+        assert "application/vnd.jupyter.widget-view+json" not in final["content"]["data"]
+        assert "<details" in final["content"]["data"]["text/html"]
+
+
+def _details_in_html(notebook: Path) -> str:
+    """`jupyter nbconvert --to html` of an executed notebook, as plain as a user runs it."""
+    done = subprocess.run(
+        [str(JUPYTER), "nbconvert", "--to", "html", "--stdout", str(notebook)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.mark.parametrize("runner", ["nbconvert", "papermill"])
+def test_a_notebook_executed_headless_converts_to_html_with_its_call_tree(tmp_path, runner):
+    source, executed = tmp_path / "run.ipynb", tmp_path / "executed.ipynb"
+    with ModelServer(_fan_out) as server:
+        cells = [
+            "doc = 'alpha beta'",
+            f"%%rlm --context doc --model openai/policy --api-base {server.url} --depth 2\nHow are the parts?",
+        ]
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell) for cell in cells])
+        nb.metadata["kernelspec"] = {"name": "rlm", "display_name": "rlm", "language": "python"}
+        nbformat.write(nb, source)
+        if runner == "nbconvert":
+            command = [
+                str(JUPYTER),
+                "nbconvert",
+                "--to",
+                "notebook",
+                "--execute",
+                str(source),
+                "--output",
+                executed.name,
+            ]
+        else:
+            command = [sys.executable, "-m", "papermill", str(source), str(executed)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+    outputs = nbformat.read(executed, as_version=4).cells[1].outputs
+    assert not [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    page = _details_in_html(executed)
+    assert page.count("<details") >= 5 and "say beta" in page
+
+
+def test_a_cost_budget_on_an_unpriced_model_is_said_in_one_line_on_every_run():
+    """Not a Python warning with a file path once a kernel: a note in each such run's output, when it starts."""
+    with ModelServer(lambda messages: repl("FINAL('ok')")) as server, kernel() as kc:
+        execute(kc, "doc = 'text'")
+        cell = f"%%rlm --context doc --model openai/policy --api-base {server.url} --budget 1\nq"
+        for _ in range(2):
+            content, messages = execute(kc, cell)
+            assert content["status"] == "ok", shown_text(messages)
+            notes = [
+                m["content"]["data"]["text/plain"]
+                for m in messages
+                if m["msg_type"] == "display_data" and "cannot bind" in m["content"]["data"].get("text/plain", "")
+            ]
+            assert len(notes) == 1 and "\n" not in notes[0], notes
+            assert notes[0].startswith("⚠ max_cost_usd=1 cannot bind: litellm has no price for openai/policy")
+            assert "Warning" not in shown_text(messages), shown_text(messages)
+            first_display = next(m for m in messages if m["msg_type"] == "display_data")
+            assert "cannot bind" in first_display["content"]["data"]["text/plain"]  # above the tree, as the run starts
+
+
+def test_the_running_block_shows_its_code_while_it_runs():
+    """What the frontend receives while a block waits on its sub-call: the block's code, before any output."""
+    release = threading.Event()
+
+    def policy(messages: list[dict[str, Any]]) -> str:
+        if len(messages) == 1:  # the block's llm_query: held until the test has seen the code
+            release.wait(60)
+            return "late"
+        if len(messages) > 2:
+            return repl("FINAL(answer)")
+        return repl("answer = llm_query('summarise the held part')\nprint(answer)")
+
+    with ModelServer(policy) as server, kernel() as kc:
+        try:
+            execute(kc, "doc = 'text'")
+            msg_id = kc.execute(f"%%rlm --context doc --model openai/policy --api-base {server.url}\nq")
+            seen = ""
+            deadline = time.monotonic() + 90
+            while "summarise the held part" not in seen and time.monotonic() < deadline:
+                msg = kc.get_iopub_msg(timeout=90)
+                if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "comm_msg":
+                    value = str(msg["content"]["data"].get("state", {}).get("value", ""))
+                    seen = value if "code block 1 of 1 running" in value else seen
+            assert "summarise the held part" in seen and ">llm_query<" in seen
+            assert "cell" not in re.sub(r"<[^>]+>", "", seen)  # a model's block, not a notebook cell
+        finally:
+            release.set()
+        reply = kc.get_shell_msg(timeout=90)
+        while reply["parent_header"].get("msg_id") != msg_id:
+            reply = kc.get_shell_msg(timeout=90)
+        assert reply["content"]["status"] == "ok"
+
+
+def test_a_batch_of_sub_model_calls_gets_a_counts_line_and_folds_past_twenty():
+    def policy(messages: list[dict[str, Any]]) -> str:
+        if len(messages) == 1:
+            return "no" if "7" in str(messages[0]["content"]) else "ok"
+        if len(messages) > 2:
+            return repl("FINAL(len(replies))")
+        return repl("replies = llm_query_batched([f'prompt {i}' for i in range(30)])")
+
+    with ModelServer(policy) as server, kernel() as kc:
+        execute(kc, "doc = 'text'")
+        content, messages = execute(kc, f"%%rlm --context doc --model openai/policy --api-base {server.url}\nq")
+        assert content["status"] == "ok", shown_text(messages)
+        page = [m for m in messages if m["msg_type"] == "update_display_data"][-1]["content"]["data"]["text/html"]
+        assert "↳ 30 llm_query calls: 30 done" in page
+        assert page.count("llm_query · openai/policy") == 30 and "show 10 more</summary>" in page
+        assert page.index("show 10 more") > page.index("prompt 19") and page.index("show 10 more") < page.index(
+            "prompt 20"
+        )
