@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from rlm_kernel.core.errors import ContextError
-from rlm_kernel.core.loaders import load_context, load_files
+from rlm_kernel.loaders import load_context, load_files
 from rlm_kernel.models.server import ModelServer
 from tests.support_features import Recorder, block
 

@@ -12,7 +12,6 @@ from IPython.display import Code, display
 
 from rlm_kernel.core import RLM
 from rlm_kernel.core.context import context_metadata
-from rlm_kernel.core.loaders import describe_skipped, load_files
 from rlm_kernel.core.result import RLMResult
 from rlm_kernel.core.settings import resolve
 from rlm_kernel.core.trace import CallNode, Iteration, Trace
@@ -24,6 +23,7 @@ from rlm_kernel.jupyter.inserted import inserted_cell
 from rlm_kernel.jupyter.options import config_rows, configured
 from rlm_kernel.jupyter.shell_repl import ShellREPL
 from rlm_kernel.jupyter.text import Table, Text
+from rlm_kernel.loaders import describe_skipped, load_files
 
 if TYPE_CHECKING:
     from rlm_kernel.jupyter.magics import RLMMagics

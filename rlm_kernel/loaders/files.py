@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rlm_kernel.core.context import check_context
-from rlm_kernel.core.documents import is_document, read_document, refuse_binary
 from rlm_kernel.core.errors import ContextError
+from rlm_kernel.loaders.documents import is_document, read_document, refuse_binary
 
 SKIP_HINT = "skip_unreadable=True (--skip-unreadable) leaves such files out"
 
