@@ -3,7 +3,7 @@
 `%load_ext rlm_kernel` registers the %rlm / %%rlm magics in any IPython kernel.
 
 This module is also where the package plugs into its core: core names the places where
-plug-ins go (litellm providers, isolated REPLs, the notebook writer) and imports nothing
+plug-ins go (litellm providers, isolated REPLs, the notebook writer, the file loaders) and imports nothing
 outside itself; the plug-ins are registered here, and each is imported only when first used.
 """
 
@@ -15,6 +15,7 @@ from typing import Any
 
 from rlm_kernel.core import RLM, RLMResult
 from rlm_kernel.core.lm import on_litellm_import
+from rlm_kernel.core.loaders import register_file_loaders
 from rlm_kernel.core.repl import REPL, register_isolation
 from rlm_kernel.core.result import EarlierTurn, register_notebook_writer
 from rlm_kernel.core.trace import Trace
@@ -38,6 +39,12 @@ def _isolated(mode: str) -> Callable[[], Callable[..., REPL]]:
     return load
 
 
+def _file_loaders() -> Any:
+    import rlm_kernel.loaders
+
+    return rlm_kernel.loaders
+
+
 def _write_notebook(
     trace: Trace, path: str | Path, *, context: object, with_context: bool | None, earlier: Sequence[EarlierTurn]
 ) -> Any:
@@ -50,6 +57,7 @@ on_litellm_import(_register_offline_providers)
 register_isolation("kernel", _isolated("kernel"))
 register_isolation("kernel-audit", _isolated("kernel-audit"))
 register_notebook_writer(_write_notebook)
+register_file_loaders(_file_loaders)
 
 
 def load_ipython_extension(ipython: Any) -> None:
