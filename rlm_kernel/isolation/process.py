@@ -161,7 +161,7 @@ class WorkerProcess:
         for frame in frames:
             try:
                 reply = json.loads(frame)
-            except ValueError:
+            except (ValueError, RecursionError):  # model code can write a frame of its own, nested at will
                 return "failed", "the isolated worker sent a malformed reply"
             if not isinstance(reply, dict):
                 return "failed", "the isolated worker sent a malformed reply"
