@@ -105,3 +105,27 @@ def test_model_code_starts_no_more_threads_than_the_task_cap():
     started = int(result.stdout.split()[-1])
     assert started < MAX_TASKS, f"{started} threads started"
     assert not group.exists()  # the cgroup goes with its worker
+
+
+def test_a_tool_hanging_across_the_bridge_leaves_no_caller_thread_after_the_run():
+    import threading
+    import time
+
+    give_up = threading.Event()
+
+    def spin(*args):
+        while not give_up.is_set():  # pure Python: a stop can land here
+            pass
+
+    try:
+        with KernelREPL(cell_timeout=1) as kernel:
+            kernel.set("spin", spin)
+            result = kernel.execute("spin()")
+            assert "TimeoutError" in (result.error or "") or "restarted" in (result.error or "")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(t.name == "rlm-bridge-call" for t in threading.enumerate()):
+            time.sleep(0.05)
+        left = [t.name for t in threading.enumerate() if t.name == "rlm-bridge-call"]
+    finally:
+        give_up.set()
+    assert left == []
