@@ -3,8 +3,8 @@
 `%load_ext rlm_kernel` registers the %rlm / %%rlm magics in any IPython kernel.
 
 This module is also where the package plugs into its core: core names the places where
-plug-ins go (litellm providers, isolated REPLs, the notebook writer, telemetry) and imports nothing
-outside itself; the plug-ins are registered here, and each is imported only when first used.
+plug-ins go (litellm providers, isolated REPLs, the notebook writer, the file loaders, telemetry) and imports
+nothing outside itself; the plug-ins are registered here, and each is imported only when first used.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 from rlm_kernel.core import RLM, RLMResult
 from rlm_kernel.core.lm import on_litellm_import
+from rlm_kernel.core.loaders import register_file_loaders
 from rlm_kernel.core.repl import REPL, register_isolation
 from rlm_kernel.core.result import EarlierTurn, register_notebook_writer
 from rlm_kernel.core.telemetry import Telemetry, register_telemetry
@@ -39,6 +40,12 @@ def _isolated(mode: str) -> Callable[[], Callable[..., REPL]]:
     return load
 
 
+def _file_loaders() -> Any:
+    import rlm_kernel.loaders
+
+    return rlm_kernel.loaders
+
+
 def _write_notebook(
     trace: Trace, path: str | Path, *, context: object, with_context: bool | None, earlier: Sequence[EarlierTurn]
 ) -> Any:
@@ -58,6 +65,7 @@ register_isolation("kernel", _isolated("kernel"))
 register_isolation("kernel-audit", _isolated("kernel-audit"))
 register_notebook_writer(_write_notebook)
 register_telemetry("otel", _otel, env="OTEL_EXPORTER_OTLP_ENDPOINT")
+register_file_loaders(_file_loaders)
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -14,10 +14,10 @@ from rlm_kernel.cli_settings import add_setting_options, given_settings
 from rlm_kernel.cli_status import StatusLine
 from rlm_kernel.core import RLM, RLMResult, RunInterrupted
 from rlm_kernel.core.errors import ConfigError, RLMError, RunFailed
-from rlm_kernel.core.loaders import describe_skipped, load_context, load_files
 from rlm_kernel.core.redact import Redactor
 from rlm_kernel.core.session import Session
 from rlm_kernel.core.trace import Trace
+from rlm_kernel.loaders import describe_skipped, load_context, load_files
 
 DEFAULT_QUERY = "Summarize the context."
 

@@ -24,7 +24,7 @@ from rlm_kernel.core.context import (
     context_metadata,
 )
 from rlm_kernel.core.helpers import make_helpers
-from rlm_kernel.core.loaders import load_context
+from rlm_kernel.loaders import load_context
 
 # ---------------------------------------------------------------------------
 # check_context

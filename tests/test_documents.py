@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from rlm_kernel.core.errors import ContextError
-from rlm_kernel.core.loaders import load_context, load_files
+from rlm_kernel.loaders import load_context, load_files
 from rlm_kernel.models.server import ModelServer
 from tests.support_features import Recorder, block
 
@@ -93,6 +93,7 @@ def test_parquet_records_through_pandas(tmp_path, monkeypatch):
             return [{"id": 1, "name": "a"}]
 
     monkeypatch.setitem(sys.modules, "pandas", types.SimpleNamespace(read_parquet=lambda path: Frame()))
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)  # its footer check needs a real file
     (tmp_path / "t.parquet").write_bytes(b"PAR1")
     assert load_context(str(tmp_path / "t.parquet")) == [{"id": 1, "name": "a"}]
 
@@ -120,3 +121,13 @@ def test_rlm_run_skips_unreadable_files_lists_them_and_the_model_sees_each_path(
     assert done.stderr.startswith("skipped 1 unreadable file: binary file: ") and "image.png" in done.stderr
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1
     assert "binary file" in refused.stderr and "--skip-unreadable" in refused.stderr
+
+
+def test_the_loaders_old_import_path_still_loads(tmp_path):
+    from rlm_kernel.core import loaders as old_path
+
+    (tmp_path / "a.txt").write_text("text\n")
+    assert old_path.load_context(str(tmp_path / "a.txt")) == "text\n"
+    assert old_path.load_files(str(tmp_path), skip_unreadable=True).context == [
+        {"path": str(tmp_path / "a.txt"), "content": "text\n"}
+    ]

@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 
 from rlm_kernel import RLM
-from rlm_kernel.core.loaders import load_context
 from rlm_kernel.core.trace import Trace
+from rlm_kernel.loaders import load_context
 from rlm_kernel.models.server import ModelServer
 from tests.conftest import repl
 

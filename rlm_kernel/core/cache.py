@@ -1,7 +1,8 @@
 """An opt-in response cache: any LM wrapped so that a call it has answered before is answered again for free.
 
 The key covers what decides a reply: the model, the messages, the sampling and provider parameters, and
-the base URL of the server (the same model name on two servers is two models). The output cap is not in
+the base URL of the server (the same model name on two servers is two models; with no api_base, the environment
+variables litellm finds the server in). The output cap is not in
 the key (under a budget it is the reservation, which moves with what is left) but is kept with the reply:
 a whole reply answers any call whose cap it fits, a reply cut at its cap only a call with that same cap.
 A cached reply costs nothing in the ledger (no call, no tokens, no dollars) and is marked by
@@ -10,6 +11,9 @@ A cached reply costs nothing in the ledger (no call, no tokens, no dollars) and 
     RLM(..., cache="memory")            this process, every RLM in it
     RLM(..., cache="disk")              $XDG_CACHE_HOME/rlm_kernel/responses (default ~/.cache/...)
     RLM(..., cache="/some/directory")   one JSON file per reply, there
+
+A cached reply is code the engine runs, so a folder another user owns or can write is refused, folders are made
+readable by this user only, an entry this user did not write is ignored, and any malformed entry is a miss.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import tempfile
 import threading
 from collections import OrderedDict
@@ -64,9 +69,20 @@ class DiskStore:
 
     def __init__(self, directory: Path) -> None:
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            _make_private(directory)
+            found = os.stat(directory)
         except OSError as exc:
             raise ConfigError(f"cannot use {directory} as a response cache: {exc.strerror or exc}") from None
+        # A cached reply is code the engine runs: whoever can change the folder's entries can run code here.
+        if found.st_uid != os.geteuid():
+            raise ConfigError(
+                f"the response cache {directory} is owned by another user (uid {found.st_uid}): "
+                "use a folder of your own (cache='disk' makes one)"
+            )
+        if found.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise ConfigError(
+                f"the response cache {directory} is writable by others: chmod go-w {directory}, or use another folder"
+            )
         self.directory = directory
 
     def _path(self, key: str) -> Path:
@@ -75,10 +91,12 @@ class DiskStore:
     def get(self, key: str) -> dict[str, Any] | None:
         try:
             with open(self._path(key), encoding="utf-8") as file:
+                if os.fstat(file.fileno()).st_uid != os.geteuid():  # not an entry this user wrote
+                    return None
                 entry = json.load(file)
-        except (OSError, ValueError):  # absent, or unreadable: a miss either way
+        except (OSError, ValueError, RecursionError):  # absent, or unreadable: a miss either way
             return None
-        return entry if isinstance(entry, dict) and isinstance(entry.get("text"), str) else None
+        return entry if _well_formed(entry) else None
 
     def put(self, key: str, entry: dict[str, Any]) -> None:
         descriptor, temporary = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".json")
@@ -88,6 +106,27 @@ class DiskStore:
             os.replace(temporary, self._path(key))
         except OSError:
             Path(temporary).unlink(missing_ok=True)  # a full disk loses a cache entry, never a run
+
+
+def _make_private(directory: Path) -> None:
+    """Create `directory` and its missing parents readable by this user only."""
+    missing = []
+    while not directory.exists() and directory != directory.parent:
+        missing.append(directory)
+        directory = directory.parent
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700, exist_ok=True)
+
+
+def _well_formed(entry: object) -> bool:
+    """Whether a stored entry has every field a hit reads, each of its type: anything else is a miss."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("text"), str):
+        return False
+    usage, cap = entry.get("usage", {}), entry.get("cap")
+    if not isinstance(usage, dict) or not (cap is None or (isinstance(cap, int) and not isinstance(cap, bool))):
+        return False
+    output = usage.get("output_tokens", 0)
+    return output is None or (isinstance(output, int) and not isinstance(output, bool))
 
 
 _memory = MemoryStore()  # shared by every RLM of the process: a notebook makes a new RLM per cell
@@ -108,9 +147,20 @@ def open_store(where: str) -> Store:
 
 
 def cache_key(model: str, messages: Messages, params: Mapping[str, Any] | None, base_url: str | None) -> str:
-    fields = {"v": KEY_VERSION, "model": model, "messages": messages, "params": dict(params or {}), "base": base_url}
+    base = base_url if base_url is not None else environment_bases()
+    fields = {"v": KEY_VERSION, "model": model, "messages": messages, "params": dict(params or {}), "base": base}
     text = json.dumps(fields, sort_keys=True, ensure_ascii=False, default=repr)
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def environment_bases() -> dict[str, str]:
+    """Where a call with no api_base goes: litellm reads the server from the environment (OPENAI_API_BASE,
+    OPENAI_BASE_URL, ANTHROPIC_BASE_URL, ...), read at each call, so these are part of the key (another
+    provider's variable changing costs a miss, never a wrong hit)."""
+    return {name: value for name, value in sorted(os.environ.items()) if name.endswith(_BASE_VARIABLES)}
+
+
+_BASE_VARIABLES = ("_API_BASE", "_BASE_URL", "_API_URL", "_ENDPOINT")
 
 
 class CachedLM:

@@ -15,6 +15,7 @@ from rlm_kernel.core.cache import CachedLM
 from rlm_kernel.core.errors import ModelError, TransientModelError
 from rlm_kernel.core.ledger import Usage
 from rlm_kernel.core.lm import LM, Completion, Messages
+from rlm_kernel.core.redact import Redactor, StreamRedactor
 
 if TYPE_CHECKING:
     from rlm_kernel.core.tree import CallTree
@@ -99,29 +100,39 @@ def retry_wait(failure: Exception, attempt: int, backoff: float, max_wait: float
 
 
 class TextStream:
-    """A node's reply as it streams: model_text events at most every MODEL_TEXT_INTERVAL s, pieces joined between."""
+    """A node's reply as it streams: model_text events at most every MODEL_TEXT_INTERVAL s, pieces joined between,
+    redacted across pieces (a secret split between two pieces is still one secret)."""
 
-    def __init__(self, emit: Callable[..., None], iteration: int) -> None:
+    def __init__(self, emit: Callable[..., None], iteration: int, redactor: Redactor | None = None) -> None:
         self._emit, self._iteration = emit, iteration
         self._pending: list[str] = []
         self._last = 0.0
         self._lock = threading.Lock()
+        self._redacting = StreamRedactor(redactor) if redactor is not None else None
 
     def add(self, piece: str) -> None:
         with self._lock:
             self._pending.append(piece)
             if time.monotonic() - self._last < MODEL_TEXT_INTERVAL:
                 return
-        self.flush()
+        self._flush(final=False)
 
     def restart(self) -> None:
         """A retry starts the reply again: what a failed attempt streamed is dropped unsent."""
         with self._lock:
             self._pending.clear()
+            if self._redacting is not None:
+                self._redacting.restart()
 
     def flush(self) -> None:
+        """The reply is whole: show the rest."""
+        self._flush(final=True)
+
+    def _flush(self, final: bool) -> None:
         with self._lock:
             text, self._pending = "".join(self._pending), []
             self._last = time.monotonic()
+            if self._redacting is not None:
+                text = self._redacting.add(text, final)
         if text:
             self._emit("model_text", iteration=self._iteration, text=text)

@@ -299,7 +299,7 @@ class Node:
 
     def call_model(self, messages: Messages, iteration: int) -> Completion:
         """A reply of this node's model: `model_wait` before each attempt; streamed as model_text when the run streams."""
-        stream = TextStream(self.emit, iteration) if self.config.loop.stream else None
+        stream = TextStream(self.emit, iteration, self.tree.redactor) if self.config.loop.stream else None
 
         def waiting(attempt: int) -> None:
             self.emit("model_wait", iteration=iteration, model=self.model, attempt=attempt)

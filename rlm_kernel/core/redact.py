@@ -38,6 +38,7 @@ _KEY_SHAPES = (
     r"xox[abposr]-[A-Za-z0-9-]{10,}",
     r"AIza[0-9A-Za-z_-]{35}",
 )
+MAX_STREAM_HOLD = 1024  # characters of a streamed reply held back at most, while they may begin a secret
 _SHAPES = re.compile(r"(?<![A-Za-z0-9])(?:" + "|".join(_KEY_SHAPES) + r")")
 
 
@@ -79,6 +80,8 @@ class Redactor:
         forms = {form for secret in self.secrets for form in _forms(secret) if len(form) >= _MIN_SECRET_LENGTH}
         literal = "|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True))
         self._literals = re.compile(literal) if literal else None
+        self._forms = forms
+        self._form_starts: set[str] | None = None  # every prefix of every form, made when a reply first streams
 
     def text(self, value: str) -> str:
         if self._literals is not None:
@@ -87,6 +90,17 @@ class Redactor:
         for pattern in (_URL_PASSWORD, _NETRC_PASSWORD):
             value = pattern.sub(lambda m: m.group("keep") + REDACTED, value)
         return value
+
+    def unsure_tail(self, text: str) -> int:
+        """How many of `text`'s last characters may be the start of a secret that text still to come completes:
+        its last word (key shapes and URL passwords have no spaces) or a prefix of a secret's form, at most
+        MAX_STREAM_HOLD characters (and never fewer than the longest form)."""
+        if self._form_starts is None:
+            self._form_starts = {form[:end] for form in self._forms for end in range(1, len(form))}
+        longest = max(map(len, self._forms), default=0)
+        word = len(text) - 1 - max(text.rfind(space) for space in " \t\n\r\f\v")
+        started = next((k for k in range(min(longest, len(text)), 0, -1) if text[-k:] in self._form_starts), 0)
+        return min(max(word, started), max(MAX_STREAM_HOLD, longest))
 
     def data(self, value: Any) -> Any:
         """`value` with every string inside it redacted (dicts, lists and tuples walked)."""
@@ -97,3 +111,32 @@ class Redactor:
         if isinstance(value, (list, tuple)):
             return type(value)(self.data(v) for v in value)
         return value
+
+
+class StreamRedactor:
+    """Redacts a text that arrives in pieces (a streamed reply). Each piece redacted alone lets a secret split
+    across two pieces through, so the whole text so far is redacted, and its last characters are held back while
+    they may be the start of a secret (`Redactor.unsure_tail`); `add(..., final=True)` releases the rest."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        self._redactor = redactor
+        self._raw = ""
+        self._shown = ""  # the redacted text given out so far
+
+    def restart(self) -> None:
+        """The text starts again (a retried call): what was given out stays given out."""
+        self._raw = self._shown = ""
+
+    def add(self, piece: str, final: bool = False) -> str:
+        """What can be shown now, after what was shown before: redacted, never the start of a secret."""
+        self._raw += piece
+        redacted = self._redactor.text(self._raw)
+        if not final:
+            unsure = self._redactor.unsure_tail(self._raw)
+            if unsure and not redacted.endswith(self._raw[-unsure:]):  # a secret inside the tail was redacted
+                unsure *= len(REDACTED) + 1
+            redacted = redacted[: max(0, len(redacted) - unsure)]
+        if len(redacted) <= len(self._shown) or not redacted.startswith(self._shown):
+            return ""  # nothing new, or a redaction reached back into what was shown: the iteration event has it whole
+        new, self._shown = redacted[len(self._shown) :], redacted
+        return new

@@ -16,8 +16,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from rlm_kernel.core.errors import AnswerMismatch, ConfigError
+from rlm_kernel.core.repl import contained
 
 _SCALARS = (int, float, str, bool)
+VALUE_METHOD_SECONDS = 2.0  # as long as the value's methods may run, as contained() gives every model-made value
 
 
 class AnswerType:
@@ -45,13 +47,29 @@ class AnswerType:
         return f"a value of type {self.name}"
 
     def convert(self, value: Any) -> Any:
-        """`value` as the expected type; AnswerMismatch with a one-line reason when it does not fit."""
+        """`value` as the expected type; AnswerMismatch with a one-line reason when it does not fit.
+
+        Checking runs the value's own methods (`__eq__`, `__int__`, `__iter__`, `__repr__`), which the model wrote:
+        as with every model-made value, they run contained and under a deadline, and any failure is a mismatch."""
+        return contained(lambda: self._convert(value), _unusable, VALUE_METHOD_SECONDS)
+
+    def _convert(self, value: Any) -> Any:
         if _is_pydantic(self.expected):
             return _pydantic(self.expected, value)
         return _convert(self.expected, value, "answer")
 
     def mismatch_message(self, error: AnswerMismatch) -> str:
         return f"Your answer was not accepted: it must be {self.shape()}. {error} Fix the value and submit it again."
+
+
+def _unusable(exc: BaseException) -> Any:
+    if isinstance(exc, AnswerMismatch):
+        raise exc
+    if isinstance(exc, Exception):
+        raise AnswerMismatch(f"checking the answer raised {type(exc).__name__} in its own methods") from None
+    raise AnswerMismatch(
+        f"checking the answer ran past {VALUE_METHOD_SECONDS:g} s in its own methods; submit plain values"
+    ) from None
 
 
 def _is_pydantic(expected: Any) -> bool:

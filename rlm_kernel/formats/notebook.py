@@ -51,6 +51,8 @@ LEGACY_SETUP_MAGIC = "%%rlm_replay"  # older exports: the replay data in the set
 METADATA_KEY = "rlm_kernel"  # notebook metadata: {"replay": {ID: {"encoding": ..., "data": ...}}}
 PAYLOAD_ENCODING = "zlib+base64 jsonl"
 PAYLOAD_ID_CHARS = 16
+MIN_PAYLOAD_CAP = 64 * 1024 * 1024  # bytes any payload may decompress to
+MAX_PAYLOAD_RATIO = 64  # and a larger one, times its compressed size: JSONL events compress 5 to 20 times
 STEP_MAGIC = "%%rlm_step"
 CHECK_MAGIC = "%rlm_replay_check"
 MAX_EMBEDDED_CONTEXT_CHARS = 20_000_000  # larger contexts are embedded only when asked
@@ -214,7 +216,10 @@ def decode_payload(text: str, payload_id: str | None = None) -> Trace:
         data = base64.b64decode("".join(text.split()))
         if payload_id is not None and _content_id(data) != payload_id:
             raise ValueError(f"its content does not match its id {payload_id}")
-        data = zlib.decompress(data)
+        decompressor, cap = zlib.decompressobj(), max(MIN_PAYLOAD_CAP, MAX_PAYLOAD_RATIO * len(data))
+        data = decompressor.decompress(data, cap)  # capped: a few KB of zlib can hold GBs, and the file is not trusted
+        if decompressor.unconsumed_tail or not decompressor.eof:
+            raise ValueError(f"it is cut short, or it decompresses to more than {cap:,} bytes")
     except (ValueError, zlib.error) as exc:
         raise ExportError(f"the replay data is damaged: {exc}") from None
     return Trace.from_lines(data.decode("utf-8").split("\n"))

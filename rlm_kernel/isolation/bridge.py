@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import json
+import math
 import secrets
 import socket
 import threading
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rlm_kernel.core.deadlines import Deadline
 from rlm_kernel.isolation.encoding import (
     FrameTooLarge,
     dumps,
@@ -54,6 +56,8 @@ class Bridge:
         self._inflight_changed = threading.Condition()
         self._slots = threading.BoundedSemaphore(max_connections)
         self._closed = threading.Event()
+        self._calls: set[Deadline] = set()  # the calls being served, each stopped when the bridge closes
+        self._calls_lock = threading.Lock()
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(str(path))
         self._listener.listen(max_connections)
@@ -62,7 +66,11 @@ class Bridge:
         self._accepting.start()
 
     def close(self) -> None:
+        """Stop accepting, and stop the calls still running (a tool that hangs must not outlive the run)."""
         self._closed.set()
+        with self._calls_lock:
+            for running in self._calls:
+                running.stop()
         self._accepting.join(5)
         self._listener.close()
 
@@ -112,10 +120,20 @@ class Bridge:
         function = self.functions.get(name)
         if function is None:
             return _error("NameError", f"the bridge has no function {name!r}")
+        running = Deadline(math.inf)  # stopped only by close(): a stop lands in pure-Python code, as in process
+        with self._calls_lock:
+            if self._closed.is_set():
+                return _error("RuntimeError", "the run has ended")
+            self._calls.add(running)
         try:
-            return encode(function(*args, **kwargs), None)
+            with running:
+                value = function(*args, **kwargs)
+            return encode(value, None)
         except BaseException as exc:  # the worker gets the error; an interrupt is handled by the waiting thread
             return _error(type(exc).__name__, str(exc))
+        finally:
+            with self._calls_lock:
+                self._calls.discard(running)
 
     def _hold(self, length: int) -> int:
         with self._inflight_changed:

@@ -16,6 +16,7 @@ from rlm_kernel.core.capture import BoundedText
 from rlm_kernel.core.errors import IsolationError
 from rlm_kernel.isolation import sandbox
 from rlm_kernel.isolation.encoding import FrameReader, FrameTooLarge, dumps, pack
+from rlm_kernel.isolation.tasks import TaskCap
 
 _POLL_SECONDS = 0.1
 _INTERRUPT_GRACE = 1.0  # past the deadline before the worker is interrupted (its own timer fires first)
@@ -39,6 +40,7 @@ class WorkerProcess:
         startup_timeout: float,
     ) -> None:
         self.sandboxed = sandboxed
+        self.tasks: TaskCap | None = None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self.process = sandbox.start_worker(
@@ -71,6 +73,8 @@ class WorkerProcess:
             raise IsolationError(f"the isolated worker did not start ({why}): {self.log_tail()}")
         self.seccomp = bool(reply.get("seccomp"))
         self.pid = sandbox.worker_pid(self.process, sandboxed=sandboxed)
+        if sandboxed and self.pid is not None:
+            self.tasks = TaskCap(self.pid)
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -161,7 +165,7 @@ class WorkerProcess:
         for frame in frames:
             try:
                 reply = json.loads(frame)
-            except ValueError:
+            except (ValueError, RecursionError):  # model code can write a frame of its own, nested at will
                 return "failed", "the isolated worker sent a malformed reply"
             if not isinstance(reply, dict):
                 return "failed", "the isolated worker sent a malformed reply"
@@ -191,6 +195,8 @@ class WorkerProcess:
 
     def stop(self) -> None:
         sandbox.kill(self.process, self.pid)
+        if self.tasks is not None:
+            self.tasks.close()
         for pipe in (self.process.stdout, self.process.stderr):
             if pipe is not None:
                 pipe.close()

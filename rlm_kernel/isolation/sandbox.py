@@ -2,8 +2,8 @@
 
 `isolation="kernel"` starts the worker under bwrap with new user, PID, mount, network, IPC, UTS and cgroup
 namespaces; the only files it sees are the Python installation (read-only), rlm_kernel itself (read-only),
-its own /proc and a minimal /dev, a private tmpfs at /tmp (its only writable place, capped at the file-size
-limit) and the run's private directory holding the bridge socket (read-only). The environment is cleared;
+its own /proc and a minimal, read-only /dev (so /dev/shm too), a private tmpfs at /tmp (its only writable
+place, capped at the file-size limit) and the run's private directory holding the bridge socket (read-only). The environment is cleared;
 there is no network (the bridge is a Unix socket). The worker then applies its rlimits and seccomp filter to
 itself. Where bwrap or user namespaces are missing, `require_sandbox()` fails in one line that says what to
 install; nothing falls back to a weaker mode on its own.
@@ -121,7 +121,10 @@ def bwrap_command(bwrap: str, bridge_dir: Path | None, tmpfs_bytes: int) -> list
         command += ["--ro-bind-try", file, file]
     # The private tmpfs first: what is bound after it stays visible even inside it (a venv or a checkout
     # under /tmp, as CI has), and everything else of /tmp stays hidden.
-    command += ["--proc", "/proc", "--dev", "/dev", "--size", str(tmpfs_bytes), "--tmpfs", SANDBOX_HOME]
+    # /dev is a tmpfs with no size (bwrap's --size is for --tmpfs only), and it and /dev/shm in it held host
+    # memory no rlimit counts: read-only, the device nodes in it still work.
+    command += ["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev"]
+    command += ["--size", str(tmpfs_bytes), "--tmpfs", SANDBOX_HOME]
     for directory in _python_dirs():
         command += ["--ro-bind", directory, directory]
     if bridge_dir is not None:

@@ -2,7 +2,8 @@
 
 Installed by the worker on itself before any model code runs (a filter cannot be removed). Threads are
 allowed (clone with CLONE_THREAD); fork, vfork, exec and clone without CLONE_THREAD fail with EPERM, so
-os.fork, subprocess, _posixsubprocess.fork_exec and libc's system() through ctypes all fail. clone3 answers
+os.fork, subprocess, _posixsubprocess.fork_exec and libc's system() through ctypes all fail; so does
+os.memfd_create. clone3 answers
 ENOSYS, which makes glibc fall back to clone, whose flags the filter can read. Only x86_64 has the table;
 elsewhere the worker runs without it (the namespaces still hold) and says so in `installed()`.
 """
@@ -20,9 +21,10 @@ _CLONE_THREAD = 0x00010000
 _CLONE, _CLONE3 = 56, 435
 # x86_64 numbers: fork vfork execve execveat ptrace process_vm_readv/writev mount umount2 pivot_root unshare
 # setns add_key request_key keyctl bpf perf_event_open userfaultfd kexec_load kexec_file_load init_module
-# finit_module delete_module name_to_handle_at open_by_handle_at io_uring_setup/enter/register
+# finit_module delete_module name_to_handle_at open_by_handle_at io_uring_setup/enter/register; memfd_create and
+# memfd_secret (a memfd is host memory that neither RLIMIT_AS nor the tmpfs's size counts)
 _DENIED_X86_64: tuple[int, ...] = (57, 58, 59, 322, 101, 310, 311, 165, 166, 155, 272, 308, 248, 249, 250, 321)
-_DENIED_X86_64 += (298, 323, 246, 320, 175, 313, 176, 303, 304, 425, 426, 427)
+_DENIED_X86_64 += (298, 323, 246, 320, 175, 313, 176, 303, 304, 425, 426, 427, 319, 447)
 
 _LD_W_ABS, _JEQ_K, _JGE_K, _JSET_K, _RET_K = 0x20, 0x15, 0x35, 0x45, 0x06
 _RET_ALLOW, _RET_ERRNO, _RET_KILL_PROCESS = 0x7FFF0000, 0x00050000, 0x80000000

@@ -56,6 +56,10 @@ REPLAY_DATA_NOT_FOUND = (
 )
 REPLAY_FROM_MISSING = "--from {path}: there is no such file"
 REPLAY_DATA_NOT_IN = "{path} holds no replay data {id}: name the exported notebook this cell comes from"
+REPLAY_CODE_NOT_SHOWN = (
+    "the replay data's replies hold code that no recorded block shows (the payload was changed): "
+    "nothing of it was run; export the run again"
+)
 APPROVE_NEEDS_INPUT = (
     "--approve asks before each model-written block runs, and this frontend cannot answer input requests "
     "(nbconvert, papermill and other headless runs cannot). Run the cell in JupyterLab, Notebook or a terminal, "

@@ -21,6 +21,7 @@ import concurrent.futures
 import json
 import os
 import queue
+import stat
 import sys
 import threading
 from dataclasses import dataclass
@@ -28,14 +29,16 @@ from pathlib import Path
 from typing import Any
 
 from rlm_kernel.core.aio import WAIT_SLICE_S
-from rlm_kernel.core.errors import ReplayError, RunInterrupted
-from rlm_kernel.core.repl import ExecResult
+from rlm_kernel.core.errors import ExportError, ReplayError, RunInterrupted
+from rlm_kernel.core.parsing import parse_reply
+from rlm_kernel.core.repl import REPL, ExecResult, NamespaceREPL
 from rlm_kernel.core.result import RLMResult
 from rlm_kernel.core.trace import Event, Trace
 from rlm_kernel.formats.notebook import STEP_MAGIC, notebook_payload
 from rlm_kernel.formats.replay import (
     Replayed,
     recorded_history,
+    recorded_settings,
     replay_context,
     replay_rlm,
     root_call,
@@ -51,7 +54,11 @@ NOTEBOOK_PATH_NAMES = ("__session__", "__vsc_ipynb_file__")
 
 
 def find_export_payload(payload_id: str, user_ns: dict[str, Any], from_path: str | None = None) -> Trace:
-    """The recorded run under `payload_id` in the notebook file that holds it (see the module docstring)."""
+    """The recorded run under `payload_id` in the notebook file that holds it (see the module docstring).
+
+    Only regular files are read (a FIFO named *.ipynb never blocks the setup cell); a file whose data under the
+    id cannot be used (a decoy with another encoding, data that does not match its id) is skipped, and its
+    error is what the cell says when no other file holds the id."""
     if from_path is not None:
         path = Path(os.path.expanduser(from_path))
         if not path.is_file():
@@ -61,25 +68,44 @@ def find_export_payload(payload_id: str, user_ns: dict[str, Any], from_path: str
             raise ReplayError(msg.REPLAY_DATA_NOT_IN.format(path=path, id=payload_id))
         return trace
     named = [Path(str(user_ns[name])) for name in NOTEBOOK_PATH_NAMES if user_ns.get(name)]
+    unusable: ExportError | None = None
     for path in [*named, *sorted(Path.cwd().glob("*.ipynb"))]:
-        trace = _payload_in(path, payload_id)
+        try:
+            trace = _payload_in(path, payload_id)
+        except ExportError as error:
+            unusable = unusable or error
+            continue
         if trace is not None:
             return trace
+    if unusable is not None:
+        raise unusable
     raise ReplayError(msg.REPLAY_DATA_NOT_FOUND.format(id=payload_id, cwd=Path.cwd()))
 
 
 def _payload_in(path: Path, payload_id: str) -> Trace | None:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return None
-    if payload_id not in text:  # most notebooks in a folder are not this export: skip parsing them
+    text = _regular_file_text(path)
+    if text is None or payload_id not in text:  # most notebooks in a folder are not this export: skip parsing them
         return None
     try:
         notebook = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return notebook_payload(notebook, payload_id) if isinstance(notebook, dict) else None
+
+
+def _regular_file_text(path: Path) -> str | None:
+    """A regular file's UTF-8 text; None for anything else (opened without blocking: a FIFO has no writer)."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with open(descriptor, "rb") as file:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            return None
+        try:
+            return file.read().decode("utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
 
 
 # -- cell by cell ----------------------------------------------------------------------------------
@@ -105,6 +131,55 @@ class _HandOffREPL(ShellREPL):
 
     def run_here(self, code: str, timeout: float | None) -> ExecResult:
         return super().execute(code, timeout)
+
+
+class ShownCodeOnly:
+    """A replay's REPL that runs only code the export shows: a recorded block's code. The engine runs the code it
+    parses from the recorded replies, which an edited payload can change while every cell stays the same."""
+
+    def __init__(self, repl: REPL, trace: Trace) -> None:
+        self._repl = repl
+        self._shown = recorded_blocks(trace)
+
+    def execute(self, code: str, timeout: float | None = None) -> ExecResult:
+        if code.strip() not in self._shown:
+            raise ReplayError(msg.REPLAY_CODE_NOT_SHOWN)
+        return self._repl.execute(code, timeout)
+
+    def set(self, name: str, value: object) -> None:
+        self._repl.set(name, value)
+
+    def get(self, name: str, default: object = None) -> object:
+        return self._repl.get(name, default)
+
+    def names(self) -> list[str]:
+        return self._repl.names()
+
+    def snapshot(self) -> dict[str, int]:
+        return self._repl.snapshot()
+
+
+def recorded_blocks(trace: Trace) -> frozenset[str]:
+    """The code of every recorded block: what an export's cells show."""
+    return frozenset(e.data["code"].strip() for e in trace.events if e.kind == "code_result")
+
+
+def shown_code_repls(trace: Trace, settings: dict[str, Any]) -> Any:
+    """A replayed RLM's `repl_factory`: children's namespaces that run only the recorded blocks."""
+    limits = {name: settings[name] for name in ("cell_timeout", "max_output_chars") if name in settings}
+    return lambda: ShownCodeOnly(NamespaceREPL(**limits), trace)
+
+
+def code_to_replay(trace: Trace) -> str:
+    """Every block a whole replay of `trace` will run, as the engine parses them from the recorded replies: a
+    whole replay shows this before it runs, since no cell shows its blocks."""
+    shown = []
+    for event in trace.events:
+        if event.kind == "iteration":
+            for number, block in enumerate(parse_reply(event.data["reply"]).blocks):
+                where = f"{event.node_id} iteration {event.data['index']} block {number}"
+                shown.append(f"# {where}\n{block.rstrip()}")
+    return "\n\n".join(shown) or "# (no code)"
 
 
 class _NodeMap:
@@ -144,7 +219,13 @@ class StepSession:
         self.recorded = recorded
         root = root_call(recorded)
         value = replay_context(recorded, context)
-        rlm = replay_rlm(recorded, on_event=self._on_event, tools=tools_for_replay(recorded, shell.user_ns))
+        settings = recorded_settings(recorded)
+        rlm = replay_rlm(
+            recorded,
+            on_event=self._on_event,
+            tools=tools_for_replay(recorded, shell.user_ns),
+            repl_factory=shown_code_repls(recorded, settings),
+        )
         loop = rlm.config.loop
         self.repl = _HandOffREPL(self, shell, cell_timeout=loop.cell_timeout, max_output_chars=loop.max_output_chars)
         self.outputs: dict[
@@ -223,7 +304,7 @@ class StepSession:
         if code.strip() != self._code[key].strip():
             raise ReplayError("this cell's code is not the recorded block's: a replay runs the recorded code only")
         if node_id == self.recorded.root_id and key not in self.outputs:
-            self._run_block(iteration, index)
+            self._run_block(iteration, index, code)
         if key not in self.outputs:
             raise ReplayError(
                 f"{node_id} iteration {iteration} block {index} has not run in this replay: it runs inside its "
@@ -231,7 +312,7 @@ class StepSession:
             )
         return self.outputs[key]
 
-    def _run_block(self, iteration: int, index: int) -> None:
+    def _run_block(self, iteration: int, index: int, code: str) -> None:
         self._wait_for_engine()
         block = self._pending
         if block is None:
@@ -239,6 +320,10 @@ class StepSession:
         if block.position != (iteration, index):
             raise ReplayError(f"the replay is waiting for the cell {self._cell_of(block)}: run the cells in order")
         self._pending = None
+        if block.code.strip() != code.strip():  # the cell shows one code and the replayed reply holds another
+            refused = ReplayError(msg.REPLAY_CODE_NOT_SHOWN)
+            block.done.set_exception(refused)
+            raise refused
         try:
             result = self.repl.run_here(block.code, block.timeout)
         except BaseException as exc:  # an interrupt: the engine's run ends as interrupted

@@ -12,7 +12,6 @@ from IPython.display import Code, display
 
 from rlm_kernel.core import RLM
 from rlm_kernel.core.context import context_metadata
-from rlm_kernel.core.loaders import describe_skipped, load_files
 from rlm_kernel.core.result import RLMResult
 from rlm_kernel.core.settings import resolve
 from rlm_kernel.core.trace import CallNode, Iteration, Trace
@@ -22,8 +21,10 @@ from rlm_kernel.formats.replay import Replayed, load_trace, recorded_settings, r
 from rlm_kernel.jupyter import messages as msg
 from rlm_kernel.jupyter.inserted import inserted_cell
 from rlm_kernel.jupyter.options import config_rows, configured
+from rlm_kernel.jupyter.replay import code_to_replay
 from rlm_kernel.jupyter.shell_repl import ShellREPL
 from rlm_kernel.jupyter.text import Note, Table, Text, TreePage
+from rlm_kernel.loaders import describe_skipped, load_files
 
 if TYPE_CHECKING:
     from rlm_kernel.jupyter.magics import RLMMagics
@@ -173,6 +174,7 @@ def replay(m: RLMMagics, args: list[str]) -> Any:
 def replay_whole(m: RLMMagics, trace: Trace, context: object, context_name: str | None) -> Any:
     """Replay a recorded run at once in the notebook's namespace, under a live view; the check's outcome."""
     settings = recorded_settings(trace)
+    display(Code(code_to_replay(trace), language="python"))  # no cell shows a whole replay's code: show it first
     view, handle = m.view()
     assert m.shell is not None  # set when IPython registers the magics
     namespace = m.shell.user_ns

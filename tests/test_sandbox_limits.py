@@ -1,0 +1,131 @@
+"""Attacks on the sandbox's limits: model code that fills the writable places a tmpfs backs (/dev, /dev/shm,
+memfd files) holds host memory that no rlimit of the worker counts. The host's Shmem added by one isolated worker
+must stay under memory_limit + file_size_limit + 64 MB whatever the code writes."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import pytest
+
+from rlm_kernel.isolation import KernelREPL
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the sandbox is Linux namespaces")
+MiB = 1024 * 1024
+
+FILL = """
+import os
+written = {}
+def fill(path, total, chunk=b"x" * (1 << 20)):
+    done = 0
+    try:
+        with open(path, "wb") as file:
+            while done < total:
+                file.write(chunk)
+                done += len(chunk)
+    except OSError:
+        pass
+    written[path] = done
+for place in ("/dev/fill", "/dev/shm/fill"):
+    fill(place, 96 << 20)
+made = 0
+for i in range(4):
+    try:
+        fd = os.memfd_create(f"m{i}")
+    except OSError:
+        break
+    fill(f"/proc/self/fd/{fd}", 24 << 20)
+    made += 1
+print(sorted(written.items()), "memfds", made)
+"""
+
+
+def _shmem() -> int:
+    with open("/proc/meminfo") as meminfo:
+        fields = dict(line.split(":", 1) for line in meminfo)
+    return int(fields["Shmem"].split()[0]) * 1024
+
+
+def test_dev_dev_shm_and_memfd_writes_add_no_host_memory_past_the_limits():
+    with KernelREPL(cell_timeout=60, memory_limit=256 * MiB, file_size_limit=32 * MiB) as kernel:
+        before = _shmem()
+        result = kernel.execute(textwrap.dedent(FILL))
+        added = _shmem() - before
+    assert result.error is None, result.error
+    assert "('/dev/fill', 0)" in result.stdout and "('/dev/shm/fill', 0)" in result.stdout
+    assert "memfds 0" in result.stdout
+    assert added < 64 * MiB, f"the host's Shmem rose by {added / MiB:.0f} MiB"
+
+
+FORGED_FRAME = """
+import gc, socket, struct
+for obj in gc.get_objects():
+    if isinstance(obj, socket.socket) and obj.family == socket.AF_UNIX and obj.type == socket.SOCK_STREAM:
+        try:
+            obj.getpeername()
+            obj.sendall(struct.pack("!Q", 200000) + b"[" * 200000)
+        except OSError:
+            pass
+"""
+
+
+def test_a_forged_deeply_nested_frame_on_the_workers_channel_is_a_protocol_error():
+    with KernelREPL(cell_timeout=20) as kernel:
+        result = kernel.execute(textwrap.dedent(FORGED_FRAME))  # must not raise RecursionError out of execute
+        after = kernel.execute("print('still here')")
+    assert "malformed reply" in (result.error or "")
+    assert "still here" in after.stdout
+
+
+THREADS = """
+import threading, time
+threading.stack_size(64 * 1024)
+release = threading.Event()
+started = 0
+try:
+    for _ in range(1500):
+        threading.Thread(target=release.wait, daemon=True).start()
+        started += 1
+except RuntimeError:
+    pass
+release.set()
+print("started", started)
+"""
+
+
+def test_model_code_starts_no_more_threads_than_the_task_cap():
+    from rlm_kernel.isolation.tasks import MAX_TASKS
+
+    with KernelREPL(cell_timeout=60, memory_limit=256 * MiB) as kernel:
+        if kernel._worker.tasks is None or kernel._worker.tasks.path is None:
+            pytest.skip("no pids cgroup can be made here: the worker runs without a task cap (documented)")
+        result = kernel.execute(textwrap.dedent(THREADS))
+        group = kernel._worker.tasks.path
+    started = int(result.stdout.split()[-1])
+    assert started < MAX_TASKS, f"{started} threads started"
+    assert not group.exists()  # the cgroup goes with its worker
+
+
+def test_a_tool_hanging_across_the_bridge_leaves_no_caller_thread_after_the_run():
+    import threading
+    import time
+
+    give_up = threading.Event()
+
+    def spin(*args):
+        while not give_up.is_set():  # pure Python: a stop can land here
+            pass
+
+    try:
+        with KernelREPL(cell_timeout=1) as kernel:
+            kernel.set("spin", spin)
+            result = kernel.execute("spin()")
+            assert "TimeoutError" in (result.error or "") or "restarted" in (result.error or "")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(t.name == "rlm-bridge-call" for t in threading.enumerate()):
+            time.sleep(0.05)
+        left = [t.name for t in threading.enumerate() if t.name == "rlm-bridge-call"]
+    finally:
+        give_up.set()
+    assert left == []
