@@ -84,8 +84,9 @@ async def call_with_retries(
                 if chars and completion.usage.input_tokens:
                     tree.tokens_per_char = max(tree.tokens_per_char, completion.usage.input_tokens / chars)
                 return completion
+        ledger.check_time()  # the time budget ran out during the call: the run's limit, not the model's failure
         left = ledger.seconds_left()
-        if attempt >= rlm.retries or (left is not None and left <= 0):
+        if attempt >= rlm.retries:
             raise ModelError(f"{failure} (gave up after {attempt + 1} attempts)") from None
         backoff = rlm.retry_backoff * 2**attempt * random.uniform(0.5, 1.0)
         await asyncio.sleep(backoff if left is None else min(backoff, left))

@@ -160,6 +160,13 @@ class Ledger:
         with self._lock:
             return Usage(**asdict(self.used))
 
+    def check_time(self) -> None:
+        """Raises BudgetExhausted when the time budget is spent (a call it cut short is a budget stop)."""
+        left = self.seconds_left()
+        if left is not None and left <= 0:
+            own = "" if self.limits.max_seconds is None else f"{self.limits.max_seconds:g} s "  # else a batch's
+            self._refuse("max_seconds", f"the {own}time budget is spent")
+
     def _refuse(self, limit: str, why: str) -> None:
         self.stopped_by = self.stopped_by or limit
         raise BudgetExhausted(

@@ -7,6 +7,7 @@ environment set so that importing and counting tokens never reach the network.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import threading
@@ -59,6 +60,10 @@ def _drop_logging_worker_errors(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith("LoggingWorker error")
 
 
+# What litellm's first chat call imports (seconds on a small machine): the OpenAI client's resources, the proxy types.
+_FIRST_CALL_IMPORTS = ("openai.resources", "litellm.proxy._types", "litellm.llms.litellm_proxy.chat.transformation")
+
+
 def import_litellm() -> Any:
     """litellm, imported once, offline-safe, with the registered providers set up."""
     global _litellm
@@ -74,6 +79,11 @@ def import_litellm() -> Any:
             logging.getLogger("LiteLLM").addFilter(_drop_logging_worker_errors)
             for setup in _setups:
                 setup(litellm)
+            for name in _FIRST_CALL_IMPORTS:  # so that a run's first call does not spend its time budget on them
+                try:
+                    importlib.import_module(name)
+                except ImportError:  # another litellm or openai version: the first call imports what it needs
+                    pass
             _litellm = litellm
         return _litellm
 
@@ -163,6 +173,7 @@ class LiteLLM:
         self._unpriced: set[str] = set()  # litellm's miss for a model costs about 1 ms: learn it once
         self._prices = per_token_prices(prices)  # the run's own prices, ahead of litellm's map
         self.key_setting = key_setting  # which setting an auth error tells the user to set
+        import_litellm()  # here, not in a run's first call: its seconds are not the run's time budget
 
     def estimate_tokens(self, messages: Messages) -> int:
         return estimate_tokens(messages)

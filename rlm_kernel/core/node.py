@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 NO_OUTPUT = "(no output: print what you need)"
 ANSWER_RECORD_CHARS = 100_000
+CALL_GRACE_S = 0.25  # past the time budget, how long a model call's own timeout may take to end it
 
 
 class Node:
@@ -307,7 +308,12 @@ class Node:
             self.emit("model_wait", iteration=iteration, model=self.model, attempt=attempt)
 
         call = self.acall_model(messages, self.model, lm=self.lm, params=self.params, stream=stream, on_attempt=waiting)
-        completion = self.tree.scope.run(call)
+        left = self.tree.ledger.seconds_left()
+        try:  # the call's own timeouts run on the loop: if the loop is held up, the time budget still ends the wait
+            completion = self.tree.scope.run(call, None if left is None else max(left, 0.0) + CALL_GRACE_S)
+        except TimeoutError:
+            self.tree.ledger.check_time()
+            raise ModelError(f"{self.model} sent no reply in time") from None
         if stream is not None:
             stream.flush()
         return completion
@@ -417,11 +423,14 @@ class Node:
             except Exception as exc:
                 queued.append(f"Error: {type(exc).__name__}: {exc}")
 
+        started: list[Deadline] = []
+
         def one(child: tuple[object, str, str, str, str] | str) -> Any:
             if isinstance(child, str):
                 return child
-            # So that the run's end can stop a child its parent left running.
+            # So that the block's end, or the run's, can stop a child its parent left running.
             with Deadline(math.inf, raises=RunCancelled) as stoppable, self.tree.running_child(stoppable):
+                started.append(stoppable)
                 try:
                     return self._run_child(*child)
                 except (KeyboardInterrupt, RunCancelled):
@@ -437,6 +446,8 @@ class Node:
             return [self.tree.scope.wait(f) for f in futures]
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
+            for stoppable in started:  # the block stopped waiting (a timeout, an interrupt): its children stop too
+                stoppable.stop()
 
     def made_names(self) -> set[str]:
         """The names this node's code has bound so far, the running block's included (what SHOW_VARS lists)."""
