@@ -17,7 +17,7 @@ from rlm_kernel.core.custom_tools import Tools, check_tools
 from rlm_kernel.core.errors import ConfigError, RunInterrupted, UnpricedModelWarning
 from rlm_kernel.core.ledger import Ledger, Limits
 from rlm_kernel.core.lm import LM, LiteLLM
-from rlm_kernel.core.node import Node, close_repl
+from rlm_kernel.core.node import Node
 from rlm_kernel.core.openai_compatible import OpenAICompatibleLM, picks_direct
 from rlm_kernel.core.repl import REPL, NamespaceREPL, isolation_factory
 from rlm_kernel.core.result import RLMResult
@@ -295,7 +295,7 @@ class RLM:
             raise
         finally:
             if own_repl:
-                close_repl(repl)
+                repl.close()
         # The run's whole tree ends with it: children a block left running are stopped, and no model call
         # starts after this returns (the scope refuses them); a thread blocked in C code is reported.
         scope.cancel(wait=False)  # the run's time is not spent on calls it no longer needs

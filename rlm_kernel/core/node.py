@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from rlm_kernel.core.aio import RunCancelled
+from rlm_kernel.core.answers import MISSING
 from rlm_kernel.core.approve import DECLINED
 from rlm_kernel.core.calls import TextStream, call_with_retries
 from rlm_kernel.core.capture import truncate
@@ -31,7 +32,7 @@ from rlm_kernel.core.prompts import (
 )
 from rlm_kernel.core.repl import REPL, ExecResult, contained
 from rlm_kernel.core.settings import recorded
-from rlm_kernel.core.tools import MISSING, PROMPT_PREVIEW_CHARS, AnswerDict, make_tools
+from rlm_kernel.core.tools import PROMPT_PREVIEW_CHARS, AnswerDict, make_tools
 from rlm_kernel.core.trace import EVENT_SCHEMA
 from rlm_kernel.core.tree import CallTree, Outcome
 from rlm_kernel.core.typed import AnswerType
@@ -398,7 +399,7 @@ class Node:
             )
             outcome = child.run()
         finally:
-            close_repl(repl)
+            repl.close()
         usage = self.tree.trace.subtree_usage(child.id)
         reply = outcome.answer if outcome.status in ("done", "max_iterations") and outcome.answer is not None else None
         self.emit(
@@ -485,13 +486,6 @@ def _fabrication_note(dropped_blocks: int) -> str:
         f"[Your reply went on after a code block with text posing as its output; it was cut there{later}. "
         "Only executed code produces output: end your reply after the code and read the real output.]"
     )
-
-
-def close_repl(repl: REPL) -> None:
-    """Release a REPL the engine made (an isolated kernel); an in-process namespace has nothing to release."""
-    close = getattr(repl, "close", None)
-    if close is not None:
-        close()
 
 
 def _diff(before: dict[str, int], after: dict[str, int]) -> tuple[list[str], list[str]]:
