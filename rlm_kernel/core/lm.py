@@ -60,7 +60,7 @@ def _drop_logging_worker_errors(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith("LoggingWorker error")
 
 
-# What litellm's first chat call imports (seconds on a small machine): the OpenAI client's resources, the proxy types.
+# What litellm's first HTTP chat call imports (seconds on a small machine): the OpenAI client's resources, proxy types.
 _FIRST_CALL_IMPORTS = ("openai.resources", "litellm.proxy._types", "litellm.llms.litellm_proxy.chat.transformation")
 
 
@@ -79,11 +79,6 @@ def import_litellm() -> Any:
             logging.getLogger("LiteLLM").addFilter(_drop_logging_worker_errors)
             for setup in _setups:
                 setup(litellm)
-            for name in _FIRST_CALL_IMPORTS:  # so that a run's first call does not spend its time budget on them
-                try:
-                    importlib.import_module(name)
-                except ImportError:  # another litellm or openai version: the first call imports what it needs
-                    pass
             _litellm = litellm
         return _litellm
 
@@ -174,6 +169,12 @@ class LiteLLM:
         self._prices = per_token_prices(prices)  # the run's own prices, ahead of litellm's map
         self.key_setting = key_setting  # which setting an auth error tells the user to set
         import_litellm()  # here, not in a run's first call: its seconds are not the run's time budget
+        if api_base is not None or router is not None:  # HTTP calls: what their first one imports, too
+            for name in _FIRST_CALL_IMPORTS:
+                try:
+                    importlib.import_module(name)
+                except ImportError:  # another litellm or openai version: the first call imports what it needs
+                    pass
 
     def estimate_tokens(self, messages: Messages) -> int:
         return estimate_tokens(messages)
