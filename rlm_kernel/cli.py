@@ -5,8 +5,11 @@ an offline policy."""
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
+import os
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
@@ -176,6 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _trace_parser(sub)
     sub.add_parser("serve-model", help="serve an offline policy as an OpenAI-compatible server", add_help=False)
     sub.add_parser("bench", help="long-context benchmarks, their report, and performance figures", add_help=False)
+    from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["serve-model"]:
         from rlm_kernel.models.server import main as serve_main
@@ -186,6 +190,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return bench_main(argv[1:])
     args = parser.parse_args(argv)
+    code = _command(args)
+    if from_command_line:
+        _exit_now(code)
+    return code
+
+
+def _exit_now(code: int) -> None:
+    """Exit once the answer is printed: a non-daemon thread that model code left running must not hold the
+    process (Python would wait for it). Exit handlers still run; only the wait for such threads is skipped."""
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        atexit._run_exitfuncs()
+        os._exit(code)
+
+
+def _command(args: argparse.Namespace) -> int:
     try:
         return _COMMANDS[args.command](args)
     except RLMError as exc:  # the one translation of errors: one line, and the error's exit status

@@ -259,7 +259,9 @@ def test_growing_memory_stops_at_the_limit(kernel):
 def test_code_that_ignores_the_timeout_signal_is_interrupted(kernel):
     kernel.execute("kept = 1")
     result = kernel.execute("import signal, time\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\ntime.sleep(10**6)")
-    assert "stopped by an interrupt" in result.error
+    # The caller's interrupt ends the sleep; the worker's own deadline (sent as an asynchronous exception once
+    # SIGALRM was taken) may then name the timeout itself: stopped either way, without a restart.
+    assert "TimeoutError" in result.error and "restarted" not in result.error
     assert kernel.execute("kept").value == "1"
 
 

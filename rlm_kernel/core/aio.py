@@ -12,8 +12,11 @@ import atexit
 import concurrent.futures
 import inspect
 import threading
+import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
+
+from rlm_kernel.core import deadlines
 
 T = TypeVar("T")
 WAIT_SLICE_S = 0.05
@@ -24,6 +27,10 @@ _loop_lock = threading.Lock()
 
 class RunCancelled(BaseException):
     """The run this call belongs to was cancelled (interrupt elsewhere in the tree)."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        deadlines.landed()  # sent to a thread as the stop of a cancelled child, it has arrived
 
 
 def background_loop() -> asyncio.AbstractEventLoop:
@@ -100,8 +107,9 @@ class CancelScope:
         except concurrent.futures.TimeoutError:
             pass  # a call that ignores cancellation must not hang the interrupt
 
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run `coro` on the background loop and wait for it, interruptibly."""
+    def run(self, coro: Coroutine[Any, Any, T], within: float | None = None) -> T:
+        """Run `coro` on the background loop and wait for it, interruptibly; TimeoutError after `within` seconds
+        (the call is cancelled: a loop held up by a slow import or a blocking callback can't keep the caller)."""
         if self.cancelled.is_set():
             coro.close()
             raise RunCancelled()
@@ -113,7 +121,7 @@ class CancelScope:
             _close_unstarted(tracked, coro)
             raise
         try:
-            return self.wait(future)
+            return self.wait(future, within)
         except BaseException:
             # Cancelled before the loop began it, it never starts: close it, or Python warns it was never awaited.
             # Queued behind the loop's own start-up of the call, so a call that did begin is left to its task.
@@ -131,7 +139,10 @@ class CancelScope:
             with self._lock:
                 self._tasks.discard(task)
 
-    def wait(self, future: concurrent.futures.Future[T]) -> T:
+    def wait(self, future: concurrent.futures.Future[T], within: float | None = None) -> T:
+        """The future's result; a cancelled run, a deadline of this thread that has passed, or `within` seconds
+        (TimeoutError) end the wait."""
+        until = None if within is None else time.monotonic() + within
         try:
             while True:
                 try:
@@ -139,6 +150,9 @@ class CancelScope:
                 except concurrent.futures.TimeoutError:
                     if self.cancelled.is_set():
                         raise RunCancelled() from None
+                    deadlines.check()
+                    if until is not None and time.monotonic() > until:
+                        raise TimeoutError(f"no result within {within:.3g} s") from None
                 except concurrent.futures.CancelledError:
                     raise RunCancelled() from None
         except BaseException:

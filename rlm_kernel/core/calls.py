@@ -83,8 +83,9 @@ async def call_with_retries(
                 if chars and completion.usage.input_tokens:
                     tree.tokens_per_char = max(tree.tokens_per_char, completion.usage.input_tokens / chars)
                 return completion
+        ledger.check_time()  # the time budget ran out during the call: the run's limit, not the model's failure
         left = ledger.seconds_left()
-        if attempt >= policy.retries or (left is not None and left <= 0):
+        if attempt >= policy.retries:
             raise ModelError(f"{failure} (gave up after {attempt + 1} attempts)") from None
         await asyncio.sleep(retry_wait(failure, attempt, policy.retry_backoff, policy.max_retry_wait, left))
     raise AssertionError("unreachable")

@@ -62,7 +62,7 @@ MIN_OUTPUT_TOKENS = 16  # below this a reply cannot hold a useful step
 @runtime_checkable
 class Budget(Protocol):
     """What a run's model calls are charged to. `Ledger` is the one in this process; a budget shared by
-    processes (a batch across machines) implements the same six methods, each safe to call from any thread."""
+    processes (a batch across machines) implements the same seven methods, each safe to call from any thread."""
 
     def reserve(
         self, input_tokens: int, max_output: int, input_rate: float = 0.0, output_rate: float = 0.0
@@ -84,6 +84,10 @@ class Budget(Protocol):
 
     def seconds_left(self) -> float | None:
         """Seconds of the time budget left (None: no time budget)."""
+        ...
+
+    def check_time(self) -> None:
+        """Raises BudgetExhausted when the time budget is spent (a call it cut short is a budget stop)."""
         ...
 
     def snapshot(self) -> Usage:
@@ -193,6 +197,13 @@ class Ledger:
         with self._lock:
             return Usage(**asdict(self.used))
 
+    def check_time(self) -> None:
+        """Raises BudgetExhausted when the time budget is spent (a call it cut short is a budget stop)."""
+        left = self.seconds_left()
+        if left is not None and left <= 0:
+            own = "" if self.limits.max_seconds is None else f"{self.limits.max_seconds:g} s "  # else a batch's
+            self._refuse("max_seconds", f"the {own}time budget is spent")
+
     def _refuse(self, limit: str, why: str) -> None:
         self.stopped_by = self.stopped_by or limit
         raise BudgetExhausted(
@@ -246,6 +257,10 @@ class JointBudget:
     def record_cached(self) -> None:
         self.own.record_cached()
         self.shared.record_cached()
+
+    def check_time(self) -> None:
+        self.own.check_time()
+        self.shared.check_time()
 
     def snapshot(self) -> Usage:
         """The question's own usage (the batch's is the shared budget's snapshot)."""

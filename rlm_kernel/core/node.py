@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from rlm_kernel.core.aio import RunCancelled
+from rlm_kernel.core.answers import MISSING
 from rlm_kernel.core.approve import DECLINED
 from rlm_kernel.core.calls import TextStream, call_with_retries
 from rlm_kernel.core.capture import truncate
@@ -30,7 +31,7 @@ from rlm_kernel.core.prompts import (
     system_prompt,
 )
 from rlm_kernel.core.repl import REPL, ExecResult, contained
-from rlm_kernel.core.tools import MISSING, PROMPT_PREVIEW_CHARS, AnswerDict, make_tools
+from rlm_kernel.core.tools import PROMPT_PREVIEW_CHARS, AnswerDict, make_tools
 from rlm_kernel.core.trace import EVENT_SCHEMA
 from rlm_kernel.core.tree import CallTree, Outcome
 from rlm_kernel.core.typed import AnswerType
@@ -38,6 +39,7 @@ from rlm_kernel.core.values import describe_value
 
 NO_OUTPUT = "(no output: print what you need)"
 ANSWER_RECORD_CHARS = 100_000
+CALL_GRACE_S = 0.25  # past the time budget, how long a model call's own timeout may take to end it
 
 
 class Node:
@@ -305,7 +307,12 @@ class Node:
             self.emit("model_wait", iteration=iteration, model=self.model, attempt=attempt)
 
         call = self.acall_model(messages, self.model, lm=self.lm, params=self.params, stream=stream, on_attempt=waiting)
-        completion = self.tree.scope.run(call)
+        left = self.tree.budget.seconds_left()
+        try:  # the call's own timeouts run on the loop: if the loop is held up, the time budget still ends the wait
+            completion = self.tree.scope.run(call, None if left is None else max(left, 0.0) + CALL_GRACE_S)
+        except TimeoutError:
+            self.tree.budget.check_time()
+            raise ModelError(f"{self.model} sent no reply in time") from None
         if stream is not None:
             stream.flush()
         return completion
@@ -387,7 +394,7 @@ class Node:
             )
             outcome = child.run()
         finally:
-            close_repl(repl)
+            repl.close()
         usage = self.tree.trace.subtree_usage(child.id)
         reply = outcome.answer if outcome.status in ("done", "max_iterations") and outcome.answer is not None else None
         self.emit(
@@ -412,11 +419,14 @@ class Node:
             except Exception as exc:
                 queued.append(f"Error: {type(exc).__name__}: {exc}")
 
+        started: list[Deadline] = []
+
         def one(child: tuple[object, str, str, str, str] | str) -> Any:
             if isinstance(child, str):
                 return child
-            # So that the run's end can stop a child its parent left running.
+            # So that the block's end, or the run's, can stop a child its parent left running.
             with Deadline(math.inf, raises=RunCancelled) as stoppable, self.tree.running_child(stoppable):
+                started.append(stoppable)
                 try:
                     return self._run_child(*child)
                 except (KeyboardInterrupt, RunCancelled):
@@ -432,6 +442,8 @@ class Node:
             return [self.tree.scope.wait(f) for f in futures]
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
+            for stoppable in started:  # the block stopped waiting (a timeout, an interrupt): its children stop too
+                stoppable.stop()
 
     def made_names(self) -> set[str]:
         """The names this node's code has bound so far, the running block's included (what SHOW_VARS lists)."""
@@ -469,13 +481,6 @@ def _fabrication_note(dropped_blocks: int) -> str:
         f"[Your reply went on after a code block with text posing as its output; it was cut there{later}. "
         "Only executed code produces output: end your reply after the code and read the real output.]"
     )
-
-
-def close_repl(repl: REPL) -> None:
-    """Release a REPL the engine made (an isolated kernel); an in-process namespace has nothing to release."""
-    close = getattr(repl, "close", None)
-    if close is not None:
-        close()
 
 
 def _diff(before: dict[str, int], after: dict[str, int]) -> tuple[list[str], list[str]]:

@@ -56,6 +56,10 @@ class REPL(Protocol):
         """An identity per name (equal while the name stays bound to the same object): shows what code rebound."""
         ...
 
+    def close(self) -> None:
+        """Release what the REPL holds (a worker process, its files); whoever made the REPL calls it, once done."""
+        ...
+
 
 # Builds an isolated REPL: keyword arguments cell_timeout, max_output_chars and the isolation limits.
 ReplFactory = Callable[..., REPL]
@@ -119,6 +123,9 @@ class NamespaceREPL:
 
     def snapshot(self) -> dict[str, int]:
         return {n: id(self.namespace[n]) for n in self.names()}
+
+    def close(self) -> None:
+        """Nothing to release: the namespace is the caller's to keep."""
 
     def _timed_out(self, limit: float | None) -> str:
         own = self.cell_timeout is not None and limit == self.cell_timeout

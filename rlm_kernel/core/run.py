@@ -21,7 +21,7 @@ from rlm_kernel.core.config import RunConfig
 from rlm_kernel.core.context import check_context
 from rlm_kernel.core.errors import RunInterrupted, UnpricedModelWarning
 from rlm_kernel.core.ledger import Budget, Ledger
-from rlm_kernel.core.node import Node, close_repl
+from rlm_kernel.core.node import Node
 from rlm_kernel.core.repl import REPL, NamespaceREPL, isolation_factory
 from rlm_kernel.core.result import RLMResult
 from rlm_kernel.core.slots import CallSlots, Slots
@@ -131,7 +131,7 @@ def run_question(
         raise
     finally:
         if own_repl:
-            close_repl(repl)
+            repl.close()
     # The run's whole tree ends with it: children a block left running are stopped, and no model call
     # starts after this returns (the scope refuses them); a thread blocked in C code is reported.
     scope.cancel(wait=False)  # the run's time is not spent on calls it no longer needs

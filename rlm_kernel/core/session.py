@@ -157,9 +157,7 @@ class Session:
     def close(self) -> None:
         """Release the REPL the session made (an isolated kernel)."""
         if self._own_repl and self._repl is not None:
-            close = getattr(self._repl, "close", None)
-            if close is not None:
-                close()
+            self._repl.close()
             self._repl = None
 
     def __enter__(self) -> Session:

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any, Protocol
 
+from rlm_kernel.core.answers import answer_functions
 from rlm_kernel.core.config import RunConfig
 from rlm_kernel.core.errors import BudgetExhausted, ModelError, SubmitAnswer
 from rlm_kernel.core.helpers import make_helpers
@@ -17,10 +18,8 @@ from rlm_kernel.core.prompts import Capabilities
 from rlm_kernel.core.repl import REPL
 from rlm_kernel.core.trace import prompt_sha256
 from rlm_kernel.core.tree import CallTree
-from rlm_kernel.core.values import describe_value
 
 PROMPT_PREVIEW_CHARS = 500
-MISSING = object()
 
 
 class AnswerDict(dict):  # type: ignore[type-arg]
@@ -81,26 +80,9 @@ def make_tools(node: Node) -> dict[str, Any]:
             return llm_query_batched([f"{q}\n\n{_as_text(c)}" for c, q in listed], model)
         return node.children(listed, model)
 
-    def FINAL(value: Any) -> None:  # noqa: N802 - the protocol's name
-        """Submit `value` as the answer; the run ends."""
-        raise SubmitAnswer(value, "FINAL")
-
-    def FINAL_VAR(name: Any) -> None:  # noqa: N802
-        """Submit the variable called `name` as the answer; the run ends."""
-        if not isinstance(name, str):
-            raise SubmitAnswer(name, "FINAL_VAR")
-        value = node.repl.get(name, MISSING)
-        if value is MISSING:
-            raise NameError(
-                f"FINAL_VAR: there is no variable named {name!r}; assign it first, or submit a value with FINAL(value)"
-            )
-        raise SubmitAnswer(value, "FINAL_VAR")
-
-    def SHOW_VARS() -> str:  # noqa: N802
-        """The variables you have made, with their types and sizes."""
+    def made() -> dict[str, object]:
         present = set(node.repl.names())
-        names = [n for n in node.made_names() if n in present and n not in node.tools]
-        return "\n".join(f"{n}: {describe_value(node.repl.get(n))}" for n in sorted(names)) or "(no variables yet)"
+        return {n: node.repl.get(n) for n in node.made_names() if n in present and n not in node.tools}
 
     sub_calls = {
         "llm_query": llm_query,
@@ -114,9 +96,7 @@ def make_tools(node: Node) -> dict[str, Any]:
         "context": node.context,
         **make_helpers(node.context),
         **sub_calls,
-        "FINAL": FINAL,
-        "FINAL_VAR": FINAL_VAR,
-        "SHOW_VARS": SHOW_VARS,
+        **answer_functions(node.repl.get, made),
         "answer": node.answer,
     }
 

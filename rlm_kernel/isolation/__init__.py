@@ -13,7 +13,7 @@ isolation section lists, escape attempt by escape attempt, what each mode stops.
 
 Modules: `sandbox` (bwrap and the worker process), `seccomp`, `worker` (the worker's side), `process` (the
 caller's handle on a worker), `bridge`, `encoding` (frames and values), `audit` (the kernel-audit guard),
-`kernel` (KernelREPL).
+`worker_repl` (KernelREPL, the REPL protocol over a worker; not a Jupyter kernel).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from rlm_kernel.core.errors import ConfigError
-from rlm_kernel.isolation.kernel import AuditKernelREPL, GiB, KernelREPL, MiB
 from rlm_kernel.isolation.sandbox import SandboxUnavailable, require_sandbox
+from rlm_kernel.isolation.worker_repl import AuditKernelREPL, GiB, KernelREPL, MiB
 
 MODES = ("kernel", "kernel-audit")
 

@@ -20,7 +20,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from rlm_kernel.core.errors import SubmitAnswer
+from rlm_kernel.core.answers import answer_functions
 from rlm_kernel.isolation import bridge, seccomp
 from rlm_kernel.isolation.encoding import decode, dumps, encode, plain, recv_frame, send_frame
 
@@ -134,26 +134,10 @@ class WorkerSide:
     def _native(self, name: str, doc: str) -> Callable[..., Any]:
         ns = self.ns
 
-        def FINAL(value: Any) -> None:  # noqa: N802 - the protocol's names
-            raise SubmitAnswer(value, "FINAL")
+        def made() -> dict[str, object]:
+            return {n: ns[n] for n in self._state()["ids"] if n not in self.installed and not n.startswith("_")}
 
-        def FINAL_VAR(name: Any) -> None:  # noqa: N802
-            if not isinstance(name, str):
-                raise SubmitAnswer(name, "FINAL_VAR")
-            if name not in ns:
-                raise NameError(
-                    f"FINAL_VAR: there is no variable named {name!r}; assign it first, or submit a value with FINAL(value)"
-                )
-            raise SubmitAnswer(ns[name], "FINAL_VAR")
-
-        def SHOW_VARS() -> str:  # noqa: N802
-            from rlm_kernel.core.values import describe_value
-
-            names = [n for n in self._state()["ids"] if n not in self.installed and not n.startswith("_")]
-            return "\n".join(f"{n}: {describe_value(ns[n])}" for n in sorted(names)) or "(no variables yet)"
-
-        functions: dict[str, Callable[..., Any]] = {"FINAL": FINAL, "FINAL_VAR": FINAL_VAR, "SHOW_VARS": SHOW_VARS}
-        function = functions[name]
+        function = answer_functions(ns.get, made)[name]
         function.__doc__ = doc
         return function
 

@@ -7,6 +7,7 @@ environment set so that importing and counting tokens never reach the network.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import threading
@@ -62,6 +63,10 @@ def _drop_logging_worker_errors(record: logging.LogRecord) -> bool:
     prints a traceback after about half the runs on a busy machine; this project gives litellm no callbacks
     to log to, so those records say nothing to the user."""
     return not str(record.msg).startswith("LoggingWorker error")
+
+
+# What litellm's first HTTP chat call imports (seconds on a small machine): the OpenAI client's resources, proxy types.
+_FIRST_CALL_IMPORTS = ("openai.resources", "litellm.proxy._types", "litellm.llms.litellm_proxy.chat.transformation")
 
 
 def import_litellm() -> Any:
@@ -228,6 +233,13 @@ class LiteLLM:
         self._unpriced: set[str] = set()  # litellm's miss for a model costs about 1 ms: learn it once
         self._prices = per_token_prices(prices)  # the run's own prices, ahead of litellm's map
         self.key_setting = key_setting  # which setting an auth error tells the user to set
+        import_litellm()  # here, not in a run's first call: its seconds are not the run's time budget
+        if api_base is not None or router is not None:  # HTTP calls: what their first one imports, too
+            for name in _FIRST_CALL_IMPORTS:
+                try:
+                    importlib.import_module(name)
+                except ImportError:  # another litellm or openai version: the first call imports what it needs
+                    pass
 
     def estimate_tokens(self, messages: Messages) -> int:
         return estimate_tokens(messages)

@@ -12,7 +12,7 @@ import threading
 import time
 import weakref
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from rlm_kernel.core.capture import truncate
 from rlm_kernel.core.errors import IsolationError, SubmitAnswer
@@ -30,6 +30,39 @@ _NATIVE = {"FINAL", "FINAL_VAR", "SHOW_VARS"}  # raise or read the namespace, so
 _HELPERS = {"peek", "grep", "partition"}
 _OP_TIMEOUT = 60.0  # bookkeeping requests (state, lookups) answer in milliseconds unless the worker is stuck
 _RESTARTED = "The isolated kernel was restarted: every variable you made is gone; `context` and the functions are back."
+
+
+class Worker(Protocol):
+    """The worker process behind a KernelREPL, as the REPL uses it. A sandbox elsewhere (a container, another
+    machine) is one implementation of this, returned by a KernelREPL subclass's `_new_worker`, plus one
+    `register_isolation` mode; `worker.py` is what runs on the other side."""
+
+    broken: bool  # a request was cut off half written: the channel is out of step, restart
+    timed_out: bool  # the last request was interrupted for running past its limit
+    last_streams: tuple[str, str]  # what the worker wrote to stdout and stderr outside a reply, during the last one
+    seccomp: bool
+
+    def request(
+        self, header: dict[str, Any], blobs: list[bytes], limit: float | None, *, interrupt: bool
+    ) -> tuple[str, Any]:
+        """Send one request and its pickled values; ("ok", reply) or ("died" | "hung" | "failed", why)."""
+        ...
+
+    def exchange(self, data: bytes, limit: float | None, *, interrupt: bool, first: bool = False) -> tuple[str, Any]:
+        """Write framed `data`, then wait for the reply within `limit` seconds (interrupting once past it)."""
+        ...
+
+    def interrupt(self) -> None: ...
+
+    def alive(self) -> bool: ...
+
+    def stop(self) -> None:
+        """Kill the worker and release its channel (again is harmless)."""
+        ...
+
+    def exit_text(self) -> str: ...
+
+    def log_tail(self) -> str: ...
 
 
 class KernelREPL:
@@ -92,7 +125,7 @@ class KernelREPL:
         self.workdir = self._dir / "work"  # kernel-audit only; the sandbox works in its own tmpfs
         self.workdir.mkdir()
         self._bridge = Bridge(self._dir / "bridge")
-        self._worker: WorkerProcess | None = None
+        self._worker: Worker | None = None
         # The finalizer must not reference self: it gets a holder that _start keeps current across restarts.
         self._resources = _Resources(self._dir, self._bridge)
         self._finalizer = weakref.finalize(self, _shutdown, self._resources)
@@ -180,7 +213,15 @@ class KernelREPL:
             "max_output_chars": self.max_output_chars,
             "max_transfer_chars": self.max_transfer_chars,
         }
-        self._worker = self._resources.worker = WorkerProcess(
+        self._worker = self._resources.worker = self._new_worker(config)
+        self._pending = list(self._bindings)  # a restart re-sends the current values
+        status, data = self._send({}, _OP_TIMEOUT, interrupt=False)
+        if status != "ok":
+            raise IsolationError(f"the isolated worker did not take its values: {data}\n{self._worker.log_tail()}")
+
+    def _new_worker(self, config: dict[str, Any]) -> Worker:
+        """A started worker that has been sent `config` (worker.py's first frame): here, a local process."""
+        return WorkerProcess(
             config,
             sandboxed=self.sandboxed,
             bridge_dir=self._dir,
@@ -189,10 +230,6 @@ class KernelREPL:
             max_reply_bytes=self._max_reply_bytes,
             startup_timeout=self.startup_timeout,
         )
-        self._pending = list(self._bindings)  # a restart re-sends the current values
-        status, data = self._send({}, _OP_TIMEOUT, interrupt=False)
-        if status != "ok":
-            raise IsolationError(f"the isolated worker did not take its values: {data}\n{self._worker.log_tail()}")
 
     def _restart(self, why: str) -> str:
         assert self._worker is not None
@@ -313,7 +350,7 @@ class _Resources:
 
     def __init__(self, directory: Path, bridge: Bridge) -> None:
         self.directory, self.bridge = directory, bridge
-        self.worker: WorkerProcess | None = None
+        self.worker: Worker | None = None
 
 
 def _shutdown(resources: _Resources) -> None:
