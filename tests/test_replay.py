@@ -56,7 +56,8 @@ def test_replay_gives_the_same_answer_outputs_and_tokens_without_calling_the_mod
     assert replayed.matches and replayed.result.answer == recorded.answer
     assert outputs(replayed.result.trace) == outputs(recorded.trace)
     assert dataclasses.astuple(replayed.result.usage) == dataclasses.astuple(recorded.usage)
-    assert replayed.result.trace.outline().split("(")[0] == recorded.trace.outline().split("(")[0]
+    # Wide enough that no question is cut: where the cut falls depends on how many digits the seconds take.
+    assert replayed.result.trace.outline(10_000).split("(")[0] == recorded.trace.outline(10_000).split("(")[0]
 
 
 def test_parallel_children_replay_to_the_same_answers():
