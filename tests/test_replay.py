@@ -16,7 +16,7 @@ from rlm_kernel.core.trace import Event, JSONLWriter, Trace
 from rlm_kernel.formats.replay import load_trace, recorded_settings, replay_run
 from rlm_kernel.jupyter.replay import _NodeMap
 from rlm_kernel.models.policies import register_policy
-from rlm_kernel.models.replay import ReplayBook
+from rlm_kernel.models.recorded import ReplayBook
 from tests.conftest import SIGINT_SELF, repl
 from tests.test_export import CONTEXT, QUESTION, WORDS, depth_two_policy, record_depth_two_run, reverse_words_policy
 
