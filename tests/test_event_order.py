@@ -15,7 +15,7 @@ import pytest
 from rlm_kernel import RLM
 from rlm_kernel.core.trace import Event, Trace
 from rlm_kernel.formats.html import render_html
-from rlm_kernel.formats.notebook import GENERATED_TAG, build_notebook
+from rlm_kernel.formats.notebook import build_notebook
 from rlm_kernel.formats.reference import reference_lines
 from rlm_kernel.formats.rerun import replay_run
 from rlm_kernel.models.policies import register_policy
@@ -105,7 +105,7 @@ def test_every_consumer_reads_the_same_run_from_any_interleaving(recorded):
         "reference": reference_lines(recorded),
         "export": exported_cells(recorded),
     }
-    assert any(cell[0] == "code" and GENERATED_TAG for cell in expected["export"])
+    assert sum(cell[0] == "code" for cell in expected["export"]) > 3  # the blocks of all three nodes
     for trace in orders(recorded):
         assert tree_of(trace) == expected["tree"]
         assert trace.outline(10_000) == expected["outline"]
