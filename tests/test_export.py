@@ -19,8 +19,7 @@ from rlm_kernel.formats import notebook as export
 from rlm_kernel.formats.notebook import cell_outputs, read_export
 from rlm_kernel.jupyter.replay import ReplayedError, show_outputs
 from rlm_kernel.models.policies import register_policy
-from tests.conftest import repl
-from tests.test_magics import ip, run  # noqa: F401 - `ip` is a fixture
+from tests.conftest import repl, run
 from tests.test_secrets import FAKE_ARG_KEY, FAKE_ENV_KEY, FAKE_TOKEN
 
 QUESTION = "Which station reported the fault?"
