@@ -10,8 +10,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from rlm_kernel.cli_settings import add_setting_options, given_settings
-from rlm_kernel.cli_status import StatusLine
+from rlm_kernel.cli.settings import add_setting_options, given_settings
+from rlm_kernel.cli.status import StatusLine
 from rlm_kernel.core import RLM, RLMResult, RunInterrupted
 from rlm_kernel.core.errors import ConfigError, RLMError, RunFailed
 from rlm_kernel.core.loaders import describe_skipped, load_context, load_files
