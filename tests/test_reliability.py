@@ -21,6 +21,8 @@ from rlm_kernel.models.policies import ScriptedReplies
 from rlm_kernel.models.server import ModelServer
 from tests.conftest import repl
 
+pytestmark = pytest.mark.slow
+
 
 def _root_then_echo(root_replies):
     root = ScriptedReplies(root_replies)
