@@ -51,7 +51,8 @@ def imports_of(path: Path) -> set[str]:
 
 MODULES = {module_name(p): p for p in PACKAGE.rglob("*.py")}
 KNOWN = set(MODULES)
-GRAPH = {name: {m for m in imports_of(path) if m in MODULES and m != name} for name, path in MODULES.items()}
+IMPORTS = {name: imports_of(path) for name, path in MODULES.items()}
+GRAPH = {name: {m for m in imported if m in MODULES and m != name} for name, imported in IMPORTS.items()}
 
 
 def layer(module: str) -> str:
@@ -99,7 +100,7 @@ def test_what_core_and_formats_reach_stays_in_their_layers_and_out_of_jupyter(pa
             continue
         for reached in reachable(name) | {name}:
             assert layer(reached) in allowed, f"{name} reaches {reached}"
-            jupyter = {m for m in imports_of(MODULES[reached]) if m.split(".")[0] in JUPYTER}
+            jupyter = {m for m in IMPORTS[reached] if m.split(".")[0] in JUPYTER}
             assert not jupyter, f"{name} reaches {reached}, which imports {sorted(jupyter)}"
 
 
