@@ -15,7 +15,7 @@ export HF_HUB_OFFLINE := 1
 DEMO_DOC := build/sample_station_log.txt
 DEMO_QUERY := What went wrong with the coolant, and what was done about it?
 
-.PHONY: demo demo-cli test lint system-packages bench bench-ref lock lock-phoenix phoenix-venv clean
+.PHONY: demo demo-cli test test-fast lint system-packages bench bench-ref lock lock-phoenix phoenix-venv clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ demo-cli: $(STAMP)
 test: $(STAMP) system-packages $(PHOENIX_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory lint
+
+# The fast lane while working: every test that starts no kernel, sandbox, browser or install and is not slow.
+FAST := not (kernel or sandbox or browser or install or slow)
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "$(FAST)" $(PYTEST_ARGS)
 
 # The Python sources only: the notebooks use names the model makes, and the README's snippets are prose.
 LINTED := rlm_kernel tests scripts

@@ -61,3 +61,28 @@ def each_transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
     """The test on the default transport (direct for a local server) and again through litellm's HTTP path."""
     monkeypatch.setenv("RLM_TRANSPORT", request.param)
     return str(request.param)
+
+
+@pytest.fixture
+def ip(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A fresh InteractiveShell with the extension loaded, and no model settings from the environment."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    for name in ("RLM_MODEL", "RLM_SUB_MODEL", "RLM_API_BASE"):
+        monkeypatch.delenv(name, raising=False)
+    InteractiveShell.clear_instance()
+    config = Config()
+    config.HistoryAccessor.enabled = False
+    shell = InteractiveShell.instance(config=config)
+    shell.extension_manager.load_extension("rlm_kernel")
+    yield shell
+    InteractiveShell.clear_instance()
+
+
+def run(ip: Any, source: str) -> Any:
+    """Run a cell; return its value, re-raising what the cell raised."""
+    result = ip.run_cell(source, store_history=False)
+    if result.error_before_exec or result.error_in_exec:
+        raise result.error_before_exec or result.error_in_exec
+    return result.result

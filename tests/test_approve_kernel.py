@@ -10,6 +10,8 @@ from jupyter_client.manager import KernelManager
 
 from tests.conftest import repl
 
+pytestmark = pytest.mark.kernel
+
 ROOT_REPLIES = [
     repl("kept = 1") + "```repl\ndropped = 1\n```\n",
     repl("kids = rlm_query_batched([('abc', 'upper')])"),

@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,7 +51,8 @@ def imports_of(path: Path) -> set[str]:
 
 MODULES = {module_name(p): p for p in PACKAGE.rglob("*.py")}
 KNOWN = set(MODULES)
-GRAPH = {name: {m for m in imports_of(path) if m in MODULES and m != name} for name, path in MODULES.items()}
+IMPORTS = {name: imports_of(path) for name, path in MODULES.items()}
+GRAPH = {name: {m for m in imported if m in MODULES and m != name} for name, imported in IMPORTS.items()}
 
 
 def layer(module: str) -> str:
@@ -67,31 +70,56 @@ def test_core_imports_nothing_outside_core_nor_jupyter():
                 assert imported.startswith("rlm_kernel.core"), f"{name} imports {imported}"
 
 
-def test_views_and_formats_know_nothing_of_litellm_and_models_never_the_engine():
+def test_views_and_formats_know_nothing_of_litellm():
     for name, path in MODULES.items():
-        imported = imports_of(path)
         if layer(name) in ("formats", "jupyter"):
-            assert not any(m.split(".")[0] == "litellm" for m in imported), f"{name} imports litellm"
-        if layer(name) in ("formats",):
-            assert not any(m.split(".")[0] in JUPYTER[:4] for m in imported), f"{name} imports Jupyter"
-        if layer(name) == "models":
-            # rlm_kernel.core itself: its __init__ imports the engine
-            engine = {"rlm_kernel.core", "rlm_kernel.core.engine", "rlm_kernel.core.node", "rlm_kernel.core.tree"}
-            assert not imported & engine, f"{name} imports the engine"
+            assert not any(m.split(".")[0] == "litellm" for m in imports_of(path)), f"{name} imports litellm"
+
+
+def reachable(start: str) -> set[str]:
+    """The project's modules `start` reaches through imports (at module level or inside functions)."""
+    seen, stack = set(), [start]
+    while stack:
+        for nxt in GRAPH[stack.pop()]:
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append(nxt)
+    return seen
 
 
 def test_no_import_cycles():
-    def reachable(start: str) -> set[str]:
-        seen, stack = set(), [start]
-        while stack:
-            for nxt in GRAPH[stack.pop()]:
-                if nxt not in seen:
-                    seen.add(nxt)
-                    stack.append(nxt)
-        return seen
-
     cycles = sorted(name for name in GRAPH if name in reachable(name))
     assert not cycles, f"modules on an import cycle: {cycles}"
+
+
+@pytest.mark.parametrize(("package", "allowed"), [("core", {"core"}), ("formats", {"core", "formats", "models"})])
+def test_what_core_and_formats_reach_stays_in_their_layers_and_out_of_jupyter(package, allowed):
+    """Not only direct imports: a module reached through another (or through a function's import) counts too."""
+    for name in MODULES:
+        if layer(name) != package:
+            continue
+        for reached in reachable(name) | {name}:
+            assert layer(reached) in allowed, f"{name} reaches {reached}"
+            jupyter = {m for m in IMPORTS[reached] if m.split(".")[0] in JUPYTER}
+            assert not jupyter, f"{name} reaches {reached}, which imports {sorted(jupyter)}"
+
+
+def test_models_never_reach_the_engine():
+    # rlm_kernel.core itself: its __init__ imports the engine
+    engine = {"rlm_kernel.core", "rlm_kernel.core.engine", "rlm_kernel.core.node", "rlm_kernel.core.tree"}
+    for name in MODULES:
+        if layer(name) == "models":
+            assert not reachable(name) & engine, f"{name} reaches the engine"
+
+
+def test_importing_formats_in_a_fresh_interpreter_loads_no_jupyter_package():
+    formats = sorted(name for name in MODULES if layer(name) == "formats")
+    code = (
+        f"import importlib, sys\nfor name in {formats!r}:\n    importlib.import_module(name)\n"
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {JUPYTER!r}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 def test_rlm_signature_matches_the_settings_table():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
@@ -24,18 +23,15 @@ def _one_root_one_sub() -> Recorder:
 def test_a_batch_returns_results_in_order_each_with_its_own_usage_under_one_bound(each_transport):
     with ModelServer(_one_root_one_sub(), latency_ms=100) as server:
         rlm = RLM(model="openai/policy", api_base=server.url)
-        rlm.completion("warm", "up")  # litellm's import and first connection stay out of the timing
-        started = time.perf_counter()
+        rlm.completion("warm", "up")
         results = rlm.batch([(f"c{i}", f"question {i}") for i in range(24)], concurrency=8)
-        wall = time.perf_counter() - started
         stats = server.stats()
     assert stats["requests"] == 2 + 48
     assert [r.answer for r in results] == [f"sub:q:c{i}" for i in range(24)]
     assert [r.query for r in results] == [f"question {i}" for i in range(24)]
     assert all(r.status == "done" and r.usage.llm_calls == 2 for r in results)
-    assert stats["max_in_flight"] == 8  # the bound holds across questions and their sub-calls
-    # 24 questions x 2 calls of 100 ms, 8 at a time: 0.6 s ideal; litellm spends a few ms of CPU a call more
-    assert wall < (1.5 if each_transport == "auto" else 2.4), f"{wall:.2f} s"
+    # The bound holds across questions and their sub-calls, and is reached: the server's count, not a wall time.
+    assert stats["max_in_flight"] == 8
 
 
 def test_a_budget_for_the_whole_batch_stops_the_questions_past_it():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -9,6 +10,8 @@ from rlm_kernel import RLM
 from rlm_kernel.core.lm import import_litellm
 from rlm_kernel.models.policies import register_policy
 from tests.conftest import repl
+
+pytestmark = pytest.mark.slow  # 30 generated trees, each a whole run
 
 INPUT_RATE, OUTPUT_RATE = 1e-6, 4e-6
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from rlm_kernel.cli import main
 from rlm_kernel.models.demo import sample_document
@@ -92,3 +93,33 @@ def test_isolated_run_answers_from_a_separate_kernel(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0, out
     assert "Bao replaced the worn impeller" in out and "[done] n0" in out
+
+
+def test_python_m_rlm_kernel_is_the_rlm_command_install_included(tmp_path):
+    """`rlm` and `python -m rlm_kernel` are one command: the same help, and `install` in both."""
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    rlm = str(Path(sys.executable).with_name("rlm"))
+    as_module = subprocess.run([sys.executable, "-m", "rlm_kernel", "--help"], capture_output=True, text=True, env=env)
+    as_script = subprocess.run([rlm, "--help"], capture_output=True, text=True, env=env)
+    assert as_module.returncode == as_script.returncode == 0
+    assert as_module.stdout == as_script.stdout
+    assert all(name in as_module.stdout for name in ("run", "export", "trace", "install", "serve-model", "bench"))
+    installed = subprocess.run(
+        [sys.executable, "-m", "rlm_kernel", "install", "--prefix", str(tmp_path)], capture_output=True, text=True
+    )
+    assert installed.returncode == 0, installed.stderr
+    spec = json.loads((tmp_path / "share/jupyter/kernels/rlm/kernel.json").read_text(encoding="utf-8"))
+    assert spec["argv"][:3] == [sys.executable, "-m", "rlm_kernel.jupyter.kernel"]
+
+
+def test_an_unknown_install_option_is_one_line_and_exit_2(capsys):
+    assert main_exit(["install", "--no-such-option"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rlm: error:") and err.count("\n") == 1
+
+
+def main_exit(argv: list[str]) -> int:
+    try:
+        return main(argv)
+    except SystemExit as exit:
+        return int(exit.code or 0)

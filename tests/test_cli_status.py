@@ -9,8 +9,12 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from rlm_kernel.models.server import ModelServer
 from tests.conftest import repl
+
+pytestmark = pytest.mark.slow  # `rlm run` in a pseudo-terminal and again in a pipe, two processes
 
 
 def slow_policy(messages):

@@ -19,8 +19,7 @@ from rlm_kernel.formats import notebook as export
 from rlm_kernel.formats.notebook import cell_outputs, read_export
 from rlm_kernel.jupyter.replay import ReplayedError, show_outputs
 from rlm_kernel.models.policies import register_policy
-from tests.conftest import repl
-from tests.test_magics import ip, run  # noqa: F401 - `ip` is a fixture
+from tests.conftest import repl, run
 from tests.test_secrets import FAKE_ARG_KEY, FAKE_ENV_KEY, FAKE_TOKEN
 
 QUESTION = "Which station reported the fault?"
@@ -169,6 +168,7 @@ def test_export_is_a_valid_notebook_laid_out_as_the_run(recorded, tmp_path):
     assert carried.contexts[root.id]["value"] == CONTEXT
 
 
+@pytest.mark.kernel
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("kernel, where", [("rlm", "as written"), ("python3", "renamed, moved, beside another export")])
 def test_executing_the_export_replays_the_run_offline_with_the_same_outputs(
@@ -196,6 +196,7 @@ def test_executing_the_export_replays_the_run_offline_with_the_same_outputs(
     assert check[-1].output_type == "execute_result" and check[-1].data["text/plain"] == recorded.answer
 
 
+@pytest.mark.kernel
 def test_an_export_run_away_from_its_file_says_in_one_line_how_to_find_it(recorded, tmp_path):
     nb = nbformat.read(recorded.to_notebook(tmp_path / "run.ipynb", CONTEXT).path, as_version=4)
     elsewhere = tmp_path / "elsewhere"
@@ -458,6 +459,7 @@ def _session_policy(messages):
     return repl("found = 41\nFINAL(found)")
 
 
+@pytest.mark.kernel
 @pytest.mark.timeout(300)
 def test_the_export_of_a_follow_up_replays_its_sessions_earlier_questions_first(ip, tmp_path, capsys):
     ip.user_ns["doc"] = "ctx"

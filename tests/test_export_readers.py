@@ -23,8 +23,7 @@ from rlm_kernel.core.errors import ExportError, ReplayError
 from rlm_kernel.formats.notebook import read_export
 from rlm_kernel.jupyter.replay import find_export_payload
 from rlm_kernel.models.policies import register_policy
-from tests.conftest import repl
-from tests.test_magics import ip, run  # noqa: F401 - `ip` is a fixture
+from tests.conftest import repl, run
 
 # Encoded data as a reader would meet it: 200 base64 characters in a row, or wrapped in lines (older exports
 # wrapped theirs at 120 characters, which a 200-character run alone would miss).

@@ -29,7 +29,7 @@ from rlm_kernel.isolation import AuditKernelREPL, KernelREPL, MiB, SandboxUnavai
 from rlm_kernel.isolation.encoding import dumps, recv_frame, send_frame
 from tests.conftest import question_of, repl
 
-pytestmark = pytest.mark.skipif(os.name != "posix", reason="isolation needs rlimits and signals")
+pytestmark = [pytest.mark.sandbox, pytest.mark.skipif(os.name != "posix", reason="isolation needs rlimits and signals")]
 
 DOC = "alpha line\n" * 50 + "The secret code is 4242.\n" + "omega line\n" * 50
 

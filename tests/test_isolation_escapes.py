@@ -21,7 +21,10 @@ from rlm_kernel.bench.escapes import added_threads
 from rlm_kernel.isolation import AuditKernelREPL, KernelREPL
 from rlm_kernel.models.server import ModelServer
 
-pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the sandbox is Linux namespaces")
+pytestmark = [
+    pytest.mark.sandbox,
+    pytest.mark.skipif(sys.platform != "linux", reason="the sandbox is Linux namespaces"),
+]
 
 PLANTED_KEY = "sk-planted-0123456789abcdefghij"
 # Model code reaches its own bridge like this: the socket path and token sit in the stubs' closures.

@@ -13,28 +13,7 @@ from traitlets.config import Config
 
 from rlm_kernel.models.demo import sample_document
 from rlm_kernel.models.policies import register_policy
-from tests.conftest import SIGINT_SELF, repl
-
-
-@pytest.fixture
-def ip(monkeypatch):
-    for name in ("RLM_MODEL", "RLM_SUB_MODEL", "RLM_API_BASE"):
-        monkeypatch.delenv(name, raising=False)
-    InteractiveShell.clear_instance()
-    config = Config()
-    config.HistoryAccessor.enabled = False
-    shell = InteractiveShell.instance(config=config)
-    shell.extension_manager.load_extension("rlm_kernel")
-    yield shell
-    InteractiveShell.clear_instance()
-
-
-def run(ip, source):
-    """Run a cell; return its value, re-raising what the cell raised."""
-    result = ip.run_cell(source, store_history=False)
-    if result.error_before_exec or result.error_in_exec:
-        raise result.error_before_exec or result.error_in_exec
-    return result.result
+from tests.conftest import SIGINT_SELF, repl, run
 
 
 def test_demo_run_answers_and_leaves_the_models_variables(ip, capsys):

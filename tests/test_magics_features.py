@@ -8,8 +8,8 @@ import pytest
 from IPython.core.error import UsageError
 
 from rlm_kernel.models.server import ModelServer
+from tests.conftest import run
 from tests.support_features import Recorder, block, question, turn
-from tests.test_magics import ip, run  # noqa: F401 - the shell fixture
 
 CELL = "%%rlm --context doc --model openai/policy --api-base {url} {options}\n{question}"
 

@@ -7,8 +7,7 @@ from IPython.core.error import UsageError
 
 from rlm_kernel.jupyter.magics import RLMMagics
 from rlm_kernel.models.policies import register_policy
-from tests.conftest import repl
-from tests.test_magics import ip, run  # noqa: F401 - the fixture
+from tests.conftest import repl, run
 
 
 def test_a_one_word_typo_of_a_subcommand_is_refused_with_a_suggestion_not_asked(ip):

@@ -19,7 +19,7 @@ from rlm_kernel.models.server import ModelServer
 from tests.conftest import repl
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "notebooks" / "quickstart.ipynb"
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.kernel, pytest.mark.timeout(300)]
 
 
 @pytest.mark.parametrize("kernel", ["rlm", "python3"])

@@ -214,6 +214,7 @@ def test_a_whole_direct_rlm_run_imports_neither_litellm_nor_jupyter(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=10)
+        server.stdout.close()
     assert run.returncode == 0, run.stderr[-2000:]
     assert "sub:q:some text" in run.stdout  # the server reported usage, so nothing was counted here
     imported = {line.split("|")[-1].strip().split(".")[0] for line in run.stderr.splitlines() if "import time:" in line}

@@ -15,8 +15,7 @@ from rlm_kernel.core.errors import UnpricedModelWarning
 from rlm_kernel.core.lm import import_litellm
 from rlm_kernel.models.policies import ScriptedReplies
 from rlm_kernel.models.server import ModelServer
-from tests.conftest import repl
-from tests.test_magics import ip, run  # noqa: F401 - ip: a fresh shell with the extension loaded
+from tests.conftest import repl, run
 
 TRANSPORTS = pytest.mark.parametrize("transport", ["litellm", "direct"])
 KEY = "sk-test-server-key-7f3a9c"

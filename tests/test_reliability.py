@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 
 import psutil
@@ -19,6 +20,8 @@ from rlm_kernel.core import RunInterrupted
 from rlm_kernel.models.policies import ScriptedReplies
 from rlm_kernel.models.server import ModelServer
 from tests.conftest import repl
+
+pytestmark = pytest.mark.slow
 
 
 def _root_then_echo(root_replies):
@@ -50,8 +53,11 @@ def test_a_thousand_sub_calls_through_injected_faults_all_end_and_are_all_charge
     assert result.usage.llm_calls == stats["requests"]
 
 
-def _count_sockets() -> int:
-    return sum(1 for c in psutil.Process(os.getpid()).net_connections(kind="tcp") if c.status != psutil.CONN_LISTEN)
+def _count_sockets(url: str) -> int:
+    """This process's open connections to the server at `url` (other tests' servers and clients left out)."""
+    port = urllib.parse.urlsplit(url).port
+    connections = psutil.Process(os.getpid()).net_connections(kind="tcp")
+    return sum(1 for c in connections if c.raddr and c.raddr.port == port and c.status != psutil.CONN_LISTEN)
 
 
 def hanging_policy(messages):
@@ -120,11 +126,11 @@ def test_interrupt_with_64_calls_in_flight_cancels_them_all_and_leaves_nothing_b
     assert all(s.done and s.error == "cancelled" for s in partial.trace.root.subcalls)
     # The first run grew the loop's reusable worker pool and litellm's client; a second
     # interrupted run must not add a thread or a socket: nothing leaks per run.
-    threads, sockets = threading.active_count(), _count_sockets()
+    threads, sockets = threading.active_count(), _count_sockets(hanging_server)
     stopped_again, _ = _interrupted_run(hanging_server, transport)
     assert stopped_again < 1.0
     assert threading.active_count() <= threads
-    assert _count_sockets() <= sockets, "sockets of cancelled calls are still open"
+    assert _count_sockets(hanging_server) <= sockets, "sockets of cancelled calls are still open"
     assert sockets <= 8, f"{sockets} sockets left open after the interrupt"
     after = RLM(model="scripted/demo").completion("The coolant leaked.", "What happened to the coolant?")
     assert after.status == "done"

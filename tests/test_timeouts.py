@@ -196,6 +196,7 @@ def test_the_deadline_thread_takes_no_signal_meant_for_the_process():
     # only); a thread that took it would leave a time.sleep in the main thread running.
     NamespaceREPL(cell_timeout=5).execute("x = 1")
     watcher = next(t for t in threading.enumerate() if t.name == "rlm-deadlines")
-    status = open(f"/proc/self/task/{watcher.native_id}/status").read()
+    with open(f"/proc/self/task/{watcher.native_id}/status") as task:
+        status = task.read()
     blocked = int(next(line for line in status.splitlines() if line.startswith("SigBlk:")).split()[1], 16)
     assert blocked & (1 << (signal.SIGINT - 1))

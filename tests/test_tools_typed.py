@@ -148,6 +148,7 @@ def test_instructions_reach_every_system_prompt_and_the_trace():
     assert guidance in start.data["system_prompt"] and start.data["settings"]["instructions"] == guidance
 
 
+@pytest.mark.sandbox
 @pytest.mark.skipif(os.name != "posix", reason="isolation needs rlimits and signals")
 def test_in_isolated_mode_tools_cross_the_bridge_with_plain_data_and_their_errors():
     code = "r = [lookup('alpha'), lookup(key='gamma')]\ntry:\n    fetch(3)\nexcept LookupError as e:\n    r.append(str(e))\nFINAL(r)"
@@ -165,6 +166,7 @@ def _glossary_policy(messages):
     return block("FINAL([lookup('alpha'), rlm_query('ctx', 'child')])")
 
 
+@pytest.mark.kernel
 @pytest.mark.timeout(300)
 def test_the_export_of_a_run_with_tools_defines_them_and_re_runs_offline(tmp_path):
     import nbformat

@@ -22,7 +22,7 @@ from rlm_kernel.bench import UsageError, baseline, datasets, offline, report
 from rlm_kernel.bench.families import FAMILIES, GENERATORS
 from rlm_kernel.bench.modes import MODES
 from rlm_kernel.bench.tasks import Task, direct_prompt, parse_size
-from rlm_kernel.cli_settings import add_setting_options, given_settings
+from rlm_kernel.cli.settings import add_setting_options, given_settings
 from rlm_kernel.core import RLM, RunInterrupted
 from rlm_kernel.core.errors import ModelError, TransientModelError
 from rlm_kernel.core.lm import OFFLINE_PROVIDERS, LiteLLM, import_litellm

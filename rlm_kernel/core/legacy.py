@@ -63,6 +63,16 @@ def upgrade_events(events: list[Event]) -> list[Event]:
     return upgraded
 
 
+# Traces recorded before issue 12 counted one line too many for a context ending with a newline: a
+# replay leaves the line count out of the conversations it looks replies up by, so that those still replay.
+_LINE_COUNT = re.compile(r"^lines: [\d,]+$| in [\d,]+ lines \(about ", re.M)
+
+
+def without_line_count(first_user_message: str) -> str:
+    """A root or child's first user message with its context's line count masked (see _LINE_COUNT)."""
+    return _LINE_COUNT.sub("<lines>", first_user_message)
+
+
 def _blocks_of_subcalls(events: list[Event]) -> dict[str, tuple[int, int]]:
     """Sub-call id -> (iteration, block): the sub-calls a node starts before a code_result belong to that block."""
     open_calls: dict[str, list[str]] = {}

@@ -6,6 +6,7 @@ file, the notebook widget, the CLI outline) consumes the same stream.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import threading
@@ -131,6 +132,7 @@ class Trace:
         self.nodes: dict[str, CallNode] = {}
         self.root_id: str | None = None
         self.contexts: dict[str, dict[str, Any]] = {}  # node id -> its context record: sha256, and value or why omitted
+        self._started_as: dict[str, int] = {}  # child node id -> its place among its parent's sub-calls
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -221,7 +223,8 @@ class Trace:
         if e.parent_id is None:
             self.root_id = e.node_id
         elif e.parent_id in self.nodes:
-            self.nodes[e.parent_id].children.append(e.node_id)
+            # In the order the parent started them (its own events), not the order the children's events arrive in.
+            bisect.insort(self.nodes[e.parent_id].children, e.node_id, key=lambda c: self._started_as.get(c, 0))
 
     def _on_iteration(self, e: Event) -> None:
         d = e.data
@@ -252,7 +255,10 @@ class Trace:
         d = e.data
         sub = SubCall(d["subcall_id"], d["kind"], d["model"], d["prompt_preview"], d["prompt_chars"], d.get("child_id"))
         sub.iteration, sub.block = d["iteration"], d["block"]
-        self.nodes[e.node_id].subcalls.append(sub)
+        subcalls = self.nodes[e.node_id].subcalls
+        if sub.child_id is not None:
+            self._started_as[sub.child_id] = len(subcalls)
+        subcalls.append(sub)
 
     def _on_subcall_end(self, e: Event) -> None:
         d = e.data

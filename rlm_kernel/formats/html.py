@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import html
 import time
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterator
 
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
@@ -18,8 +18,9 @@ from pygments.lexers import PythonLexer
 
 from rlm_kernel.core.ledger import Usage
 from rlm_kernel.core.parsing import parse_reply
-from rlm_kernel.core.trace import CallNode, CodeCell, Event, Iteration, SubCall, Trace
+from rlm_kernel.core.trace import CallNode, Iteration, SubCall, Trace
 from rlm_kernel.formats import theme
+from rlm_kernel.formats.links import CellLinks
 from rlm_kernel.formats.progress import (
     call_counts,
     child_counts,
@@ -60,38 +61,6 @@ _SUB = f"margin:3px 0 3px 12px;padding-left:6px;border-left:2px dotted {theme.RU
 
 _LEXER = PythonLexer()
 _FORMATTER = HtmlFormatter(noclasses=True, nowrap=True, style=theme.NotebookCodeStyle)
-
-
-class CellLinks:
-    """Which code cell started each sub-call.
-
-    Sub-calls name no cell, but a node runs its cells one at a time: the sub-calls a node
-    starts before one of its code_result events belong to that cell.
-    """
-
-    def __init__(self) -> None:
-        self._open: dict[str, list[str]] = {}  # node id -> sub-calls of its cell still running
-        self._cells: dict[tuple[str, int, int], list[str]] = {}
-
-    @classmethod
-    def from_events(cls, events: Iterable[Event]) -> CellLinks:
-        links = cls()
-        for event in events:
-            links.add(event)
-        return links
-
-    def add(self, event: Event) -> None:
-        if event.kind == "subcall_start":
-            self._open.setdefault(event.node_id, []).append(event.data["subcall_id"])
-        elif event.kind == "code_result":
-            key = (event.node_id, event.data["iteration"], event.data["index"])
-            self._cells[key] = self._open.pop(event.node_id, [])
-
-    def of_cell(self, node_id: str, cell: CodeCell) -> list[str]:
-        return self._cells.get((node_id, cell.iteration, cell.index), [])
-
-    def running(self, node_id: str) -> list[str]:
-        return self._open.get(node_id, [])
 
 
 def render_html(trace: Trace, opened: Collection[str] | None = None) -> str:

@@ -32,17 +32,18 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rlm_kernel.core.context import context_metadata
 from rlm_kernel.core.errors import ExportError
 from rlm_kernel.core.parsing import parse_reply
 from rlm_kernel.core.result import EarlierTurn
 from rlm_kernel.core.trace import CONTEXT_RECORD, CallNode, Event, SubCall, Trace, context_record
+from rlm_kernel.formats.links import CellLinks
 
-if TYPE_CHECKING:
-    from rlm_kernel.formats.html import CellLinks
-
+# The kernelspec an exported notebook names, and `rlm install` installs (here: formats/ stays Jupyter-free).
+KERNEL_NAME = "rlm"
+DISPLAY_NAME = "Python 3 (RLM)"
 GENERATED_TAG = "rlm-generated"
 REPLAY_TAG = "rlm-replay"
 SETUP_MAGIC = "%rlm_replay"  # the setup cell: `%rlm_replay ID`
@@ -98,10 +99,6 @@ def build_notebook(
     trace: Trace, *, context: object = None, with_context: bool | None = None, earlier: Sequence[EarlierTurn] = ()
 ) -> tuple[dict[str, Any], str]:
     """The notebook as an nbformat v4 dict, and the context note (see `Exported.context`)."""
-    # Imported here: pygments and jupyter_client would slow `%load_ext`, which imports this module.
-    from rlm_kernel.formats.html import CellLinks
-    from rlm_kernel.jupyter.install import DISPLAY_NAME, KERNEL_NAME
-
     root = trace.root
     if root is None:
         raise ExportError("the trace has no root call: nothing to export")

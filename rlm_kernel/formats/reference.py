@@ -15,10 +15,10 @@ How our events map onto it:
   in the history, and each iteration's message deltas; response: the reply as the model wrote it.
   The first user message gains one last line, `[rlm_kernel] original query: "..."`, from which the
   viewer reads the question (it shows a user message only when it is 50 to 500 characters long).
-- stdout: the block's output as the model saw it (stdout, stderr and the trailing value, cut
-  head and tail to max_output_chars), minus the traceback; stderr: the traceback.
+- stdout: the block's stdout, then the trailing value's display, as the code_result event records
+  them; stderr: its stderr, then the traceback (`error`).
 - execution_time: the block's seconds; iteration_time: the model call's plus the blocks'.
-- rlm_calls: the sub-calls the block made. An llm_query has its prompt (as recorded: the first
+- rlm_calls: the sub-calls the block made (each subcall_start names its iteration and block). An llm_query has its prompt (as recorded: the first
   500 characters), reply, usage and seconds; a child RLM has its question as the prompt, its
   answer as the response, and its own iterations, in the same form, in `metadata.iterations`,
   where the reference nests a child's trajectory. A call that returned no reply has as its
@@ -97,7 +97,7 @@ def _iterations(trace: Trace, node_id: str, by_node: dict[str, list[Event]]) -> 
     messages: list[dict[str, Any]] = []
     lines: list[dict[str, Any]] = []
     calls: dict[str, dict[str, Any]] = {}  # sub-call id -> its rlm_calls entry
-    started: list[dict[str, Any]] = []  # sub-calls made by the block now running (a node runs one block at a time)
+    of_block: dict[tuple[int, int], list[dict[str, Any]]] = {}  # (iteration, block) -> the sub-calls it made
     for event in by_node.get(node_id, []):
         d = event.data
         if event.kind == "call_start":
@@ -129,7 +129,7 @@ def _iterations(trace: Trace, node_id: str, by_node: dict[str, list[Event]]) -> 
                 "child_id": d.get("child_id"),
             }
             calls[d["subcall_id"]] = call
-            started.append(call)
+            of_block.setdefault((d["iteration"], d["block"]), []).append(call)
         elif event.kind == "subcall_end":
             usage = Usage(**d["usage"])
             calls[d["subcall_id"]].update(
@@ -141,20 +141,16 @@ def _iterations(trace: Trace, node_id: str, by_node: dict[str, list[Event]]) -> 
                 **({"error": d["error"]} if d.get("error") else {}),
             )
         elif event.kind == "code_result" and lines:
-            stdout, error = d["output"], d.get("error")
-            if error and stdout.endswith(error):
-                stdout = stdout[: -len(error)].rstrip("\n")
             locals_ = dict.fromkeys([*d["created"], *d["rebound"]], NOT_RECORDED)
             result = {
-                "stdout": stdout,
-                "stderr": error or "",
+                "stdout": _joined(d["stdout"], d["value"]),
+                "stderr": _joined(d["stderr"], d["error"]),
                 "locals": locals_,
                 "execution_time": d["seconds"],
-                "rlm_calls": started,
+                "rlm_calls": of_block.get((d["iteration"], d["index"]), []),
             }
             lines[-1]["code_blocks"].append({"code": d["code"], "result": result})
             lines[-1]["iteration_time"] += d["seconds"]
-            started = []
     for call in calls.values():
         child = call.pop("child_id")
         kind = call.pop("kind")
@@ -165,6 +161,11 @@ def _iterations(trace: Trace, node_id: str, by_node: dict[str, list[Event]]) -> 
     if lines and node.answer is not None and node.status in ("done", "max_iterations"):
         lines[-1]["final_answer"] = node.answer
     return lines
+
+
+def _joined(*parts: str | None) -> str:
+    """Parts of a block's output one after another, each on its own lines (as the model saw them)."""
+    return "".join(p if p.endswith("\n") else p + "\n" for p in parts if p).rstrip("\n")
 
 
 def _query_line(query: str) -> str:

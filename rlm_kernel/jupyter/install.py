@@ -15,8 +15,7 @@ from typing import Any
 
 from jupyter_client.kernelspec import KernelSpecManager
 
-KERNEL_NAME = "rlm"
-DISPLAY_NAME = "Python 3 (RLM)"
+from rlm_kernel.formats.notebook import DISPLAY_NAME, KERNEL_NAME
 
 
 def kernel_spec_dict(executable: str, display_name: str = DISPLAY_NAME) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from rlm_kernel.core.errors import RLMError, RunFailed, UnpricedModelWarning
 from rlm_kernel.core.redact import Redactor
 from rlm_kernel.core.session import Session
 from rlm_kernel.formats.notebook import WHOLE_FLAG, cell_outputs, decode_payload
-from rlm_kernel.formats.replay import Replayed
+from rlm_kernel.formats.rerun import Replayed
 from rlm_kernel.jupyter import messages as msg
 from rlm_kernel.jupyter import subcommands
 from rlm_kernel.jupyter.approval import notebook_approver

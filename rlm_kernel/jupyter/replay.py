@@ -35,7 +35,7 @@ from rlm_kernel.core.repl import REPL, ExecResult, NamespaceREPL
 from rlm_kernel.core.result import RLMResult
 from rlm_kernel.core.trace import Event, Trace
 from rlm_kernel.formats.notebook import STEP_MAGIC, notebook_payload
-from rlm_kernel.formats.replay import (
+from rlm_kernel.formats.rerun import (
     Replayed,
     recorded_history,
     recorded_settings,

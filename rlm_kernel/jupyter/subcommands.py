@@ -17,7 +17,7 @@ from rlm_kernel.core.settings import resolve
 from rlm_kernel.core.trace import CallNode, Iteration, Trace
 from rlm_kernel.formats.notebook import write_notebook
 from rlm_kernel.formats.progress import plural
-from rlm_kernel.formats.replay import Replayed, load_trace, recorded_settings, replay_run
+from rlm_kernel.formats.rerun import Replayed, load_trace, recorded_settings, replay_run
 from rlm_kernel.jupyter import messages as msg
 from rlm_kernel.jupyter.inserted import inserted_cell
 from rlm_kernel.jupyter.options import config_rows, configured

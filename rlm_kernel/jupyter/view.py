@@ -12,7 +12,8 @@ from typing import Any
 import ipywidgets as widgets
 
 from rlm_kernel.core.trace import Event, Trace
-from rlm_kernel.formats.html import STATUS_ICONS, CellLinks, node_summary, render_html, render_node_html
+from rlm_kernel.formats.html import STATUS_ICONS, node_summary, render_html, render_node_html
+from rlm_kernel.formats.links import CellLinks
 from rlm_kernel.formats.progress import node_activity, replaced_names, run_totals
 from rlm_kernel.jupyter.text import TreePage
 

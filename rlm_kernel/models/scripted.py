@@ -17,7 +17,7 @@ Responder = Callable[[str, list[dict[str, Any]], dict[str, Any]], tuple[str, int
 
 def register(litellm: Any) -> None:
     """Add the scripted and replay providers to litellm's custom provider map (idempotent)."""
-    from rlm_kernel.models import replay
+    from rlm_kernel.models import recorded as replay
 
     known = {entry.get("provider") for entry in litellm.custom_provider_map}
     added = [

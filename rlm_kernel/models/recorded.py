@@ -14,10 +14,8 @@ the recorded system prompt) whose every model call goes to a new replay session.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
-import re
 import threading
 from collections import defaultdict, deque
 from collections.abc import Callable, Mapping
@@ -26,8 +24,9 @@ from typing import Any
 
 from rlm_kernel.core.errors import ReplayError
 from rlm_kernel.core.ledger import Usage
+from rlm_kernel.core.legacy import without_line_count
 from rlm_kernel.core.lm import Completion, LiteLLM, Messages
-from rlm_kernel.core.trace import Event, Trace
+from rlm_kernel.core.trace import Event, Trace, prompt_sha256
 
 PROVIDER = "replay"
 PREVIEW_CHARS = 80
@@ -48,18 +47,9 @@ def _recorded(reply: str, usage: dict[str, Any]) -> Recorded:
     return Recorded(reply, int(usage["input_tokens"]), int(usage["output_tokens"]))
 
 
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-# Traces recorded before issue 12 counted one line too many for a context ending with a newline:
-# the line count is left out of the key, so that those still replay.
-_LINE_COUNT = re.compile(r"^lines: [\d,]+$| in [\d,]+ lines \(about ", re.M)
-
-
 def conversation_key(first_user_message: str, assistant_replies: list[str]) -> str:
-    first = _LINE_COUNT.sub("<lines>", first_user_message)
-    return _sha256(json.dumps([first, *assistant_replies], ensure_ascii=False))
+    first = without_line_count(first_user_message)
+    return prompt_sha256(json.dumps([first, *assistant_replies], ensure_ascii=False))
 
 
 class ReplayBook:
@@ -94,7 +84,7 @@ class ReplayBook:
             what = f"RLM call {len(replies) + 1} of the conversation that starts {_preview(first)}"
         else:
             prompt = str(messages[-1]["content"])
-            queue = self._prompts.get(_sha256(prompt))
+            queue = self._prompts.get(prompt_sha256(prompt))
             what = f"the sub-model prompt {_preview(prompt)}"
         with self._lock:
             if not queue:

@@ -1,6 +1,6 @@
-"""The `rlm` command: `rlm run` asks a question about a file; `rlm export` writes a trace as a notebook;
-`rlm trace convert` writes a trace in the reference implementation's log format; `rlm serve-model` serves
-an offline policy."""
+"""The `rlm` command (also `python -m rlm_kernel`): `rlm run` asks a question about a file; `rlm export` writes a
+trace as a notebook; `rlm trace convert` writes a trace in the reference implementation's log format; `rlm install`
+installs the Jupyter kernelspec; `rlm serve-model` serves an offline policy; `rlm bench` runs the benchmarks."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from rlm_kernel.cli_settings import add_setting_options, given_settings
-from rlm_kernel.cli_status import StatusLine
+from rlm_kernel.cli.settings import add_setting_options, given_settings
+from rlm_kernel.cli.status import StatusLine
 from rlm_kernel.core import RLM, RLMResult, RunInterrupted
 from rlm_kernel.core.errors import ConfigError, RLMError, RunFailed
 from rlm_kernel.core.redact import Redactor
@@ -171,24 +171,46 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+def _install(argv: list[str]) -> int:
+    from rlm_kernel.jupyter import install  # jupyter_client only for this command
+
+    parser = _Parser(prog="rlm install", description="install the rlm Jupyter kernelspec for this interpreter")
+    install.add_arguments(parser)
+    return install.run(parser.parse_args(argv))
+
+
+def _serve_model(argv: list[str]) -> int:
+    from rlm_kernel.models.server import main as serve_main
+
+    return serve_main(argv)
+
+
+def _bench(argv: list[str]) -> int:
+    from rlm_kernel.bench import main as bench_main
+
+    return bench_main(argv)
+
+
+# Commands that parse their own options (each imported only when run), with their help line here.
+_OWN_PARSERS: dict[str, tuple[Callable[[list[str]], int], str]] = {
+    "install": (_install, "install the rlm Jupyter kernelspec (--user, --sys-prefix, --prefix, --name)"),
+    "serve-model": (_serve_model, "serve an offline policy as an OpenAI-compatible server"),
+    "bench": (_bench, "long-context benchmarks, their report, and performance figures"),
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _Parser(prog="rlm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _run_parser(sub)
     _export_parser(sub)
     _trace_parser(sub)
-    sub.add_parser("serve-model", help="serve an offline policy as an OpenAI-compatible server", add_help=False)
-    sub.add_parser("bench", help="long-context benchmarks, their report, and performance figures", add_help=False)
+    for name, (_, help_line) in _OWN_PARSERS.items():
+        sub.add_parser(name, help=help_line, add_help=False)
     from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["serve-model"]:
-        from rlm_kernel.models.server import main as serve_main
-
-        return serve_main(argv[1:])
-    if argv[:1] == ["bench"]:
-        from rlm_kernel.bench import main as bench_main
-
-        return bench_main(argv[1:])
+    if argv[:1] and argv[0] in _OWN_PARSERS:
+        return _OWN_PARSERS[argv[0]][0](argv[1:])
     args = parser.parse_args(argv)
     code = _command(args)
     if from_command_line:
