@@ -112,7 +112,7 @@ async def sub_llm(node: Node, prompt: str, model: str | None) -> str:
     """A plain sub-model call; failures come back as text so one bad slot spoils nothing."""
     rlm = node.rlm
     model = model or rlm.sub_model
-    prompt = node.tree.redactor.text(prompt)
+    prompt = node.tree.redacted(prompt)  # remembered: the call below redacts the same text again, for free
     sub_id = node.tree.new_id("s")
     node.emit(
         "subcall_start",
