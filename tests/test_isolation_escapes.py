@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from rlm_kernel.bench.escapes import added_threads
+from rlm_kernel.bench.figures.escapes import added_threads
 from rlm_kernel.isolation import AuditKernelREPL, KernelREPL
 from rlm_kernel.models.server import ModelServer
 

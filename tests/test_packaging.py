@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import zipfile
 
 from packaging.specifiers import SpecifierSet
 
@@ -50,3 +51,16 @@ def test_classifiers_requires_python_and_ci_name_the_same_python_versions() -> N
     assert set(ci_line.group(1).split()) == classified
     oldest = min(classified, key=lambda version: int(version.split(".")[1]))
     assert SpecifierSet(project["requires-python"]) == SpecifierSet(f">={oldest}")
+
+
+def test_the_wheel_carries_the_benchmark_tasks_but_not_the_performance_figure_scripts(tmp_path) -> None:
+    from hatchling.builders.wheel import WheelBuilder
+
+    (wheel,) = WheelBuilder(str(ROOT)).build(directory=str(tmp_path), versions=["standard"])
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    bench = {name.removeprefix("rlm_kernel/bench/") for name in names if name.startswith("rlm_kernel/bench/")}
+    assert {"runner.py", "tasks.py", "ruler.py", "hotpotqa.py", "report.py", "compare.py", "ref_driver.py"} <= bench
+    assert not [name for name in bench if name.startswith("figures/")]
+    in_checkout = {p.name for p in (ROOT / "rlm_kernel" / "bench" / "figures").glob("*.py")}
+    assert {"perf.py", "perf_kernel.py", "perf_reference.py", "trace_perf.py", "escapes.py"} <= in_checkout

@@ -195,7 +195,7 @@ HEAVY = ("litellm", "IPython", "ipykernel", "ipywidgets", "nbformat", "jupyter_c
 def test_a_whole_direct_rlm_run_imports_neither_litellm_nor_jupyter(tmp_path):
     doc = tmp_path / "doc.txt"
     doc.write_text("some text\n")
-    policy = "rlm_kernel.bench.features:OneRootOneSub"
+    policy = "rlm_kernel.bench.figures.features:OneRootOneSub"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     server = subprocess.Popen(
         [sys.executable, "-m", "rlm_kernel.cli", "serve-model", "--policy", policy], stdout=subprocess.PIPE, text=True
@@ -234,7 +234,7 @@ def test_without_litellm_installed_the_direct_path_works_with_prices_unknown(tmp
     code = (
         "from rlm_kernel import RLM\n"
         "from rlm_kernel.models.server import ModelServer\n"
-        "from rlm_kernel.bench.features import OneRootOneSub\n"
+        "from rlm_kernel.bench.figures.features import OneRootOneSub\n"
         "with ModelServer(OneRootOneSub(), omit_usage=True) as s:\n"
         "    r = RLM(model='openai/gpt-4o-mini', api_base=s.url).completion('c', 'q')\n"
         "    p = RLM(model='openai/x', api_base=s.url, prices={'openai/x': {'input': 1, 'output': 2}}).completion('c', 'q')\n"

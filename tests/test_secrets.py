@@ -125,6 +125,11 @@ def test_netrc_passwords_are_redacted(clean_env, tmp_path):
         "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz",
         "AKIAIOSFODNN7EXAMPLE",
         "hf_abcdefghijklmnopqrstuvwxyzABCDEFGH",
+        # every prefix the redactor checks before its patterns run (redact._KEY_PREFIXES)
+        *(f"{p}_abcdefghijklmnopqrstuvwxyz0123456789" for p in ("gho", "ghu", "ghs", "ghr")),
+        "ASIAIOSFODNN7EXAMPLE",
+        "xoxb-1234567890-abcdefghij",
+        "AIzaSyA1234567890abcdefghijklmnopqrstuv",
     ],
 )
 def test_common_key_shapes_are_redacted_without_being_in_the_environment(clean_env, key):

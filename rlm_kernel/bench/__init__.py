@@ -19,6 +19,10 @@ from collections.abc import Sequence
 
 from rlm_kernel.core.errors import RLMError
 
+FIGURES = "rlm_kernel.bench.figures"  # not in the wheel: see its docstring
+FIGURES_HINT = "git clone the project, then `make bench`; the wheel carries the tasks, not the figure scripts"
+_MODULES = {"perf": f"{FIGURES}.perf", "features": f"{FIGURES}.features"}
+
 
 class UsageError(RLMError):
     """A user error: reported as one line with exit status 2, no traceback."""
@@ -34,7 +38,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv[:1] in (["perf"], ["report"], ["compare"], ["features"]) else None
     # Imported per command: the runner needs the engine, the report matplotlib (for a plot) only.
-    module = importlib.import_module(f"rlm_kernel.bench.{command or 'runner'}")
+    try:
+        module = importlib.import_module(_MODULES.get(command or "", f"rlm_kernel.bench.{command or 'runner'}"))
+    except ModuleNotFoundError as exc:
+        if exc.name != FIGURES:
+            raise
+        print(f"rlm bench: error: {command} runs from a source checkout ({FIGURES_HINT})", file=sys.stderr)
+        return 2
     parser = _Parser(
         prog=f"rlm bench {command}" if command else "rlm bench",
         description=module.__doc__ if command else __doc__,

@@ -25,12 +25,13 @@ from typing import Any
 
 from rlm_kernel.bench import UsageError, offline
 from rlm_kernel.bench.families import FAMILIES, GENERATORS
-from rlm_kernel.bench.perf_reference import DEFAULT_REF_PYTHON, REF_DRIVER
 from rlm_kernel.bench.serving import serve
 from rlm_kernel.bench.tasks import Task, parse_size
 from rlm_kernel.core import RLM
 from rlm_kernel.core.lm import LiteLLM, import_litellm
 
+REF_DRIVER = Path(__file__).with_name("ref_driver.py")  # run by the reference venv's interpreter
+DEFAULT_REF_PYTHON = ".venv-bench-ref/bin/python"
 PORTABLE_FAMILIES = ("sniah",)  # what the stand-in's portable policy can do in both engines
 
 

@@ -23,7 +23,7 @@ import re
 import threading
 from typing import Any
 
-from rlm_kernel.bench import browsecomp, codeqa
+from rlm_kernel.bench import browsecomp, codeqa, hotpotqa
 from rlm_kernel.bench.questions import LABELS, keyword_label
 from rlm_kernel.bench.tasks import DIRECT_INTRO
 from rlm_kernel.core.prompts import NO_SUB_CALLS_NOTE
@@ -37,7 +37,19 @@ _NEEDLE_ASK = "Find the special magic number for"
 _LABEL_ASK = "Label the category of each data line below. Reply with one line per data line: date || user || category."
 _QUESTION = re.compile(r"^(?:Question|Answer the following): (.*?)(?:\n\nThe context \(variable|\Z)", re.M | re.S)
 # Families the stand-in answers with a reference solver that reads only the context's text.
-_SOLVERS = {"Exact Answer: ...": "browsecomp", "letter of the correct option": "codeqa"}
+_SOLVERS = {
+    "Exact Answer: ...": "browsecomp",
+    "letter of the correct option": "codeqa",
+    "Only give me the answer and do not output any other words.": "hotpotqa",
+}
+_SUBMIT = {
+    "browsecomp": "'Exact Answer: ' + str(found)",
+    "codeqa": "f'Answer: ({found})'",
+    "hotpotqa": "'Answer: ' + found",
+}
+# RULER's needle question and needle sentence, for numbers and UUIDs, one value or several
+_NEEDLE_QUESTION = re.compile(r"magic (?:number|uuid)s? for (\S+) mentioned")
+_NEEDLE_SENTENCE = r"special magic (?:number|uuid)s? for {key} is: ([0-9a-f-]+)"
 _LINE = re.compile(r"^Date: (.+?) \|\| User: (\d+) \|\| Instance: (.*)$", re.MULTILINE)
 _DAY = "day = lambda s: dt.datetime.strptime(s, '%b %d, %Y').date()"
 
@@ -75,7 +87,7 @@ class BenchPolicy:
         fan_out = re.match(r"fan out (\d+) prompts", question)
         if fan_out:
             return _block("One batch of sub-calls, timed.", _fan_out_code(int(fan_out.group(1))))
-        needle = re.search(r"magic number for (\S+) mentioned", question)
+        needle = _NEEDLE_QUESTION.search(question)
         if needle:
             return self._needle(needle.group(1), turn, subcalls)
         if turn == 0:
@@ -85,7 +97,7 @@ class BenchPolicy:
         if solver:
             code = (
                 f"from rlm_kernel.bench.{solver} import solve_from_text\nfound = solve_from_text(context, {question!r})\n"
-                + ("FINAL('Exact Answer: ' + str(found))" if solver == "browsecomp" else "FINAL(f'Answer: ({found})')")
+                + f"FINAL({_SUBMIT[solver]})"
             )
             return _block("I parse the documents and follow the question's hops in code.", code)
         if turn == 1 and not subcalls:
@@ -99,7 +111,7 @@ class BenchPolicy:
 
     def _needle(self, key: str, turn: int, subcalls: bool = True) -> str:
         if turn == 1 and not subcalls:
-            code = f"import re\nfound = re.findall(r'special magic numbers? for {re.escape(key)} is: (\\d+)', context)"
+            code = f"import re\nfound = re.findall(r'{_NEEDLE_SENTENCE.format(key=re.escape(key))}', context)"
             return _block("No sub-calls here: I search the context in code.", code)
         if turn == 0:
             if self.portable:
@@ -123,7 +135,7 @@ class BenchPolicy:
                 "print(len(chunks), 'chunks searched; found:', found)"
             )
             return _block("I ask a sub-model to find the number in each chunk.", code)
-        submit = "answer['content'] = found[0] if found else 'not found'\nanswer['ready'] = True"
+        submit = "answer['content'] = ', '.join(found) if found else 'not found'\nanswer['ready'] = True"
         return _block("I submit what the sub-calls found.", submit)
 
 
@@ -188,15 +200,15 @@ def _local_label_code() -> str:
 
 
 def _find_needle(key: str, text: str) -> str | None:
-    found = re.search(rf"special magic numbers? for {re.escape(key)} is: (\d+)", text)
-    return found.group(1) if found else None
+    found = re.findall(_NEEDLE_SENTENCE.format(key=re.escape(key)), text)
+    return ", ".join(found) if found else None
 
 
 def _direct(prompt: str) -> str:
     """The baseline: answer from the text shown in one prompt (cut to the window, maybe)."""
     text, _, question = prompt.rpartition("\n\nQuestion: ")
     text = text.partition("<text>\n")[2].rpartition("\n</text>")[0]
-    needle = re.search(r"magic number for (\S+) mentioned", question)
+    needle = _NEEDLE_QUESTION.search(question)
     if needle:
         value = _find_needle(needle.group(1), text)
         return f"{OFFLINE_MARK} " + (f"The special magic number is {value}." if value else "I did not find it.")
@@ -205,6 +217,8 @@ def _direct(prompt: str) -> str:
         return f"{OFFLINE_MARK} Exact Answer: {browsecomp.solve_from_text(text, question)}"
     if solver == "codeqa":
         return f"{OFFLINE_MARK} Answer: ({codeqa.solve_from_text(text, question)})"
+    if solver == "hotpotqa":
+        return f"{OFFLINE_MARK} Answer: {hotpotqa.solve_from_text(text, question)}"
     compute = answer_code(question)
     if compute is None:
         return f"{OFFLINE_MARK} I do not know this question."

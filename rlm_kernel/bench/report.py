@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 
 from rlm_kernel.bench import UsageError, published
 from rlm_kernel.bench.families import BENCHMARK
-from rlm_kernel.bench.records import OFFLINE_NOTE, Record, groups, model_label
+from rlm_kernel.bench.records import GENERATED, OFFLINE_NOTE, PACKAGED, Record, groups, model_label, order, source_label
 from rlm_kernel.bench.stats import bootstrap_ci, mean, median, percentile
 from rlm_kernel.bench.tasks import size_label
 
@@ -86,7 +86,7 @@ def _render(rows: Sequence[tuple[str, ...]], left: int) -> list[str]:
 
 def modes_table(records: list[Record]) -> list[str]:
     """Tasks x modes: score, its interval, cost mean / median / p95, and the paper's numbers for that cell."""
-    header = ("task", "source", "mode", "model", "n", "score", "95% CI", "cost mean $", "median $", "p95 $")
+    header = ("task", "data", "mode", "model", "n", "score", "95% CI", "cost mean $", "median $", "p95 $")
     rows = [(*header, "published (Table 1)")]
     for (task, source, mode, model), group in groups(records, by_size=False).items():
         beside = published.scores_beside(BENCHMARK.get(task), mode)
@@ -97,7 +97,7 @@ def modes_table(records: list[Record]) -> list[str]:
 
 def sizes_table(records: list[Record]) -> list[str]:
     """One row per task, source, mode, model and size: score, tokens, cost, seconds, failures, cuts."""
-    header = ("task", "source", "mode", "model", "size", "n", "score", "95% CI", "in tok", "out tok", "cost $")
+    header = ("task", "data", "mode", "model", "size", "n", "score", "95% CI", "in tok", "out tok", "cost $")
     rows = [(*header, "seconds", "failed", "cut")]
     for (task, source, mode, model, size), group in groups(records, by_size=True).items():
         rows.append(
@@ -124,10 +124,41 @@ def summary_table(records: list[Record]) -> str:
     """Both tables and their notes; the offline stand-in's rows are marked a plumbing check."""
     notes = [
         "score: mean per task (S-NIAH: value found; OOLONG: exact, 0.75**|error| for numbers; pairs: F1; "
-        "BrowseComp: normalised exact match; CodeQA: the option letter); 95% CI: bootstrap of the mean over tasks; "
+        "BrowseComp: normalised exact match; CodeQA: the option letter; HotpotQA: F1); 95% CI: bootstrap of the mean over tasks; "
         "cost: per task; cost +?: unpriced model; cut: direct prompts cut to the model's window",
         PUBLISHED_NOTE,
     ]
     if any(r.get("offline") for r in records):
         notes.insert(0, f"NOTE: {OFFLINE_NOTE}")
+    notes += [*data_notes(records), *exact_match_notes(records)]
+    if any(r["task"] in BROWSECOMP_STAND_INS for r in records):
+        notes.append(BROWSECOMP_NOTE)
     return "\n".join([*modes_table(records), "", *sizes_table(records), *notes])
+
+
+BROWSECOMP_STAND_INS = ("browsecomp-like", "hotpotqa-distractor")
+BROWSECOMP_NOTE = (
+    "BrowseComp-Plus stand-ins: browsecomp-like is generated text (multi-hop constraints over a 1,000-document "
+    "corpus, BrowseComp-Plus's shape); hotpotqa-distractor is real Wikipedia text (two-hop questions among "
+    "distractor paragraphs, RULER qa_2); neither is BrowseComp-Plus's web pages or its judge"
+)
+
+
+def data_notes(records: list[Record]) -> list[str]:
+    """Per task family, where its texts came from, so that a table never mixes them unlabelled."""
+    by_family: dict[str, dict[str, None]] = {}
+    for key in sorted({(r["task"], r.get("source", GENERATED), "", "") for r in records}, key=order):
+        by_family.setdefault(key[0], {})[source_label(key[1])] = None
+    lines = ["data: " + "; ".join(f"{family}: {', '.join(labels)}" for family, labels in by_family.items())]
+    used = {r.get("source") for r in records}
+    return lines + [f"  {label}: {text}" for label, text in PACKAGED.items() if label in used]
+
+
+def exact_match_notes(records: list[Record]) -> list[str]:
+    """HotpotQA's exact match beside its F1 (the score column), per data, mode and model."""
+    lines = []
+    for (task, source, mode, model), group in groups(records, by_size=False).items():
+        if all("exact_match" in r for r in group):
+            value = 100 * mean(r["exact_match"] for r in group)
+            lines.append(f"{task} ({source}, {mode}, {model}): exact match {value:.1f}%, F1 in the score column")
+    return lines

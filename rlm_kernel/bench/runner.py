@@ -1,6 +1,8 @@
 """`rlm bench TASK`: run long-context tasks in the paper's modes: rlm, rlm-no-subcalls, direct (one prompt).
 
     rlm bench sniah --model openai/gpt-4o-mini --sizes 8k,32k,131k --n 5 --mode rlm --out results.jsonl
+    rlm bench sniah --variant niah_single_3 ...          # RULER's variants (rlm_kernel/bench/ruler.py)
+    rlm bench hotpotqa-distractor --model ... --sizes 32k   # real multi-hop questions (bench/hotpotqa.py)
     rlm bench oolong --model openai/policy --api-base http://127.0.0.1:8000/v1 --mode direct --out results.jsonl
     rlm bench oolong --baseline --sizes 8k,32k,131k      # no model: distinct lines and the keyword labeller's accuracy
     rlm bench codeqa --data ~/rlm-data --model openai/gpt-4o --mode rlm-no-subcalls   # the real dataset's files
@@ -18,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-from rlm_kernel.bench import UsageError, baseline, datasets, offline, report
+from rlm_kernel.bench import UsageError, baseline, datasets, hotpotqa, offline, report, ruler
 from rlm_kernel.bench.families import FAMILIES, GENERATORS
 from rlm_kernel.bench.modes import MODES
 from rlm_kernel.bench.tasks import Task, direct_prompt, parse_size
@@ -26,12 +28,12 @@ from rlm_kernel.cli.settings import add_setting_options, given_settings
 from rlm_kernel.core import RLM, RunInterrupted
 from rlm_kernel.core.errors import ModelError, TransientModelError
 from rlm_kernel.core.lm import OFFLINE_PROVIDERS, LiteLLM, import_litellm
+from rlm_kernel.core.settings import BY_NAME
 from rlm_kernel.models.policies import count_tokens
 
 DEFAULT_WINDOW = 128_000
 OUTPUT_RESERVE = 4_096  # tokens kept free in the window for the reply
 ANSWER_CHARS = 2_000  # answers and gold answers are cut to this in the results file
-_DIRECT_ATTEMPTS = 4
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--data",
         metavar="DIR",
         help=f"read the real dataset's files from DIR instead of generating ({datasets.LAYOUT_HINT})",
+    )
+    parser.add_argument(
+        "--variant",
+        choices=ruler.VARIANTS,
+        help="sniah: RULER's needle task (default niah_single_2, Paul Graham's essays, when RULER's data is "
+        "installed or under --data DIR/ruler; else niah_single_1, the generated noise sentence)",
     )
     parser.add_argument(
         "--baseline",
@@ -115,15 +123,35 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _tasks(args: argparse.Namespace, sizes: list[int]) -> list[Task]:
-    """Generated tasks, or with --data the real dataset's (at the sizes it has nearest to those asked)."""
-    if args.data:
-        try:
+    """Generated tasks, RULER's, or with --data the real dataset's (at the sizes it has nearest to those asked)."""
+    if args.variant and args.task != "sniah":
+        raise UsageError("--variant is sniah's (RULER's needle variants)")
+    try:
+        if args.task == "sniah":
+            variant = args.variant or _default_variant(args.data)
+            return [ruler.niah(variant, size, args.seed, i, args.data) for size in sizes for i in range(args.n)]
+        if args.task == hotpotqa.FAMILY:
+            return [hotpotqa.task(size, args.seed, i, args.data) for size in sizes for i in range(args.n)]
+        if args.data:
             return datasets.load(args.task, args.data, sizes, args.n, args.seed)
-        except datasets.DataError as exc:
-            raise UsageError(str(exc)) from None
+    except datasets.DataError as exc:
+        raise UsageError(str(exc)) from None
     if args.task not in GENERATORS:
         raise UsageError(f"{args.task} is read from the real dataset: give --data DIR ({datasets.LAYOUT_HINT})")
     return [GENERATORS[args.task](size, args.seed, index) for size in sizes for index in range(args.n)]
+
+
+def _default_variant(data: str | None) -> str:
+    """RULER's essay haystack when its data is there, else the generated noise (said on stderr)."""
+    if ruler.available(data):
+        return "niah_single_2"
+    if data:  # asked for real data that is not there: the one-line error naming where it goes
+        ruler.data_file(ruler.ESSAYS, data)
+    print(
+        f"rlm bench: sniah on generated noise (niah_single_1): RULER's essays are not installed ({ruler.PACKAGE})",
+        file=sys.stderr,
+    )
+    return "niah_single_1"
 
 
 def _open_out(path: str | None) -> IO[str] | None:
@@ -159,6 +187,7 @@ def _record(
         "context_tokens": count_tokens(task.context),
         "context_chars": len(task.context),
         "score": task.score(answer),
+        **task.other_scores(answer),
         "answer": text[:ANSWER_CHARS],
         "answer_chars": len(text),
         "gold": task.gold_text[:ANSWER_CHARS],
@@ -181,13 +210,18 @@ def _rlm_solver(args: argparse.Namespace) -> Solver:
             result = rlm.completion(task.context, task.question)
         except RunInterrupted:
             raise KeyboardInterrupt from None
-        replies = (it.reply for node in result.trace.walk() for it in node.iterations)
+        iterations = [it for node in result.trace.walk() for it in node.iterations]
+        cells = [cell for it in iterations for cell in it.cells]
         return {
             "answer": result.answer,
             "status": result.status,
             "error": result.error,
             "truncated": False,
-            "offline_mark": any(offline.OFFLINE_MARK in reply for reply in replies),
+            "offline_mark": any(offline.OFFLINE_MARK in it.reply for it in iterations),
+            # what the model did: iterations over every node, the code blocks run and how many failed
+            "iterations": len(iterations),
+            "code_blocks": len(cells),
+            "code_errors": sum(1 for cell in cells if cell.error),
             **_usage(result.usage.to_dict()),
         }
 
@@ -201,13 +235,14 @@ def _direct_solver(args: argparse.Namespace, window: int) -> Solver:
         budget = window - count_tokens(direct_prompt("", task.question)) - OUTPUT_RESERVE
         context, cut = fit_context(task.context, budget, _chars_per_token(args.model, task.context))
         messages = [{"role": "user", "content": direct_prompt(context, task.question)}]
-        for attempt in range(_DIRECT_ATTEMPTS):
+        attempts = 1 + (args.retries if args.retries is not None else BY_NAME["retries"].default)
+        for attempt in range(attempts):
             try:
                 completion = lm.complete(messages, model=args.model, timeout=args.call_timeout)
                 break
             except TransientModelError as exc:
-                if attempt == _DIRECT_ATTEMPTS - 1:
-                    return _failed(f"{exc} (gave up after {_DIRECT_ATTEMPTS} attempts)", cut)
+                if attempt == attempts - 1:  # --retries, as in the RLM modes
+                    return _failed(f"{exc} (gave up after {attempts} attempts)", cut)
                 time.sleep(0.5 * 2**attempt)
             except ModelError as exc:
                 return _failed(str(exc), cut)

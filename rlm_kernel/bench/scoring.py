@@ -1,22 +1,33 @@
-"""Scorers, as the paper's benchmarks score: RULER containment, OOLONG's synthetic scoring, pairs F1,
-BrowseComp-Plus answers (normalised exact match, standing in for its LLM judge) and multiple-choice letters."""
+"""Scorers, as the paper's benchmarks score: RULER containment (all values), OOLONG's synthetic scoring,
+pairs F1, BrowseComp-Plus answers (normalised exact match, standing in for its LLM judge), multiple-choice
+letters, and HotpotQA's exact match and F1."""
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+import string
+from collections import Counter
 from typing import Any
 
 COMPARISONS = ("more common than", "less common than", "same frequency as")
 _DATE_FORMATS = ("%m/%d/%Y", "%Y-%m-%d", "%b %d, %Y", "%B %d, %Y", "%d %B %Y", "%d %b %Y", "%m/%d/%y")
 _PAIR = re.compile(r"\(\s*(\d+)\s*,\s*(\d+)\s*\)")
 _EXACT_ANSWER = re.compile(r"(?:exact answer|answer)\s*:\s*(.+)", re.IGNORECASE)
+_PUNCTUATION = frozenset(string.punctuation)
+_FINAL_ANSWER = re.compile(r"answer\s*:\s*(.+)", re.IGNORECASE)
 _CHOICE = re.compile(r"(?:answer(?: is)?\s*:?\s*|^)\(?([ABCD])\)?(?:[\s.,:)]|$)", re.IGNORECASE | re.MULTILINE)
 
 
 def score_containment(answer: object, gold: str) -> float:
     """RULER's string match: 1 when the gold value occurs in the answer (case-insensitive)."""
     return float(str(gold).lower() in _text(answer).lower())
+
+
+def score_all_contained(answer: object, gold: str | tuple[str, ...]) -> float:
+    """RULER's string_match_all: the share of the gold values that occur in the answer (one value: containment)."""
+    values = (gold,) if isinstance(gold, str) else gold
+    return sum(score_containment(answer, value) for value in values) / len(values)
 
 
 def render_oolong(answer_type: str, gold: Any) -> str:
@@ -101,6 +112,38 @@ def parse_choice(answer: object) -> str | None:
 def score_choice(answer: object, gold: str) -> float:
     """LongBench-v2's accuracy: 1 when the chosen letter is the gold letter."""
     return float(parse_choice(answer) == gold)
+
+
+def normalize_answer(text: str) -> str:
+    """HotpotQA's answer normalisation: lower case, punctuation and a/an/the removed, whitespace collapsed."""
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
+    return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
+
+
+def final_answer(answer: object) -> str:
+    """The reply's answer: the first line after its last 'Answer:', else the whole reply."""
+    text = "" if answer is None else str(answer).strip()
+    found = _FINAL_ANSWER.findall(text)
+    return found[-1].strip().splitlines()[0] if found else text
+
+
+def hotpot_exact_match(answer: object, gold: str) -> float:
+    """HotpotQA's exact match of the reply's answer after normalisation."""
+    return float(normalize_answer(final_answer(answer)) == normalize_answer(gold))
+
+
+def hotpot_f1(answer: object, gold: str) -> float:
+    """Token F1; a yes / no / noanswer on either side must match exactly, as HotpotQA scores it."""
+    predicted, truth = normalize_answer(final_answer(answer)), normalize_answer(gold)
+    special = ("yes", "no", "noanswer")
+    if (predicted in special or truth in special) and predicted != truth:
+        return 0.0
+    common = Counter(predicted.split()) & Counter(truth.split())
+    same = sum(common.values())
+    if not same:
+        return 0.0
+    precision, recall = same / len(predicted.split()), same / len(truth.split())
+    return 2 * precision * recall / (precision + recall)
 
 
 def _text(answer: object) -> str:

@@ -43,6 +43,10 @@ class Task:
     def score(self, answer: object) -> float:
         return SCORERS[self.family](answer, self.gold)
 
+    def other_scores(self, answer: object) -> dict[str, float]:
+        """Scores the benchmark reports beside the main one (HotpotQA: exact match beside F1)."""
+        return {name: scorer(answer, self.gold) for name, scorer in OTHER_SCORES.get(self.family, {}).items()}
+
     @property
     def gold_text(self) -> str:
         """The gold answer as the question asks it to be written."""
@@ -50,15 +54,20 @@ class Task:
 
 
 SCORERS: dict[str, Callable[[object, Any], float]] = {
-    "sniah": scoring.score_containment,
+    "sniah": scoring.score_all_contained,
     "oolong": lambda answer, gold: scoring.score_oolong(answer, *gold),
     "oolong-pairs": scoring.score_pairs,
     "browsecomp-like": scoring.score_exact,
     "browsecomp-plus": scoring.score_exact,
     "codeqa-like": scoring.score_choice,
     "codeqa": scoring.score_choice,
+    "hotpotqa-distractor": scoring.hotpot_f1,
+}
+OTHER_SCORES: dict[str, dict[str, Callable[[object, Any], float]]] = {
+    "hotpotqa-distractor": {"exact_match": scoring.hotpot_exact_match},
 }
 GOLD_TEXT: dict[str, Callable[[Any], str]] = {
+    "sniah": lambda gold: gold if isinstance(gold, str) else ", ".join(gold),
     "oolong": lambda gold: scoring.render_oolong(*gold),
     "oolong-pairs": lambda gold: "\n".join(f"({a}, {b})" for a, b in sorted(gold)) or "[]",
     "codeqa-like": lambda gold: f"Answer: ({gold})",

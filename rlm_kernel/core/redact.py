@@ -40,6 +40,9 @@ _KEY_SHAPES = (
 )
 MAX_STREAM_HOLD = 1024  # characters of a streamed reply held back at most, while they may begin a secret
 _SHAPES = re.compile(r"(?<![A-Za-z0-9])(?:" + "|".join(_KEY_SHAPES) + r")")
+# Literals each pattern needs: `in` finds them about ten times faster than the patterns scan a text without
+# them, and sub-call prompts of 100 KB each pass through here (figure 5's 10M-token task: 400 of them).
+_KEY_PREFIXES = ("sk-", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "AKIA", "ASIA", "hf_", "xox", "AIza")
 
 
 def _forms(secret: str) -> set[str]:
@@ -86,9 +89,11 @@ class Redactor:
     def text(self, value: str) -> str:
         if self._literals is not None:
             value = self._literals.sub(REDACTED, value)
-        value = _SHAPES.sub(REDACTED, value)
-        for pattern in (_URL_PASSWORD, _NETRC_PASSWORD):
-            value = pattern.sub(lambda m: m.group("keep") + REDACTED, value)
+        if any(prefix in value for prefix in _KEY_PREFIXES):
+            value = _SHAPES.sub(REDACTED, value)
+        for needed, pattern in (("://", _URL_PASSWORD), ("password", _NETRC_PASSWORD)):
+            if needed in value:
+                value = pattern.sub(lambda m: m.group("keep") + REDACTED, value)
         return value
 
     def unsure_tail(self, text: str) -> int:

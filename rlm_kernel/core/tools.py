@@ -115,7 +115,7 @@ async def sub_llm(node: Node, prompt: str, model: str | None) -> str:
     """A plain sub-model call; failures come back as text so one bad slot spoils nothing."""
     config, models = node.config, node.tree.models
     model = model or config.sub.model
-    prompt = node.tree.redactor.text(prompt)
+    prompt = node.tree.redacted(prompt)  # remembered: the call below redacts the same text again, for free
     sub_id = node.tree.new_id("s")
     node.emit(
         "subcall_start",

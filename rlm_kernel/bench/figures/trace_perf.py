@@ -1,6 +1,6 @@
 """Trace figures: notebook export time for a 1,000-node call tree, and JSONL trace size against context size.
 
-    python -m rlm_kernel.bench.trace_perf
+    python -m rlm_kernel.bench.figures.trace_perf
 
 Both use real runs of offline policies through litellm: a root that fans out 999 child RLMs
 with rlm_query_batched (max_depth=2), and a root that iterates 20 times over contexts of

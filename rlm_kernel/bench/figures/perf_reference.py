@@ -13,13 +13,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from rlm_kernel.bench.compare import REF_DRIVER
 from rlm_kernel.bench.offline import COUNTERS_REQUEST
 from rlm_kernel.bench.serving import peak_rss_mb, serve
 from rlm_kernel.bench.tasks import size_label, sniah
 from rlm_kernel.core import RLM
-
-REF_DRIVER = Path(__file__).with_name("ref_driver.py")
-DEFAULT_REF_PYTHON = ".venv-bench-ref/bin/python"
 
 
 def side_child() -> None:
@@ -64,7 +62,7 @@ def figure_side_by_side(args: argparse.Namespace) -> dict[str, Any]:
         print(f"   skipped: {ref_python} not found (make bench-ref creates it)")
         return {"skipped": f"{ref_python} not found"}
     repeats = 1 if args.quick else 3
-    ours = [sys.executable, "-c", "from rlm_kernel.bench.perf_reference import side_child; side_child()"]
+    ours = [sys.executable, "-c", "from rlm_kernel.bench.figures.perf_reference import side_child; side_child()"]
     theirs = [str(ref_python), "-I", str(REF_DRIVER)]  # -I: nothing of rlm_kernel on its path
     sizes = (131_000,) if args.quick else (131_000, 1_000_000, 10_000_000)
     tasks = [(f"S-NIAH {size_label(size)} tokens", sniah(size, seed=0)) for size in sizes]

@@ -1,6 +1,6 @@
 """Reliability figures: faults, interrupts, runaway code and budgets, measured.
 
-    python -m rlm_kernel.bench.reliability
+    python -m rlm_kernel.bench.figures.reliability
 
 Each figure comes from a real run against `rlm serve-model` on 127.0.0.1 or an
 offline scripted policy; the same behaviours are asserted in tests/test_reliability.py,
@@ -144,7 +144,7 @@ def isolation() -> str:
 
 
 def isolation_escapes() -> str:
-    from rlm_kernel.bench.escapes import ATTEMPTS, escapes
+    from rlm_kernel.bench.figures.escapes import ATTEMPTS, escapes
     from rlm_kernel.isolation import AuditKernelREPL, KernelREPL
 
     rows = []

@@ -35,9 +35,10 @@ from pathlib import Path
 from typing import Any
 
 from rlm_kernel.bench import UsageError
+from rlm_kernel.bench.compare import DEFAULT_REF_PYTHON
+from rlm_kernel.bench.figures.perf_kernel import figure_first_cell
+from rlm_kernel.bench.figures.perf_reference import figure_side_by_side
 from rlm_kernel.bench.offline import register as register_bench
-from rlm_kernel.bench.perf_kernel import figure_first_cell
-from rlm_kernel.bench.perf_reference import DEFAULT_REF_PYTHON, figure_side_by_side
 from rlm_kernel.bench.serving import peak_rss_mb, serve, server_stats
 from rlm_kernel.core import RLM, Event
 from rlm_kernel.core.ledger import Usage
@@ -383,7 +384,7 @@ def memory_child(megabytes: int) -> None:
 def figure_memory(args: argparse.Namespace) -> dict[str, Any]:
     megabytes = 64 if args.quick else 256
     print(f"4. memory: peak RSS of a process running 10 iterations over a {megabytes} MB context (str)")
-    code = f"from rlm_kernel.bench.perf import memory_child; memory_child({megabytes})"
+    code = f"from rlm_kernel.bench.figures.perf import memory_child; memory_child({megabytes})"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     row = json.loads(out.strip().splitlines()[-1])
     over = row["peak_mb"] - row["baseline_mb"]

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
 def batch_figure(questions: int, concurrency: int, transport: str, latency_ms: float = 200.0) -> float:
     """Prints the figure; returns wall time / ideal."""
-    with serve("rlm_kernel.bench.features:OneRootOneSub", latency_ms) as url:
+    with serve("rlm_kernel.bench.figures.features:OneRootOneSub", latency_ms) as url:
         rlm = RLM(model="openai/policy", api_base=url, transport=transport, concurrency=concurrency)
         rlm.completion("warm", "up")  # imports and the first connections stay out of the figure
         before = server_stats(url)["requests"]
@@ -80,7 +80,7 @@ def batch_figure(questions: int, concurrency: int, transport: str, latency_ms: f
 
 
 def session_figure(transport: str, questions: int = 10) -> None:
-    with serve("rlm_kernel.bench.features:LongAnswers") as url:
+    with serve("rlm_kernel.bench.figures.features:LongAnswers") as url:
         for label, budget in (("default memory", BY_NAME["session_tokens"].default), ("unbounded memory", 10**9)):
             rlm = RLM(model="openai/policy", api_base=url, transport=transport, session_tokens=budget)
             with rlm.session() as session:
