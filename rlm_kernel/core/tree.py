@@ -35,6 +35,7 @@ class Outcome:
     answer: Any = None
     error: str | None = None
     limit: str | None = None
+    answer_from: str | None = None  # where a text answer came from when not as written (a variable's value)
 
 
 class CallTree:
