@@ -139,6 +139,8 @@ class Node:
         except (KeyboardInterrupt, RunCancelled):
             self._end(Outcome("interrupted", self.partial_answer(), "interrupted"), started)
             raise
+        if self.answer_type is not None and outcome.status != "done":
+            outcome.answer, outcome.error = self.answer_type.fitted(outcome.answer, outcome.error)
         self._end(outcome, started)
         return outcome
 
