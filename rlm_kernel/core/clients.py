@@ -22,7 +22,7 @@ class Models:
         if lm is not None or config.root.transport == "lm":
             if lm is None:
                 raise ConfigError("this run's model is a Python object (RLM(lm=...)), which cannot leave its process")
-            cached = with_cache(lm, config.cache, getattr(lm, "api_base", None))
+            cached = with_cache(lm, config.cache, getattr(lm, "api_base", None), config.cache_max_mb)
             return cls(cached, cached)
         root = _make_lm(config, config.root, "api_key")
         sub = root if config.sub.same_server(config.root) else _make_lm(config, config.sub, "sub_api_key")
@@ -41,7 +41,7 @@ class Models:
 def _make_lm(config: RunConfig, spec: ModelSpec, key_setting: str) -> LM:
     router = None if config.router is None else [dict(entry) for entry in config.router]
     plain = make_lm(spec.transport, spec.api_base, reveal(spec.api_key), router, config.prices, key_setting, config.tls)
-    return with_cache(plain, config.cache, spec.api_base)
+    return with_cache(plain, config.cache, spec.api_base, config.cache_max_mb)
 
 
 def pricing_warnings(config: RunConfig, models: Models, max_cost_usd: float | None = None) -> list[str]:
