@@ -20,7 +20,7 @@ from rlm_kernel.core.errors import ConfigError, RLMError, RunFailed
 from rlm_kernel.core.redact import Redactor
 from rlm_kernel.core.session import Session
 from rlm_kernel.core.trace import Trace
-from rlm_kernel.loaders import describe_skipped, load_context, load_files
+from rlm_kernel.loaders import Loaded, describe_skipped, load_context, load_files
 
 DEFAULT_QUERY = "Summarize the context."
 
@@ -32,29 +32,40 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _run_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="answer a question about a file or folder with an RLM")
-    p.add_argument("--context", required=True, help="file, folder or glob to load as the context")
-    p.add_argument(
+    p = sub.add_parser(
+        "run",
+        help="answer a question about a file or folder with an RLM",
+        usage="rlm run --context PATH [--query QUESTION ...] [--model MODEL] [options]",
+    )
+    question = p.add_argument_group("question")
+    question.add_argument("--context", required=True, help="file, folder or glob to load as the context; - reads stdin")
+    question.add_argument(
         "--query",
         action="append",
         help=f"the question (default: {DEFAULT_QUERY!r}); given again, a follow-up in the same session",
     )
-    p.add_argument("--skip-unreadable", action="store_true", help="leave out the files of a folder that cannot be read")
-    p.add_argument("--tools", help="the user's functions for the model, as package.module:function,...")
-    p.add_argument(
+    question.add_argument(
+        "--skip-unreadable", action="store_true", help="leave out the files of a folder that cannot be read"
+    )
+    question.add_argument("--tools", help="the user's functions for the model, as package.module:function,...")
+    question.add_argument(
         "--answer-type", help="the type the answer must fit: int, float, str, bool, list, dict or module:Type"
     )
-    add_setting_options(p)  # every run setting, from core's table
+    add_setting_options(p)  # every run setting, from core's table, in groups
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    loaded = load_files(args.context, skip_unreadable=args.skip_unreadable)
+    if args.context == "-":  # a pipe: `grep ERROR app.log | rlm run --context - ...`
+        loaded = Loaded(sys.stdin.read())
+    else:
+        loaded = load_files(args.context, skip_unreadable=args.skip_unreadable)
     if loaded.skipped:
         print(describe_skipped(loaded.skipped), file=sys.stderr)
     tools = [_imported(spec, "--tools") for spec in args.tools.split(",") if spec.strip()] if args.tools else None
     answer_type = _answer_type(args.answer_type)
     queries = args.query or [DEFAULT_QUERY]
-    rlm = RLM(**given_settings(args), tools=tools)
+    settings = given_settings(args)
+    rlm = RLM(settings.pop("model", None), **settings, tools=tools)  # no model anywhere: the engine's own error
     with rlm.session() as session:
         for number, query in enumerate(queries, 1):
             result = _complete(rlm, session, loaded.context, query, answer_type)

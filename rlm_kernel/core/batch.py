@@ -20,13 +20,15 @@ import asyncio
 import concurrent.futures
 import contextlib
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from rlm_kernel.core.aio import WAIT_SLICE_S, CancelScope
+from rlm_kernel.core.clients import pricing_warnings
 from rlm_kernel.core.config import RunConfig
-from rlm_kernel.core.errors import ConfigError, RLMError, RunInterrupted
+from rlm_kernel.core.errors import ConfigError, RLMError, RunInterrupted, UnpricedModelWarning
 from rlm_kernel.core.ledger import Budget, JointBudget, Ledger, Limits, Usage
 from rlm_kernel.core.result import RLMResult
 from rlm_kernel.core.run import Asker, run_question
@@ -103,6 +105,9 @@ class Batch:
             raise ConfigError(f"unknown batch limits {sorted(unknown)}; known: {', '.join(BATCH_LIMITS)}")
         given = {k: v for k, v in limits.items() if v is not None}
         self.budget = budget or (Ledger(Limits(**given)) if given else None)  # type: ignore[arg-type]
+        if "max_cost_usd" in given:  # as one run warns of its own limit
+            for warning in pricing_warnings(rlm.config, rlm.local.models, given["max_cost_usd"]):
+                warnings.warn(warning, UnpricedModelWarning, stacklevel=3)
         self.executor = executor
         # Threads of this process share its memory: the in-process budget, slots, clients and event handlers.
         self.in_process = executor is None or isinstance(executor, concurrent.futures.ThreadPoolExecutor)

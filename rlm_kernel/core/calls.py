@@ -33,14 +33,30 @@ async def call_with_retries(
     stream: TextStream | None = None,
 ) -> Completion:
     """One model call with retries; every attempt takes one of the tree's call slots and is charged to its budget."""
-    ledger, policy = tree.budget, tree.config.calls
+    policy = tree.config.calls
     messages = [{**m, "content": tree.redacted(str(m["content"]))} for m in messages]
     # The cap a call may get: the configured one under a budget (which reserves it), else none.
     cap = policy.max_output_tokens if tree.config.budgeted else None
-    hit = lm.lookup(messages, model=model, params=params, max_output_tokens=cap) if isinstance(lm, CachedLM) else None
-    if hit is not None:
-        ledger.record_cached()  # answered from the response cache: no request, nothing charged
-        return hit
+    if not isinstance(lm, CachedLM):
+        return await _call(tree, messages, model, lm, params, on_attempt, stream)
+    found = await lm.join(messages, model=model, params=params, max_output_tokens=cap, samples=tree.samples)
+    if isinstance(found, Completion):
+        tree.budget.record_cached()  # answered from the response cache, or by an identical call in flight: no request
+        return found
+    with found:  # this call answers its key: identical calls wait for its reply (or, should it fail, make their own)
+        return await _call(tree, messages, model, lm, params, on_attempt, stream)
+
+
+async def _call(
+    tree: CallTree,
+    messages: Messages,
+    model: str,
+    lm: LM,
+    params: Mapping[str, Any],
+    on_attempt: Callable[[int], None] | None,
+    stream: TextStream | None,
+) -> Completion:
+    ledger, policy = tree.budget, tree.config.calls
     chars = sum(len(str(m["content"])) for m in messages)
     # Past calls of this run tell how the provider counts (CJK text: about a token a character, not three).
     estimate = max(lm.estimate_tokens(messages), math.ceil(chars * tree.tokens_per_char))

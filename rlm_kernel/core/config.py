@@ -177,6 +177,7 @@ class RunConfig:
     tools: tuple[ToolRef, ...] = ()
     approve: bool = False  # ask before each block runs (the asking is the caller's: an Approver)
     cache: str | None = None
+    cache_max_mb: float = 1024.0  # the bound of a disk cache (least recently used replies go first)
     prices: Mapping[str, Mapping[str, float]] | None = None
     router: tuple[Mapping[str, Any], ...] | None = field(default=None, repr=False)  # litellm Router's model list
     trace_path: str | None = None
@@ -260,6 +261,7 @@ class RunConfig:
             tools=tuple(ToolRef.of(name, function) for name, function in (tools or {}).items()),
             approve=s["approve"],
             cache=s["cache"],
+            cache_max_mb=s["cache_max_mb"],
             prices=s["prices"],
             router=None if router is None else tuple(router),
             trace_path=s["trace_path"],

@@ -89,6 +89,7 @@ class RLM:
         sub_calls: bool = True,
         instructions: str | None = None,
         cache: str | None = None,
+        cache_max_mb: float = 1024.0,
         session_tokens: int = 4000,
         trace_path: str | None = None,
         telemetry: str | None = None,

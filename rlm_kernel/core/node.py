@@ -14,13 +14,13 @@ from rlm_kernel.core.approve import DECLINED
 from rlm_kernel.core.calls import TextStream, call_with_retries
 from rlm_kernel.core.capture import truncate
 from rlm_kernel.core.context import check_context, context_metadata, private_copy
-from rlm_kernel.core.custom_tools import describe_tools, tool_sources
+from rlm_kernel.core.custom_tools import awaiting, describe_tools, tool_sources
 from rlm_kernel.core.deadlines import Deadline
 from rlm_kernel.core.errors import AnswerMismatch, BudgetExhausted, ModelError, SubmitAnswer
 from rlm_kernel.core.ledger import Usage
 from rlm_kernel.core.lm import LM, Completion, Messages
 from rlm_kernel.core.lm.support import sub_capacity_chars
-from rlm_kernel.core.parsing import ParsedReply, find_text_final, parse_reply
+from rlm_kernel.core.parsing import ParsedReply, TextFinal, find_text_final, parse_reply
 from rlm_kernel.core.prompts import (
     NO_CODE_MESSAGE,
     Capabilities,
@@ -108,7 +108,7 @@ class Node:
         started = time.perf_counter()
         description = context_metadata(self.context)
         tools = self.config.tool_functions
-        self.tools = {**make_tools(self), **tools}
+        self.tools = {**make_tools(self), **awaiting(tools, self.tree.scope.run)}
         for name, value in self.tools.items():
             self.repl.set(name, value)
         messages: Messages = [
@@ -139,6 +139,8 @@ class Node:
         except (KeyboardInterrupt, RunCancelled):
             self._end(Outcome("interrupted", self.partial_answer(), "interrupted"), started)
             raise
+        if self.answer_type is not None and outcome.status != "done":
+            outcome.answer, outcome.error = self.answer_type.fitted(outcome.answer, outcome.error)
         self._end(outcome, started)
         return outcome
 
@@ -157,13 +159,11 @@ class Node:
                 observations.append(_fabrication_note(parsed.dropped_blocks))
             text_final = None if failed else find_text_final(parsed.prose)
             if text_final is not None:
-                value = (
-                    text_final.argument if text_final.kind == "FINAL" else self.repl.get(text_final.argument, MISSING)
-                )
+                value, source = self._text_final_value(text_final)
                 if value is not MISSING:
                     value, mismatch = self._typed(value)
                     if mismatch is None:
-                        return Outcome("done", value)
+                        return Outcome("done", value, answer_from=source)
                     observations.append(mismatch)
                 else:
                     observations.append(
@@ -184,13 +184,20 @@ class Node:
         parsed.blocks = []  # nothing runs after the last call
         self._emit_iteration(self.max_iterations, completion, parsed, messages[self._delta_start :])
         text_final = find_text_final(parsed.prose)
-        if text_final is not None and text_final.kind == "FINAL":
-            return Outcome("max_iterations", text_final.argument, why)
-        if text_final is not None:
-            value = self.repl.get(text_final.argument, MISSING)
-            if value is not MISSING:
-                return Outcome("max_iterations", value, why)
+        value, source = (MISSING, None) if text_final is None else self._text_final_value(text_final)
+        if value is not MISSING:
+            return Outcome("max_iterations", value, why, answer_from=source)
         return Outcome("max_iterations", parsed.prose.strip() or None, why)
+
+    def _text_final_value(self, text_final: TextFinal) -> tuple[Any, str | None]:
+        """What a prose FINAL submits: FINAL(x), x a variable of the REPL, is x's value as in code (gpt-4o writes it)."""
+        if text_final.kind == "FINAL_VAR":
+            return self.repl.get(text_final.argument, MISSING), None
+        name = text_final.name
+        value = MISSING if name is None or name in self.tools else self.repl.get(name, MISSING)
+        if value is MISSING:
+            return text_final.argument, None
+        return value, f"FINAL({name}) in prose: the value of the REPL variable {name}"
 
     def _run_blocks(self, iteration: int, blocks: list[str]) -> tuple[list[str], SubmitAnswer | None, bool]:
         observations: list[str] = []
@@ -282,6 +289,7 @@ class Node:
             error=outcome.error,
             limit=outcome.limit,
             seconds=time.perf_counter() - started,
+            **({"answer_from": outcome.answer_from} if outcome.answer_from else {}),
         )
 
     def _typed(self, value: Any) -> tuple[Any, str | None]:

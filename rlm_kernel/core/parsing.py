@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import keyword
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +30,9 @@ def parse_reply(reply: str) -> ParsedReply:
     """Split a reply into runnable code blocks and prose.
 
     Blocks fenced ```repl, ```python or bare ``` run, in order; an unclosed last
-    fence runs to the end of the reply. Anything after the first runnable block
+    fence runs to the end of the reply. A fence that wraps another one (a bare
+    ``` line, then ```repl: real models write this) is dropped with its closing
+    line, and the inner block runs as the model meant. Anything after the first runnable block
     that poses as its output (an ```output fence, a "REPL output:" line) is cut,
     together with the rest of the reply: the model has not seen any output yet.
     A prose "Result:" line is the model's own words, not a fake output.
@@ -39,6 +42,7 @@ def parse_reply(reply: str) -> ParsedReply:
     kept: list[str] = []
     code: list[str] | None = None
     language = ""
+    wrapped = False  # an outer fence is still open around the block that just closed
     lines = reply.splitlines(keepends=True)
     for number, line in enumerate(lines):
         fence = _FENCE.match(line)
@@ -47,10 +51,17 @@ def parse_reply(reply: str) -> ParsedReply:
                 if language in RUNNABLE_LANGUAGES:
                     parsed.blocks.append("".join(code))
                 code = None
+            elif fence and not "".join(code).strip():  # a fence right inside a fence: the inner one is the block
+                code, language, wrapped = [], fence.group(1).lower(), True
             else:
                 code.append(line)
             kept.append(line)
             continue
+        if wrapped and (not line.strip() or (fence and not fence.group(1))):
+            wrapped = not fence  # blank lines up to the wrapper's closing fence, which opens nothing
+            kept.append(line)
+            continue
+        wrapped = False
         if parsed.blocks and ((fence and fence.group(1).lower() in _OUTPUT_LANGUAGES) or _FAKE_OUTPUT.match(line)):
             parsed.fabricated_output = True
             parsed.dropped_blocks = len(parse_reply("".join(lines[number + 1 :])).blocks)
@@ -72,6 +83,7 @@ def parse_reply(reply: str) -> ParsedReply:
 class TextFinal:
     kind: str  # "FINAL" or "FINAL_VAR"
     argument: Any  # FINAL: a Python literal's value, else the text; FINAL_VAR: the variable's name
+    name: str | None = None  # FINAL(x) with x a bare name, not a literal: the REPL's variable x, when it has one
 
 
 def find_text_final(prose: str) -> TextFinal | None:
@@ -86,7 +98,9 @@ def find_text_final(prose: str) -> TextFinal | None:
     inner = inner.strip()
     if match.group(1) == "FINAL_VAR":
         return TextFinal("FINAL_VAR", inner.strip("'\"` "))
-    return TextFinal("FINAL", _unquote(inner))
+    value = _unquote(inner)
+    bare = value == inner and inner.isidentifier() and not keyword.iskeyword(inner)
+    return TextFinal("FINAL", value, inner if bare else None)
 
 
 def _balanced(text: str) -> str | None:

@@ -125,6 +125,8 @@ def run_question(
         tree.close_open_nodes()
         tree.close()
         partial = Outcome("interrupted", root.partial_answer(), "interrupted")
+        if answer_type is not None:
+            partial.answer, partial.error = answer_type.fitted(partial.answer, partial.error)
         raise RunInterrupted(tree.result(query, partial, left)) from None
     except BaseException:
         tree.close()

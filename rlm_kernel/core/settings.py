@@ -373,6 +373,15 @@ SETTINGS: tuple[Setting, ...] = (
         flag_values={"--cache": "disk"},
     ),
     _s(
+        "cache_max_mb",
+        float,
+        1024.0,
+        "Size bound of a disk response cache in MB: past it, the least recently used replies are removed.",
+        env="RLM_CACHE_MAX_MB",
+        cli=("--cache-max-mb",),
+        minimum=0,
+    ),
+    _s(
         "session_tokens",
         int,
         4000,

@@ -142,6 +142,8 @@ async def sub_llm(node: Node, prompt: str, model: str | None) -> str:
         reply = error = str(exc)
     except ModelError as exc:
         reply = error = f"Error: sub-model call failed: {exc}"
+    except Exception as exc:  # an LM (a plug-in's) raised something else: this call's error, not the batch's end
+        reply = error = f"Error: sub-model call failed: {type(exc).__name__}: {exc}"
     except asyncio.CancelledError:
         seconds = time.perf_counter() - started
         node.emit("subcall_end", subcall_id=sub_id, error="cancelled", usage=usage.to_dict(), seconds=seconds)

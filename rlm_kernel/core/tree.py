@@ -3,6 +3,7 @@ the event stream, the approver."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import math
@@ -35,6 +36,7 @@ class Outcome:
     answer: Any = None
     error: str | None = None
     limit: str | None = None
+    answer_from: str | None = None  # where a text answer came from when not as written (a variable's value)
 
 
 class CallTree:
@@ -72,6 +74,7 @@ class CallTree:
         self._child_lock = threading.Lock()
         self._redacted: dict[str, str] = {}
         self.tokens_per_char = 0.0  # the most input tokens a character the provider has reported in this run
+        self.samples: collections.Counter[str] = collections.Counter()  # sampled calls so far, by cache key
 
     def redacted(self, text: str) -> str:
         """`text` redacted and made encodable, remembered: a node resends its whole history with every call, and the redactor's

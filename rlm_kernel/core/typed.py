@@ -19,6 +19,7 @@ from rlm_kernel.core.errors import AnswerMismatch, ConfigError
 from rlm_kernel.core.repl import contained
 
 _SCALARS = (int, float, str, bool)
+
 VALUE_METHOD_SECONDS = 2.0  # as long as the value's methods may run, as contained() gives every model-made value
 
 
@@ -57,6 +58,17 @@ class AnswerType:
         if _is_pydantic(self.expected):
             return _pydantic(self.expected, value)
         return _convert(self.expected, value, "answer")
+
+    def fitted(self, answer: Any, error: str | None) -> tuple[Any, str | None]:
+        """An unfinished run's answer (the iteration limit's last words, a partial one) as a T, or None and why not,
+        with the run's error: `result.answer` is a T or None, never the raw value of another type."""
+        if answer is None:
+            return None, error
+        try:
+            return self.convert(answer), error
+        except AnswerMismatch as exc:
+            why = f"its last answer is no {self.name}: {exc}"
+            return None, f"{error}; {why}" if error else why
 
     def mismatch_message(self, error: AnswerMismatch) -> str:
         return f"Your answer was not accepted: it must be {self.shape()}. {error} Fix the value and submit it again."
