@@ -134,3 +134,40 @@ def test_interrupt_with_64_calls_in_flight_cancels_them_all_and_leaves_nothing_b
     assert sockets <= 8, f"{sockets} sockets left open after the interrupt"
     after = RLM(model="scripted/demo").completion("The coolant leaked.", "What happened to the coolant?")
     assert after.status == "done"
+
+
+# -- model code that takes the builtins away ----------------------------------------------------------------
+
+BUILTINS_ATTACKS = {
+    "rebound": "__builtins__ = {}",
+    "deleted": "del __builtins__",
+    "none": "__builtins__ = None",
+    # In process the builtins module is the process's own while the block runs (other threads see it); at its
+    # end it is put back.
+    "module changed": "import builtins\nbuiltins.print = None\ndel builtins.isinstance\nbuiltins.extra = 1",
+}
+
+
+@pytest.mark.parametrize("attack", list(BUILTINS_ATTACKS.values()), ids=list(BUILTINS_ATTACKS))
+def test_model_code_that_takes_the_builtins_away_breaks_neither_the_run_nor_the_notebook(ip, attack):
+    from tests.conftest import run as run_cell
+
+    replies = [repl(attack), repl("print(len(context))"), repl("FINAL(str(len(context)))")]
+    seen: list[str] = []
+    root = ScriptedReplies(replies)
+
+    def policy(messages):
+        seen.append(str(messages[-1]["content"]))
+        return root(messages)
+
+    from rlm_kernel.models.policies import register_policy
+
+    ip.user_ns["doc"] = "twelve chars"
+    run_cell(ip, f"%config RLMMagics.model = '{register_policy(policy)}'")
+    answer = run_cell(ip, "%%rlm --context doc\nHow long is it?")
+    assert answer == "12"
+    assert "12" in seen[-1] and "NameError" not in seen[-1]  # the second block ran with its builtins
+    assert any("builtins; they were put back" in message for message in seen)
+    # The notebook's next cells run as before.
+    run_cell(ip, "after = len(str(isinstance(1, int)))\nprint(after)")
+    assert ip.user_ns["after"] == 4
