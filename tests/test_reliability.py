@@ -171,3 +171,85 @@ def test_model_code_that_takes_the_builtins_away_breaks_neither_the_run_nor_the_
     # The notebook's next cells run as before.
     run_cell(ip, "after = len(str(isinstance(1, int)))\nprint(after)")
     assert ip.user_ns["after"] == 4
+
+
+# -- deep or hostile contexts passed in memory ----------------------------------------------------------------
+
+
+def _deep(depth: int = 100_000) -> list:
+    nested: list = []
+    for _ in range(depth):
+        nested = [nested]
+    return nested
+
+
+class _LenRaises(str):
+    def __len__(self):
+        raise ZeroDivisionError("hostile __len__")
+
+
+class _LenLoops(list):
+    def __len__(self):
+        while True:
+            pass
+
+
+class _ReprRaises:
+    def __repr__(self):
+        raise RuntimeError("hostile __repr__")
+
+
+class _ReprLoops:
+    def __repr__(self):
+        while True:
+            pass
+
+
+HOSTILE_CONTEXTS = {
+    "deep list in a dict": lambda: {"nested": _deep()},
+    "deep list in records": lambda: [{"nested": _deep()}],
+    "__len__ raises": lambda: _LenRaises("some text"),
+    "__len__ loops": lambda: _LenLoops(["a", "b"]),
+    "__repr__ raises": lambda: {"value": _ReprRaises()},
+    "__repr__ loops": lambda: [{"value": _ReprLoops()}],
+}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("make", list(HOSTILE_CONTEXTS.values()), ids=list(HOSTILE_CONTEXTS))
+def test_a_deep_or_hostile_context_is_one_context_error_line_not_a_traceback_or_hang(make):
+    from rlm_kernel.core.errors import ContextError
+
+    rlm = RLM(model="scripted/demo")
+    started = time.monotonic()
+    with pytest.raises(ContextError) as caught:
+        rlm.completion(make(), "What is in it?")
+    elapsed = time.monotonic() - started
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("the context"), message
+    assert elapsed < 30, f"took {elapsed:.0f} s"
+
+
+@pytest.mark.timeout(120)
+def test_model_code_that_passes_a_hostile_context_to_a_child_gets_a_context_error(scripted):
+    replies = [
+        repl(
+            "class Loud:\n    def __repr__(self):\n        while True:\n            pass\nrlm_query({'v': Loud()}, 'q')"
+        ),
+        repl("nested = []\nfor _ in range(100_000):\n    nested = [nested]\nrlm_query({'n': nested}, 'q')"),
+        repl("FINAL('done')"),
+    ]
+    seen: list[str] = []
+    root = ScriptedReplies(replies)
+
+    def policy(messages):
+        seen.append(str(messages[-1]["content"]))
+        return root(messages)
+
+    started = time.monotonic()
+    result = RLM(model=scripted(policy), max_depth=2).completion("ctx", "q")
+    assert result.status == "done"
+    assert time.monotonic() - started < 60
+    looped, deep = seen[1], seen[2]
+    assert "ContextError: the context could not be described: that took over" in looped, looped
+    assert "ContextError: the context could not be copied: it is nested too deeply" in deep, deep
