@@ -253,3 +253,33 @@ def test_model_code_that_passes_a_hostile_context_to_a_child_gets_a_context_erro
     looped, deep = seen[1], seen[2]
     assert "ContextError: the context could not be described: that took over" in looped, looped
     assert "ContextError: the context could not be copied: it is nested too deeply" in deep, deep
+
+
+# -- a server that ignores max_tokens ---------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_a_server_that_ignores_max_tokens_is_charged_what_it_used_and_gets_no_further_call():
+    """Calls one at a time: the overshoot is the one call's. (Calls already in flight together each overshoot: not
+    bounded yet, see the README.)"""
+    from rlm_kernel.models.policies import messages_tokens
+    from rlm_kernel.models.wire import count_tokens
+
+    long_reply = "lorem " * 20000  # about 30,000 tokens, whatever max_tokens the request asked for
+    served: list[int] = []
+    code = "out = [llm_query(f'p{i}') for i in range(10)]\nprint(sum(o.startswith('lorem') for o in out))"
+    root = ScriptedReplies([repl(code), repl("FINAL('x')")])
+
+    def policy(messages):
+        reply = root(messages) if messages[0]["role"] == "system" else long_reply
+        served.append(messages_tokens(messages) + count_tokens(reply))
+        return reply
+
+    limit = 12_000
+    with ModelServer(policy) as server:
+        result = RLM(model="openai/policy", api_base=server.url, max_tokens=limit).completion("ctx", "q")
+        requests = server.stats()["requests"]
+    assert result.status == "budget"
+    assert result.usage.llm_calls == requests == len(served) == 2  # the root's call and one sub-call
+    assert result.usage.tokens == sum(served)  # settled at what the server says it used, not at the cap asked for
+    assert sum(served) <= limit + max(served)
