@@ -163,3 +163,15 @@ def test_every_writable_place_at_once_adds_no_more_host_memory_than_the_limits()
     assert tmp_written <= file_size_limit
     bound = memory_limit + file_size_limit + 64 * MiB
     assert added < bound, f"the host holds {added / MiB:.0f} MiB for the worker (bound {bound / MiB:.0f} MiB)"
+
+
+def test_the_sandboxed_worker_has_a_task_rlimit_that_its_user_namespace_scopes():
+    """Where no pids cgroup can be had, RLIMIT_NPROC caps the worker's tasks. It counts per user and namespace: in
+    the sandbox's own user namespace it counts the sandbox's tasks only, so it cannot starve the caller's other
+    processes (measured: 5 of the user's processes outside did not lower what the sandbox could start). It does not
+    bind a caller that is root on the host, for whom the pids cgroup is the cap."""
+    from rlm_kernel.isolation.tasks import MAX_TASKS
+
+    with KernelREPL(cell_timeout=20) as kernel:
+        result = kernel.execute("import resource\nprint(resource.getrlimit(resource.RLIMIT_NPROC))")
+    assert result.stdout.strip() == str((MAX_TASKS, MAX_TASKS))
