@@ -134,3 +134,152 @@ def test_interrupt_with_64_calls_in_flight_cancels_them_all_and_leaves_nothing_b
     assert sockets <= 8, f"{sockets} sockets left open after the interrupt"
     after = RLM(model="scripted/demo").completion("The coolant leaked.", "What happened to the coolant?")
     assert after.status == "done"
+
+
+# -- model code that takes the builtins away ----------------------------------------------------------------
+
+BUILTINS_ATTACKS = {
+    "rebound": "__builtins__ = {}",
+    "deleted": "del __builtins__",
+    "none": "__builtins__ = None",
+    # In process the builtins module is the process's own while the block runs (other threads see it); at its
+    # end it is put back.
+    "module changed": "import builtins\nbuiltins.print = None\ndel builtins.isinstance\nbuiltins.extra = 1",
+}
+
+
+@pytest.mark.parametrize("attack", list(BUILTINS_ATTACKS.values()), ids=list(BUILTINS_ATTACKS))
+def test_model_code_that_takes_the_builtins_away_breaks_neither_the_run_nor_the_notebook(ip, attack):
+    from tests.conftest import run as run_cell
+
+    replies = [repl(attack), repl("print(len(context))"), repl("FINAL(str(len(context)))")]
+    seen: list[str] = []
+    root = ScriptedReplies(replies)
+
+    def policy(messages):
+        seen.append(str(messages[-1]["content"]))
+        return root(messages)
+
+    from rlm_kernel.models.policies import register_policy
+
+    ip.user_ns["doc"] = "twelve chars"
+    run_cell(ip, f"%config RLMMagics.model = '{register_policy(policy)}'")
+    answer = run_cell(ip, "%%rlm --context doc\nHow long is it?")
+    assert answer == "12"
+    assert "12" in seen[-1] and "NameError" not in seen[-1]  # the second block ran with its builtins
+    assert any("builtins; they were put back" in message for message in seen)
+    # The notebook's next cells run as before.
+    run_cell(ip, "after = len(str(isinstance(1, int)))\nprint(after)")
+    assert ip.user_ns["after"] == 4
+
+
+# -- deep or hostile contexts passed in memory ----------------------------------------------------------------
+
+
+def _deep(depth: int = 100_000) -> list:
+    nested: list = []
+    for _ in range(depth):
+        nested = [nested]
+    return nested
+
+
+class _LenRaises(str):
+    def __len__(self):
+        raise ZeroDivisionError("hostile __len__")
+
+
+class _LenLoops(list):
+    def __len__(self):
+        while True:
+            pass
+
+
+class _ReprRaises:
+    def __repr__(self):
+        raise RuntimeError("hostile __repr__")
+
+
+class _ReprLoops:
+    def __repr__(self):
+        while True:
+            pass
+
+
+HOSTILE_CONTEXTS = {
+    "deep list in a dict": lambda: {"nested": _deep()},
+    "deep list in records": lambda: [{"nested": _deep()}],
+    "__len__ raises": lambda: _LenRaises("some text"),
+    "__len__ loops": lambda: _LenLoops(["a", "b"]),
+    "__repr__ raises": lambda: {"value": _ReprRaises()},
+    "__repr__ loops": lambda: [{"value": _ReprLoops()}],
+}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("make", list(HOSTILE_CONTEXTS.values()), ids=list(HOSTILE_CONTEXTS))
+def test_a_deep_or_hostile_context_is_one_context_error_line_not_a_traceback_or_hang(make):
+    from rlm_kernel.core.errors import ContextError
+
+    rlm = RLM(model="scripted/demo")
+    started = time.monotonic()
+    with pytest.raises(ContextError) as caught:
+        rlm.completion(make(), "What is in it?")
+    elapsed = time.monotonic() - started
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("the context"), message
+    assert elapsed < 30, f"took {elapsed:.0f} s"
+
+
+@pytest.mark.timeout(120)
+def test_model_code_that_passes_a_hostile_context_to_a_child_gets_a_context_error(scripted):
+    replies = [
+        repl(
+            "class Loud:\n    def __repr__(self):\n        while True:\n            pass\nrlm_query({'v': Loud()}, 'q')"
+        ),
+        repl("nested = []\nfor _ in range(100_000):\n    nested = [nested]\nrlm_query({'n': nested}, 'q')"),
+        repl("FINAL('done')"),
+    ]
+    seen: list[str] = []
+    root = ScriptedReplies(replies)
+
+    def policy(messages):
+        seen.append(str(messages[-1]["content"]))
+        return root(messages)
+
+    started = time.monotonic()
+    result = RLM(model=scripted(policy), max_depth=2).completion("ctx", "q")
+    assert result.status == "done"
+    assert time.monotonic() - started < 60
+    looped, deep = seen[1], seen[2]
+    assert "ContextError: the context could not be described: that took over" in looped, looped
+    assert "ContextError: the context could not be copied: it is nested too deeply" in deep, deep
+
+
+# -- a server that ignores max_tokens ---------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_a_server_that_ignores_max_tokens_is_charged_what_it_used_and_gets_no_further_call():
+    """Calls one at a time: the overshoot is the one call's. (Calls already in flight together each overshoot: not
+    bounded yet, see the README.)"""
+    from rlm_kernel.models.policies import messages_tokens
+    from rlm_kernel.models.wire import count_tokens
+
+    long_reply = "lorem " * 20000  # about 30,000 tokens, whatever max_tokens the request asked for
+    served: list[int] = []
+    code = "out = [llm_query(f'p{i}') for i in range(10)]\nprint(sum(o.startswith('lorem') for o in out))"
+    root = ScriptedReplies([repl(code), repl("FINAL('x')")])
+
+    def policy(messages):
+        reply = root(messages) if messages[0]["role"] == "system" else long_reply
+        served.append(messages_tokens(messages) + count_tokens(reply))
+        return reply
+
+    limit = 12_000
+    with ModelServer(policy) as server:
+        result = RLM(model="openai/policy", api_base=server.url, max_tokens=limit).completion("ctx", "q")
+        requests = server.stats()["requests"]
+    assert result.status == "budget"
+    assert result.usage.llm_calls == requests == len(served) == 2  # the root's call and one sub-call
+    assert result.usage.tokens == sum(served)  # settled at what the server says it used, not at the cap asked for
+    assert sum(served) <= limit + max(served)

@@ -4,6 +4,7 @@ must stay under memory_limit + file_size_limit + 64 MB whatever the code writes.
 
 from __future__ import annotations
 
+import re
 import sys
 import textwrap
 
@@ -129,3 +130,48 @@ def test_a_tool_hanging_across_the_bridge_leaves_no_caller_thread_after_the_run(
     finally:
         give_up.set()
     assert left == []
+
+
+EVERYWHERE = FILL.replace(
+    'for place in ("/dev/fill", "/dev/shm/fill"):\n    fill(place, 96 << 20)',
+    'for place in ("/dev/fill", "/dev/shm/fill", "/tmp/a", "/tmp/b", "/tmp/c"):\n    fill(place, 96 << 20)',
+) + textwrap.dedent(
+    """
+    held = []
+    try:
+        while True:
+            held.append(bytearray(16 << 20))  # touched: resident, not just reserved
+    except MemoryError:
+        pass
+    print("anonymous MiB", 16 * len(held))
+    """
+)
+
+
+def test_every_writable_place_at_once_adds_no_more_host_memory_than_the_limits():
+    import psutil
+
+    memory_limit, file_size_limit = 256 * MiB, 32 * MiB
+    with KernelREPL(cell_timeout=60, memory_limit=memory_limit, file_size_limit=file_size_limit) as kernel:
+        before = _shmem()
+        result = kernel.execute(textwrap.dedent(EVERYWHERE))
+        worker = psutil.Process(kernel._worker.pid)
+        added = _shmem() - before + worker.memory_info().rss
+    assert result.error is None, result.error
+    assert "anonymous MiB" in result.stdout
+    tmp_written = sum(int(n) for n in re.findall(r"'/tmp/[abc]', (\d+)", result.stdout))
+    assert tmp_written <= file_size_limit
+    bound = memory_limit + file_size_limit + 64 * MiB
+    assert added < bound, f"the host holds {added / MiB:.0f} MiB for the worker (bound {bound / MiB:.0f} MiB)"
+
+
+def test_the_sandboxed_worker_has_a_task_rlimit_that_its_user_namespace_scopes():
+    """Where no pids cgroup can be had, RLIMIT_NPROC caps the worker's tasks. It counts per user and namespace: in
+    the sandbox's own user namespace it counts the sandbox's tasks only, so it cannot starve the caller's other
+    processes (measured: 5 of the user's processes outside did not lower what the sandbox could start). It does not
+    bind a caller that is root on the host, for whom the pids cgroup is the cap."""
+    from rlm_kernel.isolation.tasks import MAX_TASKS
+
+    with KernelREPL(cell_timeout=20) as kernel:
+        result = kernel.execute("import resource\nprint(resource.getrlimit(resource.RLIMIT_NPROC))")
+    assert result.stdout.strip() == str((MAX_TASKS, MAX_TASKS))

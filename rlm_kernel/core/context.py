@@ -17,11 +17,13 @@ import re
 import reprlib
 import statistics
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+from rlm_kernel.core.deadlines import CellTimeout
 from rlm_kernel.core.errors import ContextError
+from rlm_kernel.core.repl import contained
 
 SUPPORTED = "str, list[str], list[dict], dict, or a pandas DataFrame"
 
@@ -85,7 +87,52 @@ def _kind(context: object) -> str:
 
 def check_context(context: object) -> None:
     """Raise ContextError if the engine cannot work with `context`; scans but never copies it."""
-    _kind(context)
+    _guarded(context, "checked", lambda: _kind(context))
+
+
+T = TypeVar("T")
+_GUARD_SECONDS = 10.0  # for looking at a context whose objects run code of their own, plus a second per...
+_GUARD_ITEMS_PER_SECOND = 10_000  # ...this many items: an honest million records still has its time
+
+
+def _guarded(context: object, done: str, call: Callable[[], T]) -> T:
+    """`call()`, which looks at `context`: any object in it that is not a plain str, list or dict runs code of its
+    own there (__len__, __repr__, __deepcopy__), which may raise, recurse or loop. That is one ContextError line,
+    under a deadline, instead of a traceback or a hang."""
+    if _plain(context):  # nothing of the caller's can run: no deadline needed
+        return call()
+
+    def refuse(exc: BaseException) -> T:
+        if isinstance(exc, ContextError):
+            raise exc
+        if isinstance(exc, RecursionError):
+            why = "it is nested too deeply (RecursionError): pass flatter data, e.g. the deep part as a JSON str"
+        elif isinstance(exc, CellTimeout):
+            why = (
+                f"that took over {seconds:.0f} s (an object's __len__, __str__ or __repr__ that loops?): "
+                "pass plain str, list and dict values"
+            )
+        else:
+            detail = " ".join(str(exc).split())[:200]
+            why = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+            why += " (raised by an object in it: pass plain str, list and dict values)"
+        raise ContextError(f"the context could not be {done}: {why}") from None
+
+    seconds = _GUARD_SECONDS + _items(context) / _GUARD_ITEMS_PER_SECOND
+    return contained(call, refuse, seconds)
+
+
+def _plain(context: object) -> bool:
+    return type(context) is str or (type(context) is list and all(type(item) is str for item in context))
+
+
+def _items(context: object) -> int:
+    """How many items a list or dict holds, asked of the built-in type (a subclass's own __len__ may loop)."""
+    if isinstance(context, list):
+        return list.__len__(context)
+    if isinstance(context, dict):
+        return dict.__len__(context)
+    return 0
 
 
 def private_copy(context: object) -> object:
@@ -100,7 +147,7 @@ def private_copy(context: object) -> object:
         return list(context)
     if _is_dataframe(context):
         return context.copy(deep=True)  # type: ignore[attr-defined]
-    return copy.deepcopy(context)
+    return _guarded(context, "copied", lambda: copy.deepcopy(context))
 
 
 # ---------------------------------------------------------------------------
@@ -149,6 +196,10 @@ def context_metadata(context: object, preview_chars: int = 500) -> ContextMetada
     """Describe `context` (checked first) without copying it."""
     if preview_chars < 0:
         raise ValueError("preview_chars must be >= 0")
+    return _guarded(context, "described", lambda: _metadata(context, preview_chars))
+
+
+def _metadata(context: object, preview_chars: int) -> ContextMetadata:
     kind = _kind(context)
     if kind == "str":
         return _str_metadata(context, preview_chars)  # type: ignore[arg-type]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ast
+import builtins
 import itertools
 import linecache
 import reprlib
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -83,6 +85,7 @@ def isolation_factory(mode: str) -> ReplFactory:
 
 
 T = TypeVar("T")
+_MISSING = object()
 
 
 _cell_ids = itertools.count(1)
@@ -139,6 +142,7 @@ class NamespaceREPL:
         filename = f"<rlm-cell-{next(_cell_ids)}>"
         # Registering the source lets tracebacks quote the model's own lines.
         linecache.cache[filename] = (len(code), None, code.splitlines(keepends=True), filename)
+        guard = _BuiltinsGuard(self.namespace)
         with capture_thread_output(self.max_output_chars) as (out, err):
             deadline = Deadline(limit)
             try:
@@ -159,10 +163,36 @@ class NamespaceREPL:
                 result.error = (
                     _timeout_message(self.cell_timeout, limit) if timed_out else format_exception(exc, filename)
                 )
+            finally:
+                guard.put_back()
         result.stdout = out.text(self.max_output_chars)
         result.stderr = err.text(self.max_output_chars)
         result.seconds = time.perf_counter() - started
         return result
+
+
+class _BuiltinsGuard:
+    """The builtins a block starts with, put back at its end: model code that rebinds or deletes `__builtins__`, or
+    changes the builtins module itself, would break every later block and, in a notebook, the user's next cells."""
+
+    def __init__(self, namespace: dict[str, Any]) -> None:
+        self.namespace = namespace
+        self.binding = namespace.get("__builtins__", builtins.__dict__)  # what exec inserts into a fresh namespace
+        self.entries = dict(builtins.__dict__)
+
+    def put_back(self) -> None:
+        changed = self.namespace.get("__builtins__") is not self.binding
+        self.namespace["__builtins__"] = self.binding
+        current = builtins.__dict__
+        # Identity only: comparing values would run the __eq__ of whatever model code put there.
+        added = [name for name in current if type(name) is str and name not in self.entries]
+        if added or any(current.get(name, _MISSING) is not value for name, value in self.entries.items()):
+            changed = True
+            current.update(self.entries)
+            for name in added:
+                current.pop(name, None)
+        if changed:
+            print("note: this block changed the builtins; they were put back for the next block.", file=sys.stderr)
 
 
 def _timeout_message(cell_timeout: float | None, limit: float | None) -> str:

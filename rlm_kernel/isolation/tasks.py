@@ -4,8 +4,10 @@ take the host's pid space (threads are allowed: the seccomp filter refuses only 
 The worker is moved into a pids cgroup of its own, made under the caller's (cgroup v1's pids hierarchy, or v2
 where the caller's cgroup delegates the pids controller), with `pids.max = MAX_TASKS`; a thread past the cap
 fails to start (RuntimeError: can't start new thread). Where no such cgroup can be made (no write access to the
-cgroup tree), the worker runs without a task cap and `TaskCap.path` is None; RLIMIT_AS still bounds the threads
-it can hold.
+cgroup tree), `TaskCap.path` is None and the worker's RLIMIT_NPROC (MAX_TASKS, set by the worker itself) is the
+cap: the kernel counts it per user and per user namespace, so in the sandbox's own namespace it counts the
+worker's tasks alone and cannot starve the caller's other processes. It does not bind a caller that is root on
+the host (the kernel exempts host root), who can make the cgroup; RLIMIT_AS bounds the threads either way.
 """
 
 from __future__ import annotations

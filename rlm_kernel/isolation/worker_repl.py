@@ -21,6 +21,7 @@ from rlm_kernel.isolation import sandbox
 from rlm_kernel.isolation.bridge import Bridge
 from rlm_kernel.isolation.encoding import decode
 from rlm_kernel.isolation.process import WorkerProcess
+from rlm_kernel.isolation.tasks import MAX_TASKS
 
 GiB = 1024**3
 MiB = 1024**2
@@ -101,6 +102,9 @@ class KernelREPL:
             # SIGXCPU at the soft limit (reported as a CPU-limit death), SIGKILL shortly after.
             **({"RLIMIT_CPU": [math.ceil(cpu_seconds), math.ceil(cpu_seconds) + 2]} if cpu_seconds else {}),
             **({"RLIMIT_FSIZE": [file_size_limit, file_size_limit]} if file_size_limit else {}),
+            # Only in the sandbox's own user namespace does it count the worker's tasks alone (outside, all the
+            # user's processes); it binds a caller that is not root on the host (the pids cgroup binds root).
+            **({"RLIMIT_NPROC": [MAX_TASKS, MAX_TASKS]} if self.sandboxed else {}),
         }
         self._tmpfs_bytes = file_size_limit or 1 * GiB
         self._limits_text = ", ".join(

@@ -21,6 +21,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from rlm_kernel import RLM
+from rlm_kernel.bench import safety
 from rlm_kernel.core import RunInterrupted
 from rlm_kernel.models.policies import ScriptedReplies, register_policy
 from rlm_kernel.models.server import ModelServer
@@ -278,6 +279,9 @@ def main() -> int:
         timeout_dodges,
         abandoned_children,
         redaction_forms,
+        safety.sandbox_limits,
+        safety.builtins_taken_away,
+        safety.hostile_contexts,
     ):
         print(figure())
     return 0
