@@ -20,8 +20,8 @@ from IPython.core.error import UsageError
 from rlm_kernel.core.errors import ExportError
 from rlm_kernel.formats import notebook as export
 from rlm_kernel.jupyter.replay import find_export_payload
+from tests.conftest import run
 from tests.test_export import CONTEXT, generated, record_depth_two_run
-from tests.test_magics import ip, run  # noqa: F401 - `ip` is a fixture
 
 FIRST_LINE = "print(len(context), 'chars')"
 
