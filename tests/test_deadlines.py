@@ -87,6 +87,7 @@ def test_a_time_budget_that_runs_out_during_a_model_call_is_a_budget_stop():
     assert elapsed < 1.0 + 2.0
 
 
+@pytest.mark.slow  # a fresh interpreter imports litellm
 def test_the_first_litellm_import_is_not_counted_in_the_runs_time():
     # A fresh interpreter: litellm's import alone takes longer than this budget on a small machine.
     with ModelServer(Recorder(lambda messages: block("FINAL('on time')"))) as server:
