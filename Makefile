@@ -7,7 +7,9 @@ STAMP := $(VENV)/.installed
 # Arize Phoenix's own venv, for the OpenTelemetry end-to-end test (see phoenix-venv below).
 PHOENIX_VENV := .venv-phoenix
 PHOENIX_STAMP := $(PHOENIX_VENV)/.installed
-PHOENIX_PYTHON ?= $(PYTHON)
+# Phoenix needs Python >= 3.11: $(PYTHON) when it is one, else the newest python3.1x on PATH (.ci/run's 3.10 pass).
+PHOENIX_PYTHON ?= $(shell for p in $(PYTHON) python3.13 python3.12 python3.11; do \
+	$$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && { command -v $$p; break; }; done)
 # Keep litellm offline at import and when counting tokens.
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export HF_HUB_OFFLINE := 1
@@ -77,6 +79,7 @@ lock:
 # Arize Phoenix (Python >= 3.11), hash-locked in its own venv: the real OpenTelemetry receiver that
 # tests/test_telemetry_phoenix.py sends runs to. Never a dependency of rlm_kernel; `make test` builds it.
 $(PHOENIX_STAMP): tests/requirements-phoenix.lock
+	@test -n "$(PHOENIX_PYTHON)" || { echo "Phoenix needs Python >= 3.11: set PHOENIX_PYTHON=python3.11" >&2; exit 1; }
 	$(PHOENIX_PYTHON) -m venv $(PHOENIX_VENV)
 	$(PHOENIX_VENV)/bin/pip install --quiet --require-hashes --no-deps -r tests/requirements-phoenix.lock
 	touch $@

@@ -466,10 +466,13 @@ def test_direct_prompt_stand_in_reads_only_what_the_prompt_shows():
     assert "I did not find it" in offline.BenchPolicy()([{"role": "user", "content": cut}])
 
 
+@pytest.mark.kernel
 def test_the_first_cell_figure_times_a_real_kernel_up_to_its_first_request():
     from rlm_kernel.bench.figures import perf_kernel
 
     row = perf_kernel.first_cell_seconds(1)
     (run,) = row["runs"]
-    # The first %%rlm pays the engine's first use; the second only the cell itself.
-    assert 0 < run["second_s"] < run["first_s"] < 30 and run["load_ext_s"] > 0 and run["trivial_s"] > 0
+    # The first %%rlm pays the engine's first use; the second only the cell itself. The figures subtract a trivial
+    # cell's round trip, which a loaded machine can make longer than the second cell's wait: the raw waits are > 0.
+    assert 0 < run["second_s"] + run["trivial_s"] and run["second_s"] < run["first_s"] < 30
+    assert run["load_ext_s"] > 0 and run["trivial_s"] > 0

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from rlm_kernel.cli import main
 from rlm_kernel.models.demo import sample_document
 
@@ -95,6 +97,7 @@ def test_isolated_run_answers_from_a_separate_kernel(tmp_path, capsys):
     assert "Bao replaced the worn impeller" in out and "[done] n0" in out
 
 
+@pytest.mark.slow  # three fresh interpreters
 def test_python_m_rlm_kernel_is_the_rlm_command_install_included(tmp_path):
     """`rlm` and `python -m rlm_kernel` are one command: the same help, and `install` in both."""
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}

@@ -40,7 +40,7 @@ def _warm(server: ModelServer) -> None:
 
 
 @pytest.mark.usefixtures("each_transport")
-@pytest.mark.parametrize("isolation", [None, "kernel-audit"])
+@pytest.mark.parametrize("isolation", [None, pytest.param("kernel-audit", marks=pytest.mark.sandbox)])
 def test_max_seconds_ends_the_run_while_children_block_in_c_code(isolation):
     with ModelServer(_children_that_block()) as server:
         _warm(server)
@@ -87,6 +87,7 @@ def test_a_time_budget_that_runs_out_during_a_model_call_is_a_budget_stop():
     assert elapsed < 1.0 + 2.0
 
 
+@pytest.mark.slow  # a fresh interpreter imports litellm
 def test_the_first_litellm_import_is_not_counted_in_the_runs_time():
     # A fresh interpreter: litellm's import alone takes longer than this budget on a small machine.
     with ModelServer(Recorder(lambda messages: block("FINAL('on time')"))) as server:
@@ -117,6 +118,7 @@ def test_rlm_run_exits_once_it_has_printed_its_answer_though_model_code_left_a_t
     assert elapsed < 30, f"{elapsed:.1f} s"
 
 
+@pytest.mark.kernel
 def test_an_interrupt_in_the_kernel_ends_a_run_whose_children_block_in_c_code():
     from jupyter_client.manager import start_new_kernel
 

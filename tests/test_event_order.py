@@ -133,8 +133,13 @@ def test_the_widget_view_draws_the_same_nodes_from_any_interleaving(recorded):
     from rlm_kernel.jupyter.view import TraceView
 
     def drawn(trace: Trace) -> dict[str, Any]:
-        view = TraceView.from_trace(trace)
-        return {node_id: (w.accordion.titles, w.details.value) for node_id, w in view._nodes.items()}
+        view = TraceView()  # fed as a live run feeds it, event by event
+        for event in trace.events:
+            view(event)
+        view.close()
+        nodes = {node_id: (w.accordion.titles, w.details.value) for node_id, w in view._nodes.items()}
+        view.release()
+        return nodes
 
     expected = drawn(recorded)
     for trace in orders(recorded)[:3]:

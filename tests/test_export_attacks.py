@@ -20,8 +20,8 @@ from IPython.core.error import UsageError
 from rlm_kernel.core.errors import ExportError
 from rlm_kernel.formats import notebook as export
 from rlm_kernel.jupyter.replay import find_export_payload
+from tests.conftest import run
 from tests.test_export import CONTEXT, generated, record_depth_two_run
-from tests.test_magics import ip, run  # noqa: F401 - `ip` is a fixture
 
 FIRST_LINE = "print(len(context), 'chars')"
 
@@ -53,11 +53,16 @@ def _change_reply(lines: list[dict[str, Any]], node: str, iteration: int, old: s
             line["data"]["reply"] = line["data"]["reply"].replace(old, new)
 
 
+def _writes(marker: Path) -> str:
+    """The attacker's line: it leaves a file behind (and closes it: an open file left to the collector is a warning)."""
+    return f"__import__('pathlib').Path({str(marker)!r}).write_text('ran')"
+
+
 def _tampered(recorded, tmp_path: Path, node: str, iteration: int, old: str, marker: Path) -> Any:
     nb = nbformat.read(recorded.to_notebook(tmp_path / "source.ipynb", CONTEXT).path, as_version=4)
     (tmp_path / "source.ipynb").unlink()
     payload_id, lines = _payload_lines(nb)
-    _change_reply(lines, node, iteration, old, f"open({str(marker)!r}, 'w').write('ran'); {old}")
+    _change_reply(lines, node, iteration, old, f"{_writes(marker)}; {old}")
     changed = _with_payload(nb, payload_id, lines)
     nbformat.write(changed, tmp_path / "run.ipynb")
     return changed
@@ -102,7 +107,7 @@ def test_a_whole_replay_shows_the_code_it_runs(recorded, ip, tmp_path, monkeypat
     except Exception:
         pass  # the tampered run differs from its record: what matters is what was shown
     shown = capsys.readouterr().out
-    assert f"open({str(marker)!r}, 'w').write('ran')" in shown and FIRST_LINE in shown
+    assert _writes(marker) in shown and FIRST_LINE in shown
 
 
 def test_a_zlib_bomb_payload_is_refused_before_it_is_decompressed_whole():

@@ -115,6 +115,7 @@ def test_wheel_ships_kernelspec(tmp_path: Path) -> None:
 # --- the running kernel ---------------------------------------------------------------------------
 
 
+@pytest.mark.kernel
 class RLMKernelTests(jupyter_kernel_test.KernelTests):
     """Protocol conformance (jupyter_kernel_test) plus the rlm-specific checks, on one kernel."""
 

@@ -22,7 +22,7 @@ from jupyter_client.manager import start_new_kernel
 from rlm_kernel.models.server import ModelServer
 from tests.conftest import repl
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.kernel, pytest.mark.timeout(240)]
 JUPYTER = Path(sys.executable).with_name("jupyter")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -66,6 +67,7 @@ pieces = st.lists(
 )
 
 
+@pytest.mark.slow  # 400 generated replies: about 10 s on its own
 @settings(max_examples=400, deadline=None)
 @given(pieces)
 def test_parser_never_crashes_and_blocks_come_from_the_reply(parts):

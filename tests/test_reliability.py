@@ -90,6 +90,7 @@ def hanging_server():
     yield url
     proc.terminate()
     proc.wait(10)
+    proc.stdout.close()  # left to the collector, the pipe is a ResourceWarning in whichever test runs then
 
 
 def _stats(url: str) -> dict:

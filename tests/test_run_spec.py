@@ -156,6 +156,7 @@ def _summary(results: list[Any]) -> list[tuple[Any, ...]]:
     return [(r.query, r.status, r.answer, r.usage.llm_calls, len(r.trace.nodes)) for r in results]
 
 
+@pytest.mark.slow  # a process pool: each process imports the engine
 def test_a_batch_on_another_executor_returns_what_the_default_pool_returns():
     questions = [(f"c{i}", f"question {i}") for i in range(4)]
     with ModelServer(_one_root_one_sub()) as server:

@@ -12,7 +12,10 @@ import pytest
 
 from rlm_kernel.isolation import KernelREPL
 
-pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the sandbox is Linux namespaces")
+pytestmark = [
+    pytest.mark.sandbox,
+    pytest.mark.skipif(sys.platform != "linux", reason="the sandbox is Linux namespaces"),
+]
 MiB = 1024 * 1024
 
 FILL = """

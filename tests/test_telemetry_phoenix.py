@@ -34,6 +34,7 @@ pytestmark = [
     pytest.mark.skipif(
         not PHOENIX.exists(), reason="Arize Phoenix's venv is absent: `make phoenix-venv` builds it (make test does)"
     ),
+    pytest.mark.slow,  # a Phoenix server process per module
     pytest.mark.timeout(600),  # Phoenix's first start creates its database: about 2 minutes on 2 busy cores
 ]
 
@@ -165,6 +166,7 @@ def assert_no_secret(url: str, work: Path) -> None:
     assert SECRET.encode() not in stored and b"key [redacted]" in stored
 
 
+@pytest.mark.kernel
 def test_a_depth_2_notebook_run_arrives_in_phoenix_whole(phoenix):
     url, work = phoenix
     policy = CountingPolicy()

@@ -335,7 +335,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Where model code runs: None (this process), kernel (a sandboxed kernel), kernel-audit (weaker, see README).",
         cli=("--isolation",),
         magic=("--isolation",),
-        choices=("kernel", "kernel-audit"),
+        # No choices: the modes are core.repl.register_isolation's, checked when the RLM is made.
         flag_values={"--isolated": "kernel"},
     ),
     _s(

@@ -24,6 +24,7 @@ import queue
 import stat
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -158,13 +159,16 @@ class ShownCodeOnly:
     def snapshot(self) -> dict[str, int]:
         return self._repl.snapshot()
 
+    def close(self) -> None:
+        self._repl.close()
+
 
 def recorded_blocks(trace: Trace) -> frozenset[str]:
     """The code of every recorded block: what an export's cells show."""
     return frozenset(e.data["code"].strip() for e in trace.events if e.kind == "code_result")
 
 
-def shown_code_repls(trace: Trace, settings: dict[str, Any]) -> Any:
+def shown_code_repls(trace: Trace, settings: dict[str, Any]) -> Callable[[], REPL]:
     """A replayed RLM's `repl_factory`: children's namespaces that run only the recorded blocks."""
     limits = {name: settings[name] for name in ("cell_timeout", "max_output_chars") if name in settings}
     return lambda: ShownCodeOnly(NamespaceREPL(**limits), trace)
