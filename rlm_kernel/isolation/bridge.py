@@ -58,6 +58,7 @@ class Bridge:
         self._closed = threading.Event()
         self._calls: set[Deadline] = set()  # the calls being served, each stopped when the bridge closes
         self._calls_lock = threading.Lock()
+        self._connections: set[socket.socket] = set()  # accepted and not yet done: closed with the bridge
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(str(path))
         self._listener.listen(max_connections)
@@ -73,6 +74,12 @@ class Bridge:
                 running.stop()
         self._accepting.join(5)
         self._listener.close()
+        with self._calls_lock:
+            # A call stopped while its tool blocks in C code still holds its connection: close it now, so no
+            # socket of this run outlives it (its reply, if it ever comes, finds the connection closed).
+            for connection in self._connections:
+                with contextlib.suppress(OSError):
+                    connection.close()
 
     def _accept(self) -> None:
         while not self._closed.is_set():
@@ -83,6 +90,8 @@ class Bridge:
             except (TimeoutError, OSError):
                 self._slots.release()
                 continue
+            with self._calls_lock:
+                self._connections.add(connection)
             threading.Thread(target=self._serve, args=(connection,), name="rlm-bridge-call", daemon=True).start()
 
     def _serve(self, connection: socket.socket) -> None:
@@ -105,6 +114,8 @@ class Bridge:
                 with contextlib.suppress(OSError):
                     send_frame(connection, dumps(reply))
         finally:
+            with self._calls_lock:
+                self._connections.discard(connection)
             self._release(held)
             self._slots.release()
 
