@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from rlm_kernel.core.errors import ConfigError
+from rlm_kernel.core.repl import isolation_modes
 from rlm_kernel.core.setting import Setting
 from rlm_kernel.core.settings import SETTINGS
 
@@ -56,13 +57,20 @@ def add_setting_options(parser: argparse.ArgumentParser, skip: Iterable[str] = (
                 *setting.cli,
                 dest=setting.name,
                 type=_parser(setting),
-                choices=setting.choices or None,
+                choices=_choices(setting),
                 help=_help(setting),
             )
         for flag, value in setting.flag_values.items():
             group.add_argument(
                 flag, dest=setting.name, action="store_const", const=value, help=f"{setting.name}={value}"
             )
+
+
+def _choices(setting: Setting) -> list[str] | None:
+    """The table's choices; isolation's are the modes registered by the time the parser is built (plug-ins)."""
+    if setting.name == "isolation":
+        return isolation_modes()
+    return list(setting.choices) or None
 
 
 def _help(setting: Setting) -> str:

@@ -76,6 +76,11 @@ def register_isolation(mode: str, load: Callable[[], ReplFactory]) -> None:
     _isolations[mode] = load
 
 
+def isolation_modes() -> list[str]:
+    """The registered isolation modes: the choices of `isolation`, which the settings table cannot list."""
+    return sorted(_isolations)
+
+
 def isolation_factory(mode: str) -> ReplFactory:
     load = _isolations.get(mode)
     if load is None:
