@@ -325,8 +325,9 @@ def test_summary_line_shortens_the_question_and_knows_unknown_costs():
     trace.nodes["n0"].query = "why " * 100
     line = node_summary(trace, trace.root)
     assert line.startswith("done · n0 · d0 · m · why why")
-    assert "…" in line and len(line) < 160
-    assert "cost unknown" in line and "400+80 tok" in line and "1 it" in line  # the subtree: two nodes, two calls each
+    assert "…" in line and len(line) < 240  # the node's own usage and its subtree's, each labelled
+    assert "1 it · this node: 2 model calls, 200+40 tok, $0.0002 + unknown" in line
+    assert "with children: 4 model calls, 400+80 tok, $0.0004 + unknown" in line  # two nodes, two calls each
     known = Trace.from_events(_synthetic_events({"n0": None}))
     assert "$0.0002" in node_summary(known, known.root)
 

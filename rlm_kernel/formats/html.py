@@ -27,6 +27,7 @@ from rlm_kernel.formats.progress import (
     node_activity,
     replaced_names,
     run_totals,
+    usage_parts,
 )
 
 STATUS_ICONS = {
@@ -111,7 +112,8 @@ def render_node_html(trace: Trace, node_id: str, links: CellLinks | None = None)
 
 
 def node_summary(trace: Trace, node: CallNode, usage: Usage | None = None) -> str:
-    """One plain-text line: status, id, depth, model, question, iterations, subtree tokens and cost, seconds."""
+    """One plain-text line: status, id, depth, model, question, iterations, the node's own and its subtree's
+    model calls, tokens and cost (labelled), seconds."""
     return " · ".join([node.status, *_summary_parts(node, usage or trace.subtree_usage(node.id))])
 
 
@@ -122,17 +124,13 @@ def highlight_code(code: str) -> str:
 
 
 def _summary_parts(node: CallNode, usage: Usage) -> list[str]:
+    """`usage`: the node's subtree's; a node with children gets its own and its subtree's, each labelled."""
     question = _shorten(" ".join(node.query.split()), QUESTION_CHARS)
-    cost = f"${usage.cost_usd:.4f}" if usage.cost_known else "cost unknown"
-    parts = [
-        node.id,
-        f"d{node.depth}",
-        node.model,
-        question,
-        f"{len(node.iterations)} it",
-        f"{usage.input_tokens:,}+{usage.output_tokens:,} tok",
-        cost,
-    ]
+    parts = [node.id, f"d{node.depth}", node.model, question, f"{len(node.iterations)} it"]
+    if node.children:
+        parts += [f"this node: {', '.join(usage_parts(node.usage))}", f"with children: {', '.join(usage_parts(usage))}"]
+    else:
+        parts += usage_parts(usage)
     if node.status != "running":
         parts.append(_seconds(node.seconds))
     return parts

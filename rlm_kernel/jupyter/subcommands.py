@@ -131,18 +131,17 @@ def history(m: RLMMagics, args: list[str]) -> None:
         turn = f"{session}.{run.extra.get('session_turn')}" if session is not None else "-"
         u = run.usage
         question = " ".join(run.query.split())[:60]
-        cost = f"${u.cost_usd:.4f}" if u.cost_known else "unknown"
         tokens = u.input_tokens + u.output_tokens
-        cached = f" (+{u.cached_calls} cached)" if u.cached_calls else ""
+        cached = f" (+{u.cached_calls:,} cached)" if u.cached_calls else ""
         rows.append(
             [
                 str(number),
                 turn,
                 question,
                 run.status,
-                f"{u.llm_calls}{cached}",
+                f"{u.llm_calls:,}{cached}",
                 f"{tokens:,}",
-                cost,
+                u.cost_text() or "-",
                 f"{run.seconds:.1f}",
             ]
         )

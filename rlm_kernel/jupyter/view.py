@@ -17,7 +17,7 @@ from rlm_kernel.formats.progress import node_activity, replaced_names, run_total
 from rlm_kernel.jupyter.text import TreePage
 
 # Events that change a node's usage, and so its ancestors' subtree totals in their titles.
-_USAGE_EVENTS = frozenset({"iteration", "subcall_end"})
+_USAGE_EVENTS = frozenset({"model_wait", "iteration", "subcall_end"})
 TICK_S = 1.0  # while nodes run, their elapsed time is redrawn this often even when no event comes
 
 
@@ -156,8 +156,9 @@ class TraceView:
         self._links.add(event)
         if event.kind == "call_start":
             self._new.append(event.node_id)
-            if event.parent_id is not None:  # its pointer in the parent's details goes live
+            if event.parent_id is not None:  # its pointer in the parent's details goes live, its title gains a subtree
                 self._dirty_details.add(event.parent_id)
+                self._dirty_titles.add(event.parent_id)
         self._dirty_details.add(event.node_id)
         self._dirty_titles.add(event.node_id)
         if event.kind in _USAGE_EVENTS:
