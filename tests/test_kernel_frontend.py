@@ -364,3 +364,43 @@ def test_every_view_gives_the_same_model_calls_tokens_and_cost_for_a_failed_an_i
         content, messages = execute(kc, f"%%rlm --context doc --model openai/policy --api-base {server.url}\nq")
         assert "budget" in shown_text(messages) + str(messages), shown_text(messages)
         _same_everywhere(_numbers_each_view_shows(kc, messages), "3")
+
+
+def _error_of(content: dict[str, Any], messages: list[dict[str, Any]]) -> tuple[str, str]:
+    """The cell's error line and the text of the static tree left in its output."""
+    assert content["status"] == "error"
+    page = [m for m in messages if m["msg_type"] == "update_display_data"][-1]["content"]["data"]["text/html"]
+    return content["evalue"], html.unescape(re.sub(r"<[^>]+>", " ", page))
+
+
+def test_a_failed_run_says_its_error_once_and_in_words_that_fit_what_happened():
+    def policy(messages: list[dict[str, Any]]) -> str:
+        if len(messages) == 1:
+            return "sub reply"
+        return repl("part = llm_query('a part')\nprint(part)")
+
+    environ = {name: "" for name in ("OPENAI_API_KEY", "RLM_API_KEY")}
+    with ModelServer(policy) as server, kernel(**environ) as kc:
+        execute(kc, "doc = 'text'\n%config RLMMagics.retries = 0")
+        content, messages = execute(kc, "%%rlm --context doc --model openai/x --api-base http://127.0.0.1:9/v1\nq")
+        error, tree = _error_of(content, messages)
+        assert error.startswith("RLM run error: model call failed: cannot connect to http://127.0.0.1:9/v1: ")
+        assert error.count("127.0.0.1") == 1 and "(gave up after 1 attempt)" in error, error  # aiohttp named it again
+        assert "cannot connect" not in tree and "as the cell's error below says" in tree  # not twice
+
+        content, messages = execute(kc, "%%rlm --context doc --model openai/gpt-4o-mini\nq")
+        error, _ = _error_of(content, messages)
+        assert "no API key for https://api.openai.com/v1, so nothing was sent; set OPENAI_API_KEY" in error, error
+        assert "refused" not in error
+
+        execute(kc, "%config RLMMagics.max_llm_calls = 2")
+        content, messages = execute(kc, f"%%rlm --context doc --model openai/policy --api-base {server.url}\nq")
+        error, _ = _error_of(content, messages)
+        assert error.startswith("RLM run budget: budget exhausted (max_llm_calls): all 2 model calls are used"), error
+        assert "Aggregate what you have" not in error  # what the model is told, not the user
+
+        content, messages = execute(kc, "%rlm config --changed")
+        assert content["status"] == "ok", shown_text(messages)
+        (table,) = [m["content"]["data"]["text/plain"] for m in messages if m["msg_type"] == "display_data"]
+        rows = table.split("\n")[1:]
+        assert sorted(row.split()[0] for row in rows) == ["max_llm_calls", "retries"], table

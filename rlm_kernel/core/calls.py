@@ -85,7 +85,7 @@ async def call_with_retries(
                 return completion
         left = ledger.seconds_left()
         if attempt >= policy.retries or (left is not None and left <= 0):
-            raise ModelError(f"{failure} (gave up after {attempt + 1} attempts)") from None
+            raise ModelError(f"{failure} (gave up after {attempt + 1} attempt{'s' if attempt else ''})") from None
         await asyncio.sleep(retry_wait(failure, attempt, policy.retry_backoff, policy.max_retry_wait, left))
     raise AssertionError("unreachable")
 

@@ -69,6 +69,8 @@ class Reservation:
 
 
 MIN_OUTPUT_TOKENS = 16  # below this a reply cannot hold a useful step
+# What a refused sub-call tells the model; the run's error, which the user reads, goes without it.
+BUDGET_NUDGE = "Aggregate what you have and submit your answer now."
 
 
 @runtime_checkable
@@ -207,9 +209,7 @@ class Ledger:
 
     def _refuse(self, limit: str, why: str) -> None:
         self.stopped_by = self.stopped_by or limit
-        raise BudgetExhausted(
-            limit, f"budget exhausted ({limit}): {why}. Aggregate what you have and submit your answer now."
-        )
+        raise BudgetExhausted(limit, f"budget exhausted ({limit}): {why}. {BUDGET_NUDGE}")
 
 
 @dataclass

@@ -95,12 +95,15 @@ class CellLinks:
         return self._open.get(node_id, [])
 
 
-def render_html(trace: Trace, opened: Collection[str] | None = None) -> str:
-    """The whole tree as nested <details>: the nodes in `opened` open (default: the root alone)."""
+def render_html(trace: Trace, opened: Collection[str] | None = None, *, error_below: bool = False) -> str:
+    """The whole tree as nested <details>: the nodes in `opened` open (default: the root alone).
+
+    `error_below`: the cell's own error says the root's error, so the tree points to it rather than repeat it."""
     if trace.root is None:
         return f'<div style="{_PAGE}"><i>RLM trace: no calls yet</i></div>'
     renderer = _Renderer(trace, CellLinks.from_events(trace.events), nested=True, usage=_subtree_usages(trace))
     renderer.opened = {trace.root.id} if opened is None else set(opened)
+    renderer.error_below = error_below
     header = f'<div style="{_MUTED}">RLM run: {_e(run_totals(trace, time.time()))}</div>'
     return f'<div style="{_PAGE}">{header}{renderer.assemble(renderer.details(trace.root))}</div>'
 
@@ -178,6 +181,7 @@ class _Renderer:
     def __init__(self, trace: Trace, links: CellLinks, *, nested: bool, usage: dict[str, Usage]) -> None:
         self.trace, self.links, self.nested, self.usage = trace, links, nested, usage
         self.opened: set[str] = set()
+        self.error_below = False
 
     def assemble(self, first: Iterator[str | CallNode]) -> str:
         # An explicit stack, not recursion: a deep tree must not hit the recursion limit.
@@ -224,7 +228,9 @@ class _Renderer:
                 yield _pre(node.streaming)
         if node.answer is not None:
             yield f'<div style="{_MUTED}">answer:</div>{_pre(node.answer)}'
-        if node.error:
+        if node.error and node.depth == 0 and self.error_below:
+            yield f'<div style="{_MUTED}">error: {_e(node.status)}, as the cell\'s error below says</div>'
+        elif node.error:
             yield f'<div style="{_MUTED}">error:</div>{_pre(node.error, _ERR_PRE)}'
         if node.depth == 0:
             yield self.variables(node)

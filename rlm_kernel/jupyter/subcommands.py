@@ -31,16 +31,24 @@ if TYPE_CHECKING:
 
 
 def config(m: RLMMagics, args: list[str]) -> None:
+    changed = take_flag(args, "--changed")
+    if args:
+        raise UsageError(msg.CONFIG_USAGE)
     given = configured(m)
     effective = resolve(given)
     rows = []
     for name, value, where in config_rows(given, effective):
+        if changed and where == "default":
+            continue
         if name == "model" and effective["model"] is None:
             value = f"{msg.DEMO_MODEL} (offline demo policy)"
         elif effective.get(name) is None and name in msg.UNSET_MEANS:
             value = msg.UNSET_MEANS[name]
         rows.append([name, value, where])
-    display(Table(["setting", "value", "from"], rows))
+    if changed and not rows:
+        display(Text(msg.NOTHING_CHANGED))
+    else:
+        display(Table(["setting", "value", "from"], rows))
     if effective["model"] is not None and effective["max_cost_usd"] is not None:
         for warning in RLM(
             **{"model": None, **given}

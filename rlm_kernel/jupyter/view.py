@@ -105,10 +105,11 @@ class TraceView:
             worker.join()
         self.flush()
 
-    def static(self) -> TreePage:
-        """The tree without widgets, the nodes the user has open still open: what stays once the run has ended."""
+    def static(self, error_below: bool = False) -> TreePage:
+        """The tree without widgets, the nodes the user has open still open: what stays once the run has ended.
+        `error_below`: the cell fails with the run's error, which the tree then does not repeat."""
         opened = [node_id for node_id, node in self._nodes.items() if node.accordion.selected_index == 0]
-        return TreePage(self._trace, opened)
+        return TreePage(self._trace, opened, error_below=error_below)
 
     def release(self) -> None:
         """Close every widget model of the view (and their layouts and styles): the kernel and the frontend let go."""
