@@ -404,3 +404,31 @@ def test_a_failed_run_says_its_error_once_and_in_words_that_fit_what_happened():
         (table,) = [m["content"]["data"]["text/plain"] for m in messages if m["msg_type"] == "display_data"]
         rows = table.split("\n")[1:]
         assert sorted(row.split()[0] for row in rows) == ["max_llm_calls", "retries"], table
+
+
+def test_iterations_carry_final_and_err_badges_and_failed_nodes_are_listed_apart():
+    def policy(messages: list[dict[str, Any]]) -> str:
+        question = str(messages[1]["content"]) if len(messages) > 1 else ""
+        if "the part" in question:
+            return repl("print('still looking')")  # a child that never answers: the call budget stops it
+        if "fan out" in question:
+            return repl("parts = rlm_query_batched([(context, 'the part'), (context, 'the part')])")
+        return repl("x = 1 / 0") if len(messages) == 2 else repl("FINAL('done')")
+
+    with ModelServer(policy) as server, kernel() as kc:
+        execute(kc, "doc = 'text'")
+        model = f"--model openai/policy --api-base {server.url}"
+        content, messages = execute(kc, f"%%rlm --context doc {model}\nq")
+        assert content["status"] == "ok", shown_text(messages)
+        page = [m for m in messages if m["msg_type"] == "update_display_data"][-1]["content"]["data"]["text/html"]
+        text = html.unescape(re.sub(r"<[^>]+>", "", page))
+        assert "iteration 1 ERR · " in text and "iteration 2 FINAL · " in text
+        assert "failed only" not in text  # nothing failed
+
+        execute(kc, "%config RLMMagics.max_llm_calls = 3")
+        content, messages = execute(kc, f"%%rlm --context doc {model} --depth 2 --concurrency 1\nfan out")
+        page = [m for m in messages if m["msg_type"] == "update_display_data"][-1]["content"]["data"]["text/html"]
+        listing = re.search(r"<details><summary[^>]*>failed only: (\d+) nodes</summary>(.*?)</details>", page, re.S)
+        assert listing is not None, page[:2000]
+        failed = re.findall(r"<b>(n\d+)</b>", listing.group(2))
+        assert len(failed) == int(listing.group(1)) >= 2 and "n0" in failed, listing.group(2)

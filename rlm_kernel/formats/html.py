@@ -25,6 +25,7 @@ from rlm_kernel.formats.progress import (
     child_counts,
     child_state,
     node_activity,
+    plural,
     replaced_names,
     run_totals,
     usage_parts,
@@ -105,7 +106,7 @@ def render_html(trace: Trace, opened: Collection[str] | None = None, *, error_be
     renderer.opened = {trace.root.id} if opened is None else set(opened)
     renderer.error_below = error_below
     header = f'<div style="{_MUTED}">RLM run: {_e(run_totals(trace, time.time()))}</div>'
-    return f'<div style="{_PAGE}">{header}{renderer.assemble(renderer.details(trace.root))}</div>'
+    return f'<div style="{_PAGE}">{header}{_failed_nodes(trace)}{renderer.assemble(renderer.details(trace.root))}</div>'
 
 
 def render_node_html(trace: Trace, node_id: str, links: CellLinks | None = None) -> str:
@@ -151,6 +152,24 @@ def _subtree_usages(trace: Trace) -> dict[str, Usage]:
     return totals
 
 
+FAILED_STATUSES = ("error", "budget", "interrupted", "cancelled")
+
+
+def _failed_nodes(trace: Trace) -> str:
+    """A folded list of the nodes that failed, one line each: the tree filtered to failures, with no script."""
+    nodes = list(trace.walk())
+    failed = [n for n in nodes if n.status in FAILED_STATUSES]
+    if not failed or len(nodes) == 1:  # a one-node tree is its own list
+        return ""
+    lines = "".join(
+        f'<div style="{_SUB}">{_badge(n.status)} <b>{_e(n.id)}</b> d{n.depth} · '
+        f"{_e(_shorten(' '.join(n.query.split()), QUESTION_CHARS))} · {_e(_shorten(n.error or '', 200))}</div>"
+        for n in failed
+    )
+    summary = f'<summary style="cursor:pointer;{_MUTED}">failed only: {_e(plural(len(failed), "node"))}</summary>'
+    return f"<details>{summary}{lines}</details>"
+
+
 def _e(text: object) -> str:
     return html.escape(str(text))
 
@@ -159,11 +178,11 @@ def _pre(text: str, style: str = _OUT_PRE) -> str:
     return f'<pre style="{style}">{_e(text)}</pre>'
 
 
-def _badge(status: str) -> str:
+def _badge(status: str, text: str | None = None) -> str:
     colour = theme.STATUS_COLOURS.get(status, theme.OTHER_STATUS)
     return (
         f'<span style="background:{colour};color:#fff;border-radius:3px;padding:0 5px;'
-        f'font-size:11px;font-weight:600">{_e(status)}</span>'
+        f'font-size:11px;font-weight:600">{_e(text or status)}</span>'
     )
 
 
@@ -237,8 +256,11 @@ class _Renderer:
 
     def iteration(self, node: CallNode, iteration: Iteration, subcalls: dict[str, SubCall]) -> Iterator[str | CallNode]:
         u = iteration.usage
+        # As the rlms viewer marks them: FINAL, the iteration submitted the answer; ERR, one of its blocks raised.
+        submitted, raised = any(c.submitted for c in iteration.cells), any(c.error for c in iteration.cells)
+        marks = (" " + _badge("done", "FINAL") if submitted else "") + (" " + _badge("error", "ERR") if raised else "")
         yield (
-            f'<div style="margin-top:8px;{_MUTED}">iteration {iteration.index + 1} · '
+            f'<div style="margin-top:8px;{_MUTED}">iteration {iteration.index + 1}{marks} · '
             f"{u.input_tokens:,}+{u.output_tokens:,} tok · {_seconds(iteration.seconds)}</div>"
         )
         prose = parse_reply(iteration.reply).prose.strip()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import html
 import threading
 import time
@@ -51,6 +52,7 @@ class TraceView:
         self._dirty_titles: set[str] = set()
         self._dirty_details: set[str] = set()
         self._nodes: dict[str, _NodeWidgets] = {}
+        self._ranks: dict[str | None, list[int]] = {}  # parent id -> its children's places in its sub-calls, shown
         self._header = widgets.HTML()
         expand, collapse = (
             widgets.Button(description=label, layout=widgets.Layout(width="auto", height="24px", flex="none"))
@@ -123,12 +125,13 @@ class TraceView:
                     model.close()
             widget.close()
         self._nodes.clear()
+        self._ranks.clear()
 
     def flush(self) -> None:
         """Draw the nodes that changed since the last flush."""
         with self._flush_lock:
             with self._lock:
-                new = [(node_id, self._trace.nodes[node_id].parent_id) for node_id in self._new]
+                new = [(node_id, self._trace.nodes[node_id].parent_id, self._rank(node_id)) for node_id in self._new]
                 titles = {node_id: self._title(node_id) for node_id in self._dirty_titles}
                 details = {
                     node_id: render_node_html(self._trace, node_id, self._links) for node_id in self._dirty_details
@@ -138,8 +141,8 @@ class TraceView:
             # Widgets change outside the lock: sending comm messages must not hold up the engine.
             if header != self._header.value:
                 self._header.value = header
-            for node_id, parent_id in new:
-                self._add_node(node_id, parent_id)
+            for node_id, parent_id, rank in new:
+                self._add_node(node_id, parent_id, rank)
             for node_id, title in titles.items():
                 self._nodes[node_id].accordion.titles = (title,)
             for node_id, value in details.items():
@@ -170,6 +173,14 @@ class TraceView:
         while parent_id is not None:
             yield parent_id
             parent_id = self._trace.nodes[parent_id].parent_id
+
+    def _rank(self, node_id: str) -> int:
+        """A child's place among its parent's sub-calls (their subcall_start order: the index order of a batch)."""
+        parent_id = self._trace.nodes[node_id].parent_id
+        if parent_id is None:
+            return 0
+        subcalls = self._trace.nodes[parent_id].subcalls
+        return next((i for i, sub in enumerate(subcalls) if sub.child_id == node_id), len(subcalls))
 
     def _title(self, node_id: str) -> str:
         node = self._trace.nodes[node_id]
@@ -204,7 +215,8 @@ class TraceView:
             self._wake.clear()
             self.flush()
 
-    def _add_node(self, node_id: str, parent_id: str | None) -> None:
+    def _add_node(self, node_id: str, parent_id: str | None, rank: int) -> None:
+        """A node's Accordion, among its siblings in index order (children start in any order when they run at once)."""
         details, children = widgets.HTML(), widgets.VBox()
         accordion = widgets.Accordion(
             children=[widgets.VBox([details, children])], titles=("",), selected_index=0 if parent_id is None else None
@@ -212,4 +224,7 @@ class TraceView:
         self._nodes[node_id] = _NodeWidgets(accordion, details, children)
         parent = self._nodes.get(parent_id) if parent_id else None
         box = parent.children if parent else self._tree
-        box.children = (*box.children, accordion)
+        ranks = self._ranks.setdefault(parent_id, [])
+        place = bisect.bisect(ranks, rank)
+        ranks.insert(place, rank)
+        box.children = (*box.children[:place], accordion, *box.children[place:])
