@@ -432,3 +432,17 @@ def test_iterations_carry_final_and_err_badges_and_failed_nodes_are_listed_apart
         assert listing is not None, page[:2000]
         failed = re.findall(r"<b>(n\d+)</b>", listing.group(2))
         assert len(failed) == int(listing.group(1)) >= 2 and "n0" in failed, listing.group(2)
+
+
+def test_insert_picks_the_block_that_did_work_and_its_final_shows_the_text_as_written():
+    replies = iter([repl("x = len(context)\nprint(x)"), repl("FINAL('the answer')")])
+    with ModelServer(lambda messages: next(replies)) as server, kernel() as kc:
+        execute(kc, "doc = 'text'")
+        content, messages = execute(kc, f"%%rlm --context doc --model openai/policy --api-base {server.url}\nq")
+        assert content["status"] == "ok", shown_text(messages)
+        content, _ = execute(kc, "%rlm insert n0")
+        (inserted,) = [p["text"] for p in content["payload"] if p.get("source") == "set_next_input"]
+        assert inserted.endswith("\n\nx = len(context)\nprint(x)")  # not the FINAL('the answer') block
+        content, messages = execute(kc, "from rlm_kernel.jupyter.inserted import FINAL\nFINAL('the answer')")
+        shown = [m["content"]["data"]["text/plain"] for m in messages if m["msg_type"] == "display_data"]
+        assert shown == ["the answer"]  # not "'the answer'"

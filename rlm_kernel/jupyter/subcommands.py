@@ -111,7 +111,9 @@ def insert(m: RLMMagics, args: list[str]) -> None:
         with_code = [it for it in node.iterations if it.cells]
         if not with_code:
             raise UsageError(msg.NO_CODE.format(node=node.id))
-        iteration = with_code[-1]
+        # The last block that did work, not the one that only submitted (FINAL(...)), unless that is all there is.
+        working = [it for it in with_code if not _only_submits(it)]
+        iteration = (working or with_code)[-1]
     code = "\n\n".join(c.code.rstrip() for c in iteration.cells)
     source = inserted_cell(
         node, iteration.index + 1, m.runs.index(result) + 1, result.extra.get("context_variable"), code
@@ -119,6 +121,12 @@ def insert(m: RLMMagics, args: list[str]) -> None:
     assert m.shell is not None  # set when IPython registers the magics
     m.shell.set_next_input(source, replace=False)
     display(Text(msg.INSERTED.format(node=node.id, iteration=iteration.index + 1)))
+
+
+def _only_submits(iteration: Iteration) -> bool:
+    """Its code is nothing but FINAL(...) / FINAL_VAR(...) lines (and comments)."""
+    lines = [line.strip() for cell in iteration.cells for line in cell.code.splitlines()]
+    return all(not line or line.startswith(("#", "FINAL(", "FINAL_VAR(")) for line in lines)
 
 
 def _iteration(node: CallNode, ref: str) -> Iteration:
