@@ -405,13 +405,22 @@ def test_a_failure_an_answer_and_a_fan_out_as_the_user_sees_them(lab: JupyterLab
         heights = [box["height"] for box in headers.evaluate_all("hs => hs.map(h => h.getBoundingClientRect())")]
         assert max(heights[1:]) <= heights[0] * 1.2, heights  # a child's title fits on one line, like the root's
         page.screenshot(path=SHOTS / "5-fan-out-running.png")
+        # On a narrow page the header wraps; the buttons beside it keep their whole labels (they showed `expan…`).
+        page.set_viewport_size({"width": 640, "height": 900})
+        for label in ("expand all", "collapse all"):
+            button = fan_out.get_by_role("button", name=label)
+            expect(button).to_be_visible()
+            fits = button.evaluate("b => [b.scrollWidth, b.clientWidth, b.innerText]")
+            assert fits[0] <= fits[1] and fits[2] == label, fits
         hold.set()
         expect(fan_out.locator(".jp-InputArea-prompt")).to_have_text("[4]:")
         expect(fan_out.locator(".jp-OutputArea")).to_contain_text(
             f"↳ {FAN_OUT_CHILDREN} child RLMs: {FAN_OUT_CHILDREN} done"
         )
         expect(headers).to_have_count(0)  # the widgets gave way to the static tree
-        expect(fan_out.locator("details")).to_have_count(1 + FAN_OUT_CHILDREN)
+        # The root, its children, and the fold of the children past the first 20.
+        expect(fan_out.locator("details")).to_have_count(2 + FAN_OUT_CHILDREN)
+        expect(fan_out.locator("summary", has_text=re.compile(r"^show \d+ more$"))).to_have_count(1)
         page.screenshot(path=SHOTS / "6-fan-out-done.png")
 
 

@@ -348,6 +348,7 @@ def test_trace_events_round_trip_through_jsonl(scripted, tmp_path):
         "model_wait",
         "iteration",
         "subcall_start",
+        "model_wait",
         "subcall_end",
         "code_result",
         "model_wait",
@@ -355,8 +356,10 @@ def test_trace_events_round_trip_through_jsonl(scripted, tmp_path):
         "code_result",
         "call_end",
     ]
-    waits = [e.data for e in events if e.kind == "model_wait"]
-    assert waits == [{"iteration": i, "model": model, "attempt": 0} for i in (0, 1)]  # the sub-call is no wait
+    waits = [e.data for e in events if e.kind == "model_wait" and "subcall_id" not in e.data]
+    assert waits == [{"iteration": i, "model": model, "attempt": 0} for i in (0, 1)]
+    (sent,) = [e.data for e in events if e.kind == "model_wait" and "subcall_id" in e.data]  # the sub-call's request
+    assert sent == {"subcall_id": events[3].data["subcall_id"], "model": sub, "attempt": 0}
     assert all(e.node_id == result.trace.root_id for e in events)
     reloaded = Trace.from_jsonl(path)
     assert reloaded.outline() == result.trace.outline()

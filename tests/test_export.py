@@ -118,7 +118,10 @@ def test_export_is_a_valid_notebook_laid_out_as_the_run(recorded, tmp_path):
     code_cells = generated(nb)
     assert len(code_cells) == len(blocks) == 6
     for cell, (node, iteration, block) in zip(code_cells, blocks):
-        assert cell.source == f"%%rlm_step {node.id} {iteration.index} {block.index}\n{block.code.rstrip()}"
+        assert (
+            cell.source
+            == f"%%rlm_step {node.id} iteration {iteration.index + 1} block {block.index + 1}\n{block.code.rstrip()}"
+        )
         meta = cell.metadata.rlm
         assert (meta.node, meta.parent, meta.depth, meta.iteration, meta.block) == (
             node.id,
@@ -228,7 +231,9 @@ def test_stepping_through_an_export_runs_each_root_block_when_its_cell_runs(reco
     run(ip, code[0].source)
     run(ip, code[1].source)  # the setup cell: the replay waits for the first block's cell
     assert "context" in ip.user_ns and "hits" not in ip.user_ns
-    with pytest.raises(UsageError, match="waiting for the cell %%rlm_step n0 0 0: run the cells in order"):
+    with pytest.raises(
+        UsageError, match="waiting for the cell %%rlm_step n0 iteration 1 block 1: run the cells in order"
+    ):
         run(ip, steps[1].source)
     with pytest.raises(UsageError, match="not the recorded block"):
         run(ip, steps[0].source + "\nprint('edited')")

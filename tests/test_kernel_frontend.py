@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import os
 import queue
 import re
@@ -17,7 +18,7 @@ from typing import Any
 import nbformat
 import pytest
 from jupyter_client.blocking.client import BlockingKernelClient
-from jupyter_client.manager import start_new_kernel
+from jupyter_client.manager import KernelManager, start_new_kernel
 
 from rlm_kernel.models.server import ModelServer
 from tests.conftest import repl
@@ -27,14 +28,20 @@ JUPYTER = Path(sys.executable).with_name("jupyter")
 
 
 @contextmanager
-def kernel(**env: str) -> Iterator[BlockingKernelClient]:
+def kernel_and_manager(**env: str) -> Iterator[tuple[KernelManager, BlockingKernelClient]]:
     """An `rlm` kernel whose environment has `env` added, as a user's shell or kernelspec would set it."""
     km, kc = start_new_kernel(kernel_name="rlm", env={**os.environ, **env})
     try:
-        yield kc
+        yield km, kc
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+@contextmanager
+def kernel(**env: str) -> Iterator[BlockingKernelClient]:
+    with kernel_and_manager(**env) as (_, kc):
+        yield kc
 
 
 def execute(kc: BlockingKernelClient, code: str, timeout: float = 120) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -267,3 +274,175 @@ def test_a_batch_of_sub_model_calls_gets_a_counts_line_and_folds_past_twenty():
         assert page.index("show 10 more") > page.index("prompt 19") and page.index("show 10 more") < page.index(
             "prompt 20"
         )
+
+
+def _numbers_each_view_shows(kc: BlockingKernelClient, messages: list[dict[str, Any]]) -> dict[str, tuple[str, ...]]:
+    """Model calls, tokens and cost of the last run as the header, the root's title, `%rlm history`,
+    `rlm_last.usage` and the CLI's summary line (`RLMResult.summary`) give them."""
+    page = [m for m in messages if m["msg_type"] == "update_display_data"][-1]["content"]["data"]["text/html"]
+    text = html.unescape(re.sub(r"<[^>]+>", "", page))
+    header = text.split("RLM run: ", 1)[1]
+    title = re.search(r"<summary[^>]*>(.*?)</summary>", page, re.S)
+    assert title is not None
+    title_text = html.unescape(re.sub(r"<[^>]+>", "", title.group(1)))
+
+    def from_line(line: str) -> tuple[str, ...]:
+        calls = re.search(r"([\d,]+) model calls?", line)
+        tokens = re.search(r"([\d,]+)\+([\d,]+) tok", line) or re.search(r"([\d,]+) input \+ ([\d,]+) output", line)
+        assert calls is not None and tokens is not None, line
+        total = int(tokens.group(1).replace(",", "")) + int(tokens.group(2).replace(",", ""))
+        cost = re.search(r"(\$[\d.]+(?: \+ unknown)?|cost unknown)", line)
+        return calls.group(1), f"{total:,}", cost.group(1) if cost else "-"
+
+    _, shown = execute(kc, "%rlm history")
+    table = next(m for m in shown if m["msg_type"] == "display_data")["content"]["data"]["text/html"]
+    last_row = re.findall(r"<tr>(.*?)</tr>", table)[-1]
+    cells = [html.unescape(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", last_row)]
+    history = (cells[4], cells[5], cells[6].replace("unknown", "cost unknown") if cells[6] == "unknown" else cells[6])
+    _, printed = execute(
+        kc,
+        "u = rlm_last.usage\nprint(f'{u.llm_calls:,}|{u.input_tokens + u.output_tokens:,}')\nprint(rlm_last.summary())",
+    )
+    usage_line, summary = shown_text(printed).strip().split("\n")
+    calls, tokens = usage_line.split("|")
+    return {
+        "header": from_line(header.split("\n", 1)[0]),
+        "root title": from_line(title_text),
+        "history": history,
+        "rlm_last.usage": (calls, tokens, from_line(summary)[2]),
+        "CLI summary": from_line(summary),
+    }
+
+
+def _same_everywhere(numbers: dict[str, tuple[str, ...]], calls: str) -> None:
+    assert len(set(numbers.values())) == 1, numbers
+    assert numbers["header"][0] == calls, numbers
+
+
+def test_every_view_gives_the_same_model_calls_tokens_and_cost_for_a_failed_an_interrupted_and_a_budget_stopped_run():
+    """Model calls are requests sent (a failed attempt and a call cut by an interrupt included): the header and
+    the root's title said 0 for a run whose 4 attempts failed, and 1 for a run interrupted with 6 calls in flight."""
+    held = threading.Event()
+    in_flight = threading.Semaphore(0)
+
+    def policy(messages: list[dict[str, Any]]) -> str:
+        if len(messages) == 1:
+            if "hold" in str(messages[0]["content"]):
+                in_flight.release()
+                held.wait(60)
+            return "sub reply"
+        if len(messages) > 2:
+            return repl("FINAL(len(replies))")
+        if "hold" in str(messages[1]["content"]):
+            return repl("replies = llm_query_batched([f'hold {i}' for i in range(6)])")
+        return repl("replies = llm_query_batched([f'prompt {i}' for i in range(5)])")
+
+    with ModelServer(policy) as server, kernel_and_manager() as (km, kc):
+        try:
+            execute(kc, "doc = 'text'\n%config RLMMagics.retries = 3\n%config RLMMagics.retry_backoff = 0.01")
+            content, messages = execute(kc, "%%rlm --context doc --model openai/x --api-base http://127.0.0.1:9/v1\nq")
+            assert content["status"] == "error"
+            _same_everywhere(_numbers_each_view_shows(kc, messages), "4")  # 1 attempt + 3 retries, all sent
+
+            msg_id = kc.execute(f"%%rlm --context doc --model openai/policy --api-base {server.url}\nhold them")
+            for _ in range(6):
+                assert in_flight.acquire(timeout=60)
+            km.interrupt_kernel()
+            messages = []
+            while True:
+                msg = kc.get_iopub_msg(timeout=60)
+                if msg["parent_header"].get("msg_id") != msg_id:
+                    continue
+                if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                    break
+                messages.append(msg)
+            _same_everywhere(_numbers_each_view_shows(kc, messages), "7")  # the root's reply and 6 calls in flight
+        finally:
+            held.set()
+
+        execute(kc, "%config RLMMagics.max_llm_calls = 3")
+        content, messages = execute(kc, f"%%rlm --context doc --model openai/policy --api-base {server.url}\nq")
+        assert "budget" in shown_text(messages) + str(messages), shown_text(messages)
+        _same_everywhere(_numbers_each_view_shows(kc, messages), "3")
+
+
+def _error_of(content: dict[str, Any], messages: list[dict[str, Any]]) -> tuple[str, str]:
+    """The cell's error line and the text of the static tree left in its output."""
+    assert content["status"] == "error"
+    page = [m for m in messages if m["msg_type"] == "update_display_data"][-1]["content"]["data"]["text/html"]
+    return content["evalue"], html.unescape(re.sub(r"<[^>]+>", " ", page))
+
+
+def test_a_failed_run_says_its_error_once_and_in_words_that_fit_what_happened():
+    def policy(messages: list[dict[str, Any]]) -> str:
+        if len(messages) == 1:
+            return "sub reply"
+        return repl("part = llm_query('a part')\nprint(part)")
+
+    environ = {name: "" for name in ("OPENAI_API_KEY", "RLM_API_KEY")}
+    with ModelServer(policy) as server, kernel(**environ) as kc:
+        execute(kc, "doc = 'text'\n%config RLMMagics.retries = 0")
+        content, messages = execute(kc, "%%rlm --context doc --model openai/x --api-base http://127.0.0.1:9/v1\nq")
+        error, tree = _error_of(content, messages)
+        assert error.startswith("RLM run error: model call failed: cannot connect to http://127.0.0.1:9/v1: ")
+        assert error.count("127.0.0.1") == 1 and "(gave up after 1 attempt)" in error, error  # aiohttp named it again
+        assert "cannot connect" not in tree and "as the cell's error below says" in tree  # not twice
+
+        content, messages = execute(kc, "%%rlm --context doc --model openai/gpt-4o-mini\nq")
+        error, _ = _error_of(content, messages)
+        assert "no API key for https://api.openai.com/v1, so nothing was sent; set OPENAI_API_KEY" in error, error
+        assert "refused" not in error
+
+        execute(kc, "%config RLMMagics.max_llm_calls = 2")
+        content, messages = execute(kc, f"%%rlm --context doc --model openai/policy --api-base {server.url}\nq")
+        error, _ = _error_of(content, messages)
+        assert error.startswith("RLM run budget: budget exhausted (max_llm_calls): all 2 model calls are used"), error
+        assert "Aggregate what you have" not in error  # what the model is told, not the user
+
+        content, messages = execute(kc, "%rlm config --changed")
+        assert content["status"] == "ok", shown_text(messages)
+        (table,) = [m["content"]["data"]["text/plain"] for m in messages if m["msg_type"] == "display_data"]
+        rows = table.split("\n")[1:]
+        assert sorted(row.split()[0] for row in rows) == ["max_llm_calls", "retries"], table
+
+
+def test_iterations_carry_final_and_err_badges_and_failed_nodes_are_listed_apart():
+    def policy(messages: list[dict[str, Any]]) -> str:
+        question = str(messages[1]["content"]) if len(messages) > 1 else ""
+        if "the part" in question:
+            return repl("print('still looking')")  # a child that never answers: the call budget stops it
+        if "fan out" in question:
+            return repl("parts = rlm_query_batched([(context, 'the part'), (context, 'the part')])")
+        return repl("x = 1 / 0") if len(messages) == 2 else repl("FINAL('done')")
+
+    with ModelServer(policy) as server, kernel() as kc:
+        execute(kc, "doc = 'text'")
+        model = f"--model openai/policy --api-base {server.url}"
+        content, messages = execute(kc, f"%%rlm --context doc {model}\nq")
+        assert content["status"] == "ok", shown_text(messages)
+        page = [m for m in messages if m["msg_type"] == "update_display_data"][-1]["content"]["data"]["text/html"]
+        text = html.unescape(re.sub(r"<[^>]+>", "", page))
+        assert "iteration 1 ERR · " in text and "iteration 2 FINAL · " in text
+        assert "failed only" not in text  # nothing failed
+
+        execute(kc, "%config RLMMagics.max_llm_calls = 3")
+        content, messages = execute(kc, f"%%rlm --context doc {model} --depth 2 --concurrency 1\nfan out")
+        page = [m for m in messages if m["msg_type"] == "update_display_data"][-1]["content"]["data"]["text/html"]
+        listing = re.search(r"<details><summary[^>]*>failed only: (\d+) nodes</summary>(.*?)</details>", page, re.S)
+        assert listing is not None, page[:2000]
+        failed = re.findall(r"<b>(n\d+)</b>", listing.group(2))
+        assert len(failed) == int(listing.group(1)) >= 2 and "n0" in failed, listing.group(2)
+
+
+def test_insert_picks_the_block_that_did_work_and_its_final_shows_the_text_as_written():
+    replies = iter([repl("x = len(context)\nprint(x)"), repl("FINAL('the answer')")])
+    with ModelServer(lambda messages: next(replies)) as server, kernel() as kc:
+        execute(kc, "doc = 'text'")
+        content, messages = execute(kc, f"%%rlm --context doc --model openai/policy --api-base {server.url}\nq")
+        assert content["status"] == "ok", shown_text(messages)
+        content, _ = execute(kc, "%rlm insert n0")
+        (inserted,) = [p["text"] for p in content["payload"] if p.get("source") == "set_next_input"]
+        assert inserted.endswith("\n\nx = len(context)\nprint(x)")  # not the FINAL('the answer') block
+        content, messages = execute(kc, "from rlm_kernel.jupyter.inserted import FINAL\nFINAL('the answer')")
+        shown = [m["content"]["data"]["text/plain"] for m in messages if m["msg_type"] == "display_data"]
+        assert shown == ["the answer"]  # not "'the answer'"

@@ -152,7 +152,7 @@ def test_a_running_nodes_title_says_what_it_waits_for_and_its_time_moves():
     first = _elapsed(title)
     later = _wait_for(lambda: (t := view.tree.children[0].titles[0]) and _elapsed(t) >= first + 1.0 and t, timeout=4)
     assert "waiting for openai/gpt-4o" in later
-    assert "RLM run</b> running · 1 RLM call (1 running) · 0 model calls" in view._header.value
+    assert "RLM run</b> running · 1 RLM call (1 running) · 1 model call" in view._header.value
     view.close()
 
 

@@ -266,7 +266,9 @@ def test_page_shows_prose_code_outputs_sub_calls_and_escapes_everything(scripted
     assert (
         sub and "8 chars" in sub.group(1) and "say &lt;hi&gt;" in sub.group(1) and "hello &lt;back&gt;" in sub.group(1)
     )
-    assert page.index("iteration 1 ·") < page.index("llm_query · ") < page.index("iteration 2 ·")  # in its cell
+    assert (
+        page.index("iteration 1 ·") < page.index("llm_query · ") < page.index("iteration 2 ")
+    )  # in its cell (then a FINAL badge)
 
 
 def test_page_error_cells_and_the_variables_line(scripted):
@@ -325,8 +327,9 @@ def test_summary_line_shortens_the_question_and_knows_unknown_costs():
     trace.nodes["n0"].query = "why " * 100
     line = node_summary(trace, trace.root)
     assert line.startswith("done · n0 · d0 · m · why why")
-    assert "…" in line and len(line) < 160
-    assert "cost unknown" in line and "400+80 tok" in line and "1 it" in line  # the subtree: two nodes, two calls each
+    assert "…" in line and len(line) < 240  # the node's own usage and its subtree's, each labelled
+    assert "1 it · this node: 2 model calls, 200+40 tok, $0.0002 + unknown" in line
+    assert "with children: 4 model calls, 400+80 tok, $0.0004 + unknown" in line  # two nodes, two calls each
     known = Trace.from_events(_synthetic_events({"n0": None}))
     assert "$0.0002" in node_summary(known, known.root)
 
@@ -562,3 +565,38 @@ def test_events_fed_from_eight_raw_threads_at_once(throttle_s):
     assert len(view.trace.nodes) == 1 + 8 * 40
     _assert_view_matches(view, view.trace)
     assert _read_tree(render_html(view.trace)) == _tree_of(view.trace)
+
+
+def test_live_children_stand_in_index_order_whatever_order_they_start_in():
+    """Children of a batch start as slots free up, not in index order: the tree places them by their sub-call."""
+
+    def start(node: str, parent: str | None, depth: int) -> Event:
+        data = {
+            "depth": depth,
+            "model": "m",
+            "query": f"q {node}",
+            "context": {},
+            "system_prompt": "",
+            "user_prompt": "",
+        }
+        return Event("call_start", node, parent, data)
+
+    view = TraceView(throttle_s=0.01)
+    view(start("n0", None, 0))
+    for index in range(4):
+        announced = {"subcall_id": f"s{index}", "kind": "rlm", "child_id": f"n{index + 1}", "model": "m"}
+        view(
+            Event(
+                "subcall_start",
+                "n0",
+                None,
+                {**announced, "prompt_preview": "p", "prompt_chars": 1, "iteration": 0, "block": 0},
+            )
+        )
+    for child in ("n3", "n1", "n4", "n2"):
+        view(start(child, "n0", 1))
+    view.close()
+    (root,) = view.tree.children
+    shown = [accordion.titles[0].split(" · ")[1] for accordion in root.children[0].children[1].children]
+    assert shown == ["n1", "n2", "n3", "n4"]
+    view.release()

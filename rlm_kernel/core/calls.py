@@ -102,7 +102,7 @@ async def _call(
         ledger.check_time()  # the time budget ran out during the call: the run's limit, not the model's failure
         left = ledger.seconds_left()
         if attempt >= policy.retries:
-            raise ModelError(f"{failure} (gave up after {attempt + 1} attempts)") from None
+            raise ModelError(f"{failure} (gave up after {attempt + 1} attempt{'s' if attempt else ''})") from None
         await asyncio.sleep(retry_wait(failure, attempt, policy.retry_backoff, policy.max_retry_wait, left))
     raise AssertionError("unreachable")
 

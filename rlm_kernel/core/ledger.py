@@ -39,6 +39,18 @@ class Usage:
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
+    # Every view words usage with these two, so the header, titles, history and the CLI say the same.
+    def calls_text(self) -> str:
+        """`4 model calls (+2 cached)`: requests sent, a failed attempt included; cache answers apart."""
+        calls = f"{self.llm_calls:,} model call{'' if self.llm_calls == 1 else 's'}"
+        return calls + (f" (+{self.cached_calls:,} cached)" if self.cached_calls else "")
+
+    def cost_text(self) -> str:
+        """`$0.0123`; `cost unknown` (or `$0.0123 + unknown`) once a call was not priced; "" while none was charged."""
+        if not self.cost_known:
+            return f"${self.cost_usd:.4f} + unknown" if self.cost_usd else "cost unknown"
+        return f"${self.cost_usd:.4f}" if self.cost_usd or self.tokens else ""
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -57,6 +69,8 @@ class Reservation:
 
 
 MIN_OUTPUT_TOKENS = 16  # below this a reply cannot hold a useful step
+# What a refused sub-call tells the model; the run's error, which the user reads, goes without it.
+BUDGET_NUDGE = "Aggregate what you have and submit your answer now."
 
 
 @runtime_checkable
@@ -206,9 +220,7 @@ class Ledger:
 
     def _refuse(self, limit: str, why: str) -> None:
         self.stopped_by = self.stopped_by or limit
-        raise BudgetExhausted(
-            limit, f"budget exhausted ({limit}): {why}. Aggregate what you have and submit your answer now."
-        )
+        raise BudgetExhausted(limit, f"budget exhausted ({limit}): {why}. {BUDGET_NUDGE}")
 
 
 @dataclass

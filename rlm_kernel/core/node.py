@@ -17,7 +17,7 @@ from rlm_kernel.core.context import check_context, context_metadata, private_cop
 from rlm_kernel.core.custom_tools import awaiting, describe_tools, tool_sources
 from rlm_kernel.core.deadlines import Deadline
 from rlm_kernel.core.errors import AnswerMismatch, BudgetExhausted, ModelError, SubmitAnswer
-from rlm_kernel.core.ledger import Usage
+from rlm_kernel.core.ledger import BUDGET_NUDGE, Usage
 from rlm_kernel.core.lm import LM, Completion, Messages
 from rlm_kernel.core.lm.support import sub_capacity_chars
 from rlm_kernel.core.parsing import ParsedReply, TextFinal, find_text_final, parse_reply
@@ -133,7 +133,7 @@ class Node:
         try:
             outcome = self._iterate(messages)
         except BudgetExhausted as exc:
-            outcome = Outcome("budget", self.partial_answer(), str(exc), exc.limit)
+            outcome = Outcome("budget", self.partial_answer(), str(exc).removesuffix(f" {BUDGET_NUDGE}"), exc.limit)
         except ModelError as exc:
             outcome = Outcome("error", self.partial_answer(), f"model call failed: {exc}")
         except (KeyboardInterrupt, RunCancelled):

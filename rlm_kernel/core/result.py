@@ -71,12 +71,11 @@ class RLMResult:
 
     def summary(self) -> str:
         u = self.usage
-        cost = f"${u.cost_usd:.4f}" if u.cost_known else f"${u.cost_usd:.4f} + unknown (unpriced model)"
         counted = f" (counted here for {u.counted_calls}: the server reported no usage)" if u.counted_calls else ""
-        cached = f" (+{u.cached_calls} cached)" if u.cached_calls else ""
+        cost = f", {u.cost_text()}" if u.cost_text() else ""
         return (
-            f"status {self.status}; {u.llm_calls} model calls{cached}, {u.input_tokens:,} input + "
-            f"{u.output_tokens:,} output tokens{counted}, {cost}, {self.seconds:.2f} s"
+            f"status {self.status}; {u.calls_text()}, {u.input_tokens:,} input + "
+            f"{u.output_tokens:,} output tokens{counted}{cost}, {self.seconds:.2f} s"
         )
 
     def to_notebook(self, path: str | Path, context: object = None, *, with_context: bool | None = None) -> Any:

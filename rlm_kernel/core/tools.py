@@ -48,7 +48,13 @@ class Node(Protocol):
     def child(self, context: object, query: str, model: str | None) -> Any: ...
     def children(self, pairs: list[tuple[Any, ...]], model: str | None) -> list[Any]: ...
     def acall_model(
-        self, messages: Messages, model: str, *, lm: LM, params: Mapping[str, Any]
+        self,
+        messages: Messages,
+        model: str,
+        *,
+        lm: LM,
+        params: Mapping[str, Any],
+        on_attempt: Callable[[int], None] | None = None,
     ) -> Coroutine[Any, Any, Completion]: ...
 
 
@@ -136,7 +142,13 @@ async def sub_llm(node: Node, prompt: str, model: str | None) -> str:
             # Sending it would fail at the provider after a slow upload, or be cut silently by a local server.
             reply = error = oversize_prompt_message(len(prompt), model, window)
         else:
-            completion = await node.acall_model(messages, model, lm=models.sub, params=config.sub.params)
+            # Each request sent is a model_wait event: the trace counts model calls as the ledger does.
+            def sent(attempt: int) -> None:
+                node.emit("model_wait", subcall_id=sub_id, model=model, attempt=attempt)
+
+            completion = await node.acall_model(
+                messages, model, lm=models.sub, params=config.sub.params, on_attempt=sent
+            )
             reply, usage = completion.text, completion.usage
     except BudgetExhausted as exc:
         reply = error = str(exc)

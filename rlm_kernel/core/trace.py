@@ -101,6 +101,7 @@ class SubCall:
     usage: Usage = field(default_factory=Usage)
     seconds: float = 0.0
     done: bool = False
+    attempts: int = 0  # requests sent for it (its model_wait events; a legacy trace has none)
 
 
 @dataclass
@@ -122,6 +123,7 @@ class CallNode:
     started: float = 0.0  # wall-clock time of its call_start
     waiting: dict[str, Any] | None = None  # the model_wait of the model call in flight, until its reply
     streaming: str = ""  # the reply being written (model_text deltas), until the iteration event has it whole
+    sent: int = 0  # requests of its own model call sent and counted (model_wait events) before its reply
 
 
 class Trace:
@@ -231,11 +233,20 @@ class Trace:
         usage = Usage(**d["usage"])
         node = self.nodes[e.node_id]
         node.iterations.append(Iteration(d["index"], d["reply"], usage, d["seconds"], blocks=d.get("blocks", 0)))
-        node.usage.add(usage)
-        node.waiting, node.streaming = None, ""
+        node.usage.add(_calls_counted(usage, node.sent))
+        node.waiting, node.streaming, node.sent = None, "", 0
 
     def _on_model_wait(self, e: Event) -> None:
+        """One request sent: a model call counts then, as the ledger counts it, whether or not a reply comes."""
         node = self.nodes[e.node_id]
+        node.usage.llm_calls += 1
+        subcall_id = e.data.get("subcall_id")
+        if subcall_id is not None:  # an attempt of an llm_query sub-call
+            sub = next((s for s in node.subcalls if s.id == subcall_id), None)
+            if sub is not None:
+                sub.attempts += 1
+            return
+        node.sent += 1
         node.waiting, node.streaming = e.data, ""  # a retry starts its reply again
 
     def _on_model_text(self, e: Event) -> None:
@@ -267,7 +278,8 @@ class Trace:
         sub.reply, sub.error, sub.seconds, sub.done = d.get("reply"), d.get("error"), d["seconds"], True
         sub.usage = Usage(**d["usage"])
         if sub.kind == "llm":
-            node.usage.add(sub.usage)
+            node.usage.add(_calls_counted(sub.usage, sub.attempts))
+            sub.usage.llm_calls = max(sub.usage.llm_calls, sub.attempts)
 
     def _on_call_end(self, e: Event) -> None:
         d = e.data
@@ -296,6 +308,13 @@ class Trace:
             room = max(20, width - len(head) - len(stats) - 6)
             lines.append(f"{head}: {question[:room]}{'…' if len(question) > room else ''} ({stats})")
         return "\n".join(lines)
+
+
+def _calls_counted(usage: Usage, sent: int) -> Usage:
+    """A reply's usage less the calls its model_wait events already counted (a trace from before them has none)."""
+    if not sent:
+        return usage
+    return Usage(**{**usage.to_dict(), "llm_calls": 0})  # type: ignore[arg-type]
 
 
 def context_record(node_id: str, sha256: str, context: object) -> Event:

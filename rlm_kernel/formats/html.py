@@ -26,8 +26,10 @@ from rlm_kernel.formats.progress import (
     child_counts,
     child_state,
     node_activity,
+    plural,
     replaced_names,
     run_totals,
+    usage_parts,
 )
 
 STATUS_ICONS = {
@@ -63,14 +65,17 @@ _LEXER = PythonLexer()
 _FORMATTER = HtmlFormatter(noclasses=True, nowrap=True, style=theme.NotebookCodeStyle)
 
 
-def render_html(trace: Trace, opened: Collection[str] | None = None) -> str:
-    """The whole tree as nested <details>: the nodes in `opened` open (default: the root alone)."""
+def render_html(trace: Trace, opened: Collection[str] | None = None, *, error_below: bool = False) -> str:
+    """The whole tree as nested <details>: the nodes in `opened` open (default: the root alone).
+
+    `error_below`: the cell's own error says the root's error, so the tree points to it rather than repeat it."""
     if trace.root is None:
         return f'<div style="{_PAGE}"><i>RLM trace: no calls yet</i></div>'
     renderer = _Renderer(trace, CellLinks.from_events(trace.events), nested=True, usage=_subtree_usages(trace))
     renderer.opened = {trace.root.id} if opened is None else set(opened)
+    renderer.error_below = error_below
     header = f'<div style="{_MUTED}">RLM run: {_e(run_totals(trace, time.time()))}</div>'
-    return f'<div style="{_PAGE}">{header}{renderer.assemble(renderer.details(trace.root))}</div>'
+    return f'<div style="{_PAGE}">{header}{_failed_nodes(trace)}{renderer.assemble(renderer.details(trace.root))}</div>'
 
 
 def render_node_html(trace: Trace, node_id: str, links: CellLinks | None = None) -> str:
@@ -80,7 +85,8 @@ def render_node_html(trace: Trace, node_id: str, links: CellLinks | None = None)
 
 
 def node_summary(trace: Trace, node: CallNode, usage: Usage | None = None) -> str:
-    """One plain-text line: status, id, depth, model, question, iterations, subtree tokens and cost, seconds."""
+    """One plain-text line: status, id, depth, model, question, iterations, the node's own and its subtree's
+    model calls, tokens and cost (labelled), seconds."""
     return " · ".join([node.status, *_summary_parts(node, usage or trace.subtree_usage(node.id))])
 
 
@@ -91,17 +97,13 @@ def highlight_code(code: str) -> str:
 
 
 def _summary_parts(node: CallNode, usage: Usage) -> list[str]:
+    """`usage`: the node's subtree's; a node with children gets its own and its subtree's, each labelled."""
     question = _shorten(" ".join(node.query.split()), QUESTION_CHARS)
-    cost = f"${usage.cost_usd:.4f}" if usage.cost_known else "cost unknown"
-    parts = [
-        node.id,
-        f"d{node.depth}",
-        node.model,
-        question,
-        f"{len(node.iterations)} it",
-        f"{usage.input_tokens:,}+{usage.output_tokens:,} tok",
-        cost,
-    ]
+    parts = [node.id, f"d{node.depth}", node.model, question, f"{len(node.iterations)} it"]
+    if node.children:
+        parts += [f"this node: {', '.join(usage_parts(node.usage))}", f"with children: {', '.join(usage_parts(usage))}"]
+    else:
+        parts += usage_parts(usage)
     if node.status != "running":
         parts.append(_seconds(node.seconds))
     return parts
@@ -119,6 +121,24 @@ def _subtree_usages(trace: Trace) -> dict[str, Usage]:
     return totals
 
 
+FAILED_STATUSES = ("error", "budget", "interrupted", "cancelled")
+
+
+def _failed_nodes(trace: Trace) -> str:
+    """A folded list of the nodes that failed, one line each: the tree filtered to failures, with no script."""
+    nodes = list(trace.walk())
+    failed = [n for n in nodes if n.status in FAILED_STATUSES]
+    if not failed or len(nodes) == 1:  # a one-node tree is its own list
+        return ""
+    lines = "".join(
+        f'<div style="{_SUB}">{_badge(n.status)} <b>{_e(n.id)}</b> d{n.depth} · '
+        f"{_e(_shorten(' '.join(n.query.split()), QUESTION_CHARS))} · {_e(_shorten(n.error or '', 200))}</div>"
+        for n in failed
+    )
+    summary = f'<summary style="cursor:pointer;{_MUTED}">failed only: {_e(plural(len(failed), "node"))}</summary>'
+    return f"<details>{summary}{lines}</details>"
+
+
 def _e(text: object) -> str:
     return html.escape(str(text))
 
@@ -127,11 +147,11 @@ def _pre(text: str, style: str = _OUT_PRE) -> str:
     return f'<pre style="{style}">{_e(text)}</pre>'
 
 
-def _badge(status: str) -> str:
+def _badge(status: str, text: str | None = None) -> str:
     colour = theme.STATUS_COLOURS.get(status, theme.OTHER_STATUS)
     return (
         f'<span style="background:{colour};color:#fff;border-radius:3px;padding:0 5px;'
-        f'font-size:11px;font-weight:600">{_e(status)}</span>'
+        f'font-size:11px;font-weight:600">{_e(text or status)}</span>'
     )
 
 
@@ -149,6 +169,7 @@ class _Renderer:
     def __init__(self, trace: Trace, links: CellLinks, *, nested: bool, usage: dict[str, Usage]) -> None:
         self.trace, self.links, self.nested, self.usage = trace, links, nested, usage
         self.opened: set[str] = set()
+        self.error_below = False
 
     def assemble(self, first: Iterator[str | CallNode]) -> str:
         # An explicit stack, not recursion: a deep tree must not hit the recursion limit.
@@ -195,15 +216,20 @@ class _Renderer:
                 yield _pre(node.streaming)
         if node.answer is not None:
             yield f'<div style="{_MUTED}">answer:</div>{_pre(node.answer)}'
-        if node.error:
+        if node.error and node.depth == 0 and self.error_below:
+            yield f'<div style="{_MUTED}">error: {_e(node.status)}, as the cell\'s error below says</div>'
+        elif node.error:
             yield f'<div style="{_MUTED}">error:</div>{_pre(node.error, _ERR_PRE)}'
         if node.depth == 0:
             yield self.variables(node)
 
     def iteration(self, node: CallNode, iteration: Iteration, subcalls: dict[str, SubCall]) -> Iterator[str | CallNode]:
         u = iteration.usage
+        # As the rlms viewer marks them: FINAL, the iteration submitted the answer; ERR, one of its blocks raised.
+        submitted, raised = any(c.submitted for c in iteration.cells), any(c.error for c in iteration.cells)
+        marks = (" " + _badge("done", "FINAL") if submitted else "") + (" " + _badge("error", "ERR") if raised else "")
         yield (
-            f'<div style="margin-top:8px;{_MUTED}">iteration {iteration.index + 1} · '
+            f'<div style="margin-top:8px;{_MUTED}">iteration {iteration.index + 1}{marks} · '
             f"{u.input_tokens:,}+{u.output_tokens:,} tok · {_seconds(iteration.seconds)}</div>"
         )
         prose = parse_reply(iteration.reply).prose.strip()

@@ -40,6 +40,7 @@ from rlm_kernel.core.parsing import parse_reply
 from rlm_kernel.core.result import EarlierTurn
 from rlm_kernel.core.trace import CONTEXT_RECORD, CallNode, Event, SubCall, Trace, context_record
 from rlm_kernel.formats.links import CellLinks
+from rlm_kernel.formats.steps import step_line
 
 # The kernelspec an exported notebook names, and `rlm install` installs (here: formats/ stays Jupyter-free).
 KERNEL_NAME = "rlm"
@@ -54,7 +55,6 @@ PAYLOAD_ENCODING = "zlib+base64 jsonl"
 PAYLOAD_ID_CHARS = 16
 MIN_PAYLOAD_CAP = 64 * 1024 * 1024  # bytes any payload may decompress to
 MAX_PAYLOAD_RATIO = 64  # and a larger one, times its compressed size: JSONL events compress 5 to 20 times
-STEP_MAGIC = "%%rlm_step"
 CHECK_MAGIC = "%rlm_replay_check"
 MAX_EMBEDDED_CONTEXT_CHARS = 20_000_000  # larger contexts are embedded only when asked
 HEADING_CHARS = 100
@@ -436,7 +436,7 @@ def _section(
                 "usage": u.to_dict(),
             }
             tags = [GENERATED_TAG] + (["raises-exception"] if cell.error else [])
-            source = f"{STEP_MAGIC} {node.id} {iteration.index} {cell.index}\n{cell.code.rstrip()}"
+            source = f"{step_line(node.id, iteration.index, cell.index)}\n{cell.code.rstrip()}"
             cells.code(source, cell_outputs(results[(node.id, cell.iteration, cell.index)]), tags=tags, rlm=rlm)
             started = [subcalls[s] for s in links.of_cell(node.id, cell)]
             if started:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 
+from rlm_kernel.core.ledger import Usage
 from rlm_kernel.core.trace import CallNode, SubCall, Trace
 
 # The order statuses are counted in: what is still going on first.
@@ -90,9 +91,13 @@ def run_totals(trace: Trace, now: float) -> str:
     usage = trace.subtree_usage(root.id)
     states = Counter(n.status for n in nodes)
     by_status = ", ".join(f"{count:,} {status}" for status, count in states.items())
-    cost = f"${usage.cost_usd:.4f}" if usage.cost_known else "cost unknown"
     seconds = now - root.started if root.status == "running" else root.seconds
-    return (
-        f"{root.status} · {plural(len(nodes), 'RLM call')} ({by_status}) · {plural(usage.llm_calls, 'model call')} · "
-        f"{usage.input_tokens:,}+{usage.output_tokens:,} tok · {cost} · {seconds:.1f} s"
+    return " · ".join(
+        [f"{root.status}", f"{plural(len(nodes), 'RLM call')} ({by_status})", *usage_parts(usage), f"{seconds:.1f} s"]
     )
+
+
+def usage_parts(usage: Usage) -> list[str]:
+    """Model calls (attempts sent, cached apart), tokens and cost, worded as every view words them."""
+    cost = usage.cost_text()
+    return [usage.calls_text(), f"{usage.input_tokens:,}+{usage.output_tokens:,} tok", *([cost] if cost else [])]

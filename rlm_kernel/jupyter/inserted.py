@@ -17,6 +17,7 @@ from IPython.display import display
 from rlm_kernel.core.helpers import make_helpers
 from rlm_kernel.core.trace import CallNode
 from rlm_kernel.core.values import describe_value
+from rlm_kernel.jupyter.text import RLMAnswer
 
 _MODEL_CALLS = re.compile(r"\b(llm_query|llm_query_batched|rlm_query|rlm_query_batched)\s*\(")
 
@@ -50,20 +51,25 @@ def _no_context(*args: object, **kwargs: object) -> None:
     raise NameError("context is None in this inserted cell: set it to the value the model worked on")
 
 
+def _show(value: Any) -> None:
+    """An answer as a run shows it: a str as written (not its repr, in quotes), anything else as itself."""
+    display(RLMAnswer(value) if isinstance(value, str) else value)
+
+
 def FINAL(value: Any) -> None:  # noqa: N802 - the model's name
     """In a notebook cell, submitting an answer displays it."""
-    display(value)
+    _show(value)
 
 
 def FINAL_VAR(name: Any) -> None:  # noqa: N802
     """Display the variable called `name` (or the value itself, as the model's FINAL_VAR accepts)."""
     if not isinstance(name, str):
-        display(name)
+        _show(name)
         return
     namespace = get_ipython().user_ns
     if name not in namespace:
         raise NameError(f"FINAL_VAR: there is no variable named {name!r}")
-    display(namespace[name])
+    _show(namespace[name])
 
 
 def SHOW_VARS() -> str:  # noqa: N802
@@ -80,7 +86,7 @@ class _Answer(dict[str, Any]):
     def __setitem__(self, key: Any, value: Any) -> None:
         super().__setitem__(key, value)
         if key == "ready" and value:
-            display(self.get("content"))
+            _show(self.get("content"))
 
 
 answer = _Answer(content="", ready=False)

@@ -27,6 +27,7 @@ from rlm_kernel.core.redact import Redactor
 from rlm_kernel.core.session import Session
 from rlm_kernel.formats.notebook import WHOLE_FLAG, cell_outputs, decode_payload
 from rlm_kernel.formats.rerun import Replayed
+from rlm_kernel.formats.steps import parse_step_line
 from rlm_kernel.jupyter import messages as msg
 from rlm_kernel.jupyter import subcommands
 from rlm_kernel.jupyter.approval import notebook_approver
@@ -97,7 +98,7 @@ class RLMMagics(Magics, SettingTraits):  # type: ignore[misc, valid-type]
         `context` in this notebook's namespace, calls sub-models on pieces, and submits an answer.
 
         Subcommands:
-          %rlm config                      effective settings and where each comes from
+          %rlm config [--changed]          effective settings and where each comes from (--changed: not defaults)
           %rlm load PATH_OR_GLOB [--as N]  read files into a variable, the default context
           %rlm show [RUN]                  redisplay the call tree of a run (default: the last)
           %rlm cells [NODE] [--run RUN]    a node's model-written code blocks and their outputs
@@ -229,7 +230,7 @@ class RLMMagics(Magics, SettingTraits):  # type: ignore[misc, valid-type]
         if repl is not None:
             repl.restore()
             result.replaced = repl.replaced()
-        _settle(view, handle)
+        _settle(view, handle, error_below=result.status not in ("done", "max_iterations"))
         # The name, not the value: `%rlm export` embeds the context if the variable still holds it.
         result.extra["context_variable"] = context_variable
         self.record(result)
@@ -309,15 +310,15 @@ class RLMMagics(Magics, SettingTraits):  # type: ignore[misc, valid-type]
     @cell_magic
     @_one_line
     def rlm_step(self, line: str, cell: str) -> Any:
-        """%%rlm_step NODE ITERATION BLOCK: one model-written block of a replayed export, its code as the body.
+        """%%rlm_step NODE iteration I block B: one model-written block of a replayed export, its code as the body.
 
         A depth-0 block runs now, in this namespace, with the replayed run's context, llm_query,
         FINAL...; a child's block shows what it printed when its parent's block ran it.
         """
-        parts = line.split()
-        if len(parts) != 3 or not (parts[1].isdigit() and parts[2].isdigit()):
+        step = parse_step_line(line)
+        if step is None:
             raise UsageError(msg.STEP_USAGE)
-        result = self._replay_session().step(parts[0], int(parts[1]), int(parts[2]), cell)
+        result = self._replay_session().step(*step, cell)
         return show_outputs(cell_outputs(result))
 
     @line_magic
@@ -341,11 +342,11 @@ class RLMMagics(Magics, SettingTraits):  # type: ignore[misc, valid-type]
             raise UsageError(f"{exc}. {msg.SUBCOMMAND_HINT.format(word=word)}") from None
 
 
-def _settle(view: Any, handle: Any) -> None:
+def _settle(view: Any, handle: Any, error_below: bool = False) -> None:
     """The run has ended: the static tree takes the live widgets' place, so every reader of the notebook has it."""
     view.close()
     if handle is not None:
-        handle.update(view.static())
+        handle.update(view.static(error_below))
     view.release()
 
 

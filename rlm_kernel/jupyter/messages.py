@@ -17,6 +17,8 @@ DEFAULT_CONTEXT_GONE = (
 EMPTY_QUESTION = "No question: write it in the cell body under %%rlm, or after %rlm on the line."
 LOADED = "Loaded {description} from `{source}` into `{name}`; it is now the default context for %%rlm."
 SUBCOMMAND_HINT = "To ask a question that starts with {word!r}, put it in a %%rlm cell."
+CONFIG_USAGE = "usage: %rlm config [--changed]  (--changed: only the settings not at their default)"
+NOTHING_CHANGED = "Every setting is at its default (`%rlm config` lists them all)."
 NO_RUNS = "No RLM runs in this session yet."
 NO_SUCH_RUN = "No run {number}: this session has runs 1 to {count}."
 NO_SUCH_NODE = "No node {node!r} in run {number}; its nodes are {nodes}."
@@ -48,7 +50,7 @@ REPLAY_MATCHES = "Replayed offline: the run ended as recorded ({status}), with t
 REPLAY_MISMATCH = "The replay ended differently from the recorded run: recorded {recorded}, replayed {replayed}."
 REPLAY_STARTED = "Replaying {node}: {query} Run the cells below in order; each depth-0 block runs when its cell runs."
 NO_REPLAY = "No replay is running: run the hidden setup cell (%rlm_replay) near the top of this notebook first."
-STEP_USAGE = "usage: %%rlm_step NODE ITERATION BLOCK, with the block's code as the cell body"
+STEP_USAGE = "usage: %%rlm_step NODE iteration I block B (from 1), with the block's code as the cell body"
 SETUP_USAGE = "usage: %rlm_replay ID [--context NAME] [--from PATH.ipynb] (older exports: %%rlm_replay with the data)"
 REPLAY_DATA_NOT_FOUND = (
     "The replay data {id} is kept in this notebook's file, and the kernel found no notebook holding it in its "

@@ -35,7 +35,7 @@ from rlm_kernel.core.parsing import parse_reply
 from rlm_kernel.core.repl import REPL, ExecResult, NamespaceREPL
 from rlm_kernel.core.result import RLMResult
 from rlm_kernel.core.trace import Event, Trace
-from rlm_kernel.formats.notebook import STEP_MAGIC, notebook_payload
+from rlm_kernel.formats.notebook import notebook_payload
 from rlm_kernel.formats.rerun import (
     Replayed,
     recorded_history,
@@ -45,6 +45,7 @@ from rlm_kernel.formats.rerun import (
     root_call,
     tools_for_replay,
 )
+from rlm_kernel.formats.steps import step_line
 from rlm_kernel.jupyter import messages as msg
 from rlm_kernel.jupyter.shell_repl import ShellREPL
 
@@ -304,14 +305,14 @@ class StepSession:
         """Run one depth-0 block, or find a child's block; returns its replayed code_result."""
         key = (node_id, iteration, index)
         if key not in self._code:
-            raise ReplayError(f"the recording has no block {index} in iteration {iteration} of {node_id}")
+            raise ReplayError(f"the recording has no block {index + 1} in iteration {iteration + 1} of {node_id}")
         if code.strip() != self._code[key].strip():
             raise ReplayError("this cell's code is not the recorded block's: a replay runs the recorded code only")
         if node_id == self.recorded.root_id and key not in self.outputs:
             self._run_block(iteration, index, code)
         if key not in self.outputs:
             raise ReplayError(
-                f"{node_id} iteration {iteration} block {index} has not run in this replay: it runs inside its "
+                f"{node_id} iteration {iteration + 1} block {index + 1} has not run in this replay: it runs inside its "
                 "parent's block, so run the cells above first" + self._state()
             )
         return self.outputs[key]
@@ -337,7 +338,7 @@ class StepSession:
         self._wait_for_engine()  # the engine records the block and makes its next call meanwhile
 
     def _cell_of(self, block: _Block) -> str:
-        return f"{STEP_MAGIC} {self.recorded.root_id} {block.position[0]} {block.position[1]}"
+        return step_line(self.recorded.root_id or "", *block.position)
 
     def _state(self) -> str:
         if self.failure is not None:

@@ -31,16 +31,24 @@ if TYPE_CHECKING:
 
 
 def config(m: RLMMagics, args: list[str]) -> None:
+    changed = take_flag(args, "--changed")
+    if args:
+        raise UsageError(msg.CONFIG_USAGE)
     given = configured(m)
     effective = resolve(given)
     rows = []
     for name, value, where in config_rows(given, effective):
+        if changed and where == "default":
+            continue
         if name == "model" and effective["model"] is None:
             value = f"{msg.DEMO_MODEL} (offline demo policy)"
         elif effective.get(name) is None and name in msg.UNSET_MEANS:
             value = msg.UNSET_MEANS[name]
         rows.append([name, value, where])
-    display(Table(["setting", "value", "from"], rows))
+    if changed and not rows:
+        display(Text(msg.NOTHING_CHANGED))
+    else:
+        display(Table(["setting", "value", "from"], rows))
     if effective["model"] is not None and effective["max_cost_usd"] is not None:
         for warning in RLM(
             **{"model": None, **given}
@@ -103,7 +111,9 @@ def insert(m: RLMMagics, args: list[str]) -> None:
         with_code = [it for it in node.iterations if it.cells]
         if not with_code:
             raise UsageError(msg.NO_CODE.format(node=node.id))
-        iteration = with_code[-1]
+        # The last block that did work, not the one that only submitted (FINAL(...)), unless that is all there is.
+        working = [it for it in with_code if not _only_submits(it)]
+        iteration = (working or with_code)[-1]
     code = "\n\n".join(c.code.rstrip() for c in iteration.cells)
     source = inserted_cell(
         node, iteration.index + 1, m.runs.index(result) + 1, result.extra.get("context_variable"), code
@@ -111,6 +121,12 @@ def insert(m: RLMMagics, args: list[str]) -> None:
     assert m.shell is not None  # set when IPython registers the magics
     m.shell.set_next_input(source, replace=False)
     display(Text(msg.INSERTED.format(node=node.id, iteration=iteration.index + 1)))
+
+
+def _only_submits(iteration: Iteration) -> bool:
+    """Its code is nothing but FINAL(...) / FINAL_VAR(...) lines (and comments)."""
+    lines = [line.strip() for cell in iteration.cells for line in cell.code.splitlines()]
+    return all(not line or line.startswith(("#", "FINAL(", "FINAL_VAR(")) for line in lines)
 
 
 def _iteration(node: CallNode, ref: str) -> Iteration:
@@ -131,18 +147,17 @@ def history(m: RLMMagics, args: list[str]) -> None:
         turn = f"{session}.{run.extra.get('session_turn')}" if session is not None else "-"
         u = run.usage
         question = " ".join(run.query.split())[:60]
-        cost = f"${u.cost_usd:.4f}" if u.cost_known else "unknown"
         tokens = u.input_tokens + u.output_tokens
-        cached = f" (+{u.cached_calls} cached)" if u.cached_calls else ""
+        cached = f" (+{u.cached_calls:,} cached)" if u.cached_calls else ""
         rows.append(
             [
                 str(number),
                 turn,
                 question,
                 run.status,
-                f"{u.llm_calls}{cached}",
+                f"{u.llm_calls:,}{cached}",
                 f"{tokens:,}",
-                cost,
+                u.cost_text() or "-",
                 f"{run.seconds:.1f}",
             ]
         )

@@ -79,13 +79,13 @@ class TreePage:
     saved with widget state and GitHub show the same tree as JupyterLab.
     """
 
-    def __init__(self, trace: Trace, opened: Collection[str] | None = None) -> None:
-        self.trace, self.opened = trace, opened
+    def __init__(self, trace: Trace, opened: Collection[str] | None = None, *, error_below: bool = False) -> None:
+        self.trace, self.opened, self.error_below = trace, opened, error_below
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         from rlm_kernel.formats.html import render_html  # pygments only when a tree is drawn
 
         return {
-            "text/html": render_html(self.trace, self.opened),
+            "text/html": render_html(self.trace, self.opened, error_below=self.error_below),
             "text/plain": self.trace.outline() or "RLM trace: no calls yet",
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import html
 import threading
 import time
@@ -18,7 +19,7 @@ from rlm_kernel.formats.progress import node_activity, replaced_names, run_total
 from rlm_kernel.jupyter.text import TreePage
 
 # Events that change a node's usage, and so its ancestors' subtree totals in their titles.
-_USAGE_EVENTS = frozenset({"iteration", "subcall_end"})
+_USAGE_EVENTS = frozenset({"model_wait", "iteration", "subcall_end"})
 TICK_S = 1.0  # while nodes run, their elapsed time is redrawn this often even when no event comes
 
 
@@ -52,6 +53,7 @@ class TraceView:
         self._dirty_titles: set[str] = set()
         self._dirty_details: set[str] = set()
         self._nodes: dict[str, _NodeWidgets] = {}
+        self._ranks: dict[str | None, list[int]] = {}  # parent id -> its children's places in its sub-calls, shown
         self._header = widgets.HTML()
         expand, collapse = (
             widgets.Button(description=label, layout=widgets.Layout(width="auto", height="24px", flex="none"))
@@ -106,10 +108,11 @@ class TraceView:
             worker.join()
         self.flush()
 
-    def static(self) -> TreePage:
-        """The tree without widgets, the nodes the user has open still open: what stays once the run has ended."""
+    def static(self, error_below: bool = False) -> TreePage:
+        """The tree without widgets, the nodes the user has open still open: what stays once the run has ended.
+        `error_below`: the cell fails with the run's error, which the tree then does not repeat."""
         opened = [node_id for node_id, node in self._nodes.items() if node.accordion.selected_index == 0]
-        return TreePage(self._trace, opened)
+        return TreePage(self._trace, opened, error_below=error_below)
 
     def release(self) -> None:
         """Close every widget model of the view (and their layouts and styles): the kernel and the frontend let go."""
@@ -123,12 +126,13 @@ class TraceView:
                     model.close()
             widget.close()
         self._nodes.clear()
+        self._ranks.clear()
 
     def flush(self) -> None:
         """Draw the nodes that changed since the last flush."""
         with self._flush_lock:
             with self._lock:
-                new = [(node_id, self._trace.nodes[node_id].parent_id) for node_id in self._new]
+                new = [(node_id, self._trace.nodes[node_id].parent_id, self._rank(node_id)) for node_id in self._new]
                 titles = {node_id: self._title(node_id) for node_id in self._dirty_titles}
                 details = {
                     node_id: render_node_html(self._trace, node_id, self._links) for node_id in self._dirty_details
@@ -138,8 +142,8 @@ class TraceView:
             # Widgets change outside the lock: sending comm messages must not hold up the engine.
             if header != self._header.value:
                 self._header.value = header
-            for node_id, parent_id in new:
-                self._add_node(node_id, parent_id)
+            for node_id, parent_id, rank in new:
+                self._add_node(node_id, parent_id, rank)
             for node_id, title in titles.items():
                 self._nodes[node_id].accordion.titles = (title,)
             for node_id, value in details.items():
@@ -157,8 +161,9 @@ class TraceView:
         self._links.add(event)
         if event.kind == "call_start":
             self._new.append(event.node_id)
-            if event.parent_id is not None:  # its pointer in the parent's details goes live
+            if event.parent_id is not None:  # its pointer in the parent's details goes live, its title gains a subtree
                 self._dirty_details.add(event.parent_id)
+                self._dirty_titles.add(event.parent_id)
         self._dirty_details.add(event.node_id)
         self._dirty_titles.add(event.node_id)
         if event.kind in _USAGE_EVENTS:
@@ -169,6 +174,14 @@ class TraceView:
         while parent_id is not None:
             yield parent_id
             parent_id = self._trace.nodes[parent_id].parent_id
+
+    def _rank(self, node_id: str) -> int:
+        """A child's place among its parent's sub-calls (their subcall_start order: the index order of a batch)."""
+        parent_id = self._trace.nodes[node_id].parent_id
+        if parent_id is None:
+            return 0
+        subcalls = self._trace.nodes[parent_id].subcalls
+        return next((i for i, sub in enumerate(subcalls) if sub.child_id == node_id), len(subcalls))
 
     def _title(self, node_id: str) -> str:
         node = self._trace.nodes[node_id]
@@ -203,7 +216,8 @@ class TraceView:
             self._wake.clear()
             self.flush()
 
-    def _add_node(self, node_id: str, parent_id: str | None) -> None:
+    def _add_node(self, node_id: str, parent_id: str | None, rank: int) -> None:
+        """A node's Accordion, among its siblings in index order (children start in any order when they run at once)."""
         details, children = widgets.HTML(), widgets.VBox()
         accordion = widgets.Accordion(
             children=[widgets.VBox([details, children])], titles=("",), selected_index=0 if parent_id is None else None
@@ -211,4 +225,7 @@ class TraceView:
         self._nodes[node_id] = _NodeWidgets(accordion, details, children)
         parent = self._nodes.get(parent_id) if parent_id else None
         box = parent.children if parent else self._tree
-        box.children = (*box.children, accordion)
+        ranks = self._ranks.setdefault(parent_id, [])
+        place = bisect.bisect(ranks, rank)
+        ranks.insert(place, rank)
+        box.children = (*box.children[:place], accordion, *box.children[place:])

@@ -145,7 +145,7 @@ class RunSpans:
 
     def _on_model_wait(self, e: Event) -> None:
         node = self.nodes.get(e.node_id)
-        if node is not None:
+        if node is not None and "subcall_id" not in e.data:  # a sub-call's attempt: its own span counts it
             first, attempts = node.waits.get(e.data["iteration"], (e.time, 0))
             node.waits[e.data["iteration"]] = (first, attempts + 1)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import json
+import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -202,7 +203,9 @@ class OpenAICompatibleLM:
         except aiohttp.ClientConnectorCertificateError as exc:
             raise certificate_failure(where, redact(first_line(str(exc)))) from None
         except aiohttp.ClientConnectorError as exc:
-            raise TransientModelError(redact(f"cannot connect to {where}: {exc}")) from None
+            # Not str(exc): it names the host and port again ("Cannot connect to host ... [Connect call failed ...]").
+            reason = os.strerror(exc.errno) if exc.errno else str(exc.os_error) or type(exc.os_error).__name__
+            raise TransientModelError(redact(f"cannot connect to {where}: {reason}")) from None
         except aiohttp.ClientError as exc:
             raise TransientModelError(redact(f"{type(exc).__name__} from {where}: {exc}")) from None
         seconds = time.perf_counter() - started

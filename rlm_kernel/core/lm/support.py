@@ -11,6 +11,7 @@ import datetime
 import email.utils
 import math
 import os
+import re
 import ssl
 import time
 from collections.abc import Callable, Mapping
@@ -107,8 +108,13 @@ def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
 
 
 def auth_failure(where: str, status: int | None, detail: str, hint: str) -> ModelAuthError:
+    if _NO_KEY.search(detail):  # found missing before anything was sent: nothing was refused
+        return ModelAuthError(f"no API key for {where}, so nothing was sent; {hint}")
     code = f" (HTTP {status})" if status else ""
-    return ModelAuthError(f"{where} refused the credentials{code}: {detail}; {hint}")
+    return ModelAuthError(f"{where} refused the credentials{code}: {detail.rstrip('. ')}; {hint}")
+
+
+_NO_KEY = re.compile(r"\bno API key\b|\bmissing\b.*\bAPI key\b", re.I)
 
 
 def context_failure(model: str, detail: str) -> ContextTooLong:
