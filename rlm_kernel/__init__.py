@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from rlm_kernel.core import RLM, RLMResult
+from rlm_kernel.core.batch import register_executor
+from rlm_kernel.core.errors import ConfigError
 from rlm_kernel.core.lm import on_litellm_import
 from rlm_kernel.core.repl import REPL, register_isolation
 from rlm_kernel.core.result import EarlierTurn, register_notebook_writer
@@ -46,7 +48,18 @@ def _write_notebook(
     return write_notebook(trace, path, context=context, with_context=with_context, earlier=earlier)
 
 
+def _ray_executor() -> Any:
+    try:
+        from rlm_kernel.distributed import RayExecutor
+    except ImportError as missing:
+        if missing.name != "ray" and not str(missing.name).startswith("ray."):
+            raise
+        raise ConfigError("executor='ray' needs Ray: pip install 'rlm_kernel[ray]'") from None
+    return RayExecutor()
+
+
 on_litellm_import(_register_offline_providers)
+register_executor("ray", _ray_executor)
 register_isolation("kernel", _isolated("kernel"))
 register_isolation("kernel-audit", _isolated("kernel-audit"))
 register_notebook_writer(_write_notebook)
