@@ -288,8 +288,8 @@ def _pair(question: Any, index: int) -> tuple[object, str]:
 
 
 class DoneResults:
-    """The results a batch already has, kept in `path` (appended pickles of (index, query, result)) as each
-    question finishes; a re-run of the same questions with the same path runs only those not there."""
+    """The results a batch has so far, by question index, and in `path` (appended pickles of (index, query, result))
+    as each question finishes; a re-run of the same questions with the same path runs only those not there."""
 
     def __init__(self, path: str | Path | None, questions: list[tuple[object, str]]) -> None:
         self.path = None if path is None else Path(path)
@@ -309,12 +309,14 @@ class DoneResults:
                     self.results[index] = result
 
     def keep(self, index: int, future: concurrent.futures.Future[RLMResult]) -> None:
-        if self.path is None or future.cancelled() or future.exception() is not None:
+        """Keep a finished question's result (in `path` too, when given); an interrupted one is not done."""
+        if future.cancelled() or future.exception() is not None:
             return
         result = future.result()
         if result.status == "interrupted":
-            return  # not done: a re-run asks it again
+            return
         with self._lock:
             self.results[index] = result
-            with self.path.open("ab") as file:
-                pickle.dump((index, result.query, result), file)
+            if self.path is not None:
+                with self.path.open("ab") as file:
+                    pickle.dump((index, result.query, result), file)

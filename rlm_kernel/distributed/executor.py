@@ -70,7 +70,7 @@ class RayExecutor(concurrent.futures.Executor):
     running local cluster) names, starting a local one only when none is found.
 
     `num_cpus` / `resources`: what each question asks of a node; `max_retries`: how often a question whose worker or
-    node died is sent again; `runtime_env`, `init`: passed to `ray.init` when this executor connects;
+    node died is sent again; `task_options`: any other of Ray's task options (e.g. `scheduling_strategy`); `runtime_env`, `init`: passed to `ray.init` when this executor connects;
     `on_event(index, event)`: called on the driver for each event a question's run emits, as it arrives;
     `progress`: a callable given the `Progress` about once a second (e.g. `Progress.print_line`)."""
 
@@ -81,13 +81,14 @@ class RayExecutor(concurrent.futures.Executor):
         num_cpus: float = 1,
         resources: dict[str, float] | None = None,
         max_retries: int = 1,
+        task_options: dict[str, Any] | None = None,
         runtime_env: dict[str, Any] | None = None,
         init: dict[str, Any] | None = None,
         on_event: Callable[[int, Event], None] | None = None,
         progress: Callable[[Progress], None] | None = None,
     ) -> None:
         self.address = address
-        self.task_options: dict[str, Any] = {"num_cpus": num_cpus, "resources": resources or {}}
+        self.task_options: dict[str, Any] = {"num_cpus": num_cpus, "resources": resources or {}, **(task_options or {})}
         self.max_retries = max_retries
         self.init_options = {"runtime_env": runtime_env, **(init or {})}
         self.on_event = on_event
