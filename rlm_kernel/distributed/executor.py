@@ -190,6 +190,16 @@ class RayExecutor(concurrent.futures.Executor):
 
     # -- the watcher ------------------------------------------------------------------------------------------
     def _watch(self) -> None:
+        try:
+            self._watch_until_idle()
+        except BaseException as exc:  # the watcher itself failed: every question still open ends with that error
+            with self._lock:
+                entries, self._pending, self._running = [*self._pending, *self._running.values()], [], {}
+            for entry in entries:
+                _set(entry.future, error=exc)
+            raise
+
+    def _watch_until_idle(self) -> None:
         last_shown = 0.0
         while True:
             with self._lock:
