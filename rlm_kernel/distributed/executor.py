@@ -71,7 +71,8 @@ class RayExecutor(concurrent.futures.Executor):
 
     `num_cpus` / `resources`: what each question asks of a node; `max_retries`: how often a question whose worker or
     node died is sent again; `task_options`: any other of Ray's task options (e.g. `scheduling_strategy`); `runtime_env`, `init`: passed to `ray.init` when this executor connects;
-    `on_event(index, event)`: called on the driver for each event a question's run emits, as it arrives;
+    `on_event(index, event)`: called on the driver for each event a question's run emits, as it arrives (`index`
+    counts the questions this executor was given, from 0: a batch's own order when the executor is new);
     `progress`: a callable given the `Progress` about once a second (e.g. `Progress.print_line`)."""
 
     def __init__(

@@ -87,3 +87,14 @@ def test_a_rerun_with_results_path_asks_only_the_questions_not_done(tmp_path):
         results = rlm.batch(questions, executor="ray", results_path=path)
         assert server.stats()["requests"] == 8  # only q2 and q3 were asked again
     assert [r.answer for r in results] == [f"sub:q:c{i}" for i in range(4)]
+
+
+def test_isolated_runs_work_on_the_workers():
+    # model code in the Ray worker's own process would see ray imported; in the isolated kernel it does not
+    policy = Recorder(
+        lambda messages: block("import sys\nFINAL(f'{\"ray\" in sys.modules}:' + llm_query('q:' + context))")
+    )
+    with ModelServer(policy) as server:
+        rlm = RLM(model="openai/policy", api_base=server.url, isolation="kernel")
+        results = rlm.batch([("a", "q"), ("b", "q")], executor=RayExecutor(num_cpus=0.25), concurrency=2)
+    assert [r.answer for r in results] == ["False:sub:q:a", "False:sub:q:b"], [r.error for r in results]
