@@ -206,7 +206,11 @@ class RayExecutor(concurrent.futures.Executor):
             with self._lock:
                 while self._pending and (self.max_running is None or len(self._running) < self.max_running):
                     entry = self._pending.pop(0)
-                    entry.ref = entry.submit()
+                    try:
+                        entry.ref = entry.submit()
+                    except Exception as exc:  # Ray refused the task: this question fails alone, with the reason
+                        self._refused(entry, exc)
+                        continue
                     self._running[entry.ref] = entry
                 refs = list(self._running)
                 if not refs:
@@ -214,7 +218,11 @@ class RayExecutor(concurrent.futures.Executor):
                     return
             done, _ = ray.wait(refs, num_returns=len(refs), timeout=WATCH_SLICE_S, fetch_local=False)
             for ref in done:
-                self._finish(self._running.pop(ref))
+                entry = self._running.pop(ref)
+                try:
+                    self._finish(entry)
+                except Exception as exc:  # handling the outcome failed (e.g. the budget actor is gone): this one fails
+                    self._refused(entry, exc)
             self._force_stuck()
             self._drain()
             if self.show_progress is not None and time.monotonic() - last_shown >= 1.0:
@@ -247,6 +255,14 @@ class RayExecutor(concurrent.futures.Executor):
         if isinstance(value, RLMResult):
             self.progress.finished(value)
         _set(entry.future, value)
+
+    def _refused(self, entry: _Entry, exc: Exception) -> None:
+        if entry.query is None:
+            _set(entry.future, error=exc)
+            return
+        result = failed(entry.query, f"Ray failed the task: {type(exc).__name__}: {exc}")
+        self.progress.finished(result)
+        _set(entry.future, result)
 
     def _force_stuck(self) -> None:
         now = time.monotonic()
