@@ -197,6 +197,8 @@ class Batch:
         finally:
             if self.executor is None:
                 executor.shutdown(wait=not self.cancelled.is_set(), cancel_futures=True)
+        for index, future in futures.items():  # a future's callbacks may still be running when its waiter wakes
+            self.done.keep(index, future)
         results = self._results(futures)
         for result in results:
             self.usage.add(result.usage)
@@ -316,6 +318,8 @@ class DoneResults:
         if result.status == "interrupted":
             return
         with self._lock:
+            if index in self.results:
+                return  # kept already: by the future's callback, or by the batch once every future was done
             self.results[index] = result
             if self.path is not None:
                 with self.path.open("ab") as file:

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def cpu_figure(questions: int, concurrency: int) -> None:
-    with serve("rlm_kernel.bench.ray_batch:CpuWork", 200.0) as url:
+    with serve("rlm_kernel.bench.ray:CpuWork", 200.0) as url:
         rlm = RLM(model="openai/policy", api_base=url)
         batch = [(f"c{i}", f"question {i}") for i in range(questions)]
         rlm.batch(batch[:2], executor="ray", concurrency=2)  # the workers' imports stay out of the figure
@@ -91,7 +91,7 @@ def cpu_figure(questions: int, concurrency: int) -> None:
 
 
 def overhead_figure(questions: int = 20) -> None:
-    with serve("rlm_kernel.bench.ray_batch:Trivial") as url:
+    with serve("rlm_kernel.bench.ray:Trivial") as url:
         rlm = RLM(model="openai/policy", api_base=url)
         batch = [(f"c{i}", f"q{i}") for i in range(questions)]
         walls = {}
@@ -111,7 +111,7 @@ def context_figure(megabytes: int = 100, questions: int = 100) -> None:
 
     context = "x" * (megabytes * 1_000_000)
     executor = RayExecutor(num_cpus=0.5)
-    with serve("rlm_kernel.bench.ray_batch:Trivial") as url:
+    with serve("rlm_kernel.bench.ray:Trivial") as url:
         started = time.perf_counter()
         results = RLM(model="openai/policy", api_base=url).batch(
             [(context, f"q{i}") for i in range(questions)], executor=executor, concurrency=4
