@@ -84,7 +84,8 @@ def test_a_removed_node_has_its_question_retried_on_another(cluster, tmp_path):
     cluster.wait_for_nodes()
     pids = tmp_path / "q.pids"
     strategy = NodeAffinitySchedulingStrategy(node.node_id, soft=True)  # there first, elsewhere once it is gone
-    executor = RayExecutor(num_cpus=0.25, max_retries=1, task_options={"scheduling_strategy": strategy})
+    # until Ray marks the node dead, a retry may be placed on it again and fail the same way
+    executor = RayExecutor(num_cpus=0.25, max_retries=3, task_options={"scheduling_strategy": strategy})
     with ModelServer(_policy()) as server:
         rlm = RLM(model="openai/policy", api_base=server.url)
 
@@ -96,8 +97,8 @@ def test_a_removed_node_has_its_question_retried_on_another(cluster, tmp_path):
         remover.start()
         results = rlm.batch([(str(pids), "slow")], executor=executor)
         remover.join()
-    assert results[0].status == "done"
-    assert executor.progress.retried == 1
+    assert results[0].status == "done", results[0].error
+    assert executor.progress.retried >= 1
 
 
 def test_a_driver_interrupt_cancels_every_cluster_task_and_returns_the_finished_results(tmp_path):
