@@ -28,7 +28,7 @@ from rlm_kernel.core.result import RLMResult
 from rlm_kernel.core.run import Local
 from rlm_kernel.core.trace import Event
 from rlm_kernel.distributed.events import EventLog, EventSender, Progress
-from rlm_kernel.distributed.shared import RayBudget, RaySlots
+from rlm_kernel.distributed.shared import RayBudget, RaySlots, on_this_node
 
 FORCE_AFTER_S = 2.0  # a cancelled task that has not stopped by then has its worker killed
 WATCH_SLICE_S = 0.05
@@ -111,7 +111,7 @@ class RayExecutor(concurrent.futures.Executor):
             options = {k: v for k, v in self.init_options.items() if v is not None}
             ray.init(address=self.address or os.environ.get("RAY_ADDRESS"), log_to_driver=False, **options)
         if self._events is None:
-            self._events = EventLog.remote()  # type: ignore[attr-defined]
+            self._events = EventLog.options(**on_this_node()).remote()  # type: ignore[attr-defined]
 
     def shared_budget(self, limits: Limits) -> RayBudget:
         self.connect()

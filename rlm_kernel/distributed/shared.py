@@ -23,6 +23,15 @@ from rlm_kernel.core.errors import BudgetExhausted
 from rlm_kernel.core.ledger import Ledger, Limits, Reservation, Usage
 
 
+def on_this_node() -> dict[str, Any]:
+    """Actor options that keep a batch's shared actors on the driver's node: a worker node may go away mid-batch,
+    and the budget, slots and events must outlive it (they die with the driver's node, as the batch does)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    node = ray.get_runtime_context().get_node_id()
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node, soft=False)}
+
+
 def current_owner() -> str:
     """The Ray task this code runs in (the driver: 'driver'); the key a dead worker's holdings are released by."""
     try:
@@ -95,7 +104,7 @@ class RayBudget:
 
     @classmethod
     def create(cls, limits: Limits) -> RayBudget:
-        return cls(BudgetActor.remote(limits))  # type: ignore[attr-defined]
+        return cls(BudgetActor.options(**on_this_node()).remote(limits))  # type: ignore[attr-defined]
 
     def reserve(
         self, input_tokens: int, max_output: int, input_rate: float = 0.0, output_rate: float = 0.0
@@ -198,7 +207,8 @@ class RaySlots:
 
     @classmethod
     def create(cls, size: int) -> RaySlots:
-        return cls(SlotsActor.options(max_concurrency=10_000).remote(size), size)  # type: ignore[attr-defined]
+        actor = SlotsActor.options(max_concurrency=10_000, **on_this_node()).remote(size)  # type: ignore[attr-defined]
+        return cls(actor, size)
 
     async def __aenter__(self) -> RaySlots:
         token = uuid.uuid4().hex
