@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from rlm_kernel.core import RLM, RLMResult
+from rlm_kernel.core.batch import register_executor
+from rlm_kernel.core.errors import ConfigError
 from rlm_kernel.core.lm import on_litellm_import
 from rlm_kernel.core.loaders import register_file_loaders
 from rlm_kernel.core.repl import REPL, register_isolation
@@ -60,7 +62,18 @@ def _otel() -> Telemetry:
     return default_telemetry()
 
 
+def _ray_executor() -> Any:
+    try:
+        from rlm_kernel.distributed import RayExecutor
+    except ImportError as missing:
+        if missing.name != "ray" and not str(missing.name).startswith("ray."):
+            raise
+        raise ConfigError("executor='ray' needs Ray: pip install 'rlm_kernel[ray]'") from None
+    return RayExecutor()
+
+
 on_litellm_import(_register_offline_providers)
+register_executor("ray", _ray_executor)
 register_isolation("kernel", _isolated("kernel"))
 register_isolation("kernel-audit", _isolated("kernel-audit"))
 register_notebook_writer(_write_notebook)

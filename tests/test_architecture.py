@@ -158,6 +158,7 @@ def test_rlm_run_has_an_option_for_every_setting(capsys):
 def test_every_project_error_derives_from_rlm_error():
     # Stops, not errors; and ReplayedError, which raises a recorded error of model code again, as that error.
     control_flow = {"RunInterrupted", "SubmitAnswer", "RunCancelled", "CellTimeout", "ReplayedError"}
+    control_flow |= {"BatchInterrupted", "BatchCancelled"}  # a batch's stops, carrying its results
     for name in MODULES:
         if name.endswith("__main__"):
             continue

@@ -8,6 +8,7 @@ rlm bench report F [F ...] [--plot score.png]
 rlm bench compare TASK --ref-python PATH [--model M --api-base URL]
 rlm bench perf [--quick] [--figures 1,2,...]
 rlm bench features [--figures batch,session]         (batches and sessions: issue 15's figures)
+rlm bench ray [--questions N]                        (thread pool against a local Ray cluster: issue 22's figures)
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class _Parser(argparse.ArgumentParser):
 def main(argv: Sequence[str] | None = None) -> int:
     """`rlm bench ...`: dispatch to the task runner, the report or the performance figures."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = argv[0] if argv[:1] in (["perf"], ["report"], ["compare"], ["features"]) else None
+    command = argv[0] if argv[:1] in (["perf"], ["report"], ["compare"], ["features"], ["ray"]) else None
     # Imported per command: the runner needs the engine, the report matplotlib (for a plot) only.
     try:
         module = importlib.import_module(_MODULES.get(command or "", f"rlm_kernel.bench.{command or 'runner'}"))

@@ -19,19 +19,29 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
+import pickle
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 from rlm_kernel.core.aio import WAIT_SLICE_S, CancelScope
 from rlm_kernel.core.clients import pricing_warnings
 from rlm_kernel.core.config import RunConfig
-from rlm_kernel.core.errors import ConfigError, RLMError, RunInterrupted, UnpricedModelWarning
+from rlm_kernel.core.errors import (
+    BatchCancelled,
+    BatchInterrupted,
+    ConfigError,
+    RLMError,
+    RunInterrupted,
+    UnpricedModelWarning,
+)
 from rlm_kernel.core.ledger import Budget, JointBudget, Ledger, Limits, Usage
 from rlm_kernel.core.result import RLMResult
-from rlm_kernel.core.run import Asker, run_question
+from rlm_kernel.core.run import Asker, Local, run_question
 from rlm_kernel.core.slots import CallSlots, Slots
 from rlm_kernel.core.trace import Trace
 from rlm_kernel.core.typed import AnswerType
@@ -39,8 +49,37 @@ from rlm_kernel.core.typed import AnswerType
 BATCH_LIMITS = ("max_llm_calls", "max_tokens", "max_cost_usd", "max_seconds")
 RUN_POOL_THREADS = 256  # threads start only as runs need them
 
+STOP_GRACE_S = 5.0  # after an interrupt, how long the questions get to unwind and hand back their partial results
+
 _pool: concurrent.futures.ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
+# executor="name": a loader per name, filled by the package root (core imports no engine of its own)
+_EXECUTORS: dict[str, Callable[[], concurrent.futures.Executor]] = {}
+
+
+def register_executor(name: str, make: Callable[[], concurrent.futures.Executor]) -> None:
+    """`RLM.batch(..., executor=name)` runs on `make()`; `make` imports its engine and says what to install."""
+    _EXECUTORS[name] = make
+
+
+def resolve_executor(executor: concurrent.futures.Executor | str | None) -> concurrent.futures.Executor | None:
+    if not isinstance(executor, str):
+        return executor
+    if executor not in _EXECUTORS:
+        raise ConfigError(f"unknown executor {executor!r}; known: {', '.join(sorted(_EXECUTORS)) or 'none'}")
+    return _EXECUTORS[executor]()
+
+
+@runtime_checkable
+class ClusterExecutor(Protocol):
+    """An executor of other processes that also gives a batch what those processes share: a budget and call
+    slots they all reach, and a check, before any question starts, that every question can be sent."""
+
+    def shared_budget(self, limits: Limits) -> Budget: ...
+
+    def shared_slots(self, size: int) -> Slots: ...
+
+    def check_sendable(self, questions: list[Question]) -> None: ...
 
 
 def run_pool() -> concurrent.futures.ThreadPoolExecutor:
@@ -52,9 +91,10 @@ def run_pool() -> concurrent.futures.ThreadPoolExecutor:
         return _pool
 
 
-def failed(query: str, error: str) -> RLMResult:
-    """The result of a question that could not start (a context the engine refuses, bad settings)."""
-    return RLMResult(None, "error", Usage(), Trace(), 0.0, error=error, query=query)
+def failed(query: str, error: str, status: str = "error") -> RLMResult:
+    """The result of a question that could not start (a context the engine refuses, bad settings) or ended
+    without handing back its own (`interrupted` before it started or while it unwound)."""
+    return RLMResult(None, status, Usage(), Trace(), 0.0, error=error, query=query)
 
 
 @dataclass(frozen=True)
@@ -70,11 +110,21 @@ class Question:
     slots: Slots | None = None  # None: this process bounds its own calls by the config's concurrency
 
     def __call__(self) -> RLMResult:
+        return self.run()
+
+    def run(self, local: Local | None = None) -> RLMResult:
+        """`local`: this process's clients and event handlers (default: built from the config)."""
         budget = None if self.shared is None else JointBudget(Ledger(self.config.limits), self.shared)
         return _answered(
             self.query,
             lambda: run_question(
-                self.config, self.context, self.query, budget=budget, slots=self.slots, answer_type=self.answer_type
+                self.config,
+                self.context,
+                self.query,
+                local=local,
+                budget=budget,
+                slots=self.slots,
+                answer_type=self.answer_type,
             ),
         )
 
@@ -87,13 +137,16 @@ class Batch:
         concurrency: int | None,
         answer_type: Any,
         limits: Mapping[str, float | None],
-        executor: concurrent.futures.Executor | None = None,
+        executor: concurrent.futures.Executor | str | None = None,
         *,
         budget: Budget | None = None,
         slots: Slots | None = None,
+        results_path: str | Path | None = None,
     ) -> None:
-        """`budget`: the batch's own (default: a Ledger of `limits`, when any is given); `slots`: the call slots every
-        question shares (default: CallSlots of `concurrency` in this process, none for another process's questions)."""
+        """`budget`: the batch's own (default: a Ledger of `limits`, when any is given; a ClusterExecutor's shared
+        one); `slots`: the call slots every question shares (default: CallSlots of `concurrency` in this process, a
+        ClusterExecutor's shared ones, none for another process's questions); `results_path`: a file each finished
+        result is added to as it completes, from which a re-run of the same batch takes what is done."""
         self.rlm = rlm
         self.answer_type = None if answer_type is None else AnswerType(answer_type)
         self.questions = [_pair(q, i) for i, q in enumerate(questions)]
@@ -104,11 +157,16 @@ class Batch:
         if unknown:
             raise ConfigError(f"unknown batch limits {sorted(unknown)}; known: {', '.join(BATCH_LIMITS)}")
         given = {k: v for k, v in limits.items() if v is not None}
-        self.budget = budget or (Ledger(Limits(**given)) if given else None)  # type: ignore[arg-type]
+        self.executor = resolve_executor(executor)
+        cluster = self.executor if isinstance(self.executor, ClusterExecutor) else None
+        if budget is None and given:
+            limited = Limits(**given)  # type: ignore[arg-type]
+            budget = cluster.shared_budget(limited) if cluster else Ledger(limited)
+        self.budget = budget
         if "max_cost_usd" in given:  # as one run warns of its own limit
             for warning in pricing_warnings(rlm.config, rlm.local.models, given["max_cost_usd"]):
                 warnings.warn(warning, UnpricedModelWarning, stacklevel=3)
-        self.executor = executor
+        executor = self.executor
         # Threads of this process share its memory: the in-process budget, slots, clients and event handlers.
         self.in_process = executor is None or isinstance(executor, concurrent.futures.ThreadPoolExecutor)
         if not self.in_process and isinstance(self.budget, Ledger):
@@ -116,46 +174,86 @@ class Batch:
                 "batch-wide limits with this executor need a budget that its processes reach: "
                 "pass Batch(..., budget=...), or give the limits to the RLM (each question's own)"
             )
-        self.slots = slots or (CallSlots(self.concurrency) if self.in_process else None)
+        if slots is None:
+            slots = CallSlots(self.concurrency) if self.in_process else None
+            slots = cluster.shared_slots(self.concurrency) if cluster else slots
+        self.slots = slots
+        self.cluster = cluster
+        self.done = DoneResults(results_path, self.questions)
         self.scopes = [CancelScope() for _ in self.questions]
         self.cancelled = threading.Event()
         self.usage = Usage()  # the whole batch, filled in when it ends
         self.telemetry_link: str | None = None
 
     def run(self) -> list[RLMResult]:
-        """Every question to its end; an interrupt cancels them all and is raised again once they unwound."""
+        """Every question to its end. An interrupt cancels them all and raises BatchInterrupted carrying every
+        result once they unwound (at most STOP_GRACE_S): the finished ones whole, the others as far as they got."""
+        todo = [i for i in range(len(self.questions)) if i not in self.done.results]
+        jobs = {i: self._job(i) for i in todo}
+        if self.cluster is not None:
+            self.cluster.check_sendable([job for job in jobs.values() if isinstance(job, Question)])
         executor = self.executor or concurrent.futures.ThreadPoolExecutor(
-            max_workers=min(self.concurrency, len(self.questions) or 1), thread_name_prefix="rlm-batch"
+            max_workers=min(self.concurrency, len(todo) or 1), thread_name_prefix="rlm-batch"
         )
+        futures: dict[int, concurrent.futures.Future[RLMResult]] = {}
         telemetry = contextlib.ExitStack()  # the batch's span, which each question's own trace links to
         plugin = self.rlm.local.telemetry
         if plugin is not None:
             self.telemetry_link = telemetry.enter_context(plugin.batch(len(self.questions)))
         try:
-            futures = [executor.submit(self._job(i)) for i in range(len(self.questions))]
-            try:
-                while not all(f.done() for f in futures):  # in slices, so that an interrupt is seen at once
-                    concurrent.futures.wait(futures, timeout=WAIT_SLICE_S)
-            except KeyboardInterrupt:
-                self.cancel()
-                for future in futures:
-                    future.cancel()
-                raise
-            results = [f.result() for f in futures]
+            futures = {i: executor.submit(job) for i, job in jobs.items()}
+            for index, future in futures.items():
+                future.add_done_callback(functools.partial(self.done.keep, index))
+            while not all(f.done() for f in futures.values()):  # in slices, so that an interrupt is seen at once
+                concurrent.futures.wait(futures.values(), timeout=WAIT_SLICE_S)
+        except KeyboardInterrupt:
+            self.cancel()
+            for future in futures.values():
+                future.cancel()
+            concurrent.futures.wait(futures.values(), timeout=STOP_GRACE_S)
+            raise BatchInterrupted(self._results(futures)) from None
         finally:
             if self.executor is None:
                 executor.shutdown(wait=not self.cancelled.is_set(), cancel_futures=True)
             telemetry.close()
+        for index, future in futures.items():  # a future's callbacks may still be running when its waiter wakes
+            self.done.keep(index, future)
+        results = self._results(futures)
         for result in results:
             self.usage.add(result.usage)
         return results
 
     async def arun(self) -> list[RLMResult]:
+        """`run`, awaited; cancelling it raises BatchCancelled (an asyncio.CancelledError) carrying every result."""
+        task = asyncio.get_running_loop().run_in_executor(run_pool(), self.run)
         try:
-            return await asyncio.get_running_loop().run_in_executor(run_pool(), self.run)
+            return await asyncio.shield(task)
         except asyncio.CancelledError:
             self.cancel()
-            raise
+            try:
+                results = await asyncio.wait_for(task, STOP_GRACE_S)
+            except BatchInterrupted as stop:
+                results = stop.results
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                results = [
+                    self.done.results.get(i) or failed(q, "interrupted", "interrupted")
+                    for i, (_, q) in enumerate(self.questions)
+                ]
+            raise BatchCancelled(results) from None
+
+    def _results(self, futures: Mapping[int, concurrent.futures.Future[RLMResult]]) -> list[RLMResult]:
+        """Every question's result in order: kept from an earlier run, finished now, or interrupted."""
+        results = []
+        for index, (_, query) in enumerate(self.questions):
+            future = futures.get(index)
+            if future is None or not future.done() or future.cancelled():
+                kept = self.done.results.get(index)
+                results.append(kept or failed(query, "interrupted before it finished", "interrupted"))
+            elif future.exception() is not None:
+                results.append(failed(query, f"{type(future.exception()).__name__}: {future.exception()}"))
+            else:
+                results.append(future.result())
+        return results
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -209,3 +307,40 @@ def _pair(question: Any, index: int) -> tuple[object, str]:
     if not isinstance(query, str):
         raise ConfigError(f"question {index}: the query must be a string, not {type(query).__name__}")
     return context, query
+
+
+class DoneResults:
+    """The results a batch has so far, by question index, and in `path` (appended pickles of (index, query, result))
+    as each question finishes; a re-run of the same questions with the same path runs only those not there."""
+
+    def __init__(self, path: str | Path | None, questions: list[tuple[object, str]]) -> None:
+        self.path = None if path is None else Path(path)
+        self.results: dict[int, RLMResult] = {}
+        self._lock = threading.Lock()
+        if self.path is None or not self.path.exists():
+            return
+        with self.path.open("rb") as file:
+            while True:
+                try:
+                    index, query, result = pickle.load(file)
+                except EOFError:
+                    break
+                except (pickle.UnpicklingError, ValueError):  # a write cut short by a crash: what came before stands
+                    break
+                if index < len(questions) and questions[index][1] == query:
+                    self.results[index] = result
+
+    def keep(self, index: int, future: concurrent.futures.Future[RLMResult]) -> None:
+        """Keep a finished question's result (in `path` too, when given); an interrupted one is not done."""
+        if future.cancelled() or future.exception() is not None:
+            return
+        result = future.result()
+        if result.status == "interrupted":
+            return
+        with self._lock:
+            if index in self.results:
+                return  # kept already: by the future's callback, or by the batch once every future was done
+            self.results[index] = result
+            if self.path is not None:
+                with self.path.open("ab") as file:
+                    pickle.dump((index, result.query, result), file)

@@ -7,6 +7,7 @@ import asyncio
 import concurrent.futures
 import functools
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from rlm_kernel.core.aio import CancelScope
@@ -164,7 +165,8 @@ class RLM:
         *,
         concurrency: int | None = None,
         answer_type: Any = None,
-        executor: concurrent.futures.Executor | None = None,
+        executor: concurrent.futures.Executor | str | None = None,
+        results_path: str | Path | None = None,
         **batch_limits: float | None,
     ) -> list[RLMResult]:
         """Answer many `(context, query)` pairs at once; results in order, each with its own status and usage.
@@ -172,9 +174,11 @@ class RLM:
         `concurrency` (default: the setting) bounds the questions and the model calls in flight, all together.
         Each question has the RLM's own budgets; `max_llm_calls`, `max_tokens`, `max_cost_usd` and
         `max_seconds` given here are one budget for the whole batch. `executor` runs the questions (default: a
-        pool of `concurrency` threads of this process); see core/batch.py for one of other processes.
+        pool of `concurrency` threads of this process; "ray": a Ray cluster); see core/batch.py for one of other
+        processes. An interrupt raises BatchInterrupted, whose `.results` hold every question's result so far;
+        `results_path` keeps finished results as they come, and a re-run with it asks only the others.
         """
-        return Batch(self, questions, concurrency, answer_type, batch_limits, executor).run()
+        return Batch(self, questions, concurrency, answer_type, batch_limits, executor, results_path=results_path).run()
 
     async def abatch(
         self,
@@ -182,11 +186,13 @@ class RLM:
         *,
         concurrency: int | None = None,
         answer_type: Any = None,
-        executor: concurrent.futures.Executor | None = None,
+        executor: concurrent.futures.Executor | str | None = None,
+        results_path: str | Path | None = None,
         **batch_limits: float | None,
     ) -> list[RLMResult]:
-        """`batch`, awaitable; cancelling it cancels every question."""
-        return await Batch(self, questions, concurrency, answer_type, batch_limits, executor).arun()
+        """`batch`, awaitable; cancelling it cancels every question and raises BatchCancelled with `.results`."""
+        batch = Batch(self, questions, concurrency, answer_type, batch_limits, executor, results_path=results_path)
+        return await batch.arun()
 
     def session(self, *, repl: REPL | None = None) -> Session:
         """Questions that remember: one REPL namespace and the conversation so far, across `session.completion` calls."""

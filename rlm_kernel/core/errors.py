@@ -7,6 +7,7 @@ show every `RLMError` as one line, without a traceback.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -115,6 +116,26 @@ class RunInterrupted(KeyboardInterrupt):
     def __init__(self, result: RLMResult) -> None:
         super().__init__("RLM run interrupted; the partial trace is in .result")
         self.result = result
+
+
+class BatchInterrupted(KeyboardInterrupt):
+    """A batch stopped by an interrupt; `results` holds every question's result in order: the finished ones
+    whole, the others partial (status `interrupted`). A KeyboardInterrupt, as RunInterrupted is."""
+
+    exit_code = 130
+
+    def __init__(self, results: list[RLMResult]) -> None:
+        done = sum(r.status != "interrupted" for r in results)
+        super().__init__(f"batch interrupted; {done} of {len(results)} results finished, all are in .results")
+        self.results = results
+
+
+class BatchCancelled(asyncio.CancelledError):
+    """`abatch` cancelled; `results` as BatchInterrupted's. An asyncio.CancelledError, so cancelling still cancels."""
+
+    def __init__(self, results: list[RLMResult]) -> None:
+        super().__init__("batch cancelled; every result is in .results")
+        self.results = results
 
 
 class SubmitAnswer(BaseException):

@@ -1,0 +1,156 @@
+"""`rlm bench ray`: one batch on the thread pool and on a local Ray cluster, side by side (issue 22 item 9).
+
+cpu:      each question's model-written code does ~0.5 s of pure Python plus one sub-call, and the root call and the
+          sub-call each take 200 ms at the server: throughput (questions a second) on `concurrency` threads of this
+          process against `executor="ray"` (target: Ray >= 1.7x on 2 cores, since threads share one GIL).
+overhead: trivial questions (no latency, no work), one at a time: the extra wall time a question costs on Ray
+          (target: < 50 ms).
+context:  one 100 MB string shared by 100 questions: how many times it went to the object store (target: once).
+Peak memory is the most resident memory of this process and every Ray process together, sampled every 0.1 s.
+Each figure is printed with the load average, since the machine may be shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rlm_kernel.bench.serving import serve, server_stats
+from rlm_kernel.core import RLM
+from rlm_kernel.core.errors import ConfigError
+
+Messages = list[dict[str, Any]]
+WORK = "n = 0\nfor i in range(3_000_000):\n    n += i % 7\n"  # ~0.5 s of pure Python on one core of this machine
+
+
+class CpuWork:
+    """Root: a block of CPU-bound Python, then one sub-call whose reply it submits. Sub-call: echoes."""
+
+    def __call__(self, messages: Messages) -> str:
+        if messages[0]["role"] == "system":
+            return f"Working.\n```repl\n{WORK}FINAL(llm_query('q:' + context[:20]))\n```\n"
+        return "sub:" + str(messages[-1]["content"])
+
+
+class Trivial:
+    def __call__(self, messages: Messages) -> str:
+        return "Done.\n```repl\nFINAL('ok')\n```\n"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--questions", type=int, default=16, help="questions of the CPU-bound batch")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--skip-context", action="store_true", help="leave out the 100 MB context figure")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("rlm bench ray needs Ray: pip install 'rlm_kernel[ray]'") from None
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    with _peak_memory() as peak:
+        started = time.perf_counter()
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        print(f"ray: a local cluster of {os.cpu_count()} CPUs started in {time.perf_counter() - started:.1f} s")
+        try:
+            cpu_figure(args.questions, args.concurrency)
+            overhead_figure()
+            if not args.skip_context:
+                context_figure()
+        finally:
+            ray.shutdown()
+    print(f"peak memory, this process and every Ray process together: {peak['mb']:.0f} MB")
+    return 0
+
+
+def cpu_figure(questions: int, concurrency: int) -> None:
+    with serve("rlm_kernel.bench.ray:CpuWork", 200.0) as url:
+        rlm = RLM(model="openai/policy", api_base=url)
+        batch = [(f"c{i}", f"question {i}") for i in range(questions)]
+        rlm.batch(batch[:2], executor="ray", concurrency=2)  # the workers' imports stay out of the figure
+        walls = {}
+        for executor in ("threads", "ray"):
+            before = server_stats(url)["requests"]
+            started = time.perf_counter()
+            results = rlm.batch(batch, concurrency=concurrency, executor=None if executor == "threads" else "ray")
+            walls[executor] = time.perf_counter() - started
+            right = sum(r.answer == f"sub:q:c{i}" for i, r in enumerate(results))
+            requests = server_stats(url)["requests"] - before
+            print(
+                f"cpu {executor:>7}: {questions} questions (0.5 s of Python + 2 calls at 200 ms each), concurrency "
+                f"{concurrency}: {walls[executor]:.2f} s, {questions / walls[executor]:.2f} questions/s; "
+                f"{right}/{questions} right, {requests} requests; {_load()}"
+            )
+    print(f"cpu: Ray {walls['threads'] / walls['ray']:.2f}x the thread pool's throughput (target >= 1.7x on 2 cores)")
+
+
+def overhead_figure(questions: int = 20) -> None:
+    with serve("rlm_kernel.bench.ray:Trivial") as url:
+        rlm = RLM(model="openai/policy", api_base=url)
+        batch = [(f"c{i}", f"q{i}") for i in range(questions)]
+        walls = {}
+        for executor in ("threads", "ray"):
+            started = time.perf_counter()
+            rlm.batch(batch, concurrency=1, executor=None if executor == "threads" else "ray")
+            walls[executor] = time.perf_counter() - started
+    extra = (walls["ray"] - walls["threads"]) / questions * 1000
+    print(
+        f"overhead: {questions} trivial questions one at a time: threads {walls['threads']:.2f} s, Ray "
+        f"{walls['ray']:.2f} s: {extra:.0f} ms a question on Ray (target < 50 ms); {_load()}"
+    )
+
+
+def context_figure(megabytes: int = 100, questions: int = 100) -> None:
+    from rlm_kernel.distributed import RayExecutor
+
+    context = "x" * (megabytes * 1_000_000)
+    executor = RayExecutor(num_cpus=0.5)
+    with serve("rlm_kernel.bench.ray:Trivial") as url:
+        started = time.perf_counter()
+        results = RLM(model="openai/policy", api_base=url).batch(
+            [(context, f"q{i}") for i in range(questions)], executor=executor, concurrency=4
+        )
+        wall = time.perf_counter() - started
+    print(
+        f"context: one {megabytes} MB context shared by {questions} questions: put in the object store "
+        f"{len(executor.contexts)} time(s); {sum(r.answer == 'ok' for r in results)}/{questions} answered in "
+        f"{wall:.1f} s; {_load()}"
+    )
+
+
+def _load() -> str:
+    return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+
+
+@contextmanager
+def _peak_memory() -> Iterator[dict[str, float]]:
+    """The most resident memory of this process and all its descendants (Ray's processes are), every 0.1 s."""
+    import psutil
+
+    peak = {"mb": 0.0}
+    done = threading.Event()
+
+    def sample() -> None:
+        me = psutil.Process()
+        while not done.wait(0.1):
+            total = 0
+            for process in [me, *me.children(recursive=True)]:
+                try:
+                    total += process.memory_info().rss
+                except psutil.Error:
+                    continue
+            peak["mb"] = max(peak["mb"], total / 1e6)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield peak
+    finally:
+        done.set()
+        sampler.join()

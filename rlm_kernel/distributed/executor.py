@@ -1,0 +1,303 @@
+"""`RayExecutor`: a batch's questions as Ray tasks, with the budget, slots and event stream they share.
+
+One watcher thread on the driver submits questions (at most the batch's concurrency running at once), waits on
+their results with `ray.wait`, drains the workers' events, and handles faults: a task whose worker or node died is
+sent again (up to `max_retries` times) after its slots and open reservations are released, else it ends failed
+alone. Ray's own task retries are off, so that every attempt is one the driver knows of and can account for.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import os
+import pickle
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import ray
+from ray.exceptions import RayTaskError, TaskCancelledError
+
+from rlm_kernel.core.batch import Question, failed
+from rlm_kernel.core.clients import Models
+from rlm_kernel.core.errors import ConfigError, RLMError
+from rlm_kernel.core.ledger import Limits
+from rlm_kernel.core.result import RLMResult
+from rlm_kernel.core.run import Local
+from rlm_kernel.core.trace import Event
+from rlm_kernel.distributed.events import EventLog, EventSender, Progress
+from rlm_kernel.distributed.shared import RayBudget, RaySlots, on_this_node
+
+FORCE_AFTER_S = 2.0  # a cancelled task that has not stopped by then has its worker killed
+WATCH_SLICE_S = 0.05
+
+
+@ray.remote(max_retries=0)
+def _answer(question: Question, context: object, index: int, events: Any) -> RLMResult:
+    """One question on a worker: its own model clients (keys from this worker's environment), its events to the log."""
+    question = dataclasses.replace(question, context=context)
+    sender = EventSender(events, index)
+    sender.started()
+    try:
+        try:
+            local = Local(Models.connect(question.config), on_event=[sender])
+        except RLMError as exc:
+            return failed(question.query, str(exc))
+        return question.run(local)
+    finally:
+        sender.flush()
+
+
+@ray.remote(max_retries=0)
+def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    return fn(*args, **kwargs)
+
+
+@dataclasses.dataclass
+class _Entry:
+    future: concurrent.futures.Future[Any]
+    submit: Callable[[], Any]  # starts one attempt; returns its ObjectRef
+    query: str | None  # a question's (None: any other function)
+    tries_left: int
+    ref: Any = None
+    cancelled_at: float | None = None
+
+
+class RayExecutor(concurrent.futures.Executor):
+    """Runs a batch's questions on the Ray cluster that `address` (else `ray.init()`'s own rules: RAY_ADDRESS, a
+    running local cluster) names, starting a local one only when none is found.
+
+    `num_cpus` / `resources`: what each question asks of a node; `max_retries`: how often a question whose worker or
+    node died is sent again; `task_options`: any other of Ray's task options (e.g. `scheduling_strategy`); `runtime_env`, `init`: passed to `ray.init` when this executor connects;
+    `on_event(index, event)`: called on the driver for each event a question's run emits, as it arrives (`index`
+    counts the questions this executor was given, from 0: a batch's own order when the executor is new);
+    `progress`: a callable given the `Progress` about once a second (e.g. `Progress.print_line`)."""
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        num_cpus: float = 1,
+        resources: dict[str, float] | None = None,
+        max_retries: int = 1,
+        task_options: dict[str, Any] | None = None,
+        runtime_env: dict[str, Any] | None = None,
+        init: dict[str, Any] | None = None,
+        on_event: Callable[[int, Event], None] | None = None,
+        progress: Callable[[Progress], None] | None = None,
+    ) -> None:
+        self.address = address
+        self.task_options: dict[str, Any] = {"num_cpus": num_cpus, "resources": resources or {}, **(task_options or {})}
+        self.max_retries = max_retries
+        self.init_options = {"runtime_env": runtime_env, **(init or {})}
+        self.on_event = on_event
+        self.show_progress = progress
+        self.progress = Progress()
+        self.max_running: int | None = None
+        self.contexts: dict[int, tuple[object, Any]] = {}  # id(context) -> (context, its ObjectRef)
+        self._pending: list[_Entry] = []
+        self._running: dict[Any, _Entry] = {}
+        self._lock = threading.Lock()
+        self._watcher: threading.Thread | None = None
+        self._events: Any = None
+        self._budget: RayBudget | None = None
+        self._slots: RaySlots | None = None
+
+    # -- connecting, and what a batch's processes share (core/batch.py: ClusterExecutor) ----------------------
+    def connect(self) -> None:
+        if not ray.is_initialized():
+            options = {k: v for k, v in self.init_options.items() if v is not None}
+            ray.init(address=self.address or os.environ.get("RAY_ADDRESS"), log_to_driver=False, **options)
+        if self._events is None:
+            self._events = EventLog.options(**on_this_node()).remote()  # type: ignore[attr-defined]
+
+    def shared_budget(self, limits: Limits) -> RayBudget:
+        self.connect()
+        self._budget = RayBudget.create(limits)
+        return self._budget
+
+    def shared_slots(self, size: int) -> RaySlots:
+        """The batch's call slots; its `concurrency` also bounds how many of its questions run at once."""
+        self.connect()
+        self.max_running = size
+        self._slots = RaySlots.create(size)
+        return self._slots
+
+    def check_sendable(self, questions: list[Question]) -> None:
+        """Every question's config and context can reach a worker; each distinct context goes to the object store
+        once (one copy per node that reads it), however many questions share it."""
+        self.connect()
+        for index, question in enumerate(questions):
+            try:
+                pickle.dumps(question.config)
+            except (ConfigError, pickle.PicklingError, TypeError, AttributeError) as exc:
+                raise ConfigError(f"question {index} cannot be sent to a Ray worker: {exc}") from None
+            if id(question.context) in self.contexts:
+                continue
+            try:
+                ref = ray.put(question.context)
+            except Exception as exc:  # whatever cloudpickle refuses
+                raise ConfigError(
+                    f"question {index}'s context cannot be sent to a Ray worker ({type(exc).__name__}: {exc})"
+                ) from None
+            self.contexts[id(question.context)] = (question.context, ref)
+        self.progress.queued += len(questions)
+
+    # -- concurrent.futures.Executor ----------------------------------------------------------------------------
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        self.connect()
+        future: concurrent.futures.Future[Any] = _RayFuture(self)
+        if isinstance(fn, Question):
+            entry = _Entry(future, self._question_submitter(fn), fn.query, self.max_retries)
+        else:
+            options = self.task_options
+            entry = _Entry(future, lambda: _call.options(**options).remote(fn, args, kwargs), None, self.max_retries)
+        future.entry = entry  # type: ignore[attr-defined]
+        with self._lock:
+            self._pending.append(entry)
+            if self._watcher is None or not self._watcher.is_alive():
+                self._watcher = threading.Thread(target=self._watch, name="rlm-ray-watch", daemon=True)
+                self._watcher.start()
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        if cancel_futures:
+            with self._lock:
+                entries = [*self._pending, *self._running.values()]
+            for entry in entries:
+                entry.future.cancel()
+        if wait and self._watcher is not None:
+            self._watcher.join()
+
+    def _question_submitter(self, question: Question) -> Callable[[], Any]:
+        kept = self.contexts.get(id(question.context))
+        context = kept[1] if kept is not None else ray.put(question.context)
+        index = self.progress.submitted
+        self.progress.submitted += 1
+        bare = dataclasses.replace(question, context=None)  # the context travels once, as its ObjectRef
+        options = self.task_options
+        return lambda: _answer.options(**options).remote(bare, context, index, self._events)
+
+    def cancel(self, entry: _Entry) -> None:
+        with self._lock:
+            if entry in self._pending:
+                self._pending.remove(entry)
+                return
+            if entry.ref is not None and entry.cancelled_at is None:
+                entry.cancelled_at = time.monotonic()
+                ray.cancel(entry.ref, force=False)  # a KeyboardInterrupt in the worker: the run ends as interrupted
+
+    # -- the watcher ------------------------------------------------------------------------------------------
+    def _watch(self) -> None:
+        try:
+            self._watch_until_idle()
+        except BaseException as exc:  # the watcher itself failed: every question still open ends with that error
+            with self._lock:
+                entries, self._pending, self._running = [*self._pending, *self._running.values()], [], {}
+            for entry in entries:
+                _set(entry.future, error=exc)
+            raise
+
+    def _watch_until_idle(self) -> None:
+        last_shown = 0.0
+        while True:
+            with self._lock:
+                while self._pending and (self.max_running is None or len(self._running) < self.max_running):
+                    entry = self._pending.pop(0)
+                    try:
+                        entry.ref = entry.submit()
+                    except Exception as exc:  # Ray refused the task: this question fails alone, with the reason
+                        self._refused(entry, exc)
+                        continue
+                    self._running[entry.ref] = entry
+                refs = list(self._running)
+                if not refs:
+                    self._drain()
+                    return
+            done, _ = ray.wait(refs, num_returns=len(refs), timeout=WATCH_SLICE_S, fetch_local=False)
+            for ref in done:
+                entry = self._running.pop(ref)
+                try:
+                    self._finish(entry)
+                except Exception as exc:  # handling the outcome failed (e.g. the budget actor is gone): this one fails
+                    self._refused(entry, exc)
+            self._force_stuck()
+            self._drain()
+            if self.show_progress is not None and time.monotonic() - last_shown >= 1.0:
+                last_shown = time.monotonic()
+                self.show_progress(self.progress)
+
+    def _finish(self, entry: _Entry) -> None:
+        try:
+            value = ray.get(entry.ref)
+        except TaskCancelledError:
+            value = failed(entry.query or "", "cancelled", "interrupted")
+        except RayTaskError as exc:  # the code raised: it is not the worker that failed
+            if entry.query is None:
+                _set(entry.future, error=exc.as_instanceof_cause())
+                return
+            value = failed(entry.query, f"{type(exc.cause).__name__}: {exc.cause}")
+        except Exception as exc:  # the worker or its node died, or the result was lost with it
+            owner = entry.ref.task_id().hex()
+            for shared in (self._budget, self._slots):
+                if shared is not None:
+                    shared.abandon(owner)
+            if entry.tries_left > 0 and entry.cancelled_at is None:
+                entry.tries_left -= 1
+                self.progress.retried += 1
+                with self._lock:
+                    entry.ref = None
+                    self._pending.insert(0, entry)
+                return
+            value = failed(entry.query or "", f"the Ray worker running it died ({type(exc).__name__})")
+        if isinstance(value, RLMResult):
+            self.progress.finished(value)
+        _set(entry.future, value)
+
+    def _refused(self, entry: _Entry, exc: Exception) -> None:
+        if entry.query is None:
+            _set(entry.future, error=exc)
+            return
+        result = failed(entry.query, f"Ray failed the task: {type(exc).__name__}: {exc}")
+        self.progress.finished(result)
+        _set(entry.future, result)
+
+    def _force_stuck(self) -> None:
+        now = time.monotonic()
+        for entry in list(self._running.values()):
+            if entry.cancelled_at is not None and now - entry.cancelled_at > FORCE_AFTER_S:
+                entry.cancelled_at = float("inf")  # once
+                ray.cancel(entry.ref, force=True)
+
+    def _drain(self) -> None:
+        if self._events is None:
+            return
+        for index, event in ray.get(self._events.drain.remote()):
+            self.progress.saw(index, event)
+            if self.on_event is not None and event is not None:
+                self.on_event(index, event)
+
+
+class _RayFuture(concurrent.futures.Future[Any]):
+    """Cancelling it cancels the Ray task (not only a future not yet started)."""
+
+    def __init__(self, executor: RayExecutor) -> None:
+        super().__init__()
+        self.executor = executor
+        self.entry: _Entry | None = None
+
+    def cancel(self) -> bool:
+        if self.entry is not None:
+            self.executor.cancel(self.entry)
+        return super().cancel()
+
+
+def _set(future: concurrent.futures.Future[Any], value: Any = None, error: BaseException | None = None) -> None:
+    if future.done() or not future.set_running_or_notify_cancel():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(value)

@@ -1,0 +1,100 @@
+"""Batches on a real local Ray cluster of two nodes, against a local server that counts requests and calls in flight."""
+
+from __future__ import annotations
+
+import pytest
+
+from rlm_kernel import RLM
+from rlm_kernel.distributed import RayExecutor
+from rlm_kernel.models.server import ModelServer
+from tests.support_features import Recorder, block
+
+pytestmark = pytest.mark.usefixtures("cluster")
+
+
+def _one_root_one_sub() -> Recorder:
+    return Recorder(lambda messages: block("FINAL(llm_query('q:' + context))"))
+
+
+def test_a_batch_on_ray_returns_results_in_order_with_status_usage_and_trace():
+    with ModelServer(_one_root_one_sub(), latency_ms=50) as server:
+        rlm = RLM(model="openai/policy", api_base=server.url)
+        results = rlm.batch([(f"c{i}", f"question {i}") for i in range(6)], executor="ray", concurrency=3)
+        stats = server.stats()
+    assert [r.answer for r in results] == [f"sub:q:c{i}" for i in range(6)]
+    assert [r.query for r in results] == [f"question {i}" for i in range(6)]
+    assert all(r.status == "done" and r.usage.llm_calls == 2 for r in results)
+    assert all(r.trace.root_start() is not None for r in results)
+    assert stats["requests"] == 12
+    assert stats["max_in_flight"] <= 3
+
+
+def test_a_batch_budget_binds_across_every_worker_and_the_server_count_equals_the_results_usage():
+    with ModelServer(_one_root_one_sub(), latency_ms=50) as server:
+        rlm = RLM(model="openai/policy", api_base=server.url)
+        results = rlm.batch([(f"c{i}", f"q{i}") for i in range(8)], executor="ray", concurrency=4, max_llm_calls=7)
+        stats = server.stats()
+    assert stats["requests"] <= 7
+    assert stats["requests"] == sum(r.usage.llm_calls for r in results)
+    assert any(r.status == "budget" or "max_llm_calls" in (r.error or "") for r in results)
+
+
+def test_concurrency_bounds_the_model_calls_in_flight_over_all_workers_and_the_questions_running():
+    seen: list[tuple[int, str]] = []
+    executor = RayExecutor(num_cpus=0.25, on_event=lambda index, event: seen.append((index, event.kind)))
+    with ModelServer(_one_root_one_sub(), latency_ms=200) as server:
+        rlm = RLM(model="openai/policy", api_base=server.url)
+        results = rlm.batch([(f"c{i}", f"q{i}") for i in range(8)], executor=executor, concurrency=2)
+        stats = server.stats()
+    assert all(r.status == "done" for r in results)
+    assert stats["requests"] == 16
+    assert stats["max_in_flight"] == 2  # 8 CPU slots on the cluster would allow 8
+    assert executor._slots is not None and executor._slots.counts() == (0, 2)
+    # live events, each naming its question: every question's root started and ended on the driver's side
+    for index in range(8):
+        kinds = [kind for i, kind in seen if i == index]
+        assert kinds[0] == "call_start" and "call_end" in kinds
+    assert executor.progress.done == 8 and "8 done, 0 failed, 0 queued" in executor.progress.line()
+
+
+def test_a_large_context_shared_by_many_questions_goes_to_the_object_store_once():
+    context = "x" * 5_000_000
+    executor = RayExecutor(num_cpus=0.25)
+    with ModelServer(Recorder(lambda messages: block("FINAL(str(len(context)))")), latency_ms=0) as server:
+        rlm = RLM(model="openai/policy", api_base=server.url)
+        results = rlm.batch([(context, f"q{i}") for i in range(10)], executor=executor, concurrency=5)
+    assert [r.answer for r in results] == ["5000000"] * 10
+    assert len(executor.contexts) == 1
+
+
+def test_a_tool_that_cannot_be_sent_is_a_clear_error_before_anything_starts():
+    from rlm_kernel.core.errors import ConfigError
+
+    with ModelServer(_one_root_one_sub()) as server:
+        rlm = RLM(model="openai/policy", api_base=server.url, tools={"double": lambda x: 2 * x})
+        with pytest.raises(ConfigError, match="cannot be sent to a Ray worker"):
+            rlm.batch([("a", "q"), ("b", "q")], executor="ray")
+        assert server.stats()["requests"] == 0
+
+
+def test_a_rerun_with_results_path_asks_only_the_questions_not_done(tmp_path):
+    path = tmp_path / "done.pickles"
+    questions = [(f"c{i}", f"q{i}") for i in range(4)]
+    with ModelServer(_one_root_one_sub()) as server:
+        rlm = RLM(model="openai/policy", api_base=server.url)
+        rlm.batch(questions[:2], executor="ray", results_path=path)
+        assert server.stats()["requests"] == 4
+        results = rlm.batch(questions, executor="ray", results_path=path)
+        assert server.stats()["requests"] == 8  # only q2 and q3 were asked again
+    assert [r.answer for r in results] == [f"sub:q:c{i}" for i in range(4)]
+
+
+def test_isolated_runs_work_on_the_workers():
+    # model code in the Ray worker's own process would see ray imported; in the isolated kernel it does not
+    policy = Recorder(
+        lambda messages: block("import sys\nFINAL(f'{\"ray\" in sys.modules}:' + llm_query('q:' + context))")
+    )
+    with ModelServer(policy) as server:
+        rlm = RLM(model="openai/policy", api_base=server.url, isolation="kernel")
+        results = rlm.batch([("a", "q"), ("b", "q")], executor=RayExecutor(num_cpus=0.25), concurrency=2)
+    assert [r.answer for r in results] == ["False:sub:q:a", "False:sub:q:b"], [r.error for r in results]
