@@ -87,6 +87,14 @@ class BudgetActor:
     def seconds_left(self) -> float | None:
         return self.ledger.seconds_left()
 
+    def check_time(self) -> tuple[str, str] | None:
+        """The refusal when the time budget is spent (returned, as reserve's: raised by the proxy), else None."""
+        try:
+            self.ledger.check_time()
+        except BudgetExhausted as refused:
+            return refused.limit, str(refused)
+        return None
+
     def snapshot(self) -> Usage:
         return self.ledger.snapshot()
 
@@ -136,6 +144,11 @@ class RayBudget:
     def seconds_left(self) -> float | None:
         left: float | None = ray.get(self.actor.seconds_left.remote())
         return left
+
+    def check_time(self) -> None:
+        refused = ray.get(self.actor.check_time.remote())
+        if refused is not None:
+            raise BudgetExhausted(*refused)
 
     def snapshot(self) -> Usage:
         used: Usage = ray.get(self.actor.snapshot.remote())
