@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from rlm_kernel import RLM
+from rlm_kernel.core.errors import BudgetExhausted
+from rlm_kernel.core.ledger import JointBudget, Ledger, Limits
 from rlm_kernel.distributed import RayExecutor
+from rlm_kernel.distributed.shared import RayBudget
 from rlm_kernel.models.server import ModelServer
 from tests.support_features import Recorder, block
 
@@ -98,3 +103,15 @@ def test_isolated_runs_work_on_the_workers():
         rlm = RLM(model="openai/policy", api_base=server.url, isolation="kernel")
         results = rlm.batch([("a", "q"), ("b", "q")], executor=RayExecutor(num_cpus=0.25), concurrency=2)
     assert [r.answer for r in results] == ["False:sub:q:a", "False:sub:q:b"], [r.error for r in results]
+
+
+def test_the_cluster_budget_stops_a_run_whose_time_ran_out_as_a_budget_stop():
+    """check_time is part of the Budget protocol: a joint (question and cluster) budget asks both."""
+    shared = RayBudget.create(Limits(max_seconds=0.05))
+    assert shared.seconds_left() is not None  # the actor's ledger exists, and its clock runs
+    joint = JointBudget(Ledger(Limits()), shared)
+    time.sleep(0.2)
+    with pytest.raises(BudgetExhausted) as stop:
+        joint.check_time()
+    assert stop.value.limit == "max_seconds"
+    RayBudget.create(Limits(max_seconds=60)).check_time()  # time left: no refusal
