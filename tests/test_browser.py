@@ -251,7 +251,12 @@ def test_call_tree_in_jupyterlab(lab: JupyterLab, page: Page, gates: dict[str, t
             node.locator(":scope > .jupyter-widget-Collapse-header").click()
         expect(child_body).to_be_visible()
         streamed = grandchild.locator("pre", has_text="Looking at the context for")
-        expect(streamed).to_have_text(f"Looking at the context for: {GRAND_Q}\n```repl\n{GRAND_CODE}")
+        # Streamed text holds back its last word while the reply is held: it may be the start of a secret, which the
+        # redactor can only recognise whole (issue 25, item 7).
+        shown_so_far = GRAND_CODE.rsplit(" ", 1)[0]
+        expect(streamed).to_have_text(
+            re.compile(re.escape(f"Looking at the context for: {GRAND_Q}\n```repl\n{shown_so_far}"))
+        )
         expect(grandchild.locator(".widget-html-content").first).to_contain_text("writing iteration 1")
         expect(prompt).to_have_text("[*]:")
         # The README shot: sidebar closed, the cell toolbar moved off this cell, and a viewport

@@ -83,7 +83,8 @@ def test_a_time_budget_that_runs_out_during_a_model_call_is_a_budget_stop():
         result = rlm.completion("ctx", "q")
         elapsed = time.monotonic() - started
     assert (result.status, result.limit) == ("budget", "max_seconds"), result.error
-    assert "Aggregate what you have" in result.error
+    # The user reads which limit stopped the run; the nudge to aggregate is for the model only (issue 24, item 10).
+    assert "budget exhausted (max_seconds)" in result.error and "Aggregate what you have" not in result.error
     assert elapsed < 1.0 + 2.0
 
 
