@@ -108,6 +108,7 @@ class Question:
     answer_type: AnswerType | None = None
     shared: Budget | None = None  # the batch's budget
     slots: Slots | None = None  # None: this process bounds its own calls by the config's concurrency
+    telemetry_link: str | None = None  # the batch's span (a W3C traceparent) this question's trace links to
 
     def __call__(self) -> RLMResult:
         return self.run()
@@ -125,6 +126,7 @@ class Question:
                 budget=budget,
                 slots=self.slots,
                 answer_type=self.answer_type,
+                telemetry_link=self.telemetry_link,
             ),
         )
 
@@ -189,9 +191,6 @@ class Batch:
         """Every question to its end. An interrupt cancels them all and raises BatchInterrupted carrying every
         result once they unwound (at most STOP_GRACE_S): the finished ones whole, the others as far as they got."""
         todo = [i for i in range(len(self.questions)) if i not in self.done.results]
-        jobs = {i: self._job(i) for i in todo}
-        if self.cluster is not None:
-            self.cluster.check_sendable([job for job in jobs.values() if isinstance(job, Question)])
         executor = self.executor or concurrent.futures.ThreadPoolExecutor(
             max_workers=min(self.concurrency, len(todo) or 1), thread_name_prefix="rlm-batch"
         )
@@ -201,6 +200,9 @@ class Batch:
         if plugin is not None:
             self.telemetry_link = telemetry.enter_context(plugin.batch(len(self.questions)))
         try:
+            jobs = {i: self._job(i) for i in todo}  # after the batch's span opened: questions carry its link
+            if self.cluster is not None:
+                self.cluster.check_sendable([job for job in jobs.values() if isinstance(job, Question)])
             futures = {i: executor.submit(job) for i, job in jobs.items()}
             for index, future in futures.items():
                 future.add_done_callback(functools.partial(self.done.keep, index))
@@ -263,7 +265,9 @@ class Batch:
     def _job(self, index: int) -> Callable[[], RLMResult]:
         context, query = self.questions[index]
         if not self.in_process:
-            return Question(self.rlm.config, context, query, self.answer_type, self.budget, self.slots)
+            return Question(
+                self.rlm.config, context, query, self.answer_type, self.budget, self.slots, self.telemetry_link
+            )
         return lambda: self._one(index)
 
     def _one(self, index: int) -> RLMResult:
