@@ -43,7 +43,7 @@ test: $(STAMP) system-packages $(PHOENIX_STAMP)
 	$(MAKE) --no-print-directory lint
 
 # The fast lane while working: every test that starts no kernel, sandbox, browser or install and is not slow.
-FAST := not (kernel or sandbox or browser or install or slow)
+FAST := not (kernel or sandbox or browser or install or slow or ray)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "$(FAST)" $(PYTEST_ARGS)
 
