@@ -10,6 +10,7 @@ import textwrap
 
 import pytest
 
+from rlm_kernel.bench.safety import THREAD_FLOOD
 from rlm_kernel.isolation import KernelREPL
 
 pytestmark = [
@@ -82,29 +83,13 @@ def test_a_forged_deeply_nested_frame_on_the_workers_channel_is_a_protocol_error
     assert "still here" in after.stdout
 
 
-THREADS = """
-import threading, time
-threading.stack_size(64 * 1024)
-release = threading.Event()
-started = 0
-try:
-    for _ in range(1500):
-        threading.Thread(target=release.wait, daemon=True).start()
-        started += 1
-except RuntimeError:
-    pass
-release.set()
-print("started", started)
-"""
-
-
 def test_model_code_starts_no_more_threads_than_the_task_cap():
     from rlm_kernel.isolation.tasks import MAX_TASKS
 
     with KernelREPL(cell_timeout=60, memory_limit=256 * MiB) as kernel:
         if kernel._worker.tasks is None or kernel._worker.tasks.path is None:
             pytest.skip("no pids cgroup can be made here: the worker runs without a task cap (documented)")
-        result = kernel.execute(textwrap.dedent(THREADS))
+        result = kernel.execute(textwrap.dedent(THREAD_FLOOD))
         group = kernel._worker.tasks.path
     started = int(result.stdout.split()[-1])
     assert started < MAX_TASKS, f"{started} threads started"

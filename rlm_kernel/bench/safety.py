@@ -38,7 +38,8 @@ except MemoryError:
     pass
 """
 
-_THREADS = """
+# Model code that starts threads until the sandbox refuses; prints how many started (the attack test runs it too).
+THREAD_FLOOD = """
 import threading
 threading.stack_size(64 * 1024)
 release, started = threading.Event(), 0
@@ -78,7 +79,7 @@ def sandbox_limits() -> str:
         worker = kernel._worker
         assert isinstance(worker, WorkerProcess)
         cap = "pids cgroup" if worker.tasks is not None and worker.tasks.path else "RLIMIT_NPROC"
-        ran = kernel.execute(textwrap.dedent(_THREADS))
+        ran = kernel.execute(textwrap.dedent(THREAD_FLOOD))
         started = ran.stdout.strip() or (ran.error or "no output").strip().splitlines()[-1]
     bound = memory_limit + file_size_limit + 64 * MiB
     return (
