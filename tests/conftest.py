@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import queue
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jupyter_client.blocking.client import BlockingKernelClient
 
 from rlm_kernel.jupyter.install import install
 from rlm_kernel.models.policies import register_policy
@@ -86,3 +88,23 @@ def run(ip: Any, source: str) -> Any:
     if result.error_before_exec or result.error_in_exec:
         raise result.error_before_exec or result.error_in_exec
     return result.result
+
+
+def execute(kc: BlockingKernelClient, code: str, timeout: float = 120) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Run `code`; its reply's content and every iopub message it caused, up to its idle status."""
+    msg_id = kc.execute(code)
+    reply = kc.get_shell_msg(timeout=timeout)
+    while reply["parent_header"].get("msg_id") != msg_id:
+        reply = kc.get_shell_msg(timeout=timeout)
+    messages = []
+    while True:
+        try:
+            msg = kc.get_iopub_msg(timeout=timeout)
+        except queue.Empty:
+            break
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            break
+        messages.append(msg)
+    return reply["content"], messages

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import os
-import queue
 import re
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager, start_new_kernel
 
 from rlm_kernel.models.server import ModelServer
-from tests.conftest import repl
+from tests.conftest import execute, repl
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(240)]
 JUPYTER = Path(sys.executable).with_name("jupyter")
@@ -42,26 +41,6 @@ def kernel_and_manager(**env: str) -> Iterator[tuple[KernelManager, BlockingKern
 def kernel(**env: str) -> Iterator[BlockingKernelClient]:
     with kernel_and_manager(**env) as (_, kc):
         yield kc
-
-
-def execute(kc: BlockingKernelClient, code: str, timeout: float = 120) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Run `code`; its reply's content and every iopub message it caused, up to its idle status."""
-    msg_id = kc.execute(code)
-    reply = kc.get_shell_msg(timeout=timeout)
-    while reply["parent_header"].get("msg_id") != msg_id:
-        reply = kc.get_shell_msg(timeout=timeout)
-    messages = []
-    while True:
-        try:
-            msg = kc.get_iopub_msg(timeout=timeout)
-        except queue.Empty:
-            break
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-            break
-        messages.append(msg)
-    return reply["content"], messages
 
 
 def shown_text(messages: list[dict[str, Any]]) -> str:

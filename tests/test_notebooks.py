@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import queue
 import re
 import sys
 import threading
@@ -16,7 +15,7 @@ from nbclient import NotebookClient
 
 from rlm_kernel.jupyter.run_notebook import rlm_answers
 from rlm_kernel.models.server import ModelServer
-from tests.conftest import repl
+from tests.conftest import execute, repl
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "notebooks" / "quickstart.ipynb"
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(300)]
@@ -45,26 +44,6 @@ def test_quickstart_runs_under_both_kernels(kernel, tmp_path):
     sessions = [row.split()[1] for row in history.splitlines() if row[:1].isdigit()]  # aligned: run, session.turn
     assert [turn[-2:] for turn in sessions] == [".1", ".2", ".1"]
     assert (tmp_path / "station_log.txt").stat().st_size > 1_000_000
-
-
-def _execute(kc, code, timeout=60):
-    """Run code in the kernel; return (reply content, outputs) once it is idle."""
-    msg_id = kc.execute(code)
-    reply = kc.get_shell_msg(timeout=timeout)
-    while reply["parent_header"].get("msg_id") != msg_id:
-        reply = kc.get_shell_msg(timeout=timeout)
-    outputs = []
-    while True:
-        try:
-            msg = kc.get_iopub_msg(timeout=5)
-        except queue.Empty:
-            break
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-            break
-        outputs.append(msg)
-    return reply["content"], outputs
 
 
 def _outputs_of(kc, msg_id):
@@ -113,7 +92,7 @@ def test_interrupt_stops_a_run_within_a_second_and_the_kernel_lives_on():
             assert not [m for m in shown if m["msg_type"] == "error"], shown  # no KeyboardInterrupt traceback
             text = "".join(m["content"].get("text", "") for m in shown if m["msg_type"] == "stream")
             assert re.fullmatch(r"UsageError: interrupted after \d+\.\d s: partial trace in rlm_last\n", text), text
-            content, outputs = _execute(
+            content, outputs = execute(
                 kc, "print(rlm_last.status, rlm_last.trace.root.status, len(rlm_last.trace.root.subcalls))"
             )
             assert content["status"] == "ok"
@@ -137,15 +116,15 @@ def test_cell_timeout_stops_blocking_and_looping_code_at_depth_0_in_the_kernel()
             "doc = 'text'\n"
             "%config RLMMagics.cell_timeout = 1.0"
         )
-        content, _ = _execute(kc, setup)
+        content, _ = execute(kc, setup)
         assert content["status"] == "ok"
         started = time.monotonic()
-        content, outputs = _execute(kc, "%%rlm --context doc --model scripted/sleepy\nq", timeout=60)
+        content, outputs = execute(kc, "%%rlm --context doc --model scripted/sleepy\nq", timeout=60)
         assert content["status"] == "ok", content
         assert time.monotonic() - started < 20
         results = [m["content"]["data"]["text/plain"] for m in outputs if m["msg_type"] == "execute_result"]
         assert results == ["survived"]  # the answer as written
-        content, outputs = _execute(
+        content, outputs = execute(
             kc, "print([c.error.splitlines()[0] for it in rlm_last.trace.root.iterations for c in it.cells if c.error])"
         )
         printed = "".join(m["content"].get("text", "") for m in outputs if m["msg_type"] == "stream")
@@ -159,23 +138,23 @@ def test_a_failed_run_shows_one_line_and_no_traceback_in_the_frontend():
     """What the frontend receives on iopub for failed %%rlm cells: one error line each, no frames."""
     km, kc = start_new_kernel(kernel_name="rlm")
     try:
-        _execute(kc, "doc = 'some text about coolant'")
+        execute(kc, "doc = 'some text about coolant'")
         cells = {
             # nothing listens on port 9: the model call fails after its retries
             "%%rlm --context doc --model openai/x --api-base http://127.0.0.1:9/v1\nWhat?": "model call failed",
             "%%rlm --context doc --depth 0\nWhat?": "max_depth must be at least 1",
             "%%rlm --context nowhere\nWhat?": "No variable named 'nowhere'",
         }
-        _execute(kc, "%config RLMMagics.retries = 0")
+        execute(kc, "%config RLMMagics.retries = 0")
         for source, words in cells.items():
-            reply, outputs = _execute(kc, source, timeout=120)
+            reply, outputs = execute(kc, source, timeout=120)
             # IPython shows a plain UsageError as one stderr line: no `error` message, so no frames.
             assert reply["status"] == "error" and reply["ename"] == "UsageError", reply
             assert not [m for m in outputs if m["msg_type"] == "error"], outputs
             shown = "".join(m["content"]["text"] for m in outputs if m["msg_type"] == "stream")
             assert shown.startswith("UsageError: ") and words in shown and shown.count("\n") == 1, shown
             assert "Traceback" not in shown and 'File "' not in shown
-        reply, _ = _execute(kc, "rlm_last.status, len(rlm_last.trace.nodes)")
+        reply, _ = execute(kc, "rlm_last.status, len(rlm_last.trace.nodes)")
         assert reply["status"] == "ok"  # the kernel lives on, and the failed run's partial trace is kept
     finally:
         kc.stop_channels()
@@ -194,7 +173,7 @@ def test_a_streamed_reply_reaches_the_frontend_while_the_model_is_still_writing(
     with ModelServer(written_slowly) as server:
         km, kc = start_new_kernel(kernel_name="rlm")
         try:
-            _execute(kc, "doc = 'text'\n%config RLMMagics.stream = True")
+            execute(kc, "doc = 'text'\n%config RLMMagics.stream = True")
             msg_id = kc.execute(f"%%rlm --context doc --model openai/policy --api-base {server.url}\nq")
             escaped = "Reading the notes &lt;first&gt; &amp; then"  # the node's details are HTML
             seen: dict[str, str] = {}
