@@ -115,3 +115,20 @@ def test_litellms_unawaited_provider_coroutine_of_a_cancelled_call_is_not_warned
     )
     shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stderr
     assert "model_code" in shown and "acompletion" not in shown, shown
+
+
+def test_the_scripted_providers_coroutine_does_nothing_and_warns_nothing_until_awaited(scripted):
+    import asyncio
+    import gc
+    import warnings
+
+    litellm = import_litellm()
+    handler = next(e["custom_handler"] for e in litellm.custom_provider_map if e["provider"] == "scripted")
+    messages, policy = [{"role": "user", "content": "q"}], scripted(["hi"]).split("/", 1)[1]
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        handler.acompletion(policy, messages)  # what litellm drops when its caller is cancelled
+        gc.collect()
+    assert not [w for w in seen if "never awaited" in str(w.message)]
+    reply = asyncio.run(handler.acompletion(policy, messages))
+    assert reply.choices[0].message.content == "hi"

@@ -18,6 +18,7 @@ Where stops land:
   and closing it drops a stop sent just before: a stop that arrives after its block ended never reaches the
   next block, the engine or another REPL.
 
+- Engine work run through `shielded` (starting a REPL's worker) holds its thread's stops back until it returns.
 - A waiting point of the engine (CancelScope.wait) raises its thread's passed deadline itself, between slices, so a
   block waiting for children blocked in C code still ends on time, whatever became of the signal.
 - On the main thread a timer (ITIMER_REAL) backs the watcher up: model code that starves the watcher of the GIL
@@ -45,9 +46,11 @@ import sys
 import sysconfig
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+T = TypeVar("T")
 RESTOP_SECONDS = 0.05  # how often a stop that has not ended its deadline yet is sent again
 PENDING_SECONDS = 0.5  # an asynchronous stop not raised by then (one that C code swallowed) is sent again
 _HERE = __file__
@@ -200,6 +203,20 @@ def _restore_main_alarm() -> None:
         signal.setitimer(signal.ITIMER_REAL, max(1e-6, left_s - (time.monotonic() - since)), interval)
 
 
+def shielded(call: Callable[[], T]) -> T:
+    """`call()`, with its thread's stops held back until it returns; they land as usual after. For engine work a
+    stop must not cut short: starting a REPL's worker process, which a stop landing midway would leave running."""
+    return call()
+
+
+def _shielded_at(frame: Any) -> bool:
+    while frame is not None:
+        if frame.f_code is shielded.__code__:
+            return True
+        frame = frame.f_back
+    return False
+
+
 def stops_enclosing(exc: BaseException) -> bool:
     """Whether `exc` is the stop of a deadline that encloses the caller's (closed) one: it must go on up."""
     passed = _passed_deadline()
@@ -266,7 +283,12 @@ def _send(thread: int, deadline: Deadline, top: Any) -> None:
     main = thread == threading.main_thread().ident
     if main and _SIGNALS and _alarm_reaches_main(deadline):
         signal.pthread_kill(thread, signal.SIGALRM)  # the handler decides in the main thread
-    elif top is None or top.f_code.co_filename == _HERE or (deadline._sent_at > -math.inf and _library_code(top)):
+    elif (
+        top is None
+        or top.f_code.co_filename == _HERE
+        or (deadline._sent_at > -math.inf and _library_code(top))
+        or _shielded_at(top)
+    ):
         return  # sent again at the next round, when the thread runs code a stop may land in
     elif time.monotonic() - _pending.get(thread, -math.inf) < PENDING_SECONDS or (
         _SPINS_WHILE_PENDING and not main and _traced_main[0]
@@ -298,8 +320,8 @@ def _blocked_in_main(signum: int) -> bool:
 
 def _on_alarm(signum: int, frame: Any) -> None:
     deadline = _passed_deadline(frame)
-    if deadline is None or (frame is not None and frame.f_code.co_filename == _HERE):
-        return  # a deadline that has ended, or this module closing one: the watcher sends again if needed
+    if deadline is None or (frame is not None and frame.f_code.co_filename == _HERE) or _shielded_at(frame):
+        return  # a deadline that has ended, this module closing one, or shielded work: the timer fires again
     if deadline.stopped and _library_code(frame):
         _arm_tracer(frame)  # the engine finishes what it is doing; model code meets the stop at its next line
         return

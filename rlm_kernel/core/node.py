@@ -15,7 +15,7 @@ from rlm_kernel.core.calls import TextStream, call_with_retries
 from rlm_kernel.core.capture import truncate
 from rlm_kernel.core.context import check_context, context_metadata, private_copy
 from rlm_kernel.core.custom_tools import awaiting, describe_tools, tool_sources
-from rlm_kernel.core.deadlines import Deadline
+from rlm_kernel.core.deadlines import Deadline, shielded
 from rlm_kernel.core.errors import AnswerMismatch, BudgetExhausted, ModelError, SubmitAnswer
 from rlm_kernel.core.ledger import BUDGET_NUDGE, Usage
 from rlm_kernel.core.lm import LM, Completion, Messages
@@ -384,7 +384,7 @@ class Node:
     def _run_child(self, context: object, query: str, model: str, child_id: str, sub_id: str) -> Any:
         started = time.perf_counter()
         try:
-            repl = self.tree.new_repl()
+            repl = shielded(self.tree.new_repl)  # a stop landing midway would leave its worker running
         except Exception as exc:  # its announced sub-call still ends, as failed
             error = f"{type(exc).__name__}: {exc}"
             self.emit("subcall_end", subcall_id=sub_id, error=error, usage=Usage().to_dict(), seconds=0.0)
@@ -402,7 +402,7 @@ class Node:
             )
             outcome = child.run()
         finally:
-            repl.close()
+            shielded(repl.close)
         usage = self.tree.trace.subtree_usage(child.id)
         reply = outcome.answer if outcome.status in ("done", "max_iterations") and outcome.answer is not None else None
         self.emit(

@@ -60,26 +60,34 @@ class Bridge:
         self._calls_lock = threading.Lock()
         self._connections: set[socket.socket] = set()  # accepted and not yet done: closed with the bridge
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._listener.bind(str(path))
-        self._listener.listen(max_connections)
-        self._listener.settimeout(0.1)  # accept() wakes to notice close()
         self._accepting = threading.Thread(target=self._accept, name="rlm-bridge", daemon=True)
-        self._accepting.start()
+        try:  # a stop that lands here (a node cancelled while its REPL starts) must not leak the socket
+            self._listener.bind(str(path))
+            self._listener.listen(max_connections)
+            self._listener.settimeout(0.1)  # accept() wakes to notice close()
+            self._accepting.start()
+        except BaseException:
+            self._closed.set()
+            self._listener.close()
+            raise
 
     def close(self) -> None:
         """Stop accepting, and stop the calls still running (a tool that hangs must not outlive the run)."""
         self._closed.set()
-        with self._calls_lock:
-            for running in self._calls:
-                running.stop()
-        self._accepting.join(5)
-        self._listener.close()
-        with self._calls_lock:
-            # A call stopped while its tool blocks in C code still holds its connection: close it now, so no
-            # socket of this run outlives it (its reply, if it ever comes, finds the connection closed).
-            for connection in self._connections:
-                with contextlib.suppress(OSError):
-                    connection.close()
+        try:  # a stop sent to this thread earlier may land in the join: the sockets are closed all the same
+            with self._calls_lock:
+                for running in self._calls:
+                    running.stop()
+            if self._accepting.is_alive():
+                self._accepting.join(5)
+        finally:
+            self._listener.close()
+            with self._calls_lock:
+                # A call stopped while its tool blocks in C code still holds its connection: close it now, so no
+                # socket of this run outlives it (its reply, if it ever comes, finds the connection closed).
+                for connection in self._connections:
+                    with contextlib.suppress(OSError):
+                        connection.close()
 
     def _accept(self) -> None:
         while not self._closed.is_set():

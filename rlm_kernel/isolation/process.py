@@ -194,10 +194,12 @@ class WorkerProcess:
         return self.exit_text()
 
     def stop(self) -> None:
-        sandbox.kill(self.process, self.pid)
-        if self.tasks is not None:
-            self.tasks.close()
-        for pipe in (self.process.stdout, self.process.stderr):
-            if pipe is not None:
-                pipe.close()
-        self.channel.close()
+        try:  # a stop sent to this thread earlier may land in the wait: what it holds is closed all the same
+            sandbox.kill(self.process, self.pid)
+        finally:
+            if self.tasks is not None:
+                self.tasks.close()
+            for pipe in (self.process.stdout, self.process.stderr):
+                if pipe is not None:
+                    pipe.close()
+            self.channel.close()

@@ -127,13 +127,14 @@ class KernelREPL:
         # Private to this run (mkdtemp makes it 0700): the bridge socket, and in kernel-audit the working directory.
         self._dir = Path(tempfile.mkdtemp(prefix="rlm-run-"))
         self.workdir = self._dir / "work"  # kernel-audit only; the sandbox works in its own tmpfs
-        self.workdir.mkdir()
-        self._bridge = Bridge(self._dir / "bridge")
         self._worker: Worker | None = None
         # The finalizer must not reference self: it gets a holder that _start keeps current across restarts.
-        self._resources = _Resources(self._dir, self._bridge)
+        # It exists before the bridge does, so a stop landing in a node whose REPL is starting leaks nothing.
+        self._resources = _Resources(self._dir)
         self._finalizer = weakref.finalize(self, _shutdown, self._resources)
         try:
+            self.workdir.mkdir()
+            self._resources.bridge = self._bridge = Bridge(self._dir / "bridge")
             self._start()
         except BaseException:
             self.close()
@@ -217,7 +218,7 @@ class KernelREPL:
             "max_output_chars": self.max_output_chars,
             "max_transfer_chars": self.max_transfer_chars,
         }
-        self._worker = self._resources.worker = self._new_worker(config)
+        self._resources.worker = self._worker = self._new_worker(config)
         self._pending = list(self._bindings)  # a restart re-sends the current values
         status, data = self._send({}, _OP_TIMEOUT, interrupt=False)
         if status != "ok":
@@ -352,8 +353,9 @@ class AuditKernelREPL(KernelREPL):
 class _Resources:
     """What must be released when a KernelREPL is closed or collected."""
 
-    def __init__(self, directory: Path, bridge: Bridge) -> None:
-        self.directory, self.bridge = directory, bridge
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.bridge: Bridge | None = None
         self.worker: Worker | None = None
 
 
@@ -362,8 +364,11 @@ def _shutdown(resources: _Resources) -> None:
         if resources.worker is not None:
             resources.worker.stop()
     finally:
-        resources.bridge.close()
-        shutil.rmtree(resources.directory, ignore_errors=True)
+        try:
+            if resources.bridge is not None:
+                resources.bridge.close()
+        finally:
+            shutil.rmtree(resources.directory, ignore_errors=True)
 
 
 def _size(n: int) -> str:

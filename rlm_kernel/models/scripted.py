@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
 from rlm_kernel.models.policies import count_tokens, get_policy, messages_tokens
@@ -55,10 +55,38 @@ def _handler(provider: str, respond: Responder) -> Any:
                 ),
             )
 
-        async def acompletion(
+        def acompletion(
             self, model: str, messages: list[dict[str, Any]], *args: Any, **kwargs: Any
-        ) -> ModelResponse:
+        ) -> Coroutine[Any, Any, ModelResponse]:
             # Policies are plain functions; run them off the loop so a slow one blocks nothing.
-            return await asyncio.to_thread(self.completion, model, messages, *args, **kwargs)
+            return _Deferred(lambda: asyncio.to_thread(self.completion, model, messages, *args, **kwargs))
 
     return OfflineLLM()
+
+
+class _Deferred(Coroutine[Any, Any, Any]):
+    """A coroutine whose work starts when it is first awaited. litellm creates the provider's coroutine in an
+    executor thread and drops it unawaited when its caller is cancelled meanwhile (a budget stop cancels calls
+    in flight): a plain coroutine would then warn that it was never awaited."""
+
+    def __init__(self, start: Callable[[], Coroutine[Any, Any, Any]]) -> None:
+        self._start = start
+        self._inner: Coroutine[Any, Any, Any] | None = None
+
+    def _running(self) -> Coroutine[Any, Any, Any]:
+        if self._inner is None:
+            self._inner = self._start()
+        return self._inner
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._running().__await__()
+
+    def send(self, value: Any) -> Any:
+        return self._running().send(value)
+
+    def throw(self, *exc: Any) -> Any:
+        return self._running().throw(*exc)
+
+    def close(self) -> None:
+        if self._inner is not None:
+            self._inner.close()
