@@ -174,6 +174,39 @@ def test_model_code_that_takes_the_builtins_away_breaks_neither_the_run_nor_the_
     assert ip.user_ns["after"] == 4
 
 
+@pytest.mark.slow
+def test_a_child_left_blocked_by_an_ended_run_leaves_the_notebooks_builtins_alone_when_it_wakes(ip):
+    from IPython.core.error import UsageError
+
+    from rlm_kernel.models.policies import register_policy
+    from tests.conftest import question_of
+    from tests.conftest import run as run_cell
+
+    child_sleep_s = 3
+
+    def policy(messages):
+        if question_of(messages) == "warm":
+            return repl("FINAL('warm')")
+        if question_of(messages).startswith("KID"):
+            return repl(f"import time\ntime.sleep({child_sleep_s})\nFINAL('kid')")
+        return repl("print(rlm_query_batched([('c', 'KID 1'), ('c', 'KID 2')]))")
+
+    model = register_policy(policy)
+    RLM(model=model).completion("ctx", "warm")  # litellm's import stays out of the 1 s budget
+    run_cell(ip, f"%config RLMMagics.model = '{model}'")
+    run_cell(ip, "%config RLMMagics.max_seconds = 1.0")
+    run_cell(ip, "%config RLMMagics.max_depth = 2")
+    ip.user_ns["doc"] = "ctx"
+    with pytest.raises(UsageError, match="max_seconds"):  # the run ends; its children sleep on in C code
+        run_cell(ip, "%%rlm --context doc\nq")
+    # The children wake while the user's next cell runs: a put-back of the builtins as their blocks found them
+    # would take away what the user added since.
+    run_cell(
+        ip, f"import builtins, time\nbuiltins.mine = 1\ntime.sleep({child_sleep_s})\nkept = hasattr(builtins, 'mine')"
+    )
+    assert ip.user_ns["kept"] is True
+
+
 # -- deep or hostile contexts passed in memory ----------------------------------------------------------------
 
 

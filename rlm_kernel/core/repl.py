@@ -150,6 +150,7 @@ class NamespaceREPL:
         guard = _BuiltinsGuard(self.namespace)
         with capture_thread_output(self.max_output_chars) as (out, err):
             deadline = Deadline(limit)
+            ended_from_outside = False
             try:
                 body, last = _split_trailing_expression(code, filename)
                 with deadline:
@@ -163,13 +164,18 @@ class NamespaceREPL:
             except BaseException as exc:  # model code may raise anything, SystemExit included
                 deadline.close()  # again, in case the stop landed while it was closing
                 if stops_enclosing(exc) or (isinstance(exc, KeyboardInterrupt) and not _raised_by_model(exc, filename)):
+                    ended_from_outside = isinstance(exc, RunCancelled)
                     raise  # a stop for an enclosing block, child or run goes on up; so does the user's interrupt
                 timed_out = isinstance(exc, CellTimeout)
                 result.error = (
                     _timeout_message(self.cell_timeout, limit) if timed_out else format_exception(exc, filename)
                 )
             finally:
-                guard.put_back()
+                # A block cancelled from outside belongs to a parent or run that has ended and put the builtins
+                # back itself; a child that was blocked in C code ends long after, when the notebook's own cells
+                # (and IPython's get_ipython) own the builtins.
+                if not ended_from_outside:
+                    guard.put_back()
         result.stdout = out.text(self.max_output_chars)
         result.stderr = err.text(self.max_output_chars)
         result.seconds = time.perf_counter() - started
