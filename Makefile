@@ -44,8 +44,10 @@ test: $(STAMP) system-packages $(PHOENIX_STAMP)
 
 # The fast lane while working: every test that starts no kernel, sandbox, browser or install and is not slow.
 FAST := not (kernel or sandbox or browser or install or slow or ray)
+# Four pytest-xdist processes on two cores: most of the lane's time is tests waiting (on servers, deadlines).
+FAST_WORKERS := 4
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "$(FAST)" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(FAST_WORKERS) -m "$(FAST)" $(PYTEST_ARGS)
 
 # The Python sources only: the notebooks use names the model makes, and the README's snippets are prose.
 LINTED := rlm_kernel tests scripts
