@@ -135,6 +135,7 @@ class Trace:
         self.root_id: str | None = None
         self.contexts: dict[str, dict[str, Any]] = {}  # node id -> its context record: sha256, and value or why omitted
         self._started_as: dict[str, int] = {}  # child node id -> its place among its parent's sub-calls
+        self._subcalls: dict[tuple[str, str], SubCall] = {}  # (node id, sub-call id): found at once in a fan-out
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -242,7 +243,7 @@ class Trace:
         node.usage.llm_calls += 1
         subcall_id = e.data.get("subcall_id")
         if subcall_id is not None:  # an attempt of an llm_query sub-call
-            sub = next((s for s in node.subcalls if s.id == subcall_id), None)
+            sub = self._subcalls.get((e.node_id, subcall_id))
             if sub is not None:
                 sub.attempts += 1
             return
@@ -270,11 +271,12 @@ class Trace:
         if sub.child_id is not None:
             self._started_as[sub.child_id] = len(subcalls)
         subcalls.append(sub)
+        self._subcalls[e.node_id, sub.id] = sub
 
     def _on_subcall_end(self, e: Event) -> None:
         d = e.data
         node = self.nodes[e.node_id]
-        sub = next(s for s in node.subcalls if s.id == d["subcall_id"])
+        sub = self._subcalls[e.node_id, d["subcall_id"]]
         sub.reply, sub.error, sub.seconds, sub.done = d.get("reply"), d.get("error"), d["seconds"], True
         sub.usage = Usage(**d["usage"])
         if sub.kind == "llm":
