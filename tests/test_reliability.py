@@ -290,3 +290,16 @@ def test_a_server_that_ignores_max_tokens_never_takes_the_run_past_its_budget(st
     else:
         assert requests == 2  # the root's call and one sub-call
         assert result.usage.tokens == sum(served)  # settled at what the server says it used, not at the cap asked for
+
+
+# -- the bench's safety rows ---------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("figure", ["loaders", "typed_answers", "streaming_redaction", "response_cache"])
+def test_each_safety_row_of_the_bench_runs_its_attack_and_reports_it_held(figure):
+    from rlm_kernel.bench import safety
+
+    rows = getattr(safety, figure)().splitlines()
+    assert len(rows) >= 2
+    assert [row for row in rows if not row.endswith(" -- pass")] == []

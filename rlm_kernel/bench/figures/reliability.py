@@ -282,6 +282,10 @@ def main() -> int:
         safety.sandbox_limits,
         safety.builtins_taken_away,
         safety.hostile_contexts,
+        safety.loaders,
+        safety.typed_answers,
+        safety.streaming_redaction,
+        safety.response_cache,
     ):
         print(figure())
     return 0
