@@ -108,8 +108,8 @@ class Bridge:
         held = 0
         try:
             with connection:
-                connection.settimeout(self.idle_seconds)
-                try:
+                try:  # close() may have closed the connection already: a run that ended as it was accepted
+                    connection.settimeout(self.idle_seconds)
                     length = frame_length(recv_exactly(connection, 8))
                     if length > self.max_request_bytes:
                         raise FrameTooLarge(
