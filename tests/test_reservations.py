@@ -95,3 +95,29 @@ def test_concurrent_calls_to_a_server_that_ignores_max_tokens_never_pass_the_tok
     assert in_flight > 1  # the sub-calls were in flight together
     assert result.usage.tokens <= limit
     assert sum(server_policy.counted) <= limit, f"the server made {sum(server_policy.counted):,} tokens"
+
+
+@pytest.mark.timeout(120)
+def test_a_server_that_cannot_stream_and_ignores_max_tokens_has_its_overshoot_reserved_for_later_calls():
+    """A server that answers with one body cannot be ended at the cap: once a reply has passed its cap, each
+    later call reserves that overshoot too, so the waves after the first stay within the budget."""
+    fan_out = repl("outs = llm_query_batched([f'part {i}' for i in range(8)])\nprint([len(o) for o in outs])")
+    root = ScriptedReplies([fan_out] * 6 + [repl("FINAL('x')")])
+    counted: list[int] = []
+    lock = threading.Lock()
+
+    def policy(messages):
+        reply = root(messages) if messages[0]["role"] == "system" else "lorem ipsum " * 300  # 900 tokens
+        with lock:
+            counted.append(messages_tokens(messages) + count_tokens(reply))
+        return reply
+
+    limit = 12_000
+    with ModelServer(policy, streams=False) as server:
+        result = RLM(
+            model="openai/policy", api_base=server.url, max_tokens=limit, max_output_tokens=300, concurrency=8
+        ).completion("ctx", "q")
+        assert server.stats()["max_in_flight"] > 1
+    assert result.status == "budget"
+    assert result.usage.tokens == sum(counted)  # each call charged what the server reported
+    assert sum(counted) <= limit, f"the server made {sum(counted):,} tokens"

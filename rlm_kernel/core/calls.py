@@ -101,8 +101,8 @@ async def _call(
                 raise
             else:
                 if replied is None:  # a server that ignores max_tokens, ended at the cap
-                    assert watch is not None and reservation.output_cap is not None
-                    completion = watch.completion(model, lm, reservation.tokens - reservation.output_cap)
+                    assert watch is not None
+                    completion = watch.completion(model, lm, estimate)
                 else:
                     completion = replied
                 ledger.settle(reservation, completion.usage)
@@ -164,7 +164,7 @@ class _CapWatch:
 
     def completion(self, model: str, lm: LM, input_tokens: int) -> Completion:
         """The reply up to its cap (the piece that passed it may have held more), charged the prompt's reserved
-        tokens (its usage never came) and the output counted."""
+        estimate (its usage never came) and the output counted."""
         text = "".join(self._pieces)[: math.floor(self.cap / self._rate)]
         output = min(self.cap, math.ceil(len(text) * self._rate))
         cost = lm.price(model, input_tokens, output)
