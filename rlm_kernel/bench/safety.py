@@ -342,7 +342,7 @@ def response_cache() -> str:
             RLM(model="openai/policy", cache=str(shared))
             happened, held = "accepted", False
         except ConfigError as exc:
-            happened, held = f"refused: {exc}", "\n" not in str(exc)
+            happened, held = f"refused: {str(exc).replace(scratch, '...')}", "\n" not in str(exc)
         rows.append(_verdict("cache, a folder others can write", happened, held))
 
         folder = Path(scratch, "damaged")
