@@ -410,6 +410,8 @@ for path in ("/proc/self/mountinfo", "/proc/self/mounts", "/proc/thread-self/mou
     except OSError as exc:
         seen[path] = type(exc).__name__
 seen["sys"] = [sys.executable, sys.prefix, sys.base_prefix, sys.exec_prefix, sys.path, sys.argv, os.getcwd()]
+import sysconfig
+seen["build variables"] = {k: v for k, v in sysconfig.get_config_vars().items() if isinstance(v, str)}
 seen["environ"] = dict(os.environ)
 seen["files"] = sorted({str(getattr(m, "__file__", None)) for m in list(sys.modules.values())})
 with socket.socket(socket.AF_UNIX) as bridge:
@@ -438,7 +440,7 @@ def test_the_sandbox_names_none_of_the_hosts_folders(scripted, monkeypatch, tmp_
     assert result.status == "done", result.error
     seen = json.loads(result.answer)
     assert "home = " in seen[os.path.join(seen["sys"][1], "pyvenv.cfg")]  # the attack read what it looked for
-    assert seen["sys"][4] and seen["files"] and seen["bridge"][1]
+    assert seen["sys"][4] and seen["files"] and seen["bridge"][1] and seen["build variables"]
     text = result.answer
     assert [folder for folder in _host_folders(tmp_path) if folder in text] == []
     assert "rlm-run-" not in text

@@ -4,10 +4,10 @@
 namespaces; the only files it sees are /usr, the Python installation and rlm_kernel itself (read-only, under
 neutral names: /rlm/python, /rlm/venv, /rlm/lib), a minimal, read-only /dev (so /dev/shm too), a private
 tmpfs at /tmp (its only writable place, capped at the file-size limit) and the run's private directory
-holding the bridge socket (read-only, at /rlm/bridge). Nothing it can read names the host's folders: sys.path,
-sys.prefix, sys.executable, modules' __file__ and the venv's pyvenv.cfg (generated) all say /rlm/..., and
-there is no /proc, whose mount table would name every bound folder's host path (a bind mount's source shows
-there whatever it is mounted as). The environment is cleared; there is no network (the bridge is a Unix
+holding the bridge socket (read-only, at /rlm/bridge). What Python tells it names none of the host's
+folders: sys.path, sys.prefix, sys.executable, modules' __file__, the venv's pyvenv.cfg and the build variables
+(both generated) all say /rlm/..., and there is no /proc, whose mount table would name every bound folder's host
+path (a bind mount's source shows there whatever it is mounted as). The environment is cleared; there is no network (the bridge is a Unix
 socket). The worker then applies its rlimits and seccomp filter to itself. Where bwrap or user namespaces are
 missing, `require_sandbox()` fails in one line that says what to install; nothing falls back to a weaker mode
 on its own.
@@ -101,7 +101,7 @@ class _Layout:
     binds: tuple[tuple[str, str], ...]  # (host folder, where it appears), read-only
     symlinks: tuple[tuple[str, str], ...]  # (target, link)
     python: str  # the interpreter to run, as named inside
-    pyvenv_cfg: str | None  # the venv's pyvenv.cfg, written anew with the inside names
+    files: tuple[tuple[str, str], ...]  # (where it appears, text): files written anew with the inside names
     env: dict[str, str]
 
 
@@ -110,6 +110,7 @@ def _layout() -> _Layout:
     base = os.path.realpath(sys.base_prefix)
     interpreter = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
     binds = [(_PACKAGE_DIR, f"{_SANDBOX_LIB}/rlm_kernel")]
+    files = []
     env = {}
     if _under(interpreter, "/usr"):
         python = interpreter  # a system Python: /usr is bound as itself and names nothing of the user's
@@ -120,8 +121,14 @@ def _layout() -> _Layout:
         if sysconfig.get_config_var("Py_ENABLE_SHARED") and libdir and _under(os.path.realpath(libdir), base):
             # The interpreter finds libpython through a run path that names the host's folder.
             env["LD_LIBRARY_PATH"] = _inside(os.path.realpath(libdir), base, _SANDBOX_BASE)
+        # The build variables (sysconfig.get_config_vars()) name the prefix the interpreter was built for.
+        for data in sorted(Path(os.path.realpath(sysconfig.get_path("stdlib"))).glob("_sysconfigdata_*.py")):
+            text = data.read_text(encoding="utf-8")
+            for host in {base, sys.base_prefix}:
+                text = text.replace(host, _SANDBOX_BASE)
+            files.append((_inside(str(data), base, _SANDBOX_BASE), text))
     if sys.prefix == sys.base_prefix:
-        return _Layout(tuple(binds), (), python, None, env)
+        return _Layout(tuple(binds), (), python, tuple(files), env)
     venv = os.path.realpath(sys.prefix)
     for site in sorted({sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}):
         if os.path.isdir(site) and _under(os.path.realpath(site), venv):
@@ -129,8 +136,9 @@ def _layout() -> _Layout:
     config = f"home = {os.path.dirname(python)}\n"
     config += f"include-system-site-packages = {'true' if _system_site_packages() else 'false'}\n"
     config += f"version = {'.'.join(map(str, sys.version_info[:3]))}\n"
+    files.append((f"{_SANDBOX_VENV}/pyvenv.cfg", config))
     return _Layout(
-        tuple(binds), ((python, f"{_SANDBOX_VENV}/bin/python3"),), f"{_SANDBOX_VENV}/bin/python3", config, env
+        tuple(binds), ((python, f"{_SANDBOX_VENV}/bin/python3"),), f"{_SANDBOX_VENV}/bin/python3", tuple(files), env
     )
 
 
@@ -155,21 +163,29 @@ def _system_site_packages() -> bool:
 def _sandboxed_python(
     bwrap: str, bridge_dir: Path | None, tmpfs_bytes: int, *args: str
 ) -> Iterator[tuple[list[str], tuple[int, ...]]]:
-    """The command that runs the sandbox's Python with `args`, and the descriptors bwrap must be passed."""
+    """The command that runs the sandbox's Python with `args`, and the descriptors bwrap must be passed (a pipe
+    per generated file, which bwrap copies in)."""
     layout = _layout()
-    if layout.pyvenv_cfg is None:
-        yield [*bwrap_command(bwrap, bridge_dir, tmpfs_bytes, None), layout.python, *args], ()
-        return
-    read, write = os.pipe()  # bwrap copies the generated pyvenv.cfg from it
+    files: dict[str, int] = {}
     try:
-        with open(write, "w", encoding="utf-8") as pipe:
-            pipe.write(layout.pyvenv_cfg)  # a few lines: far under a pipe's buffer, so this cannot block
-        yield [*bwrap_command(bwrap, bridge_dir, tmpfs_bytes, read), layout.python, *args], (read,)
+        for target, text in layout.files:
+            read, write = os.pipe()
+            files[target] = read
+            data = text.encode()
+            if len(data) >= 65536:  # room for all of it, so that writing before bwrap reads cannot block
+                import fcntl  # Linux, as the sandbox is
+
+                fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, len(data))
+            with open(write, "wb") as pipe:
+                pipe.write(data)
+        yield [*bwrap_command(bwrap, bridge_dir, tmpfs_bytes, files), layout.python, *args], tuple(files.values())
     finally:
-        os.close(read)
+        for read in files.values():
+            os.close(read)
 
 
-def bwrap_command(bwrap: str, bridge_dir: Path | None, tmpfs_bytes: int, pyvenv_cfg_fd: int | None) -> list[str]:
+def bwrap_command(bwrap: str, bridge_dir: Path | None, tmpfs_bytes: int, files: dict[str, int]) -> list[str]:
+    """bwrap's options; `files` maps where each generated file appears to the descriptor bwrap reads it from."""
     layout = _layout()
     command = [
         bwrap,
@@ -211,8 +227,8 @@ def bwrap_command(bwrap: str, bridge_dir: Path | None, tmpfs_bytes: int, pyvenv_
         command += ["--ro-bind", source, target]
     for target, link in layout.symlinks:
         command += ["--symlink", target, link]
-    if pyvenv_cfg_fd is not None:
-        command += ["--ro-bind-data", str(pyvenv_cfg_fd), f"{_SANDBOX_VENV}/pyvenv.cfg"]
+    for target, fd in files.items():
+        command += ["--ro-bind-data", str(fd), target]
     if bridge_dir is not None:
         command += ["--ro-bind", str(bridge_dir), SANDBOX_BRIDGE_DIR]
     command += ["--remount-ro", "/", "--chdir", SANDBOX_HOME]
