@@ -7,10 +7,10 @@ tmpfs at /tmp (its only writable place, capped at the file-size limit) and the r
 holding the bridge socket (read-only, at /rlm/bridge). What Python tells it names none of the host's
 folders: sys.path, sys.prefix, sys.executable, modules' __file__, the venv's pyvenv.cfg and the build variables
 (both generated) all say /rlm/..., and there is no /proc, whose mount table would name every bound folder's host
-path (a bind mount's source shows there whatever it is mounted as). The environment is cleared; there is no network (the bridge is a Unix
-socket). The worker then applies its rlimits and seccomp filter to itself. Where bwrap or user namespaces are
-missing, `require_sandbox()` fails in one line that says what to install; nothing falls back to a weaker mode
-on its own.
+path (a bind mount's source shows there whatever it is mounted as). The environment is cleared; there is no
+network (the bridge is a Unix socket). The worker then applies its rlimits and seccomp filter to itself. Where
+bwrap or user namespaces are missing, `require_sandbox()` fails in one line that says what to install; nothing
+falls back to a weaker mode on its own.
 """
 
 from __future__ import annotations
