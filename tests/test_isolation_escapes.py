@@ -6,9 +6,11 @@ sees it succeed: the attack is real, and the README's table of what each mode st
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import tracemalloc
@@ -17,9 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from rlm_kernel import RLM
 from rlm_kernel.bench.figures.escapes import added_threads
 from rlm_kernel.isolation import AuditKernelREPL, KernelREPL
 from rlm_kernel.models.server import ModelServer
+from tests.conftest import repl
 
 pytestmark = [
     pytest.mark.sandbox,
@@ -389,3 +393,58 @@ def test_control_kernel_audit_reaches_the_model_server_directly(audited):
     with ModelServer(lambda messages: "an answer outside the ledger") as server:
         output = run(audited, MODEL_SERVER_ATTACK.format(url=server.url))
         assert "reached 200" in output and server.stats()["requests"] == 1
+
+
+# -- 6. the host's folders, as the sandbox's view names them --------------------------------------------------
+
+HOST_LAYOUT_ATTACK = (
+    OWN_BRIDGE
+    + """
+import json, os, socket, sys
+seen = {}
+for path in ("/proc/self/mountinfo", "/proc/self/mounts", "/proc/thread-self/mountinfo", "/proc/mounts",
+             os.path.join(sys.prefix, "pyvenv.cfg")):
+    try:
+        with open(path) as file:
+            seen[path] = file.read()
+    except OSError as exc:
+        seen[path] = type(exc).__name__
+seen["sys"] = [sys.executable, sys.prefix, sys.base_prefix, sys.exec_prefix, sys.path, sys.argv, os.getcwd()]
+import sysconfig
+seen["build variables"] = {k: v for k, v in sysconfig.get_config_vars().items() if isinstance(v, str)}
+seen["environ"] = dict(os.environ)
+seen["files"] = sorted({str(getattr(m, "__file__", None)) for m in list(sys.modules.values())})
+with socket.socket(socket.AF_UNIX) as bridge:
+    bridge.connect(cells["path"])
+    seen["bridge"] = [cells["path"], bridge.getpeername()]
+FINAL(json.dumps(seen))
+"""
+)
+
+
+def _host_folders(run_dirs: Path) -> set[str]:
+    """Folders of the host that the sandbox's view must not name: the venv, the checkout, the base Python
+    (unless it is the system's, in /usr), where runs keep their directories, and the user's home."""
+    folders = {sys.prefix, os.path.realpath(sys.prefix), str(Path(__file__).resolve().parents[1]), str(run_dirs)}
+    base = os.path.realpath(sys.base_prefix)
+    if not base.startswith("/usr"):
+        folders.add(base)
+    folders.add(str(Path.home()))
+    return {folder for folder in folders if folder not in ("/", "/tmp", "/usr")}  # names the sandbox has itself
+
+
+def test_the_sandbox_names_none_of_the_hosts_folders(scripted, monkeypatch, tmp_path):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the run's directory (and bridge) goes
+    model = scripted([repl(HOST_LAYOUT_ATTACK), repl("FINAL('unreachable')")])
+    result = RLM(model=model, isolation="kernel").completion("some context", "where do you run?")
+    assert result.status == "done", result.error
+    seen = json.loads(result.answer)
+    assert "home = " in seen[os.path.join(seen["sys"][1], "pyvenv.cfg")]  # the attack read what it looked for
+    assert seen["sys"][4] and seen["files"] and seen["bridge"][1] and seen["build variables"]
+    text = result.answer
+    assert [folder for folder in _host_folders(tmp_path) if folder in text] == []
+    assert "rlm-run-" not in text
+
+
+def test_control_kernel_audit_names_the_hosts_folders(audited):
+    assert sys.prefix in run(audited, HOST_LAYOUT_ATTACK.replace("FINAL(json.dumps(seen))", "print(seen)"))

@@ -293,13 +293,15 @@ def test_model_code_that_passes_a_hostile_context_to_a_child_gets_a_context_erro
 
 
 @pytest.mark.timeout(120)
-def test_a_server_that_ignores_max_tokens_is_charged_what_it_used_and_gets_no_further_call():
-    """Calls one at a time: the overshoot is the one call's. (Calls already in flight together each overshoot: not
-    bounded yet, see the README.)"""
+@pytest.mark.parametrize("streams", [True, False], ids=["streaming", "one-body"])
+def test_a_server_that_ignores_max_tokens_never_takes_the_run_past_its_budget(streams):
+    """Calls one at a time, each reply about 30,000 tokens whatever max_tokens asked for. A server that streams is
+    ended at each call's cap: the run is charged at most its budget. One that answers with one body is charged what
+    it reported (the overshoot is that one call's) and gets no further call."""
     from rlm_kernel.models.policies import messages_tokens
     from rlm_kernel.models.wire import count_tokens
 
-    long_reply = "lorem " * 20000  # about 30,000 tokens, whatever max_tokens the request asked for
+    long_reply = "lorem " * 20000
     served: list[int] = []
     code = "out = [llm_query(f'p{i}') for i in range(10)]\nprint(sum(o.startswith('lorem') for o in out))"
     root = ScriptedReplies([repl(code), repl("FINAL('x')")])
@@ -310,10 +312,27 @@ def test_a_server_that_ignores_max_tokens_is_charged_what_it_used_and_gets_no_fu
         return reply
 
     limit = 12_000
-    with ModelServer(policy) as server:
+    with ModelServer(policy, streams=streams) as server:
         result = RLM(model="openai/policy", api_base=server.url, max_tokens=limit).completion("ctx", "q")
         requests = server.stats()["requests"]
     assert result.status == "budget"
-    assert result.usage.llm_calls == requests == len(served) == 2  # the root's call and one sub-call
-    assert result.usage.tokens == sum(served)  # settled at what the server says it used, not at the cap asked for
-    assert sum(served) <= limit + max(served)
+    assert result.usage.llm_calls == requests == len(served)
+    if streams:
+        assert result.usage.tokens <= limit
+        assert requests > 2  # the sub-calls ended at their caps left room for more of them
+    else:
+        assert requests == 2  # the root's call and one sub-call
+        assert result.usage.tokens == sum(served)  # settled at what the server says it used, not at the cap asked for
+
+
+# -- the bench's safety rows ---------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("figure", ["loaders", "typed_answers", "streaming_redaction", "response_cache"])
+def test_each_safety_row_of_the_bench_runs_its_attack_and_reports_it_held(figure):
+    from rlm_kernel.bench import safety
+
+    rows = getattr(safety, figure)().splitlines()
+    assert len(rows) >= 2
+    assert [row for row in rows if not row.endswith(" -- pass")] == []

@@ -9,6 +9,7 @@ rlm bench compare TASK --ref-python PATH [--model M --api-base URL]
 rlm bench perf [--quick] [--figures 1,2,...]
 rlm bench features [--figures batch,session]         (batches and sessions: issue 15's figures)
 rlm bench ray [--questions N]                        (thread pool against a local Ray cluster: issue 22's figures)
+rlm bench reliability [--figures loaders,typed,...]  (faults, interrupts, limits and attacks, each row measured)
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from rlm_kernel.core.errors import RLMError
 
 FIGURES = "rlm_kernel.bench.figures"  # not in the wheel: see its docstring
 FIGURES_HINT = "git clone the project, then `make bench`; the wheel carries the tasks, not the figure scripts"
-_MODULES = {"perf": f"{FIGURES}.perf", "features": f"{FIGURES}.features"}
+_MODULES = {"perf": f"{FIGURES}.perf", "features": f"{FIGURES}.features", "reliability": f"{FIGURES}.reliability"}
 
 
 class UsageError(RLMError):
@@ -37,7 +38,9 @@ class _Parser(argparse.ArgumentParser):
 def main(argv: Sequence[str] | None = None) -> int:
     """`rlm bench ...`: dispatch to the task runner, the report or the performance figures."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = argv[0] if argv[:1] in (["perf"], ["report"], ["compare"], ["features"], ["ray"]) else None
+    command = (
+        argv[0] if argv[:1] in (["perf"], ["report"], ["compare"], ["features"], ["ray"], ["reliability"]) else None
+    )
     # Imported per command: the runner needs the engine, the report matplotlib (for a plot) only.
     try:
         module = importlib.import_module(_MODULES.get(command or "", f"rlm_kernel.bench.{command or 'runner'}"))

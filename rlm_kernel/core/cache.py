@@ -261,6 +261,11 @@ class CachedLM:
         window = getattr(self.inner, "input_window", None)
         return window(model) if callable(window) else None
 
+    def can_stream(self, model: str) -> bool:
+        """Whether the inner LM streams any call to `model` (the engine ends a reply that passes its cap)."""
+        streams = getattr(self.inner, "can_stream", None)
+        return bool(streams(model)) if callable(streams) else False
+
     def price(self, model: str, input_tokens: int, output_tokens: int) -> float | None:
         return self.inner.price(model, input_tokens, output_tokens)
 

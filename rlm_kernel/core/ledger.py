@@ -124,6 +124,9 @@ class Ledger:
         self.started = time.monotonic()
         self._reserved_tokens = 0
         self._reserved_cost = 0.0
+        # The most output tokens a reply has had past its call's cap (a server that ignores max_tokens and could
+        # not be ended early): every later call reserves that much more, as the server may do it again.
+        self._overshoot = 0
         self._lock = threading.Lock()
         self.stopped_by: str | None = None
 
@@ -147,16 +150,19 @@ class Ledger:
             left = self.seconds_left()
             if left is not None and left <= 0:
                 self._refuse("max_seconds", f"the {lim.max_seconds:g} s time budget is spent")
+            extra = self._overshoot
             room = self._output_room(input_tokens, input_rate, output_rate, self._reserved_tokens, self._reserved_cost)
-            if room is not None and room[0] < MIN_OUTPUT_TOKENS:
-                if self._output_room(input_tokens, input_rate, output_rate, 0, 0.0)[0] >= MIN_OUTPUT_TOKENS:  # type: ignore[index]
+            if room is not None and room[0] - extra < MIN_OUTPUT_TOKENS:
+                alone = self._output_room(input_tokens, input_rate, output_rate, 0, 0.0)
+                if alone is not None and alone[0] - extra >= MIN_OUTPUT_TOKENS:
                     return None
                 limit = room[1]
                 budget = f"{lim.max_tokens:,} token" if limit == "max_tokens" else f"${lim.max_cost_usd:g} cost"
                 self._refuse(limit, f"the {budget} budget cannot cover another call")
-            cap = None if room is None else min(max_output, room[0])
-            tokens = input_tokens + (cap or 0)
-            cost = input_tokens * input_rate + (cap or 0) * output_rate
+            cap = None if room is None else min(max_output, room[0] - extra)
+            held = 0 if cap is None else cap + extra  # the output this call may bring, its cap's overshoot included
+            tokens = input_tokens + held
+            cost = input_tokens * input_rate + held * output_rate
             # The call counts as soon as it is sent: a failed attempt still cost a request.
             self.used.llm_calls += 1
             self._reserved_tokens += tokens
@@ -186,6 +192,8 @@ class Ledger:
             reservation.settled = True
             self._reserved_tokens -= reservation.tokens
             self._reserved_cost -= reservation.cost_usd
+            if reservation.output_cap is not None:
+                self._overshoot = max(self._overshoot, actual.output_tokens - reservation.output_cap)
             self.used.input_tokens += actual.input_tokens
             self.used.output_tokens += actual.output_tokens
             self.used.cost_usd += actual.cost_usd

@@ -1,8 +1,9 @@
 """Isolated execution: model code runs in a separate, limited worker process.
 
 `isolation="kernel"` (`KernelREPL`) runs the worker in an operating-system sandbox (bubblewrap): new user,
-PID, mount, network, IPC and UTS namespaces, a read-only view of the Python installation, a private tmpfs
-as its only writable place, its own /proc, a cleared environment, no network; inside it, rlimits (memory,
+PID, mount, network, IPC and UTS namespaces, a read-only view of the Python installation under neutral
+names (no /proc: nothing it reads names the host's folders), a private tmpfs as its only writable place, a
+cleared environment, no network; inside it, rlimits (memory,
 CPU seconds, file size) and a seccomp filter (no new processes). The caller's functions are reached over a
 bounded bridge on a Unix socket in a private per-run directory; nothing another run could use lies in a
 shared directory. Where bubblewrap or user namespaces are missing it fails up front in one line.

@@ -16,8 +16,10 @@ import contextlib
 import hmac
 import json
 import math
+import os
 import secrets
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -62,7 +64,7 @@ class Bridge:
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._accepting = threading.Thread(target=self._accept, name="rlm-bridge", daemon=True)
         try:  # a stop that lands here (a node cancelled while its REPL starts) must not leak the socket
-            self._listener.bind(str(path))
+            _bind(self._listener, path)
             self._listener.listen(max_connections)
             self._listener.settimeout(0.1)  # accept() wakes to notice close()
             self._accepting.start()
@@ -106,8 +108,8 @@ class Bridge:
         held = 0
         try:
             with connection:
-                connection.settimeout(self.idle_seconds)
-                try:
+                try:  # close() may have closed the connection already: a run that ended as it was accepted
+                    connection.settimeout(self.idle_seconds)
                     length = frame_length(recv_exactly(connection, 8))
                     if length > self.max_request_bytes:
                         raise FrameTooLarge(
@@ -168,6 +170,19 @@ class Bridge:
             with self._inflight_changed:
                 self._inflight -= held
                 self._inflight_changed.notify_all()
+
+
+def _bind(listener: socket.socket, path: Path) -> None:
+    """Bind at `path`, on Linux by a name that goes through a descriptor of its folder: a peer's getpeername()
+    returns the name as bound, and the folder's own would tell the sandbox where the host keeps its runs."""
+    if sys.platform != "linux":
+        listener.bind(str(path))
+        return
+    folder = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
+    try:
+        listener.bind(f"/proc/self/fd/{folder}/{path.name}")
+    finally:
+        os.close(folder)
 
 
 def _error(kind: str, message: str) -> dict[str, Any]:

@@ -183,6 +183,22 @@ def _model_server(mode: type[KernelREPL]) -> bool:
         return bool(server.stats()["requests"])
 
 
+def _host_folders(mode: type[KernelREPL]) -> bool:
+    """Whether the view names the venv, the checkout, the run directories or the home folder of the host."""
+    code = _BRIDGE + (
+        "import os, socket, sys\nseen = [sys.executable, sys.prefix, sys.path, [getattr(m, '__file__', '') for m in "
+        "list(sys.modules.values())]]\nfor p in ('/proc/self/mountinfo', '/proc/self/mounts', sys.prefix + '/pyvenv.cfg'):"
+        "\n    try:\n        seen.append(open(p).read())\n    except OSError:\n        pass\n"
+        "with socket.socket(socket.AF_UNIX) as s:\n    s.connect(cells['path'])\n    seen.append(s.getpeername())\n"
+        "print(seen)"
+    )
+    host = {sys.prefix, os.path.realpath(sys.prefix), str(Path(__file__).resolve().parents[3]), tempfile.gettempdir()}
+    host.add(str(Path.home()))
+    with _repl(mode) as repl:
+        seen = _run(repl, code)
+    return any(folder in seen for folder in host - {"/", "/tmp", "/usr"}) or "rlm-run-" in seen
+
+
 ATTEMPTS: dict[str, Callable[[type[KernelREPL]], bool]] = {
     "run code in the notebook kernel (connection file found via /proc)": _notebook_kernel,
     "read a planted API key from /proc/<pid>/environ": _proc_environ,
@@ -191,6 +207,7 @@ ATTEMPTS: dict[str, Callable[[type[KernelREPL]], bool]] = {
     "4 bridge requests of 120 MB (caller's memory)": _huge_requests,
     "200 idle bridge connections (caller's threads)": _many_connections,
     "the bridge token against the model server": _model_server,
+    "name the host's folders (mount table, sys.path, pyvenv.cfg, the bridge's peer name)": _host_folders,
 }
 
 

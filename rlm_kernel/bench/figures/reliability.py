@@ -1,6 +1,7 @@
 """Reliability figures: faults, interrupts, runaway code and budgets, measured.
 
     python -m rlm_kernel.bench.figures.reliability
+    rlm bench reliability [--figures loaders,typed,streaming,cache]
 
 Each figure comes from a real run against `rlm serve-model` on 127.0.0.1 or an
 offline scripted policy; the same behaviours are asserted in tests/test_reliability.py,
@@ -10,18 +11,20 @@ tests/test_budgets.py and tests/test_notebooks.py.
 from __future__ import annotations
 
 import _thread
+import argparse
 import os
 import platform
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from rlm_kernel import RLM
-from rlm_kernel.bench import safety
+from rlm_kernel.bench import UsageError, safety
 from rlm_kernel.core import RunInterrupted
 from rlm_kernel.models.policies import ScriptedReplies, register_policy
 from rlm_kernel.models.server import ModelServer
@@ -266,25 +269,45 @@ def _error_name(error: str | None) -> str:
     return last.split(":", 1)[0]
 
 
-def main() -> int:
+FIGURES: dict[str, Callable[[], str]] = {
+    "faults": faults,
+    "interrupt": interrupt,
+    "runaway": runaway_code,
+    "budgets": budgets,
+    "isolation": isolation,
+    "escapes": isolation_escapes,
+    "dodges": timeout_dodges,
+    "children": abandoned_children,
+    "redaction": redaction_forms,
+    "sandbox": safety.sandbox_limits,
+    "builtins": safety.builtins_taken_away,
+    "contexts": safety.hostile_contexts,
+    "loaders": safety.loaders,
+    "typed": safety.typed_answers,
+    "streaming": safety.streaming_redaction,
+    "cache": safety.response_cache,
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--figures", default=",".join(FIGURES), help=f"comma-separated: {','.join(FIGURES)} (default: all)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    chosen = [f.strip() for f in args.figures.split(",") if f.strip()]
+    if not chosen or not set(chosen) <= set(FIGURES):
+        raise UsageError(f"--figures takes {','.join(FIGURES)}, not {args.figures!r}")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     RLM(model="scripted/demo").completion("warm up litellm", "warm up")
-    for figure in (
-        faults,
-        interrupt,
-        runaway_code,
-        budgets,
-        isolation,
-        isolation_escapes,
-        timeout_dodges,
-        abandoned_children,
-        redaction_forms,
-        safety.sandbox_limits,
-        safety.builtins_taken_away,
-        safety.hostile_contexts,
-    ):
-        print(figure())
+    for name in chosen:
+        print(FIGURES[name]())
     return 0
+
+
+def main() -> int:
+    return run(argparse.Namespace(figures=",".join(FIGURES)))
 
 
 if __name__ == "__main__":

@@ -115,6 +115,10 @@ class OpenAICompatibleLM:
     def input_window(self, model: str) -> int | None:
         return price_map.input_window(model)
 
+    def can_stream(self, model: str) -> bool:
+        """Every call can stream (a server that cannot answers with one body, which is read as such)."""
+        return True
+
     def price(self, model: str, input_tokens: int, output_tokens: int, detail: TokenDetail = NO_DETAIL) -> float | None:
         """US dollars from the run's `prices`, else litellm's map as litellm prices it (None: nobody prices it)."""
         return call_cost(self._prices, model, input_tokens, output_tokens, detail)

@@ -116,7 +116,8 @@ class Completion:
 
 
 class LM(Protocol):
-    """What the engine needs from a model provider (`input_window(model)`, when it has one, feeds the sub-call guard)."""
+    """What the engine needs from a model provider (`input_window(model)`, when it has one, feeds the sub-call guard;
+    `can_stream(model)`, when true, has budgeted calls stream, so that a reply past its cap can be ended)."""
 
     async def acomplete(
         self,
@@ -246,6 +247,10 @@ class LiteLLM:
 
     def input_window(self, model: str) -> int | None:
         return input_window(model)
+
+    def can_stream(self, model: str) -> bool:
+        """Real providers stream; the offline ones (scripted, replay) are litellm custom providers that do not."""
+        return not model.startswith(OFFLINE_PROVIDERS)
 
     def price(self, model: str, input_tokens: int, output_tokens: int, detail: TokenDetail = NO_DETAIL) -> float | None:
         """US dollars by call_cost, else by litellm's own rules (a Router's or a registered provider's model);
