@@ -425,3 +425,70 @@ def test_insert_picks_the_block_that_did_work_and_its_final_shows_the_text_as_wr
         content, messages = execute(kc, "from rlm_kernel.jupyter.inserted import FINAL\nFINAL('the answer')")
         shown = [m["content"]["data"]["text/plain"] for m in messages if m["msg_type"] == "display_data"]
         assert shown == ["the answer"]  # not "'the answer'"
+
+
+def inserting_policy(messages: list[dict[str, Any]]) -> str:
+    """A root that asks a sub-model and fans out to two children; each child counts over three iterations."""
+    if messages[0]["role"] == "user":  # a plain sub-model call (llm_query)
+        return f"recorded reply to {messages[0]['content']}"
+    question, turn = str(messages[1]["content"]), len(messages)
+    if "count the a" in question:
+        return [
+            repl("n = context.count('a')\nnote = llm_query('is ' + context + ' long?')"),
+            repl("total = n * 10\nprint(total, note)"),
+            repl("FINAL(total)"),
+        ][(turn - 2) // 2]
+    if turn == 2:
+        return repl("head = llm_query('name ' + context[:3])\nprint(head)")
+    if turn == 4:
+        return repl("counts = rlm_query_batched([(context[:4], 'count the a'), (context[4:], 'count the a')])")
+    return repl("FINAL(counts)")
+
+
+def test_inserted_cells_run_childrens_blocks_and_sub_model_calls_offline():
+    with ModelServer(inserting_policy) as server, kernel() as kc:
+        execute(kc, "doc = 'banana bandana'")
+        command = f"%%rlm --context doc --model openai/policy --api-base {server.url} --depth 2\nq"
+        content, messages = execute(kc, command)
+        assert content["status"] == "ok", shown_text(messages)
+        assert results(messages) == ["[20, 40]"]
+        asked = server.stats()["requests"]
+
+        def inserted(args: str) -> str:
+            content, messages = execute(kc, f"%rlm insert {args}")
+            assert content["status"] == "ok", shown_text(messages)
+            (source,) = [p["text"] for p in content["payload"] if p.get("source") == "set_next_input"]
+            return source
+
+        # The root's block that calls llm_query: the recorded reply, and no request to the server.
+        source = inserted("n0:1")
+        content, messages = execute(kc, source)
+        assert content["status"] == "ok", shown_text(messages)
+        assert shown_text(messages) == "recorded reply to name ban\n"
+
+        # A child's second iteration: its own context, `n` and `note` from its first, with no NameError.
+        for child, piece in (("n1", "bana"), ("n2", "na bandana")):
+            source = inserted(f"{child}:2")
+            assert f"context, n, note = names_before(1, {child!r}, 2, 'context', 'n', 'note')" in source, source
+            execute(kc, "del n, note, total")  # nothing left over from the run or the last cell
+            content, messages = execute(kc, source)
+            assert content["status"] == "ok", shown_text(messages)
+            count = piece.count("a")
+            assert shown_text(messages) == f"{count * 10} recorded reply to is {piece} long?\n"
+            content, messages = execute(kc, "context")
+            assert results(messages) == [repr(piece)]
+
+        # The root's fan-out again: the children run on their recorded replies and return their Python values.
+        source = inserted("n0:2")
+        content, messages = execute(kc, source + "\ncounts")
+        assert content["status"] == "ok", shown_text(messages)
+        assert results(messages) == ["[20, 40]"], shown_text(messages)
+        assert server.stats()["requests"] == asked  # all of it offline
+
+        # Asked for, the sub-model calls go to the model itself, as the cell's header says.
+        source = inserted("n0:1 --live")
+        assert "# the model, live" in source
+        content, messages = execute(kc, source)
+        assert content["status"] == "ok", shown_text(messages)
+        assert shown_text(messages) == "recorded reply to name ban\n"  # the policy's answer, asked again
+        assert server.stats()["requests"] == asked + 1

@@ -21,6 +21,7 @@ from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, 
 from IPython.display import display
 
 from rlm_kernel.core import RLM, RLMResult, RunInterrupted
+from rlm_kernel.core.config import RunConfig
 from rlm_kernel.core.context import check_context
 from rlm_kernel.core.errors import RLMError, RunFailed, UnpricedModelWarning
 from rlm_kernel.core.redact import Redactor
@@ -102,7 +103,8 @@ class RLMMagics(Magics, SettingTraits):  # type: ignore[misc, valid-type]
           %rlm load PATH_OR_GLOB [--as N]  read files into a variable, the default context
           %rlm show [RUN]                  redisplay the call tree of a run (default: the last)
           %rlm cells [NODE] [--run RUN]    a node's model-written code blocks and their outputs
-          %rlm insert NODE[:ITERATION]     put one model-written cell below this one
+          %rlm insert NODE[:ITERATION] [--run RUN] [--live]
+                                           put one model-written cell below this one that runs as it stands
           %rlm history                     this session's runs
           %rlm export PATH.ipynb [--run N] [--with-context | --no-context]
                                            a run as a notebook that reads as a report and re-runs offline
@@ -172,6 +174,7 @@ class RLMMagics(Magics, SettingTraits):  # type: ignore[misc, valid-type]
             handle,
             repl,
             context_variable,
+            rlm.config,
         )
         if opts.out:
             assert self.shell is not None  # set when IPython registers the magics
@@ -205,6 +208,7 @@ class RLMMagics(Magics, SettingTraits):  # type: ignore[misc, valid-type]
         handle: Any,
         repl: ShellREPL | None,
         context_variable: str | None,
+        config: RunConfig | None = None,
     ) -> RLMResult:
         """Run to the end under the live view; a failed or stopped run fails the cell and keeps its partial trace."""
         try:
@@ -212,20 +216,26 @@ class RLMMagics(Magics, SettingTraits):  # type: ignore[misc, valid-type]
                 warnings.simplefilter("ignore", UnpricedModelWarning)  # shown as a note when the run starts
                 result = complete()
         except RunInterrupted as stop:
-            self._finish(stop.result, view, handle, repl, context_variable)
+            self._finish(stop.result, view, handle, repl, context_variable, config)
             raise UsageError(msg.INTERRUPTED.format(seconds=stop.result.seconds)) from None
         except BaseException:
             if repl is not None:
                 repl.restore()
             _settle(view, handle)
             raise
-        self._finish(result, view, handle, repl, context_variable)
+        self._finish(result, view, handle, repl, context_variable, config)
         if result.status not in ("done", "max_iterations"):
             raise RunFailed(msg.RUN_FAILED.format(status=result.status, error=result.error), result)
         return result
 
     def _finish(
-        self, result: RLMResult, view: Any, handle: Any, repl: ShellREPL | None, context_variable: str | None
+        self,
+        result: RLMResult,
+        view: Any,
+        handle: Any,
+        repl: ShellREPL | None,
+        context_variable: str | None,
+        config: RunConfig | None,
     ) -> None:
         if repl is not None:
             repl.restore()
@@ -233,6 +243,8 @@ class RLMMagics(Magics, SettingTraits):  # type: ignore[misc, valid-type]
         _settle(view, handle, error_below=result.status not in ("done", "max_iterations"))
         # The name, not the value: `%rlm export` embeds the context if the variable still holds it.
         result.extra["context_variable"] = context_variable
+        if config is not None:  # what an inserted cell's --live sub-model calls are made with (keys stay in memory)
+            result.extra["config"] = config
         self.record(result)
         if result.replaced:
             names = ", ".join(f"`{name}`" for name in result.replaced)

@@ -25,7 +25,12 @@ NO_SUCH_NODE = "No node {node!r} in run {number}; its nodes are {nodes}."
 NO_SUCH_ITERATION = "Node {node} has no iteration {iteration} with code."
 NO_CODE = "Node {node} ran no code."
 INSERTED = "Inserted the code of {node}:{iteration} in a new cell below; its first lines bind the names the model had."
-INSERT_USAGE = "usage: %rlm insert NODE[:ITERATION] [--run N]"
+INSERT_USAGE = "usage: %rlm insert NODE[:ITERATION] [--run N] [--live]  (--live: sub-model calls ask the model)"
+INSERTED_RUN_GONE = (
+    "This cell was inserted from run {number}, which this kernel no longer has (it restarted?): "
+    "run its %%rlm cell again and insert the block anew"
+)
+INSERTED_NOT_LIVE = "Run {number} was a replay, which has no live models: insert the block without --live"
 NEAR_MISS = (
     "unknown subcommand {word}: did you mean {suggestion}? (To ask a one-word question, put it in a %%rlm cell.)"
 )

@@ -98,8 +98,9 @@ def cells(m: RLMMagics, args: list[str]) -> None:
 
 
 def insert(m: RLMMagics, args: list[str]) -> None:
-    """%rlm insert NODE[:ITERATION] [--run N]: a cell that runs as it stands (see inserted.py)."""
+    """%rlm insert NODE[:ITERATION] [--run N] [--live]: a cell that runs as it stands (see inserted.py)."""
     run_ref = take_option(args, "--run")
+    live = take_flag(args, "--live")
     if len(args) != 1:
         raise UsageError(msg.INSERT_USAGE)
     result = _run_numbered(m, run_ref)
@@ -115,8 +116,9 @@ def insert(m: RLMMagics, args: list[str]) -> None:
         working = [it for it in with_code if not _only_submits(it)]
         iteration = (working or with_code)[-1]
     code = "\n\n".join(c.code.rstrip() for c in iteration.cells)
+    number = m.runs.index(result) + 1
     source = inserted_cell(
-        node, iteration.index + 1, m.runs.index(result) + 1, result.extra.get("context_variable"), code
+        result.trace, node, iteration.index + 1, number, result.extra.get("context_variable"), code, live
     )
     assert m.shell is not None  # set when IPython registers the magics
     m.shell.set_next_input(source, replace=False)
