@@ -492,3 +492,26 @@ def test_inserted_cells_run_childrens_blocks_and_sub_model_calls_offline():
         assert content["status"] == "ok", shown_text(messages)
         assert shown_text(messages) == "recorded reply to name ban\n"  # the policy's answer, asked again
         assert server.stats()["requests"] == asked + 1
+
+
+def test_counts_of_one_read_as_english_in_the_tree_and_the_export_while_the_model_reads_its_prompt_unchanged(tmp_path):
+    asked = []
+
+    def policy(messages: list[dict[str, Any]]) -> str:
+        asked.append(str(messages[1]["content"]))
+        return repl("FINAL('done')")
+
+    with ModelServer(policy) as server, kernel() as kc:
+        execute(kc, "doc = 'abc'")
+        content, messages = execute(kc, f"%%rlm --context doc --model openai/policy --api-base {server.url}\nq")
+        assert content["status"] == "ok", shown_text(messages)
+        page = [m for m in messages if m["msg_type"] == "update_display_data"][-1]["content"]["data"]["text/html"]
+        text = html.unescape(re.sub(r"<[^>]+>", "", page))
+        assert "context: 3 chars in 1 line (about 1 token)" in text, text
+        assert "summary: 3 chars in 1 lines (about 1 tokens)" in asked[0]  # what the model reads is as it was
+        content, messages = execute(kc, f"%rlm export {tmp_path / 'run.ipynb'}")
+        assert content["status"] == "ok", shown_text(messages)
+    cells = "\n".join(cell.source for cell in nbformat.read(tmp_path / "run.ipynb", as_version=4).cells)
+    assert "| call tree | 1 call, depth up to 0 |" in cells
+    assert "3 chars in 1 line (about 1 token)" in cells and " · 1 iteration · " in cells
+    assert "1 lines" not in cells and "1 iterations" not in cells

@@ -25,6 +25,7 @@ from rlm_kernel.formats.progress import (
     call_counts,
     child_counts,
     child_state,
+    context_summary,
     node_activity,
     plural,
     replaced_names,
@@ -200,7 +201,7 @@ class _Renderer:
     def body(self, node: CallNode) -> Iterator[str | CallNode]:
         yield f'<div style="{_MUTED}">question:</div><div style="{_PROSE}">{_e(node.query)}</div>'
         if node.context.get("summary"):
-            yield f'<div style="{_MUTED}">context: {_e(node.context["summary"])}</div>'
+            yield f'<div style="{_MUTED}">context: {_e(context_summary(node.context))}</div>'
         subcalls = {s.id: s for s in node.subcalls}
         for iteration in node.iterations:
             yield from self.iteration(node, iteration, subcalls)
@@ -279,7 +280,7 @@ class _Renderer:
             if sub.error:
                 state += " · " + _badge("cancelled" if sub.error == "cancelled" else "error")
         shown = len(sub.prompt_preview)
-        length = f"{sub.prompt_chars:,} chars" + (f", first {shown:,} shown" if shown < sub.prompt_chars else "")
+        length = plural(sub.prompt_chars, "char") + (f", first {shown:,} shown" if shown < sub.prompt_chars else "")
         yield (
             f'<details style="{_SUB}"><summary style="cursor:pointer;{_MUTED}">llm_query · {_e(sub.model)} · '
             f"{length}{state}</summary>"

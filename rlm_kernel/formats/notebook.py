@@ -40,6 +40,7 @@ from rlm_kernel.core.parsing import parse_reply
 from rlm_kernel.core.result import EarlierTurn
 from rlm_kernel.core.trace import CONTEXT_RECORD, CallNode, Event, SubCall, Trace, context_record
 from rlm_kernel.formats.links import CellLinks
+from rlm_kernel.formats.progress import context_summary, plural
 from rlm_kernel.formats.steps import step_line
 
 # The kernelspec an exported notebook names, and `rlm install` installs (here: formats/ stays Jupyter-free).
@@ -398,8 +399,8 @@ def _header(trace: Trace, root: CallNode, note: str) -> str:
         ),
         ("cost", cost),
         ("time", f"{root.seconds:.2f} s"),
-        ("call tree", f"{len(nodes):,} calls, depth up to {max(n.depth for n in nodes)}"),
-        ("context", f"{root.context.get('summary', '')} (sha256 `{root.context['sha256'][:16]}…`); {note}"),
+        ("call tree", f"{plural(len(nodes), 'call')}, depth up to {max(n.depth for n in nodes)}"),
+        ("context", f"{context_summary(root.context)} (sha256 `{root.context['sha256'][:16]}…`); {note}"),
     ]
     table = "\n".join(f"| {name} | {_cell_text(value)} |" for name, value in rows)
     return f"# RLM run: {_one_line(root.query)}\n\n**Question**\n\n{_quote(root.query)}\n\n| | |\n|---|---|\n{table}\n\n{rerun}"
@@ -412,7 +413,7 @@ def _section(
     lines = [
         f"{'#' * min(2 + node.depth, 6)} Depth {node.depth} · {node.id}: {_one_line(node.query)}",
         "",
-        f"`{node.status}` · `{node.model}` · {len(node.iterations)} iterations · "
+        f"`{node.status}` · `{node.model}` · {plural(len(node.iterations), 'iteration')} · "
         f"{usage.input_tokens:,}+{usage.output_tokens:,} tokens · {node.seconds:.2f} s"
         + (f" · child of {node.parent_id}" if node.parent_id else ""),
     ]
@@ -466,7 +467,7 @@ def _subcalls(subcalls: list[SubCall]) -> str:
 
 def _llm_details(sub: SubCall) -> str:
     shown = len(sub.prompt_preview)
-    length = f"{sub.prompt_chars:,} chars" + (f", first {shown:,} recorded" if shown < sub.prompt_chars else "")
+    length = plural(sub.prompt_chars, "char") + (f", first {shown:,} recorded" if shown < sub.prompt_chars else "")
     state = f"{sub.usage.input_tokens:,}+{sub.usage.output_tokens:,} tokens · {sub.seconds:.2f} s" + (
         " · error" if sub.error else ""
     )
