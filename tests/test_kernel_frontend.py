@@ -515,3 +515,47 @@ def test_counts_of_one_read_as_english_in_the_tree_and_the_export_while_the_mode
     assert "| call tree | 1 call, depth up to 0 |" in cells
     assert "3 chars in 1 line (about 1 token)" in cells and " · 1 iteration · " in cells
     assert "1 lines" not in cells and "1 iterations" not in cells
+
+
+def test_papermill_parameters_carry_the_question_as_written_and_the_answer_shows_as_markdown(tmp_path):
+    asked = []
+
+    def policy(messages: list[dict[str, Any]]) -> str:
+        asked.append(str(messages[1]["content"]))
+        return repl("FINAL('**bold** answer')")
+
+    source, executed = tmp_path / "run.ipynb", tmp_path / "executed.ipynb"
+    parameters = nbformat.v4.new_code_cell("question = 'a default question'")
+    parameters.metadata["tags"] = ["parameters"]
+    with ModelServer(policy) as server:
+        cells = [
+            parameters,
+            nbformat.v4.new_code_cell("doc = 'text'"),
+            nbformat.v4.new_code_cell(
+                f"%rlm --question-from question --context doc --format markdown --model openai/policy "
+                f"--api-base {server.url}"
+            ),
+        ]
+        nb = nbformat.v4.new_notebook(cells=cells)
+        nb.metadata["kernelspec"] = {"name": "rlm", "display_name": "rlm", "language": "python"}
+        nbformat.write(nb, source)
+        written = "What do {doc} and $doc say? 100% sure"  # braces and $ that a %%rlm line would expand
+        command = [sys.executable, "-m", "papermill", str(source), str(executed), "-p", "question", written]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+    assert asked and asked[0].startswith(f"Question: {written}\n"), asked
+    (answer,) = [o for o in nbformat.read(executed, as_version=4).cells[-1].outputs if o["output_type"] == "execute_result"]
+    assert answer["data"]["text/markdown"] == "**bold** answer"
+
+
+def test_a_question_in_the_cell_and_in_a_variable_is_refused_in_one_line():
+    with kernel() as kc:
+        execute(kc, "doc = 'text'\nq = 'asked'\nn = 3")
+        for cell, said in (
+            ("%%rlm --context doc --question-from q\nalso asked", "Two questions: the cell body and --question-from q"),
+            ("%rlm --context doc --question-from n", "--question-from n: expected a string, but n is a int"),
+            ("%rlm --context doc", "No question: write it in the cell body"),
+            ("%%rlm --context doc --format html\nq", "argument --format: invalid choice: 'html'"),
+        ):
+            content, _ = execute(kc, cell)
+            assert content["status"] == "error" and said in content["evalue"], content["evalue"]

@@ -35,7 +35,7 @@ from rlm_kernel.jupyter.approval import notebook_approver
 from rlm_kernel.jupyter.options import SettingTraits, cell_parser, configured, options_help
 from rlm_kernel.jupyter.replay import StepSession, find_export_payload, show_outputs
 from rlm_kernel.jupyter.shell_repl import ShellREPL
-from rlm_kernel.jupyter.text import Note, RLMAnswer, Text
+from rlm_kernel.jupyter.text import MarkdownAnswer, Note, RLMAnswer, Text
 
 _LINE_MAGIC = re.compile(r"^([ \t]*)%rlm[ \t]+(\S.*?)[ \t]*$")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -94,7 +94,8 @@ class RLMMagics(Magics, SettingTraits):  # type: ignore[misc, valid-type]
     def rlm(self, line: str, cell: str | None = None) -> Any:
         """Ask a Recursive Language Model about a notebook variable.
 
-        %%rlm [options] with the question as the cell body, or %rlm QUESTION on one line.
+        %%rlm [options] with the question as the cell body, %rlm QUESTION on one line, or
+        %rlm --question-from NAME [options] with the question in a notebook string (a papermill parameter).
         The root model never sees the context itself: it writes code against the variable
         `context` in this notebook's namespace, calls sub-models on pieces, and submits an answer.
 
@@ -116,6 +117,8 @@ class RLMMagics(Magics, SettingTraits):  # type: ignore[misc, valid-type]
         """
         if cell is not None:
             return self.ask(cell, self.split(line, "rlm"))
+        if line.lstrip().startswith("--"):  # options only: `%rlm --question-from NAME ...` (a cell magic needs a body)
+            return self.ask("", self.split(line, "rlm"))
         word, _, rest = line.strip().partition(" ")
         if word in subcommands.SUBCOMMANDS:
             return subcommands.SUBCOMMANDS[word](self, self.split(rest, word))
@@ -131,9 +134,14 @@ class RLMMagics(Magics, SettingTraits):  # type: ignore[misc, valid-type]
     def ask(self, question: str, args: list[str]) -> Any:
         opts = cell_parser().parse_args(args)
         question = question.strip()
+        if opts.question_from:
+            if question:
+                raise UsageError(msg.QUESTION_TWICE.format(name=opts.question_from))
+            # The variable's text as it is: no {braces} or $names are expanded (papermill parameters carry any text).
+            question = self.notebook_object(opts.question_from, "--question-from", str).strip()
         if not question:
             raise UsageError(msg.EMPTY_QUESTION)
-        cell_only = ("context", "out", "new", "tools", "answer_type", "instructions")
+        cell_only = ("context", "out", "new", "tools", "answer_type", "instructions", "question_from", "format")
         per_cell = {k: v for k, v in vars(opts).items() if v is not None and k not in cell_only}
         settings = {**configured(self), **per_cell}
         if opts.instructions:
@@ -181,7 +189,9 @@ class RLMMagics(Magics, SettingTraits):  # type: ignore[misc, valid-type]
             self.shell.user_ns[opts.out] = result.answer
         if result.status == "max_iterations":
             display(Text(f"*{msg.STOPPED_AT_LIMIT}*"))
-        return RLMAnswer(result.answer) if isinstance(result.answer, str) else result.answer
+        if not isinstance(result.answer, str):
+            return result.answer
+        return MarkdownAnswer(result.answer) if opts.format == "markdown" else RLMAnswer(result.answer)
 
     def notebook_object(self, name: str, option: str, kind: type | None) -> Any:
         """The notebook variable `name` names, checked to be a `kind` (a function when None)."""

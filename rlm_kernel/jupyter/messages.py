@@ -14,7 +14,10 @@ UNKNOWN_VARIABLE = "No variable named {name!r} in the notebook."
 DEFAULT_CONTEXT_GONE = (
     "The default context {name!r} (from %rlm load) no longer exists; load it again or pass --context."
 )
-EMPTY_QUESTION = "No question: write it in the cell body under %%rlm, or after %rlm on the line."
+EMPTY_QUESTION = (
+    "No question: write it in the cell body under %%rlm, after %rlm on the line, or in a variable (--question-from NAME)."
+)
+QUESTION_TWICE = "Two questions: the cell body and --question-from {name}; keep one of them."
 LOADED = "Loaded {description} from `{source}` into `{name}`; it is now the default context for %%rlm."
 SUBCOMMAND_HINT = "To ask a question that starts with {word!r}, put it in a %%rlm cell."
 CONFIG_USAGE = "usage: %rlm config [--changed]  (--changed: only the settings not at their default)"
