@@ -544,7 +544,9 @@ def test_papermill_parameters_carry_the_question_as_written_and_the_answer_shows
         done = subprocess.run(command, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
     assert asked and asked[0].startswith(f"Question: {written}\n"), asked
-    (answer,) = [o for o in nbformat.read(executed, as_version=4).cells[-1].outputs if o["output_type"] == "execute_result"]
+    (answer,) = [
+        o for o in nbformat.read(executed, as_version=4).cells[-1].outputs if o["output_type"] == "execute_result"
+    ]
     assert answer["data"]["text/markdown"] == "**bold** answer"
 
 
@@ -558,4 +560,33 @@ def test_a_question_in_the_cell_and_in_a_variable_is_refused_in_one_line():
             ("%%rlm --context doc --format html\nq", "argument --format: invalid choice: 'html'"),
         ):
             content, _ = execute(kc, cell)
+            assert content["status"] == "error" and said in content["evalue"], content["evalue"]
+
+
+def test_models_lists_the_configured_models_aliases_and_what_litellm_knows_for_the_keys_set():
+    with ModelServer(lambda messages: repl("FINAL('ok')")) as server, kernel(OPENAI_API_KEY="sk-test-not-a-key") as kc:
+        content, messages = execute(kc, "%rlm alias fast openai/policy")
+        assert content["status"] == "ok", shown_text(messages)
+        content, messages = execute(kc, "%rlm models")
+        assert content["status"] == "ok", shown_text(messages)
+        tables = [m["content"]["data"]["text/plain"] for m in messages if m["msg_type"] == "display_data"]
+        configured, providers = tables[0], tables[1]
+        assert "alias fast" in configured and "openai/policy" in configured, configured
+        assert re.search(r"^openai\s+\d+\s+openai/", providers, re.M), providers
+        assert "anthropic" not in providers  # no key for it here
+        content, messages = execute(kc, "%rlm models openai")
+        (listed,) = [m["content"]["data"]["text/plain"] for m in messages if m["msg_type"] == "display_data"]
+        assert "openai/gpt-4o-mini" in listed.split()
+
+        # The alias stands for its model in --model: the server is asked for `policy`.
+        execute(kc, "doc = 'text'")
+        content, messages = execute(kc, f"%%rlm --context doc --model fast --api-base {server.url}\nq")
+        assert content["status"] == "ok" and results(messages) == ["ok"], shown_text(messages)
+        assert server.stats()["models"] == {"policy": 1}
+        for line, said in (
+            ("%rlm alias a/b openai/x", "An alias is one word with no '/'"),
+            ("%rlm alias --remove slow", "No alias named 'slow'"),
+            ("%rlm models nowhere", "litellm lists no chat models for 'nowhere'"),
+        ):
+            content, _ = execute(kc, line)
             assert content["status"] == "error" and said in content["evalue"], content["evalue"]

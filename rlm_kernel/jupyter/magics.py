@@ -85,6 +85,7 @@ class RLMMagics(Magics, SettingTraits):  # type: ignore[misc, valid-type]
         Magics.__init__(self, shell=shell)
         self.runs: list[RLMResult] = []
         self.default_context: str | None = None
+        self.aliases: dict[str, str] = {}  # %rlm alias NAME MODEL: NAME stands for MODEL in --model / --sub-model
         self.replay: StepSession | None = None  # the replay an exported notebook is stepping through
         self.session: Session | None = None  # the conversation later cells continue (%%rlm --new starts another)
 
@@ -107,6 +108,8 @@ class RLMMagics(Magics, SettingTraits):  # type: ignore[misc, valid-type]
           %rlm insert NODE[:ITERATION] [--run RUN] [--live]
                                            put one model-written cell below this one that runs as it stands
           %rlm history                     this session's runs
+          %rlm models [PROVIDER]           the configured models, aliases, and the models litellm knows for your keys
+          %rlm alias NAME MODEL            NAME stands for MODEL in --model / --sub-model (--remove NAME)
           %rlm export PATH.ipynb [--run N] [--with-context | --no-context]
                                            a run as a notebook that reads as a report and re-runs offline
           %rlm replay EXPORT.ipynb|TRACE.jsonl [--context NAME]
@@ -144,6 +147,9 @@ class RLMMagics(Magics, SettingTraits):  # type: ignore[misc, valid-type]
         cell_only = ("context", "out", "new", "tools", "answer_type", "instructions", "question_from", "format")
         per_cell = {k: v for k, v in vars(opts).items() if v is not None and k not in cell_only}
         settings = {**configured(self), **per_cell}
+        for name in ("model", "sub_model"):
+            if isinstance(chosen := settings.get(name), str):
+                settings[name] = self.aliases.get(chosen, chosen)
         if opts.instructions:
             settings["instructions"] = self.notebook_object(opts.instructions, "--instructions", str)
         tools = [

@@ -14,9 +14,7 @@ UNKNOWN_VARIABLE = "No variable named {name!r} in the notebook."
 DEFAULT_CONTEXT_GONE = (
     "The default context {name!r} (from %rlm load) no longer exists; load it again or pass --context."
 )
-EMPTY_QUESTION = (
-    "No question: write it in the cell body under %%rlm, after %rlm on the line, or in a variable (--question-from NAME)."
-)
+EMPTY_QUESTION = "No question: write it in the cell body under %%rlm, after %rlm on the line, or in a variable (--question-from NAME)."
 QUESTION_TWICE = "Two questions: the cell body and --question-from {name}; keep one of them."
 LOADED = "Loaded {description} from `{source}` into `{name}`; it is now the default context for %%rlm."
 SUBCOMMAND_HINT = "To ask a question that starts with {word!r}, put it in a %%rlm cell."
@@ -37,6 +35,22 @@ INSERTED_NOT_LIVE = "Run {number} was a replay, which has no live models: insert
 NEAR_MISS = (
     "unknown subcommand {word}: did you mean {suggestion}? (To ask a one-word question, put it in a %%rlm cell.)"
 )
+ALIAS_USAGE = "usage: %rlm alias NAME MODEL  (then --model NAME); %rlm alias --remove NAME; %rlm alias lists them"
+BAD_ALIAS = "An alias is one word with no '/' (model names have one): {name!r} is not"
+ALIASED = "`{name}` now stands for `{model}` in --model, --sub-model and %config RLMMagics.model."
+ALIAS_REMOVED = "Removed the alias `{name}`."
+NO_SUCH_ALIAS = "No alias named {name!r}: %rlm alias lists them"
+NO_ALIASES = "No aliases yet: %rlm alias NAME MODEL sets one."
+MODELS_USAGE = "usage: %rlm models [PROVIDER]  (PROVIDER: every chat model litellm knows for it)"
+MODELS_MORE = (
+    "`%rlm models PROVIDER` lists all of a provider's models. A local OpenAI-compatible server serves the models it "
+    "has: pass `--model openai/NAME --api-base URL`."
+)
+NO_PROVIDER_KEYS = (
+    "No provider key is set in this kernel's environment (OPENAI_API_KEY, ANTHROPIC_API_KEY, ...): litellm lists "
+    "models for the providers whose keys it finds."
+)
+NO_PROVIDER = "litellm lists no chat models for {provider!r} with the keys set here; providers with keys: {providers}"
 UNPRICED_BUDGET = "⚠ {warning}"
 INTERRUPTED = "interrupted after {seconds:.1f} s: partial trace in rlm_last"
 REBOUND = "The model rebound your {variables} {names}; the previous values are in `rlm_last.replaced`."

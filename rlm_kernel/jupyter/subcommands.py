@@ -12,6 +12,7 @@ from IPython.display import Code, display
 
 from rlm_kernel.core import RLM
 from rlm_kernel.core.context import context_metadata
+from rlm_kernel.core.lm.litellm_lm import chat_models_with_keys
 from rlm_kernel.core.result import RLMResult
 from rlm_kernel.core.settings import resolve
 from rlm_kernel.core.trace import CallNode, Iteration, Trace
@@ -139,6 +140,74 @@ def _iteration(node: CallNode, ref: str) -> Iteration:
     return chosen[0]
 
 
+def alias(m: RLMMagics, args: list[str]) -> None:
+    """%rlm alias NAME MODEL: NAME stands for MODEL in --model / --sub-model; --remove NAME forgets it; none: list."""
+    removed = take_option(args, "--remove")
+    if removed is not None and not args:
+        if m.aliases.pop(removed, None) is None:
+            raise UsageError(msg.NO_SUCH_ALIAS.format(name=removed))
+        display(Text(msg.ALIAS_REMOVED.format(name=removed)))
+    elif removed is None and not args:
+        display(
+            Table(["alias", "model"], [[name, model] for name, model in m.aliases.items()])
+            if m.aliases
+            else Text(msg.NO_ALIASES)
+        )
+    elif removed is None and len(args) == 2:
+        name, model = args
+        if "/" in name or not name.replace("-", "_").replace(".", "_").isidentifier():
+            raise UsageError(msg.BAD_ALIAS.format(name=name))
+        m.aliases[name] = model
+        display(Text(msg.ALIASED.format(name=name, model=model)))
+    else:
+        raise UsageError(msg.ALIAS_USAGE)
+
+
+MODELS_SHOWN = 4  # a provider's models named in %rlm models' overview
+
+
+def models(m: RLMMagics, args: list[str]) -> None:
+    """%rlm models [PROVIDER]: the configured models, the aliases, and the chat models litellm knows for the keys set."""
+    if len(args) > 1:
+        raise UsageError(msg.MODELS_USAGE)
+    known = chat_models_with_keys()
+    if args:
+        provider = args[0]
+        if provider not in known:
+            raise UsageError(msg.NO_PROVIDER.format(provider=provider, providers=", ".join(known) or "none"))
+        display(Table(["model"], [[name] for name in known[provider]]))
+        return
+    effective = resolve(configured(m))
+    rows = [
+        [
+            "model",
+            str(effective["model"] or f"{msg.DEMO_MODEL} (offline demo policy)"),
+            str(effective["api_base"] or ""),
+        ],
+        [
+            "sub_model",
+            str(effective["sub_model"] or msg.UNSET_MEANS["sub_model"]),
+            str(effective["sub_api_base"] or ""),
+        ],
+        *[[f"alias {name}", model, ""] for name, model in m.aliases.items()],
+    ]
+    display(Table(["configured", "model", "served at"], rows))
+    if known:
+        sample = MODELS_SHOWN
+        display(
+            Table(
+                ["provider", "chat models", "some of them"],
+                [
+                    [p, f"{len(names):,}", ", ".join(names[:sample]) + (" …" if len(names) > sample else "")]
+                    for p, names in known.items()
+                ],
+            )
+        )
+        display(Text(msg.MODELS_MORE))
+    else:
+        display(Text(msg.NO_PROVIDER_KEYS))
+
+
 def history(m: RLMMagics, args: list[str]) -> None:
     if not m.runs:
         display(Text(msg.NO_RUNS))
@@ -212,6 +281,8 @@ SUBCOMMANDS: dict[str, Callable[[RLMMagics, list[str]], Any]] = {
     "show": show,
     "cells": cells,
     "insert": insert,
+    "alias": alias,
+    "models": models,
     "history": history,
     "export": export,
     "replay": replay,
