@@ -508,6 +508,8 @@ def test_counts_of_one_read_as_english_in_the_tree_and_the_export_while_the_mode
         page = [m for m in messages if m["msg_type"] == "update_display_data"][-1]["content"]["data"]["text/html"]
         text = html.unescape(re.sub(r"<[^>]+>", "", page))
         assert "context: 3 chars in 1 line (about 1 token)" in text, text
+        plain = [m for m in messages if m["msg_type"] == "update_display_data"][-1]["content"]["data"]["text/plain"]
+        assert "1 model call," in plain and "1 calls" not in plain, plain  # a terminal's outline of the tree
         assert "summary: 3 chars in 1 lines (about 1 tokens)" in asked[0]  # what the model reads is as it was
         content, messages = execute(kc, f"%rlm export {tmp_path / 'run.ipynb'}")
         assert content["status"] == "ok", shown_text(messages)
@@ -590,3 +592,25 @@ def test_models_lists_the_configured_models_aliases_and_what_litellm_knows_for_t
         ):
             content, _ = execute(kc, line)
             assert content["status"] == "error" and said in content["evalue"], content["evalue"]
+
+
+def test_diff_shows_two_runs_of_one_question_side_by_side_with_their_code():
+    replies = iter([repl("x = len(context)\nprint(x)"), repl("FINAL(x)"), repl("x = context.upper()\nFINAL(x)")])
+    with ModelServer(lambda messages: next(replies)) as server, kernel() as kc:
+        execute(kc, "doc = 'text'")
+        model = f"--context doc --model openai/policy --api-base {server.url}"
+        for extra in ("", " --max-iterations 5 --new"):
+            content, messages = execute(kc, f"%%rlm {model}{extra}\nHow long is it?")
+            assert content["status"] == "ok", shown_text(messages)
+        content, messages = execute(kc, "%rlm diff 1 2")
+        assert content["status"] == "ok", shown_text(messages)
+        table, code = (m["content"]["data"] for m in messages if m["msg_type"] == "display_data")
+        rows = {line.split("  ")[0]: re.split(r"\s{2,}", line.strip()) for line in table["text/plain"].split("\n")[1:]}
+        assert rows["setting max_iterations"][1:] == ["20", "5"], table["text/plain"]
+        assert "question" not in rows  # the same question
+        assert rows["answer"][1:] == ["4", "TEXT"]
+        assert rows["iterations"][1:] == ["2 at the root, 2 in all", "1 at the root, 1 in all"]
+        assert rows["model calls"][1:] == ["2 model calls", "1 model call"]
+        assert "-x = len(context)" in code["text/plain"] and "+x = context.upper()" in code["text/plain"]
+        content, _ = execute(kc, "%rlm diff 1 3")
+        assert content["status"] == "error" and "No run 3: this session has runs 1 to 2" in content["evalue"]

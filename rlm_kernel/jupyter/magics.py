@@ -108,6 +108,7 @@ class RLMMagics(Magics, SettingTraits):  # type: ignore[misc, valid-type]
           %rlm insert NODE[:ITERATION] [--run RUN] [--live]
                                            put one model-written cell below this one that runs as it stands
           %rlm history                     this session's runs
+          %rlm diff RUN_A RUN_B            two runs side by side: settings, answer, usage, time, code
           %rlm models [PROVIDER]           the configured models, aliases, and the models litellm knows for your keys
           %rlm alias NAME MODEL            NAME stands for MODEL in --model / --sub-model (--remove NAME)
           %rlm export PATH.ipynb [--run N] [--with-context | --no-context]

@@ -35,6 +35,8 @@ INSERTED_NOT_LIVE = "Run {number} was a replay, which has no live models: insert
 NEAR_MISS = (
     "unknown subcommand {word}: did you mean {suggestion}? (To ask a one-word question, put it in a %%rlm cell.)"
 )
+DIFF_USAGE = "usage: %rlm diff RUN_A RUN_B  (run numbers, as %rlm history lists them)"
+SAME_CODE = "Both runs ran the same code."
 ALIAS_USAGE = "usage: %rlm alias NAME MODEL  (then --model NAME); %rlm alias --remove NAME; %rlm alias lists them"
 BAD_ALIAS = "An alias is one word with no '/' (model names have one): {name!r} is not"
 ALIASED = "`{name}` now stands for `{model}` in --model, --sub-model and %config RLMMagics.model."

@@ -16,6 +16,7 @@ from rlm_kernel.core.lm.litellm_lm import chat_models_with_keys
 from rlm_kernel.core.result import RLMResult
 from rlm_kernel.core.settings import resolve
 from rlm_kernel.core.trace import CallNode, Iteration, Trace
+from rlm_kernel.formats.compare import code_diff, compare_runs
 from rlm_kernel.formats.notebook import write_notebook
 from rlm_kernel.formats.progress import plural
 from rlm_kernel.formats.rerun import Replayed, load_trace, recorded_settings, replay_run
@@ -208,6 +209,18 @@ def models(m: RLMMagics, args: list[str]) -> None:
         display(Text(msg.NO_PROVIDER_KEYS))
 
 
+def diff(m: RLMMagics, args: list[str]) -> None:
+    """%rlm diff RUN_A RUN_B: two runs side by side, and the code they ran as a diff."""
+    if len(args) != 2:
+        raise UsageError(msg.DIFF_USAGE)
+    first, second = (_run_numbered(m, ref) for ref in args)
+    name_a, name_b = (f"run {ref}" for ref in args)
+    rows = compare_runs(first.trace, second.trace)
+    display(Table(["", name_a, name_b], [list(row) for row in rows]))
+    changed = code_diff(first.trace, second.trace, name_a, name_b)
+    display(Code(changed, language="diff") if changed else Text(msg.SAME_CODE))
+
+
 def history(m: RLMMagics, args: list[str]) -> None:
     if not m.runs:
         display(Text(msg.NO_RUNS))
@@ -284,6 +297,7 @@ SUBCOMMANDS: dict[str, Callable[[RLMMagics, list[str]], Any]] = {
     "alias": alias,
     "models": models,
     "history": history,
+    "diff": diff,
     "export": export,
     "replay": replay,
 }
