@@ -614,3 +614,31 @@ def test_diff_shows_two_runs_of_one_question_side_by_side_with_their_code():
         assert "-x = len(context)" in code["text/plain"] and "+x = context.upper()" in code["text/plain"]
         content, _ = execute(kc, "%rlm diff 1 3")
         assert content["status"] == "error" and "No run 3: this session has runs 1 to 2" in content["evalue"]
+
+
+def test_the_tree_carries_a_timeline_of_its_nodes_with_their_waits_code_and_tokens():
+    with ModelServer(inserting_policy) as server, kernel() as kc:
+        execute(kc, "doc = 'banana bandana'")
+        command = f"%%rlm --context doc --model openai/policy --api-base {server.url} --depth 2\nq"
+        content, messages = execute(kc, command)
+        assert content["status"] == "ok", shown_text(messages)
+        page = [m for m in messages if m["msg_type"] == "update_display_data"][-1]["content"]["data"]["text/html"]
+        folded = re.search(r"<details><summary[^>]*>timeline: [^<]*</summary>(.*?)</details>", page, re.S)
+        assert folded is not None, page[:3000]
+        rows = re.findall(
+            r'title="([^"]*)">[^<]*</span><span style="position:relative[^"]*">(.*?)</span></div>', folded[1]
+        )
+        assert [label.split(" · ")[0].lstrip("· ") for label, _ in rows] == ["n0", "n1", "n2"]
+        tokens = re.findall(r"(\d[\d,]*)\+(\d[\d,]*) tok", html.unescape(re.sub(r"<[^>]+>", "", page)))
+        total = sum(int(a.replace(",", "")) + int(b.replace(",", "")) for a, b in tokens[:1])  # the run's header
+        assert rows[0][0].startswith(f"n0 · {total:,} tok"), (rows[0][0], tokens[:1])
+        for label, marks in rows:
+            starts = [float(x) for x in re.findall(r"left:([\d.]+)%", marks)]
+            assert marks.count("background:#0969da") >= 2 and "background:#1a7f37" in marks, label  # waits, code
+            assert all(0 <= x <= 100 for x in starts)
+        child_start = float(re.search(r"left:([\d.]+)%", rows[1][1])[1])
+        root_first_code = float(
+            re.findall(r"left:([\d.]+)%;width:[\d.]+%;top:1px;height:12px;background:#1a7f37", rows[0][1])[0]
+        )
+        assert child_start > root_first_code  # the children started inside the root's second block, after its first
+        assert re.search(r"model calls in flight \(up to [1-9]\d*\)", folded[1])

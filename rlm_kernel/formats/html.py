@@ -32,6 +32,7 @@ from rlm_kernel.formats.progress import (
     run_totals,
     usage_parts,
 )
+from rlm_kernel.formats.timeline import render_timeline
 
 STATUS_ICONS = {
     "running": "⏳",
@@ -76,7 +77,9 @@ def render_html(trace: Trace, opened: Collection[str] | None = None, *, error_be
     renderer.opened = {trace.root.id} if opened is None else set(opened)
     renderer.error_below = error_below
     header = f'<div style="{_MUTED}">RLM run: {_e(run_totals(trace, time.time()))}</div>'
-    return f'<div style="{_PAGE}">{header}{_failed_nodes(trace)}{renderer.assemble(renderer.details(trace.root))}</div>'
+    tree = renderer.assemble(renderer.details(trace.root))
+    # The timeline below the tree, folded: it adds one line, and the tree stays the first thing a reader opens.
+    return f'<div style="{_PAGE}">{header}{_failed_nodes(trace)}{tree}{_timeline(trace, renderer.usage)}</div>'
 
 
 def render_node_html(trace: Trace, node_id: str, links: CellLinks | None = None) -> str:
@@ -123,6 +126,15 @@ def _subtree_usages(trace: Trace) -> dict[str, Usage]:
 
 
 FAILED_STATUSES = ("error", "budget", "interrupted", "cancelled")
+
+
+def _timeline(trace: Trace, usage: dict[str, Usage]) -> str:
+    """The run as a picture (formats/timeline.py), folded: when each node waited for its model and ran code."""
+    picture = render_timeline(trace, usage or None)
+    summary = (
+        f'<summary style="cursor:pointer;{_MUTED}">timeline: when each node waited for its model and ran code</summary>'
+    )
+    return f"<details>{summary}{picture}</details>" if picture else ""
 
 
 def _failed_nodes(trace: Trace) -> str:
