@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import html
 import os
 import re
@@ -616,7 +617,7 @@ def test_diff_shows_two_runs_of_one_question_side_by_side_with_their_code():
         assert content["status"] == "error" and "No run 3: this session has runs 1 to 2" in content["evalue"]
 
 
-def test_the_tree_carries_a_timeline_of_its_nodes_with_their_waits_code_and_tokens():
+def test_the_tree_carries_a_timeline_of_its_nodes_with_their_waits_code_and_tokens(tmp_path):
     with ModelServer(inserting_policy) as server, kernel() as kc:
         execute(kc, "doc = 'banana bandana'")
         command = f"%%rlm --context doc --model openai/policy --api-base {server.url} --depth 2\nq"
@@ -642,3 +643,12 @@ def test_the_tree_carries_a_timeline_of_its_nodes_with_their_waits_code_and_toke
         )
         assert child_start > root_first_code  # the children started inside the root's second block, after its first
         assert re.search(r"model calls in flight \(up to [1-9]\d*\)", folded[1])
+        content, messages = execute(kc, f"%rlm export {tmp_path / 'run.ipynb'}")
+        assert content["status"] == "ok", shown_text(messages)
+    # The export shows it too, as an image: nbconvert's HTML (and JupyterLab, GitHub) keep an attachment's <img>.
+    page = _details_in_html(tmp_path / "run.ipynb")
+    (encoded,) = re.findall(r'<img[^>]*src="data:image/svg\+xml;base64,([^"]+)"', page)
+    picture = base64.b64decode(encoded).decode()
+    labels = re.findall(r"<text x=\"0\" y=\"\d+\" fill=\"[^\"]+\">([^<]*)</text>", picture)
+    assert [label.split(" · ")[0].lstrip("· ") for label in labels[:3]] == ["n0", "n1", "n2"], labels
+    assert labels[0].startswith(f"n0 · {total:,} tok") and picture.count('fill="#1a7f37"') >= 6  # code, 3 nodes

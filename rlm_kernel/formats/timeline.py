@@ -8,6 +8,7 @@ trace read back all draw the same picture. Plain HTML with inline styles and per
 
 from __future__ import annotations
 
+import base64
 import html
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -135,3 +136,72 @@ def _in_flight(rows: list[_Row], begin: float, span: float) -> list[int]:
             at += 1
         columns.append(most)
     return columns
+
+
+# -- the same picture as an SVG image, for the export (a Markdown cell's attachment: an <img>, which JupyterLab,
+# nbconvert and GitHub all show, where a Markdown cell's inline styles are stripped) -------------------------------
+
+SVG_WIDTH, SVG_LABEL, SVG_ROW = 720, 200, 16
+SVG_TEXT = "#6e7781"  # an image cannot read the page's theme: a grey that reads on a light and a dark page
+
+
+def timeline_svg(trace: Trace) -> str:
+    """The picture as a standalone SVG document ("" for a run with no node yet)."""
+    rows = _rows(trace)
+    if not rows:
+        return ""
+    begin = min(row.start for row in rows)
+    span = max(max(row.end for row in rows) - begin, 1e-6)
+    plot = SVG_WIDTH - SVG_LABEL
+
+    def bar(start: float, end: float, colour: str, y: float, height: float) -> str:
+        x = SVG_LABEL + plot * (start - begin) / span
+        width = max(plot * (end - start) / span, 2.0)
+        return f'<rect x="{x:.1f}" y="{y:.1f}" width="{width:.1f}" height="{height}" fill="{colour}"/>'
+
+    parts = []
+    drawn = rows[:TIMELINE_ROWS]
+    for number, row in enumerate(drawn):
+        top = number * SVG_ROW
+        u = trace.subtree_usage(row.node_id)
+        cost = u.cost_text()
+        label = f"{'· ' * row.depth}{row.node_id} · {u.input_tokens + u.output_tokens:,} tok" + (
+            f" · {cost}" if cost else ""
+        )
+        parts.append(f'<text x="0" y="{top + 12}" fill="{SVG_TEXT}">{html.escape(label)}</text>')
+        parts.append(bar(row.start, row.end, "#afb8c1", top + 6, 3))
+        parts += [bar(s, e, MODEL_COLOUR, top + 2, 11) for s, e in row.model]
+        parts += [bar(s, e, CODE_COLOUR, top + 2, 11) for s, e in row.code]
+        parts += [bar(s, e, SUBCALL_COLOUR, top + 10, 3) for s, e in row.subcalls]
+    strip_top = len(drawn) * SVG_ROW + 6
+    in_flight = _in_flight(rows, begin, span)
+    peak = max(in_flight) or 1
+    column = plot / STRIP_BINS
+    for index, count in enumerate(in_flight):
+        height = STRIP_PX * count / peak
+        x = SVG_LABEL + index * column
+        parts.append(
+            f'<rect x="{x:.1f}" y="{strip_top + STRIP_PX - height:.1f}" width="{max(column - 1, 1):.1f}" '
+            f'height="{height:.1f}" fill="{MODEL_COLOUR}" opacity="0.6"/>'
+        )
+    more = f"; {len(rows) - len(drawn):,} more nodes not drawn" if len(rows) > len(drawn) else ""
+    parts.append(
+        f'<text x="0" y="{strip_top + 16}" fill="{SVG_TEXT}">calls in flight (up to {max(in_flight):,})</text>'
+        f'<text x="0" y="{strip_top + STRIP_PX + 18}" fill="{SVG_TEXT}">blue: waiting for the model · green: running '
+        f"code · orange: a plain sub-model call · {span:.2f} s across{more}</text>"
+    )
+    height = strip_top + STRIP_PX + 26
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{SVG_WIDTH}" height="{height}" '
+        f'viewBox="0 0 {SVG_WIDTH} {height}" font-family="system-ui,sans-serif" font-size="11">{"".join(parts)}</svg>'
+    )
+
+
+def timeline_markdown(trace: Trace) -> tuple[str, dict[str, dict[str, str]]] | None:
+    """An export's timeline cell: its Markdown source and the SVG it shows as an attachment (None: nothing to draw)."""
+    picture = timeline_svg(trace)
+    if not picture:
+        return None
+    source = "**Timeline**: when each node waited for its model and ran code\n\n![the run's timeline](attachment:timeline.svg)"
+    # Base64, as nbconvert and JupyterLab put an attachment into a data: URL whatever its type.
+    return source, {"timeline.svg": {"image/svg+xml": base64.b64encode(picture.encode()).decode("ascii")}}
