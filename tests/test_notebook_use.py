@@ -121,3 +121,6 @@ def test_a_childs_inserted_cell_gets_its_context_and_earlier_variables_in_this_p
     run(ip, source)
     assert ip.user_ns["context"] == "na bandana" and ip.user_ns["total"] == 40
     assert capsys.readouterr().out == "40\n"  # FINAL(total) shows the value
+    ip.user_ns["doc"] = "another text"  # the run's context changed since: the replay cannot reach n2 as it was
+    with pytest.raises(UsageError, match="n2 as it was in run 1: that context is not the one the recorded run used"):
+        run(ip, source)

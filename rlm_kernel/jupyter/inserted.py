@@ -20,6 +20,7 @@ from IPython.display import display
 from rlm_kernel.core.aio import CancelScope
 from rlm_kernel.core.clients import Models
 from rlm_kernel.core.config import RunConfig
+from rlm_kernel.core.errors import RLMError
 from rlm_kernel.core.helpers import make_helpers
 from rlm_kernel.core.prompts import child_stopped_message
 from rlm_kernel.core.result import RLMResult
@@ -80,31 +81,34 @@ def earlier_names(trace: Trace, node_id: str, iteration: int) -> list[str]:
     return [name for name in names if name.isidentifier() and name != "context"]
 
 
-def _run(number: int) -> tuple[Any, RLMResult]:
-    """This kernel's `%rlm` magics and its run `number` (from 1)."""
+def _run(number: int) -> RLMResult:
+    """This kernel's run `number` (from 1), as `%rlm history` numbers it."""
     magics = get_ipython().magics_manager.registry.get("RLMMagics")
     runs = magics.runs if magics is not None else []
     if not 1 <= number <= len(runs):
         raise UsageError(msg.INSERTED_RUN_GONE.format(number=number))
-    return magics, runs[number - 1]
+    return runs[number - 1]
 
 
 def names_before(run: int, node_id: str, iteration: int, *names: str) -> tuple[object, ...]:
     """`names` as node `node_id` of run `run` had them when its iteration `iteration` (from 1) began (None for a name
     an earlier block deleted): the run replayed offline up to there, in namespaces apart from the notebook's."""
-    _, result = _run(run)
+    result = _run(run)
     namespace = get_ipython().user_ns
     variable = result.extra.get("context_variable")
-    found = replayed_names(
-        result.trace, node_id, iteration - 1, namespace.get(variable) if variable else None, tools=namespace
-    )
+    try:
+        found = replayed_names(
+            result.trace, node_id, iteration - 1, namespace.get(variable) if variable else None, tools=namespace
+        )
+    except RLMError as exc:  # one line, as a magic says it: this cell's header is the magics' own code
+        raise UsageError(f"{node_id} as it was in run {run}: {exc}") from None
     return tuple(found.get(name) for name in names)
 
 
 def sub_calls(run: int, node_id: str, live: bool = False) -> tuple[Callable[..., Any], ...]:
     """llm_query, llm_query_batched, rlm_query and rlm_query_batched for node `node_id` of run `run`: answered from
     the run's recorded replies, or with `live` by the run's models, as its settings had them."""
-    _, result = _run(run)
+    result = _run(run)
     if not live:
         calls = replayed_sub_calls(result.trace, node_id)
     elif isinstance(config := result.extra.get("config"), RunConfig):
