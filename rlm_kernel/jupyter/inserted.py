@@ -20,6 +20,7 @@ from IPython.display import display
 from rlm_kernel.core.aio import CancelScope
 from rlm_kernel.core.clients import Models
 from rlm_kernel.core.config import RunConfig
+from rlm_kernel.core.custom_tools import RESERVED
 from rlm_kernel.core.errors import RLMError
 from rlm_kernel.core.helpers import make_helpers
 from rlm_kernel.core.prompts import child_stopped_message
@@ -45,7 +46,11 @@ def inserted_cell(
     imported = ["FINAL", "FINAL_VAR", "SHOW_VARS", "answer", "helpers"]
     lines = []
     if node.depth == 0:
-        lines.append(f"context = {context_variable}")
+        lines.append(
+            f"context = {context_variable}"
+            if context_variable
+            else "context = None  # the run's context was no notebook variable: set it here"
+        )
     else:
         imported.append("names_before")
         bound = ["context", *earlier_names(trace, node.id, iteration - 1)]
@@ -78,7 +83,7 @@ def earlier_names(trace: Trace, node_id: str, iteration: int) -> list[str]:
     for event in trace.events:
         if event.kind == "code_result" and event.node_id == node_id and event.data["iteration"] < iteration:
             names.update(dict.fromkeys([*event.data.get("created", []), *event.data.get("rebound", [])]))
-    return [name for name in names if name.isidentifier() and name != "context"]
+    return [name for name in names if name.isidentifier() and name not in RESERVED]  # the header binds those
 
 
 def _run(number: int) -> RLMResult:
