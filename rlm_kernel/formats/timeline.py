@@ -106,9 +106,8 @@ def render_timeline(trace: Trace, usage: Mapping[str, Usage] | None = None) -> s
         for n in in_flight
     )
     key = (
-        f'<span style="color:{MODEL_COLOUR}">■</span> waiting for the model · '
-        f'<span style="color:{CODE_COLOUR}">■</span> running code · '
-        f'<span style="color:{SUBCALL_COLOUR}">▬</span> a plain sub-model call'
+        f"{_swatch(MODEL_COLOUR, 10)} waiting for the model · {_swatch(CODE_COLOUR, 10)} running code · "
+        f"{_swatch(SUBCALL_COLOUR, 4)} a plain sub-model call"
     )
     return (
         f'<div style="{_MUTED}">{key} · {span:.2f} s across</div>{"".join(lines)}'
@@ -116,6 +115,12 @@ def render_timeline(trace: Trace, usage: Mapping[str, Usage] | None = None) -> s
         f'<span style="flex:0 0 16em;{_MUTED}">model calls in flight (up to {peak:,})</span>'
         f'<span style="display:flex;flex:1;height:{STRIP_PX}px;gap:1px">{strip}</span></div>'
     )
+
+
+def _swatch(colour: str, height: int) -> str:
+    """A key's sample of a mark: a box of colour, not a coloured character (text in these colours is too faint on a
+    dark page)."""
+    return f'<span style="display:inline-block;width:10px;height:{height}px;background:{colour}"></span>'
 
 
 def _in_flight(rows: list[_Row], begin: float, span: float) -> list[int]:
