@@ -159,6 +159,7 @@ def test_every_project_error_derives_from_rlm_error():
     # Stops, not errors; and ReplayedError, which raises a recorded error of model code again, as that error.
     control_flow = {"RunInterrupted", "SubmitAnswer", "RunCancelled", "CellTimeout", "ReplayedError"}
     control_flow |= {"BatchInterrupted", "BatchCancelled"}  # a batch's stops, carrying its results
+    control_flow.add("ReplayReached")  # a replay stopped where an inserted cell asked (formats/rerun.py)
     for name in MODULES:
         if name.endswith("__main__"):
             continue

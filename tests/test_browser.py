@@ -423,8 +423,8 @@ def test_a_failure_an_answer_and_a_fan_out_as_the_user_sees_them(lab: JupyterLab
             f"↳ {FAN_OUT_CHILDREN} child RLMs: {FAN_OUT_CHILDREN} done"
         )
         expect(headers).to_have_count(0)  # the widgets gave way to the static tree
-        # The root, its children, and the fold of the children past the first 20.
-        expect(fan_out.locator("details")).to_have_count(2 + FAN_OUT_CHILDREN)
+        # The root, its children, the fold of the children past the first 20, and the timeline's fold.
+        expect(fan_out.locator("details")).to_have_count(3 + FAN_OUT_CHILDREN)
         expect(fan_out.locator("summary", has_text=re.compile(r"^show \d+ more$"))).to_have_count(1)
         page.screenshot(path=SHOTS / "6-fan-out-done.png")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -126,3 +127,19 @@ def main_exit(argv: list[str]) -> int:
         return main(argv)
     except SystemExit as exit:
         return int(exit.code or 0)
+
+
+def test_format_markdown_writes_a_report_that_renders_the_answer(tmp_path):
+    doc = tmp_path / "d.txt"
+    doc.write_text("hello")
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    command = [sys.executable, "-m", "rlm_kernel.cli", "run", "--context", str(doc), "--model", "scripted/demo"]
+    text = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    report = subprocess.run([*command, "--format", "markdown"], capture_output=True, text=True, env=env, timeout=120)
+    assert text.returncode == report.returncode == 0, report.stderr
+    assert text.stdout.startswith("Answer:\n")  # text stays the default
+    assert report.stdout.startswith("## Answer\n\n> Summarize the context.\n\n")
+    assert "\n### Call tree\n\n```text\n[done] n0 d0 scripted/demo: " in report.stdout
+    assert re.search(r"\n\*\*Total\*\*: status done; \d+ model calls?, ", report.stdout), report.stdout
+    answer = text.stdout.split("\n\nCall tree:")[0].removeprefix("Answer:\n")
+    assert f"\n\n{answer}\n\n### Call tree" in report.stdout  # the same answer, as written

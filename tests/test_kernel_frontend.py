@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import html
 import os
 import re
@@ -425,3 +426,229 @@ def test_insert_picks_the_block_that_did_work_and_its_final_shows_the_text_as_wr
         content, messages = execute(kc, "from rlm_kernel.jupyter.inserted import FINAL\nFINAL('the answer')")
         shown = [m["content"]["data"]["text/plain"] for m in messages if m["msg_type"] == "display_data"]
         assert shown == ["the answer"]  # not "'the answer'"
+
+
+def inserting_policy(messages: list[dict[str, Any]]) -> str:
+    """A root that asks a sub-model and fans out to two children; each child counts over three iterations."""
+    if messages[0]["role"] == "user":  # a plain sub-model call (llm_query)
+        return f"recorded reply to {messages[0]['content']}"
+    question, turn = str(messages[1]["content"]), len(messages)
+    if "count the a" in question:
+        return [
+            repl("n = context.count('a')\nnote = llm_query('is ' + context + ' long?')"),
+            repl("total = n * 10\nprint(total, note)"),
+            repl("FINAL(total)"),
+        ][(turn - 2) // 2]
+    if turn == 2:
+        return repl("head = llm_query('name ' + context[:3])\nprint(head)")
+    if turn == 4:
+        return repl("counts = rlm_query_batched([(context[:4], 'count the a'), (context[4:], 'count the a')])")
+    return repl("FINAL(counts)")
+
+
+def test_inserted_cells_run_childrens_blocks_and_sub_model_calls_offline():
+    with ModelServer(inserting_policy) as server, kernel() as kc:
+        execute(kc, "doc = 'banana bandana'")
+        command = f"%%rlm --context doc --model openai/policy --api-base {server.url} --depth 2\nq"
+        content, messages = execute(kc, command)
+        assert content["status"] == "ok", shown_text(messages)
+        assert results(messages) == ["[20, 40]"]
+        asked = server.stats()["requests"]
+
+        def inserted(args: str) -> str:
+            content, messages = execute(kc, f"%rlm insert {args}")
+            assert content["status"] == "ok", shown_text(messages)
+            (source,) = [p["text"] for p in content["payload"] if p.get("source") == "set_next_input"]
+            return source
+
+        # The root's block that calls llm_query: the recorded reply, and no request to the server.
+        source = inserted("n0:1")
+        content, messages = execute(kc, source)
+        assert content["status"] == "ok", shown_text(messages)
+        assert shown_text(messages) == "recorded reply to name ban\n"
+
+        # A child's second iteration: its own context, `n` and `note` from its first, with no NameError.
+        for child, piece in (("n1", "bana"), ("n2", "na bandana")):
+            source = inserted(f"{child}:2")
+            assert f"context, n, note = names_before(1, {child!r}, 2, 'context', 'n', 'note')" in source, source
+            execute(kc, "del n, note, total")  # nothing left over from the run or the last cell
+            content, messages = execute(kc, source)
+            assert content["status"] == "ok", shown_text(messages)
+            count = piece.count("a")
+            assert shown_text(messages) == f"{count * 10} recorded reply to is {piece} long?\n"
+            content, messages = execute(kc, "context")
+            assert results(messages) == [repr(piece)]
+
+        # The root's fan-out again: the children run on their recorded replies and return their Python values.
+        source = inserted("n0:2")
+        content, messages = execute(kc, source + "\ncounts")
+        assert content["status"] == "ok", shown_text(messages)
+        assert results(messages) == ["[20, 40]"], shown_text(messages)
+        assert server.stats()["requests"] == asked  # all of it offline
+
+        # Asked for, the sub-model calls go to the model itself, as the cell's header says.
+        source = inserted("n0:1 --live")
+        assert "# the model, live" in source
+        content, messages = execute(kc, source)
+        assert content["status"] == "ok", shown_text(messages)
+        assert shown_text(messages) == "recorded reply to name ban\n"  # the policy's answer, asked again
+        assert server.stats()["requests"] == asked + 1
+
+
+def test_counts_of_one_read_as_english_in_the_tree_and_the_export_while_the_model_reads_its_prompt_unchanged(tmp_path):
+    asked = []
+
+    def policy(messages: list[dict[str, Any]]) -> str:
+        asked.append(str(messages[1]["content"]))
+        return repl("FINAL('done')")
+
+    with ModelServer(policy) as server, kernel() as kc:
+        execute(kc, "doc = 'abc'")
+        content, messages = execute(kc, f"%%rlm --context doc --model openai/policy --api-base {server.url}\nq")
+        assert content["status"] == "ok", shown_text(messages)
+        page = [m for m in messages if m["msg_type"] == "update_display_data"][-1]["content"]["data"]["text/html"]
+        text = html.unescape(re.sub(r"<[^>]+>", "", page))
+        assert "context: 3 chars in 1 line (about 1 token)" in text, text
+        plain = [m for m in messages if m["msg_type"] == "update_display_data"][-1]["content"]["data"]["text/plain"]
+        assert "1 model call," in plain and "1 calls" not in plain, plain  # a terminal's outline of the tree
+        assert "summary: 3 chars in 1 lines (about 1 tokens)" in asked[0]  # what the model reads is as it was
+        content, messages = execute(kc, f"%rlm export {tmp_path / 'run.ipynb'}")
+        assert content["status"] == "ok", shown_text(messages)
+    cells = "\n".join(cell.source for cell in nbformat.read(tmp_path / "run.ipynb", as_version=4).cells)
+    assert "| call tree | 1 call, depth up to 0 |" in cells
+    assert "3 chars in 1 line (about 1 token)" in cells and " · 1 iteration · " in cells
+    assert "1 lines" not in cells and "1 iterations" not in cells
+
+
+def test_papermill_parameters_carry_the_question_as_written_and_the_answer_shows_as_markdown(tmp_path):
+    asked = []
+
+    def policy(messages: list[dict[str, Any]]) -> str:
+        asked.append(str(messages[1]["content"]))
+        return repl("FINAL('**bold** answer')")
+
+    source, executed = tmp_path / "run.ipynb", tmp_path / "executed.ipynb"
+    parameters = nbformat.v4.new_code_cell("question = 'a default question'")
+    parameters.metadata["tags"] = ["parameters"]
+    with ModelServer(policy) as server:
+        cells = [
+            parameters,
+            nbformat.v4.new_code_cell("doc = 'text'"),
+            nbformat.v4.new_code_cell(
+                f"%rlm --question-from question --context doc --format markdown --model openai/policy "
+                f"--api-base {server.url}"
+            ),
+        ]
+        nb = nbformat.v4.new_notebook(cells=cells)
+        nb.metadata["kernelspec"] = {"name": "rlm", "display_name": "rlm", "language": "python"}
+        nbformat.write(nb, source)
+        written = "What do {doc} and $doc say? 100% sure"  # braces and $ that a %%rlm line would expand
+        command = [sys.executable, "-m", "papermill", str(source), str(executed), "-p", "question", written]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+    assert asked and asked[0].startswith(f"Question: {written}\n"), asked
+    (answer,) = [
+        o for o in nbformat.read(executed, as_version=4).cells[-1].outputs if o["output_type"] == "execute_result"
+    ]
+    assert answer["data"]["text/markdown"] == "**bold** answer"
+
+
+def test_a_question_in_the_cell_and_in_a_variable_is_refused_in_one_line():
+    with kernel() as kc:
+        execute(kc, "doc = 'text'\nq = 'asked'\nn = 3")
+        for cell, said in (
+            ("%%rlm --context doc --question-from q\nalso asked", "Two questions: the cell body and --question-from q"),
+            ("%rlm --context doc --question-from n", "--question-from n: expected a string, but n is a int"),
+            ("%rlm --context doc", "No question: write it in the cell body"),
+            ("%%rlm --context doc --format html\nq", "argument --format: invalid choice: 'html'"),
+        ):
+            content, _ = execute(kc, cell)
+            assert content["status"] == "error" and said in content["evalue"], content["evalue"]
+
+
+def test_models_lists_the_configured_models_aliases_and_what_litellm_knows_for_the_keys_set():
+    with ModelServer(lambda messages: repl("FINAL('ok')")) as server, kernel(OPENAI_API_KEY="sk-test-not-a-key") as kc:
+        content, messages = execute(kc, "%rlm alias fast openai/policy")
+        assert content["status"] == "ok", shown_text(messages)
+        content, messages = execute(kc, "%rlm models")
+        assert content["status"] == "ok", shown_text(messages)
+        tables = [m["content"]["data"]["text/plain"] for m in messages if m["msg_type"] == "display_data"]
+        configured, providers = tables[0], tables[1]
+        assert "alias fast" in configured and "openai/policy" in configured, configured
+        assert re.search(r"^openai\s+\d+\s+openai/", providers, re.M), providers
+        assert "anthropic" not in providers  # no key for it here
+        content, messages = execute(kc, "%rlm models openai")
+        (listed,) = [m["content"]["data"]["text/plain"] for m in messages if m["msg_type"] == "display_data"]
+        assert "openai/gpt-4o-mini" in listed.split()
+
+        # The alias stands for its model in --model: the server is asked for `policy`.
+        execute(kc, "doc = 'text'")
+        content, messages = execute(kc, f"%%rlm --context doc --model fast --api-base {server.url}\nq")
+        assert content["status"] == "ok" and results(messages) == ["ok"], shown_text(messages)
+        assert server.stats()["models"] == {"policy": 1}
+        for line, said in (
+            ("%rlm alias a/b openai/x", "An alias is one word with no '/'"),
+            ("%rlm alias --remove slow", "No alias named 'slow'"),
+            ("%rlm models nowhere", "litellm lists no chat models for 'nowhere'"),
+        ):
+            content, _ = execute(kc, line)
+            assert content["status"] == "error" and said in content["evalue"], content["evalue"]
+
+
+def test_diff_shows_two_runs_of_one_question_side_by_side_with_their_code():
+    replies = iter([repl("x = len(context)\nprint(x)"), repl("FINAL(x)"), repl("x = context.upper()\nFINAL(x)")])
+    with ModelServer(lambda messages: next(replies)) as server, kernel() as kc:
+        execute(kc, "doc = 'text'")
+        model = f"--context doc --model openai/policy --api-base {server.url}"
+        for extra in ("", " --max-iterations 5 --new"):
+            content, messages = execute(kc, f"%%rlm {model}{extra}\nHow long is it?")
+            assert content["status"] == "ok", shown_text(messages)
+        content, messages = execute(kc, "%rlm diff 1 2")
+        assert content["status"] == "ok", shown_text(messages)
+        table, code = (m["content"]["data"] for m in messages if m["msg_type"] == "display_data")
+        rows = {line.split("  ")[0]: re.split(r"\s{2,}", line.strip()) for line in table["text/plain"].split("\n")[1:]}
+        assert rows["setting max_iterations"][1:] == ["20", "5"], table["text/plain"]
+        assert "question" not in rows  # the same question
+        assert rows["answer"][1:] == ["4", "TEXT"]
+        assert rows["iterations"][1:] == ["2 at the root, 2 in all", "1 at the root, 1 in all"]
+        assert rows["model calls"][1:] == ["2 model calls", "1 model call"]
+        assert "-x = len(context)" in code["text/plain"] and "+x = context.upper()" in code["text/plain"]
+        content, _ = execute(kc, "%rlm diff 1 3")
+        assert content["status"] == "error" and "No run 3: this session has runs 1 to 2" in content["evalue"]
+
+
+def test_the_tree_carries_a_timeline_of_its_nodes_with_their_waits_code_and_tokens(tmp_path):
+    with ModelServer(inserting_policy) as server, kernel() as kc:
+        execute(kc, "doc = 'banana bandana'")
+        command = f"%%rlm --context doc --model openai/policy --api-base {server.url} --depth 2\nq"
+        content, messages = execute(kc, command)
+        assert content["status"] == "ok", shown_text(messages)
+        page = [m for m in messages if m["msg_type"] == "update_display_data"][-1]["content"]["data"]["text/html"]
+        folded = re.search(r"<details><summary[^>]*>timeline: [^<]*</summary>(.*?)</details>", page, re.S)
+        assert folded is not None, page[:3000]
+        rows = re.findall(
+            r'title="([^"]*)">[^<]*</span><span style="position:relative[^"]*">(.*?)</span></div>', folded[1]
+        )
+        assert [label.split(" · ")[0].lstrip("· ") for label, _ in rows] == ["n0", "n1", "n2"]
+        tokens = re.findall(r"(\d[\d,]*)\+(\d[\d,]*) tok", html.unescape(re.sub(r"<[^>]+>", "", page)))
+        total = sum(int(a.replace(",", "")) + int(b.replace(",", "")) for a, b in tokens[:1])  # the run's header
+        assert rows[0][0].startswith(f"n0 · {total:,} tok"), (rows[0][0], tokens[:1])
+        for label, marks in rows:
+            starts = [float(x) for x in re.findall(r"left:([\d.]+)%", marks)]
+            assert marks.count("background:#0969da") >= 2 and "background:#1a7f37" in marks, label  # waits, code
+            assert all(0 <= x <= 100 for x in starts)
+        child_start = float(re.search(r"left:([\d.]+)%", rows[1][1])[1])
+        root_first_code = float(
+            re.findall(r"left:([\d.]+)%;width:[\d.]+%;top:1px;height:12px;background:#1a7f37", rows[0][1])[0]
+        )
+        assert child_start > root_first_code  # the children started inside the root's second block, after its first
+        assert re.search(r"model calls in flight \(up to [1-9]\d*\)", folded[1])
+        content, messages = execute(kc, f"%rlm export {tmp_path / 'run.ipynb'}")
+        assert content["status"] == "ok", shown_text(messages)
+    # The export shows it too, as an image: nbconvert's HTML (and JupyterLab, GitHub) keep an attachment's <img>.
+    page = _details_in_html(tmp_path / "run.ipynb")
+    (encoded,) = re.findall(r'<img[^>]*src="data:image/svg\+xml;base64,([^"]+)"', page)
+    picture = base64.b64decode(encoded).decode()
+    labels = re.findall(r"<text x=\"0\" y=\"\d+\" fill=\"[^\"]+\">([^<]*)</text>", picture)
+    assert [label.split(" · ")[0].lstrip("· ") for label in labels[:3]] == ["n0", "n1", "n2"], labels
+    assert labels[0].startswith(f"n0 · {total:,} tok") and picture.count('fill="#1a7f37"') >= 6  # code, 3 nodes

@@ -106,3 +106,21 @@ def test_the_exports_final_answer_reads_as_written_in_nbconvert_html(tmp_path):
     final = page[page.index("Final answer") :]
     block = final[final.index("<pre") : final.index("</pre>")]
     assert "$5M in 2023\nto $7M in 2024 | net_income ```up```" in __import__("html").unescape(block)
+
+
+def test_a_childs_inserted_cell_gets_its_context_and_earlier_variables_in_this_process(ip, capsys):
+    """As the kernel test does, but here, where a thread or socket the stopped replay left would fail the test."""
+    from tests.test_kernel_frontend import inserting_policy
+
+    ip.user_ns["doc"] = "banana bandana"
+    run(ip, f"%%rlm --context doc --model {register_policy(inserting_policy)} --depth 2\nq")
+    run(ip, "%rlm insert n2:3")
+    source = ip.rl_next_input
+    assert "context, n, note, total = names_before(1, 'n2', 3, 'context', 'n', 'note', 'total')" in source
+    capsys.readouterr()
+    run(ip, source)
+    assert ip.user_ns["context"] == "na bandana" and ip.user_ns["total"] == 40
+    assert capsys.readouterr().out == "40\n"  # FINAL(total) shows the value
+    ip.user_ns["doc"] = "another text"  # the run's context changed since: the replay cannot reach n2 as it was
+    with pytest.raises(UsageError, match="n2 as it was in run 1: that context is not the one the recorded run used"):
+        run(ip, source)

@@ -13,8 +13,7 @@ import pytest
 from rlm_kernel import RLM
 from rlm_kernel.core.errors import ReplayError, TraceError
 from rlm_kernel.core.trace import Event, JSONLWriter, Trace
-from rlm_kernel.formats.rerun import load_trace, recorded_settings, replay_run
-from rlm_kernel.jupyter.replay import _NodeMap
+from rlm_kernel.formats.rerun import NodeMap, load_trace, recorded_settings, replay_run
 from rlm_kernel.models.policies import register_policy
 from rlm_kernel.models.recorded import ReplayBook
 from tests.conftest import SIGINT_SELF, repl
@@ -234,7 +233,7 @@ def test_replayed_children_are_matched_to_recorded_ones_by_question_not_by_id():
     starts = [e for e in recorded.events if e.kind == "call_start"]
     # The children start in another order and get other ids: n7, n8, n9 for the third, first and second.
     renamed = {starts[3].node_id: "n7", starts[1].node_id: "n8", starts[2].node_id: "n9"}
-    nodes = _NodeMap(recorded)
+    nodes = NodeMap(recorded)
     assert nodes.recorded_id(starts[0]) == recorded.root_id
     for start in (starts[3], starts[1], starts[2]):
         replayed = dataclasses.replace(start, node_id=renamed[start.node_id])

@@ -241,7 +241,7 @@ def _has_badge(page: str, status: str, after: str = "") -> bool:
 def test_page_nests_every_node_under_its_parent(scripted):
     result = _depth_two_run(scripted)
     page = render_html(result.trace)
-    assert page.count("<details") == page.count("</details>") == len(result.trace.nodes)
+    assert page.count("<details") == page.count("</details>") == len(result.trace.nodes) + 1  # and the timeline's
     assert _read_tree(page) == _tree_of(result.trace)
     assert len(result.trace.nodes) == 3
     assert page.count("<details open") == 1 and page.index("<details open") == page.index("<details")
@@ -347,7 +347,7 @@ def test_a_thousand_nodes_render_fast():
 def test_a_chain_deeper_than_the_recursion_limit_renders():
     trace = Trace.from_events(_synthetic_events({f"n{i}": None if i == 0 else f"n{i - 1}" for i in range(1500)}))
     page = render_html(trace)
-    assert page.count("<details") == page.count("</details>") == 1500 * 2  # each node and its llm_query
+    assert page.count("<details") == page.count("</details>") == 1500 * 2 + 1  # each node, its llm_query; a timeline
 
 
 # -- the widget tree ----------------------------------------------------------------------------
@@ -423,7 +423,7 @@ def test_nbconvert_without_widget_state_shows_the_html_tree(scripted):
     cell.outputs = [nbformat.v4.new_output("display_data", data=view._repr_mimebundle_())]
     notebook.cells.append(cell)
     page, _ = nbconvert.HTMLExporter().from_notebook_node(notebook)
-    assert page.count("<details") == 3 and "n2 · d2 · " in page
+    assert page.count("<details") == 3 + 1 and "n2 · d2 · " in page  # the nodes and the timeline's fold
 
 
 def test_stopped_runs_end_with_their_status_in_the_titles(scripted):

@@ -8,6 +8,7 @@ import argparse
 import atexit
 import importlib
 import os
+import re
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -51,6 +52,12 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     question.add_argument(
         "--answer-type", help="the type the answer must fit: int, float, str, bool, list, dict or module:Type"
     )
+    question.add_argument(
+        "--format",
+        choices=("text", "markdown"),
+        default="text",
+        help="text (the default), or markdown: answer, call tree and totals as a Markdown report (rlm run ... > r.md)",
+    )
     add_setting_options(p)  # every run setting, from core's table, in groups
 
 
@@ -69,14 +76,27 @@ def _cmd_run(args: argparse.Namespace) -> int:
     with rlm.session() as session:
         for number, query in enumerate(queries, 1):
             result = _complete(rlm, session, loaded.context, query, answer_type)
-            print(f"Answer {number}:" if len(queries) > 1 else "Answer:")
-            print(result.text or "(no answer)")
-            print("\nCall tree:")
-            print(result.trace.outline())
-            print(f"\nTotal: {result.summary()}")
+            title = f"Answer {number}" if len(queries) > 1 else "Answer"
+            print(_report(title, result) if args.format == "markdown" else _plain(title, result))
             if result.status not in ("done", "max_iterations"):
                 raise RunFailed(f"run {result.status}: {result.error}", result)
     return 0
+
+
+def _plain(title: str, result: RLMResult) -> str:
+    tree = result.trace.outline()
+    return f"{title}:\n{result.text or '(no answer)'}\n\nCall tree:\n{tree}\n\nTotal: {result.summary()}"
+
+
+def _report(title: str, result: RLMResult) -> str:
+    """The same as Markdown: the answer as the model wrote it (rendered), the tree as a fenced block."""
+    fence = "`" * max([3, *(len(run) + 1 for run in re.findall(r"`+", result.trace.outline()))])
+    tree = f"{fence}text\n{result.trace.outline()}\n{fence}"
+    question = " ".join(result.query.split())
+    return (
+        f"## {title}\n\n> {question}\n\n{result.text or '*(no answer)*'}\n\n### Call tree\n\n{tree}\n\n"
+        f"**Total**: {result.summary()}\n"
+    )
 
 
 _BUILTIN_TYPES: dict[str, type] = {t.__name__: t for t in (int, float, str, bool, list, dict)}

@@ -76,14 +76,14 @@ def make_tools(node: Node) -> dict[str, Any]:
     def rlm_query(context: object, query: str, model: str | None = None) -> Any:
         """Start a child RLM on `context` with its own question; returns its answer."""
         if not node.capabilities.can_recurse:
-            return llm_query(f"{query}\n\n{_as_text(context)}", model)
+            return llm_query(f"{query}\n\n{context_as_text(context)}", model)
         return node.child(context, str(query), model)
 
     def rlm_query_batched(pairs: Iterable[tuple[object, str]], model: str | None = None) -> list[Any]:
         """Run `[(context, query), ...]` as child RLMs in parallel; answers in order."""
         listed = [tuple(p) for p in pairs]
         if not node.capabilities.can_recurse:
-            return llm_query_batched([f"{q}\n\n{_as_text(c)}" for c, q in listed], model)
+            return llm_query_batched([f"{q}\n\n{context_as_text(c)}" for c, q in listed], model)
         return node.children(listed, model)
 
     def made() -> dict[str, object]:
@@ -165,5 +165,6 @@ async def sub_llm(node: Node, prompt: str, model: str | None) -> str:
     return reply
 
 
-def _as_text(context: object) -> str:
+def context_as_text(context: object) -> str:
+    """How rlm_query at the depth limit puts a context into its plain sub-model prompt."""
     return context if isinstance(context, str) else repr(context)

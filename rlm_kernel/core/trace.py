@@ -306,7 +306,7 @@ class Trace:
             cost = f"${u.cost_usd:.4f}" if u.cost_known else "cost unknown"
             question = " ".join(node.query.split())
             head = f"{'  ' * node.depth}[{node.status}] {node.id} d{node.depth} {node.model}"
-            stats = f"{len(node.iterations)} it, {u.llm_calls} calls, {u.input_tokens:,}+{u.output_tokens:,} tok, {cost}, {node.seconds:.2f}s"
+            stats = f"{len(node.iterations)} it, {u.calls_text()}, {u.input_tokens:,}+{u.output_tokens:,} tok, {cost}, {node.seconds:.2f}s"
             room = max(20, width - len(head) - len(stats) - 6)
             lines.append(f"{head}: {question[:room]}{'…' if len(question) > room else ''} ({stats})")
         return "\n".join(lines)

@@ -25,12 +25,14 @@ from rlm_kernel.formats.progress import (
     call_counts,
     child_counts,
     child_state,
+    context_summary,
     node_activity,
     plural,
     replaced_names,
     run_totals,
     usage_parts,
 )
+from rlm_kernel.formats.timeline import render_timeline
 
 STATUS_ICONS = {
     "running": "⏳",
@@ -75,7 +77,9 @@ def render_html(trace: Trace, opened: Collection[str] | None = None, *, error_be
     renderer.opened = {trace.root.id} if opened is None else set(opened)
     renderer.error_below = error_below
     header = f'<div style="{_MUTED}">RLM run: {_e(run_totals(trace, time.time()))}</div>'
-    return f'<div style="{_PAGE}">{header}{_failed_nodes(trace)}{renderer.assemble(renderer.details(trace.root))}</div>'
+    tree = renderer.assemble(renderer.details(trace.root))
+    # The timeline below the tree, folded: it adds one line, and the tree stays the first thing a reader opens.
+    return f'<div style="{_PAGE}">{header}{_failed_nodes(trace)}{tree}{_timeline(trace, renderer.usage)}</div>'
 
 
 def render_node_html(trace: Trace, node_id: str, links: CellLinks | None = None) -> str:
@@ -122,6 +126,15 @@ def _subtree_usages(trace: Trace) -> dict[str, Usage]:
 
 
 FAILED_STATUSES = ("error", "budget", "interrupted", "cancelled")
+
+
+def _timeline(trace: Trace, usage: dict[str, Usage]) -> str:
+    """The run as a picture (formats/timeline.py), folded: when each node waited for its model and ran code."""
+    picture = render_timeline(trace, usage or None)
+    summary = (
+        f'<summary style="cursor:pointer;{_MUTED}">timeline: when each node waited for its model and ran code</summary>'
+    )
+    return f"<details>{summary}{picture}</details>" if picture else ""
 
 
 def _failed_nodes(trace: Trace) -> str:
@@ -200,7 +213,7 @@ class _Renderer:
     def body(self, node: CallNode) -> Iterator[str | CallNode]:
         yield f'<div style="{_MUTED}">question:</div><div style="{_PROSE}">{_e(node.query)}</div>'
         if node.context.get("summary"):
-            yield f'<div style="{_MUTED}">context: {_e(node.context["summary"])}</div>'
+            yield f'<div style="{_MUTED}">context: {_e(context_summary(node.context))}</div>'
         subcalls = {s.id: s for s in node.subcalls}
         for iteration in node.iterations:
             yield from self.iteration(node, iteration, subcalls)
@@ -279,7 +292,7 @@ class _Renderer:
             if sub.error:
                 state += " · " + _badge("cancelled" if sub.error == "cancelled" else "error")
         shown = len(sub.prompt_preview)
-        length = f"{sub.prompt_chars:,} chars" + (f", first {shown:,} shown" if shown < sub.prompt_chars else "")
+        length = plural(sub.prompt_chars, "char") + (f", first {shown:,} shown" if shown < sub.prompt_chars else "")
         yield (
             f'<details style="{_SUB}"><summary style="cursor:pointer;{_MUTED}">llm_query · {_e(sub.model)} · '
             f"{length}{state}</summary>"

@@ -1,12 +1,12 @@
 """A run as a notebook (nbformat v4) that reads as a report and re-runs offline.
 
-The notebook, in order: `%load_ext rlm_kernel`; a Markdown header (question, models, status,
-usage, cost, context); a hidden setup cell (tagged `rlm-replay`), one short line that names the
-replay data by its content id; one section per call node, depth first, whose heading
-shows its depth and question: each iteration's prose as Markdown, each code block that ran as
-a code cell tagged `rlm-generated` with its recorded outputs and `metadata["rlm"]` (node,
-parent, depth, iteration, block, model, usage), the sub-model calls it made in collapsed
-`<details>`; the final answer last, and a cell that checks the replayed answer against it.
+The notebook, in order: `%load_ext rlm_kernel`; a Markdown header (question, models, status, usage, cost,
+context); a hidden setup cell (tagged `rlm-replay`), one short line that names the replay data by its content id;
+the run's timeline (formats/timeline.py, an SVG attachment); one section per call node, depth first, whose heading
+shows its depth and question: each iteration's prose as Markdown, each code block that ran as a code cell tagged
+`rlm-generated` with its recorded outputs and `metadata["rlm"]` (node, parent, depth, iteration, block, model,
+usage), the sub-model calls it made in collapsed `<details>`; the final answer last, and a cell that checks the
+replayed answer against it.
 
 The replay data (the recorded events and, when it fits, the context, as compressed JSONL) lives in
 the notebook's own metadata (`metadata.rlm_kernel.replay`, under its content id), which JupyterLab,
@@ -14,11 +14,10 @@ nbconvert's HTML and GitHub never show, so no reader meets encoded data. The set
 notebook file that holds its id when it runs (jupyter/replay.py). Exports written before (the data in
 the setup cell's source, `%%rlm_replay`) still read and replay.
 
-Executing the notebook replays the run (see jupyter/replay.py): the setup cell starts it
-again on the `replay` model backend, with no network; each depth-0 code cell runs its block
-in the notebook's namespace when it runs, and a child's code cell shows what its block
-printed when the parent's call ran it. Everything written comes from the trace's events,
-which the engine has already redacted; the context is checked before it is embedded.
+Executing the notebook replays the run (see jupyter/replay.py): the setup cell starts it again on the `replay`
+model backend, with no network; each depth-0 code cell runs its block in the notebook's namespace when it runs,
+and a child's code cell shows what its block printed when the parent's call ran it. Everything written comes from
+the trace's events, which the engine has already redacted; the context is checked before it is embedded.
 """
 
 from __future__ import annotations
@@ -40,7 +39,9 @@ from rlm_kernel.core.parsing import parse_reply
 from rlm_kernel.core.result import EarlierTurn
 from rlm_kernel.core.trace import CONTEXT_RECORD, CallNode, Event, SubCall, Trace, context_record
 from rlm_kernel.formats.links import CellLinks
+from rlm_kernel.formats.progress import context_summary, plural
 from rlm_kernel.formats.steps import step_line
+from rlm_kernel.formats.timeline import timeline_markdown
 
 # The kernelspec an exported notebook names, and `rlm install` installs (here: formats/ stays Jupyter-free).
 KERNEL_NAME = "rlm"
@@ -122,6 +123,8 @@ def build_notebook(
         cells.extend(earlier_cells)
     payload_id = _add_payload(payloads, trace, record)
     cells.code(f"{SETUP_MAGIC} {payload_id}", tags=[REPLAY_TAG], jupyter={"source_hidden": True})
+    if timeline := timeline_markdown(trace):  # an image attachment: a Markdown cell's inline styles would be stripped
+        cells.markdown(*timeline)
     links = CellLinks.from_events(trace.events)
     results = {
         (e.node_id, e.data["iteration"], e.data["index"]): e.data for e in trace.events if e.kind == "code_result"
@@ -351,8 +354,9 @@ class _Cells:
         for cell in more.cells:
             self.cells.append({**cell, "id": self._id()})
 
-    def markdown(self, source: str) -> None:
-        self.cells.append({"cell_type": "markdown", "id": self._id(), "metadata": {}, "source": source})
+    def markdown(self, source: str, attachments: dict[str, dict[str, str]] | None = None) -> None:
+        extra = {"attachments": attachments} if attachments else {}
+        self.cells.append({"cell_type": "markdown", "id": self._id(), "metadata": {}, "source": source, **extra})
 
     def code(
         self, source: str, outputs: list[dict[str, Any]] | None = None, tags: list[str] | None = None, **metadata: Any
@@ -398,8 +402,8 @@ def _header(trace: Trace, root: CallNode, note: str) -> str:
         ),
         ("cost", cost),
         ("time", f"{root.seconds:.2f} s"),
-        ("call tree", f"{len(nodes):,} calls, depth up to {max(n.depth for n in nodes)}"),
-        ("context", f"{root.context.get('summary', '')} (sha256 `{root.context['sha256'][:16]}…`); {note}"),
+        ("call tree", f"{plural(len(nodes), 'call')}, depth up to {max(n.depth for n in nodes)}"),
+        ("context", f"{context_summary(root.context)} (sha256 `{root.context['sha256'][:16]}…`); {note}"),
     ]
     table = "\n".join(f"| {name} | {_cell_text(value)} |" for name, value in rows)
     return f"# RLM run: {_one_line(root.query)}\n\n**Question**\n\n{_quote(root.query)}\n\n| | |\n|---|---|\n{table}\n\n{rerun}"
@@ -412,7 +416,7 @@ def _section(
     lines = [
         f"{'#' * min(2 + node.depth, 6)} Depth {node.depth} · {node.id}: {_one_line(node.query)}",
         "",
-        f"`{node.status}` · `{node.model}` · {len(node.iterations)} iterations · "
+        f"`{node.status}` · `{node.model}` · {plural(len(node.iterations), 'iteration')} · "
         f"{usage.input_tokens:,}+{usage.output_tokens:,} tokens · {node.seconds:.2f} s"
         + (f" · child of {node.parent_id}" if node.parent_id else ""),
     ]
@@ -466,7 +470,7 @@ def _subcalls(subcalls: list[SubCall]) -> str:
 
 def _llm_details(sub: SubCall) -> str:
     shown = len(sub.prompt_preview)
-    length = f"{sub.prompt_chars:,} chars" + (f", first {shown:,} recorded" if shown < sub.prompt_chars else "")
+    length = plural(sub.prompt_chars, "char") + (f", first {shown:,} recorded" if shown < sub.prompt_chars else "")
     state = f"{sub.usage.input_tokens:,}+{sub.usage.output_tokens:,} tokens · {sub.seconds:.2f} s" + (
         " · error" if sub.error else ""
     )

@@ -6,8 +6,10 @@ live widget, the static HTML and `rlm run`'s status line say the same thing.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from rlm_kernel.core.ledger import Usage
 from rlm_kernel.core.trace import CallNode, SubCall, Trace
@@ -19,6 +21,15 @@ CHILD_STATES = ("queued", "running", "done", "max_iterations", "budget", "error"
 def plural(count: int, word: str, many: str | None = None) -> str:
     """`1 call`, `2 calls`: counts read as English."""
     return f"{count:,} {word if count == 1 else many or word + 's'}"
+
+
+# The units of core's context summaries (core/context.py), which the model reads as they are: "1 lines" there stays.
+_ONE_OF_A_UNIT = re.compile(r"(?<![\d.,])1 (char|line|token|item|record|key|row|column)s\b")
+
+
+def context_summary(context: Mapping[str, Any]) -> str:
+    """A node's context summary (its call_start's `context.summary`) as a reader sees it: `1 line`, not `1 lines`."""
+    return _ONE_OF_A_UNIT.sub(r"1 \1", str(context.get("summary") or ""))
 
 
 def node_activity(node: CallNode, now: float) -> str:

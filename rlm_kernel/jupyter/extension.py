@@ -11,15 +11,19 @@ _KEPT = "_rlm_kernel_session"
 
 
 def load(ipython: Any) -> None:
-    """Register the magics; a reload (or a second load) keeps the session's runs and its default context."""
+    """Register the magics; a reload (or a second load) keeps the session's runs, default context and aliases."""
     previous = ipython.magics_manager.registry.get(RLMMagics.__name__)
-    kept = (previous.runs, previous.default_context) if previous is not None else getattr(ipython, _KEPT, None)
+    kept = (
+        (previous.runs, previous.default_context, previous.aliases)
+        if previous is not None
+        else getattr(ipython, _KEPT, None)
+    )
     if previous is not None:
         _forget(ipython, previous)
     ipython.register_magics(RLMMagics)
     magics = ipython.magics_manager.registry[RLMMagics.__name__]
     if kept is not None:
-        magics.runs, magics.default_context = kept
+        magics.runs, magics.default_context, magics.aliases = kept
     if magics not in ipython.configurables:  # so that %config RLMMagics lists and sets the settings
         ipython.configurables.append(magics)
     if protect_line_questions not in ipython.input_transformers_cleanup:
@@ -35,7 +39,7 @@ def unload(ipython: Any) -> None:
             manager.magics[kind].pop(name, None)
     instance = manager.registry.pop(RLMMagics.__name__, None)
     if instance is not None:
-        setattr(ipython, _KEPT, (instance.runs, instance.default_context))
+        setattr(ipython, _KEPT, (instance.runs, instance.default_context, instance.aliases))
         _forget(ipython, instance)
 
 

@@ -21,6 +21,7 @@ from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, 
 from IPython.display import display
 
 from rlm_kernel.core import RLM, RLMResult, RunInterrupted
+from rlm_kernel.core.config import RunConfig
 from rlm_kernel.core.context import check_context
 from rlm_kernel.core.errors import RLMError, RunFailed, UnpricedModelWarning
 from rlm_kernel.core.redact import Redactor
@@ -34,7 +35,7 @@ from rlm_kernel.jupyter.approval import notebook_approver
 from rlm_kernel.jupyter.options import SettingTraits, cell_parser, configured, options_help
 from rlm_kernel.jupyter.replay import StepSession, find_export_payload, show_outputs
 from rlm_kernel.jupyter.shell_repl import ShellREPL
-from rlm_kernel.jupyter.text import Note, RLMAnswer, Text
+from rlm_kernel.jupyter.text import MarkdownAnswer, Note, RLMAnswer, Text
 
 _LINE_MAGIC = re.compile(r"^([ \t]*)%rlm[ \t]+(\S.*?)[ \t]*$")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -84,6 +85,7 @@ class RLMMagics(Magics, SettingTraits):  # type: ignore[misc, valid-type]
         Magics.__init__(self, shell=shell)
         self.runs: list[RLMResult] = []
         self.default_context: str | None = None
+        self.aliases: dict[str, str] = {}  # %rlm alias NAME MODEL: NAME stands for MODEL in --model / --sub-model
         self.replay: StepSession | None = None  # the replay an exported notebook is stepping through
         self.session: Session | None = None  # the conversation later cells continue (%%rlm --new starts another)
 
@@ -93,7 +95,8 @@ class RLMMagics(Magics, SettingTraits):  # type: ignore[misc, valid-type]
     def rlm(self, line: str, cell: str | None = None) -> Any:
         """Ask a Recursive Language Model about a notebook variable.
 
-        %%rlm [options] with the question as the cell body, or %rlm QUESTION on one line.
+        %%rlm [options] with the question as the cell body, %rlm QUESTION on one line, or
+        %rlm --question-from NAME [options] with the question in a notebook string (a papermill parameter).
         The root model never sees the context itself: it writes code against the variable
         `context` in this notebook's namespace, calls sub-models on pieces, and submits an answer.
 
@@ -102,8 +105,12 @@ class RLMMagics(Magics, SettingTraits):  # type: ignore[misc, valid-type]
           %rlm load PATH_OR_GLOB [--as N]  read files into a variable, the default context
           %rlm show [RUN]                  redisplay the call tree of a run (default: the last)
           %rlm cells [NODE] [--run RUN]    a node's model-written code blocks and their outputs
-          %rlm insert NODE[:ITERATION]     put one model-written cell below this one
+          %rlm insert NODE[:ITERATION] [--run RUN] [--live]
+                                           put one model-written cell below this one that runs as it stands
           %rlm history                     this session's runs
+          %rlm diff RUN_A RUN_B            two runs side by side: settings, answer, usage, time, code
+          %rlm models [PROVIDER]           the configured models, aliases, and the models litellm knows for your keys
+          %rlm alias NAME MODEL            NAME stands for MODEL in --model / --sub-model (--remove NAME)
           %rlm export PATH.ipynb [--run N] [--with-context | --no-context]
                                            a run as a notebook that reads as a report and re-runs offline
           %rlm replay EXPORT.ipynb|TRACE.jsonl [--context NAME]
@@ -114,6 +121,8 @@ class RLMMagics(Magics, SettingTraits):  # type: ignore[misc, valid-type]
         """
         if cell is not None:
             return self.ask(cell, self.split(line, "rlm"))
+        if line.lstrip().startswith("--"):  # options only: `%rlm --question-from NAME ...` (a cell magic needs a body)
+            return self.ask("", self.split(line, "rlm"))
         word, _, rest = line.strip().partition(" ")
         if word in subcommands.SUBCOMMANDS:
             return subcommands.SUBCOMMANDS[word](self, self.split(rest, word))
@@ -129,11 +138,19 @@ class RLMMagics(Magics, SettingTraits):  # type: ignore[misc, valid-type]
     def ask(self, question: str, args: list[str]) -> Any:
         opts = cell_parser().parse_args(args)
         question = question.strip()
+        if opts.question_from:
+            if question:
+                raise UsageError(msg.QUESTION_TWICE.format(name=opts.question_from))
+            # The variable's text as it is: no {braces} or $names are expanded (papermill parameters carry any text).
+            question = self.notebook_object(opts.question_from, "--question-from", str).strip()
         if not question:
             raise UsageError(msg.EMPTY_QUESTION)
-        cell_only = ("context", "out", "new", "tools", "answer_type", "instructions")
+        cell_only = ("context", "out", "new", "tools", "answer_type", "instructions", "question_from", "format")
         per_cell = {k: v for k, v in vars(opts).items() if v is not None and k not in cell_only}
         settings = {**configured(self), **per_cell}
+        for name in ("model", "sub_model"):
+            if isinstance(chosen := settings.get(name), str):
+                settings[name] = self.aliases.get(chosen, chosen)
         if opts.instructions:
             settings["instructions"] = self.notebook_object(opts.instructions, "--instructions", str)
         tools = [
@@ -172,13 +189,16 @@ class RLMMagics(Magics, SettingTraits):  # type: ignore[misc, valid-type]
             handle,
             repl,
             context_variable,
+            rlm.config,
         )
         if opts.out:
             assert self.shell is not None  # set when IPython registers the magics
             self.shell.user_ns[opts.out] = result.answer
         if result.status == "max_iterations":
             display(Text(f"*{msg.STOPPED_AT_LIMIT}*"))
-        return RLMAnswer(result.answer) if isinstance(result.answer, str) else result.answer
+        if not isinstance(result.answer, str):
+            return result.answer
+        return MarkdownAnswer(result.answer) if opts.format == "markdown" else RLMAnswer(result.answer)
 
     def notebook_object(self, name: str, option: str, kind: type | None) -> Any:
         """The notebook variable `name` names, checked to be a `kind` (a function when None)."""
@@ -205,6 +225,7 @@ class RLMMagics(Magics, SettingTraits):  # type: ignore[misc, valid-type]
         handle: Any,
         repl: ShellREPL | None,
         context_variable: str | None,
+        config: RunConfig | None = None,
     ) -> RLMResult:
         """Run to the end under the live view; a failed or stopped run fails the cell and keeps its partial trace."""
         try:
@@ -212,20 +233,26 @@ class RLMMagics(Magics, SettingTraits):  # type: ignore[misc, valid-type]
                 warnings.simplefilter("ignore", UnpricedModelWarning)  # shown as a note when the run starts
                 result = complete()
         except RunInterrupted as stop:
-            self._finish(stop.result, view, handle, repl, context_variable)
+            self._finish(stop.result, view, handle, repl, context_variable, config)
             raise UsageError(msg.INTERRUPTED.format(seconds=stop.result.seconds)) from None
         except BaseException:
             if repl is not None:
                 repl.restore()
             _settle(view, handle)
             raise
-        self._finish(result, view, handle, repl, context_variable)
+        self._finish(result, view, handle, repl, context_variable, config)
         if result.status not in ("done", "max_iterations"):
             raise RunFailed(msg.RUN_FAILED.format(status=result.status, error=result.error), result)
         return result
 
     def _finish(
-        self, result: RLMResult, view: Any, handle: Any, repl: ShellREPL | None, context_variable: str | None
+        self,
+        result: RLMResult,
+        view: Any,
+        handle: Any,
+        repl: ShellREPL | None,
+        context_variable: str | None,
+        config: RunConfig | None,
     ) -> None:
         if repl is not None:
             repl.restore()
@@ -233,6 +260,8 @@ class RLMMagics(Magics, SettingTraits):  # type: ignore[misc, valid-type]
         _settle(view, handle, error_below=result.status not in ("done", "max_iterations"))
         # The name, not the value: `%rlm export` embeds the context if the variable still holds it.
         result.extra["context_variable"] = context_variable
+        if config is not None:  # what an inserted cell's --live sub-model calls are made with (keys stay in memory)
+            result.extra["config"] = config
         self.record(result)
         if result.replaced:
             names = ", ".join(f"`{name}`" for name in result.replaced)

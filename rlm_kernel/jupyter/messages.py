@@ -14,7 +14,8 @@ UNKNOWN_VARIABLE = "No variable named {name!r} in the notebook."
 DEFAULT_CONTEXT_GONE = (
     "The default context {name!r} (from %rlm load) no longer exists; load it again or pass --context."
 )
-EMPTY_QUESTION = "No question: write it in the cell body under %%rlm, or after %rlm on the line."
+EMPTY_QUESTION = "No question: write it in the cell body under %%rlm, after %rlm on the line, or in a variable (--question-from NAME)."
+QUESTION_TWICE = "Two questions: the cell body and --question-from {name}; keep one of them."
 LOADED = "Loaded {description} from `{source}` into `{name}`; it is now the default context for %%rlm."
 SUBCOMMAND_HINT = "To ask a question that starts with {word!r}, put it in a %%rlm cell."
 CONFIG_USAGE = "usage: %rlm config [--changed]  (--changed: only the settings not at their default)"
@@ -25,10 +26,33 @@ NO_SUCH_NODE = "No node {node!r} in run {number}; its nodes are {nodes}."
 NO_SUCH_ITERATION = "Node {node} has no iteration {iteration} with code."
 NO_CODE = "Node {node} ran no code."
 INSERTED = "Inserted the code of {node}:{iteration} in a new cell below; its first lines bind the names the model had."
-INSERT_USAGE = "usage: %rlm insert NODE[:ITERATION] [--run N]"
+INSERT_USAGE = "usage: %rlm insert NODE[:ITERATION] [--run N] [--live]  (--live: sub-model calls ask the model)"
+INSERTED_RUN_GONE = (
+    "This cell was inserted from run {number}, which this kernel no longer has (it restarted?): "
+    "run its %%rlm cell again and insert the block anew"
+)
+INSERTED_NOT_LIVE = "Run {number} was a replay, which has no live models: insert the block without --live"
 NEAR_MISS = (
     "unknown subcommand {word}: did you mean {suggestion}? (To ask a one-word question, put it in a %%rlm cell.)"
 )
+DIFF_USAGE = "usage: %rlm diff RUN_A RUN_B  (run numbers, as %rlm history lists them)"
+SAME_CODE = "Both runs ran the same code."
+ALIAS_USAGE = "usage: %rlm alias NAME MODEL  (then --model NAME); %rlm alias --remove NAME; %rlm alias lists them"
+BAD_ALIAS = "An alias is one word with no '/' (model names have one): {name!r} is not"
+ALIASED = "`{name}` now stands for `{model}` in --model, --sub-model and %config RLMMagics.model."
+ALIAS_REMOVED = "Removed the alias `{name}`."
+NO_SUCH_ALIAS = "No alias named {name!r}: %rlm alias lists them"
+NO_ALIASES = "No aliases yet: %rlm alias NAME MODEL sets one."
+MODELS_USAGE = "usage: %rlm models [PROVIDER]  (PROVIDER: every chat model litellm knows for it)"
+MODELS_MORE = (
+    "`%rlm models PROVIDER` lists all of a provider's models. A local OpenAI-compatible server serves the models it "
+    "has: pass `--model openai/NAME --api-base URL`."
+)
+NO_PROVIDER_KEYS = (
+    "No provider key is set in this kernel's environment (OPENAI_API_KEY, ANTHROPIC_API_KEY, ...): litellm lists "
+    "models for the providers whose keys it finds."
+)
+NO_PROVIDER = "litellm lists no chat models for {provider!r} with the keys set here; providers with keys: {providers}"
 UNPRICED_BUDGET = "⚠ {warning}"
 INTERRUPTED = "interrupted after {seconds:.1f} s: partial trace in rlm_last"
 REBOUND = "The model rebound your {variables} {names}; the previous values are in `rlm_last.replaced`."

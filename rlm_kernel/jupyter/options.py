@@ -42,6 +42,9 @@ class _CellParser(argparse.ArgumentParser):
 
 
 NEW_SESSION_HELP = "start a new session: the model is not told of this notebook's earlier questions"
+QUESTION_FROM_HELP = "a notebook string that holds the question (a papermill parameter), in place of the cell body"
+ANSWER_FORMATS = ("text", "markdown")
+FORMAT_HELP = "how a text answer shows: text, as written (the default), or markdown, rendered"
 # Options that name notebook objects, so only a cell has them (the --instructions setting takes the text itself).
 CELL_ONLY = (
     ("--tools", "notebook functions the model may call, comma-separated: --tools search,lookup"),
@@ -67,6 +70,8 @@ def cell_parser() -> argparse.ArgumentParser:
     parser.add_argument("--context", "-c", help="notebook variable holding the context (default: from %%rlm load)")
     parser.add_argument("--out", help="also store the answer in this variable")
     parser.add_argument("--new", action="store_true", help=NEW_SESSION_HELP)
+    parser.add_argument("--question-from", help=QUESTION_FROM_HELP)
+    parser.add_argument("--format", choices=ANSWER_FORMATS, default="text", help=FORMAT_HELP)
     for flag, help_ in CELL_ONLY:
         parser.add_argument(flag, help=help_)
     for setting in SETTINGS:
@@ -86,6 +91,8 @@ def options_help() -> str:
     lines.append("  --context NAME, -c NAME    the notebook variable holding the context")
     lines.append("  --out NAME                 also store the answer in this variable")
     lines.append(f"  {'--new':<27}{NEW_SESSION_HELP}")
+    lines.append(f"  {'--question-from NAME':<27}{QUESTION_FROM_HELP}")
+    lines.append(f"  {'--format text|markdown':<27}{FORMAT_HELP}")
     lines.extend(f"  {flag + ' NAME':<27}{help_}" for flag, help_ in CELL_ONLY)
     for setting in SETTINGS:
         flags = [*setting.magic, *setting.flag_values]

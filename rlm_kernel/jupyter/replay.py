@@ -37,6 +37,7 @@ from rlm_kernel.core.result import RLMResult
 from rlm_kernel.core.trace import Event, Trace
 from rlm_kernel.formats.notebook import notebook_payload
 from rlm_kernel.formats.rerun import (
+    NodeMap,
     Replayed,
     recorded_history,
     recorded_settings,
@@ -187,36 +188,6 @@ def code_to_replay(trace: Trace) -> str:
     return "\n\n".join(shown) or "# (no code)"
 
 
-class _NodeMap:
-    """Replayed node ids to recorded ones (ids can differ when children ran in parallel).
-
-    A child is the first recorded child of its parent's counterpart, not yet matched, with the
-    same question and context; twins are interchangeable.
-    """
-
-    def __init__(self, recorded: Trace) -> None:
-        self._recorded = recorded
-        self._ids: dict[str, str | None] = {}
-        self._matched: set[str] = set()
-
-    def recorded_id(self, event: Event) -> str | None:
-        if event.kind == "call_start":
-            self._ids[event.node_id] = self._match(event)
-        return self._ids.get(event.node_id)
-
-    def _match(self, event: Event) -> str | None:
-        if event.parent_id is None:
-            return self._recorded.root_id
-        parent = self._ids.get(event.parent_id)
-        wanted = (event.data["query"], event.data["context"]["sha256"])
-        for child in self._recorded.nodes[parent].children if parent else []:
-            node = self._recorded.nodes[child]
-            if child not in self._matched and (node.query, node.context["sha256"]) == wanted:
-                self._matched.add(child)
-                return child
-        return None
-
-
 class StepSession:
     """An exported run replayed cell by cell (see the module docstring)."""
 
@@ -241,7 +212,7 @@ class StepSession:
             for e in recorded.events
             if e.kind == "code_result"
         }
-        self._nodes = _NodeMap(recorded)
+        self._nodes = NodeMap(recorded)
         self._position = (0, 0)
         self._requests: queue.Queue[_Block | None] = queue.Queue()  # None: the run ended
         self._pending: _Block | None = None

@@ -12,9 +12,11 @@ from IPython.display import Code, display
 
 from rlm_kernel.core import RLM
 from rlm_kernel.core.context import context_metadata
+from rlm_kernel.core.lm.litellm_lm import chat_models_with_keys
 from rlm_kernel.core.result import RLMResult
 from rlm_kernel.core.settings import resolve
 from rlm_kernel.core.trace import CallNode, Iteration, Trace
+from rlm_kernel.formats.compare import code_diff, compare_runs
 from rlm_kernel.formats.notebook import write_notebook
 from rlm_kernel.formats.progress import plural
 from rlm_kernel.formats.rerun import Replayed, load_trace, recorded_settings, replay_run
@@ -98,8 +100,9 @@ def cells(m: RLMMagics, args: list[str]) -> None:
 
 
 def insert(m: RLMMagics, args: list[str]) -> None:
-    """%rlm insert NODE[:ITERATION] [--run N]: a cell that runs as it stands (see inserted.py)."""
+    """%rlm insert NODE[:ITERATION] [--run N] [--live]: a cell that runs as it stands (see inserted.py)."""
     run_ref = take_option(args, "--run")
+    live = take_flag(args, "--live")
     if len(args) != 1:
         raise UsageError(msg.INSERT_USAGE)
     result = _run_numbered(m, run_ref)
@@ -115,8 +118,9 @@ def insert(m: RLMMagics, args: list[str]) -> None:
         working = [it for it in with_code if not _only_submits(it)]
         iteration = (working or with_code)[-1]
     code = "\n\n".join(c.code.rstrip() for c in iteration.cells)
+    number = m.runs.index(result) + 1
     source = inserted_cell(
-        node, iteration.index + 1, m.runs.index(result) + 1, result.extra.get("context_variable"), code
+        result.trace, node, iteration.index + 1, number, result.extra.get("context_variable"), code, live
     )
     assert m.shell is not None  # set when IPython registers the magics
     m.shell.set_next_input(source, replace=False)
@@ -135,6 +139,86 @@ def _iteration(node: CallNode, ref: str) -> Iteration:
     if not chosen:
         raise UsageError(msg.NO_SUCH_ITERATION.format(node=node.id, iteration=ref))
     return chosen[0]
+
+
+def alias(m: RLMMagics, args: list[str]) -> None:
+    """%rlm alias NAME MODEL: NAME stands for MODEL in --model / --sub-model; --remove NAME forgets it; none: list."""
+    removed = take_option(args, "--remove")
+    if removed is not None and not args:
+        if m.aliases.pop(removed, None) is None:
+            raise UsageError(msg.NO_SUCH_ALIAS.format(name=removed))
+        display(Text(msg.ALIAS_REMOVED.format(name=removed)))
+    elif removed is None and not args:
+        display(
+            Table(["alias", "model"], [[name, model] for name, model in m.aliases.items()])
+            if m.aliases
+            else Text(msg.NO_ALIASES)
+        )
+    elif removed is None and len(args) == 2:
+        name, model = args
+        if "/" in name or not name.replace("-", "_").replace(".", "_").isidentifier():
+            raise UsageError(msg.BAD_ALIAS.format(name=name))
+        m.aliases[name] = model
+        display(Text(msg.ALIASED.format(name=name, model=model)))
+    else:
+        raise UsageError(msg.ALIAS_USAGE)
+
+
+MODELS_SHOWN = 4  # a provider's models named in %rlm models' overview
+
+
+def models(m: RLMMagics, args: list[str]) -> None:
+    """%rlm models [PROVIDER]: the configured models, the aliases, and the chat models litellm knows for the keys set."""
+    if len(args) > 1:
+        raise UsageError(msg.MODELS_USAGE)
+    known = chat_models_with_keys()
+    if args:
+        provider = args[0]
+        if provider not in known:
+            raise UsageError(msg.NO_PROVIDER.format(provider=provider, providers=", ".join(known) or "none"))
+        display(Table(["model"], [[name] for name in known[provider]]))
+        return
+    effective = resolve(configured(m))
+    rows = [
+        [
+            "model",
+            str(effective["model"] or f"{msg.DEMO_MODEL} (offline demo policy)"),
+            str(effective["api_base"] or ""),
+        ],
+        [
+            "sub_model",
+            str(effective["sub_model"] or msg.UNSET_MEANS["sub_model"]),
+            str(effective["sub_api_base"] or ""),
+        ],
+        *[[f"alias {name}", model, ""] for name, model in m.aliases.items()],
+    ]
+    display(Table(["configured", "model", "served at"], rows))
+    if known:
+        sample = MODELS_SHOWN
+        display(
+            Table(
+                ["provider", "chat models", "some of them"],
+                [
+                    [p, f"{len(names):,}", ", ".join(names[:sample]) + (" …" if len(names) > sample else "")]
+                    for p, names in known.items()
+                ],
+            )
+        )
+        display(Text(msg.MODELS_MORE))
+    else:
+        display(Text(msg.NO_PROVIDER_KEYS))
+
+
+def diff(m: RLMMagics, args: list[str]) -> None:
+    """%rlm diff RUN_A RUN_B: two runs side by side, and the code they ran as a diff."""
+    if len(args) != 2:
+        raise UsageError(msg.DIFF_USAGE)
+    first, second = (_run_numbered(m, ref) for ref in args)
+    name_a, name_b = (f"run {ref}" for ref in args)
+    rows = compare_runs(first.trace, second.trace)
+    display(Table(["", name_a, name_b], [list(row) for row in rows]))
+    changed = code_diff(first.trace, second.trace, name_a, name_b)
+    display(Code(changed, language="diff") if changed else Text(msg.SAME_CODE))
 
 
 def history(m: RLMMagics, args: list[str]) -> None:
@@ -210,7 +294,10 @@ SUBCOMMANDS: dict[str, Callable[[RLMMagics, list[str]], Any]] = {
     "show": show,
     "cells": cells,
     "insert": insert,
+    "alias": alias,
+    "models": models,
     "history": history,
+    "diff": diff,
     "export": export,
     "replay": replay,
 }

@@ -28,6 +28,16 @@ class RLMAnswer(str):
         printer.text(str(self))
 
 
+class MarkdownAnswer(str):
+    """A text answer asked for as Markdown (`--format markdown`): rendered in a notebook, as written in a terminal."""
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        return {"text/markdown": str(self), "text/plain": str(self)}
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(str(self))
+
+
 class Text:
     """Markdown for notebooks, the same text for terminals (IPython's Markdown has no text/plain)."""
 

@@ -88,6 +88,20 @@ def import_litellm() -> Any:
         return _litellm
 
 
+def chat_models_with_keys() -> dict[str, list[str]]:
+    """The chat models litellm's price map knows, by provider, for the providers whose keys are in the environment,
+    named as `--model` takes them (`openai/gpt-4o-mini`); no request is made."""
+    litellm = import_litellm()
+    by_provider: dict[str, list[str]] = {}
+    for name in litellm.utils.get_valid_models():
+        info = litellm.model_cost.get(name) or {}
+        provider = info.get("litellm_provider")
+        if info.get("mode") != "chat" or not provider:  # image, audio, embedding models: not for an RLM
+            continue
+        by_provider.setdefault(provider, []).append(name if name.startswith(f"{provider}/") else f"{provider}/{name}")
+    return {provider: sorted(set(models)) for provider, models in sorted(by_provider.items())}
+
+
 def import_litellm_soon() -> None:
     """Start importing litellm on a daemon thread, once: a run that will call through litellm overlaps the
     import (about 2.7 s) with the rest of its set-up, and its first call waits on the import lock for that
