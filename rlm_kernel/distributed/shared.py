@@ -46,7 +46,8 @@ def on_this_node() -> dict[str, Any]:
 def current_owner() -> str:
     """The Ray task this code runs in (the driver: 'driver'); the key a dead worker's holdings are released by."""
     try:
-        task = ray.get_runtime_context().get_task_id()
+        context = ray.get_runtime_context()
+        task = context.get_task_id() if context.worker.mode == ray.WORKER_MODE else None  # the driver's: a warning
     except Exception:  # not connected: a budget used outside Ray
         task = None
     return task or "driver"
