@@ -168,6 +168,10 @@ class Batch:
         executor = self.executor
         # Threads of this process share its memory: the in-process budget, slots, clients and event handlers.
         self.in_process = executor is None or isinstance(executor, concurrent.futures.ThreadPoolExecutor)
+        if self.in_process and rlm.local.executor is not None:  # its children could not reach this process's budget
+            raise ConfigError(
+                "an RLM whose children run on another executor runs its batches there too: executor='ray'"
+            )
         if not self.in_process and isinstance(self.budget, Ledger):
             raise ConfigError(
                 "batch-wide limits with this executor need a budget that its processes reach: "

@@ -84,3 +84,11 @@ def test_an_executor_that_cannot_share_a_budget_is_refused_for_children():
 
     with pytest.raises(ConfigError, match="cannot run child RLMs"):
         RLM(model="openai/policy", executor=concurrent.futures.ThreadPoolExecutor(2))
+
+
+def test_a_thread_pool_batch_of_an_rlm_whose_children_run_on_ray_is_refused_before_anything_starts():
+    with ModelServer(_fan_out()) as server:
+        rlm = RLM(model="openai/policy", api_base=server.url, max_depth=2, executor="ray")
+        with pytest.raises(ConfigError, match="runs its batches there too"):
+            rlm.batch([("a", "fan out")])
+        assert server.stats()["requests"] == 0
