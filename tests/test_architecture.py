@@ -124,7 +124,7 @@ def test_importing_formats_in_a_fresh_interpreter_loads_no_jupyter_package():
 
 def test_rlm_signature_matches_the_settings_table():
     params = inspect.signature(RLM.__init__).parameters
-    extras = {"self", "on_event", "router", "lm", "repl_factory", "tools"}  # Python objects, not settings
+    extras = {"self", "on_event", "router", "lm", "repl_factory", "tools", "executor"}  # Python objects, not settings
     assert set(params) - extras == {s.name for s in SETTINGS}
     assert params["model"].default is inspect.Parameter.empty  # the one required argument (or $RLM_MODEL)
     for setting in SETTINGS[1:]:

@@ -2,12 +2,15 @@
 
 cpu:      each question's model-written code does ~0.5 s of pure Python plus one sub-call, and the root call and the
           sub-call each take 200 ms at the server: throughput (questions a second) on `concurrency` threads of this
-          process against `executor="ray"` (target: Ray >= 1.7x on 2 cores, since threads share one GIL).
+          process against `executor=RayExecutor(num_cpus=0.5)` (a question's CPU share: two run on each core, one
+          computing while the other waits on the model) (target: Ray >= 1.7x on 2 cores, since threads share one GIL).
 overhead: trivial questions (no latency, no work), one at a time: the extra wall time a question costs on Ray
           (target: < 50 ms).
-context:  one 100 MB string shared by 100 questions: how many times it went to the object store (target: once).
-Peak memory is the most resident memory of this process and every Ray process together, sampled every 0.1 s.
-Each figure is printed with the load average, since the machine may be shared.
+context:  one 100 MB string shared by 100 questions: how many times it went to the object store (target: once),
+          and the most memory it added, in copies of the context (target: at most one per node).
+Memory is the proportional set size (shared pages split between the processes that map them) of this process and
+every Ray process together, sampled every 0.1 s. Each figure is printed with the load average, since the machine
+may be shared; the cluster is one local node of this machine's CPUs.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from rlm_kernel.core import RLM
 from rlm_kernel.core.errors import ConfigError
 
 Messages = list[dict[str, Any]]
+CPU_SHARE = 0.5  # of a CPU, what each question asks of a Ray node
+CONTEXT_MB = 100
 WORK = "n = 0\nfor i in range(3_000_000):\n    n += i % 7\n"  # ~0.5 s of pure Python on one core of this machine
 
 
@@ -53,39 +58,45 @@ def run(args: argparse.Namespace) -> int:
         import ray
     except ImportError:
         raise ConfigError("rlm bench ray needs Ray: pip install 'rlm_kernel[ray]'") from None
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    with _peak_memory() as peak:
-        started = time.perf_counter()
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    from rlm_kernel.distributed.local import local_cluster
+
+    started = time.perf_counter()
+    cluster = local_cluster(num_cpus=os.cpu_count() or 1, object_store_memory=CONTEXT_MB * 3 * 1_000_000)
+    try:
+        ray.init(address=cluster.address, log_to_driver=False)
         print(f"ray: a local cluster of {os.cpu_count()} CPUs started in {time.perf_counter() - started:.1f} s")
-        try:
-            cpu_figure(args.questions, args.concurrency)
-            overhead_figure()
-            if not args.skip_context:
-                context_figure()
-        finally:
-            ray.shutdown()
-    print(f"peak memory, this process and every Ray process together: {peak['mb']:.0f} MB")
+        cpu_figure(args.questions, args.concurrency)
+        overhead_figure()
+        if not args.skip_context:
+            context_figure()
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
     return 0
 
 
 def cpu_figure(questions: int, concurrency: int) -> None:
+    from rlm_kernel.distributed import RayExecutor
+
     with serve("rlm_kernel.bench.ray:CpuWork", 200.0) as url:
         rlm = RLM(model="openai/policy", api_base=url)
         batch = [(f"c{i}", f"question {i}") for i in range(questions)]
-        rlm.batch(batch[:2], executor="ray", concurrency=2)  # the workers' imports stay out of the figure
         walls = {}
-        for executor in ("threads", "ray"):
+        for name, executor in (("threads", None), ("ray", RayExecutor(num_cpus=CPU_SHARE))):
+            # the processes' start and imports stay out of the figure: Ray stops idle workers beyond one a CPU
+            # within seconds, so its warm-up comes right before its own run
+            rlm.batch(batch[:concurrency], executor=executor, concurrency=concurrency)
             before = server_stats(url)["requests"]
-            started = time.perf_counter()
-            results = rlm.batch(batch, concurrency=concurrency, executor=None if executor == "threads" else "ray")
-            walls[executor] = time.perf_counter() - started
+            with _peak_memory() as peak:
+                started = time.perf_counter()
+                results = rlm.batch(batch, concurrency=concurrency, executor=executor)
+                walls[name] = time.perf_counter() - started
             right = sum(r.answer == f"sub:q:c{i}" for i, r in enumerate(results))
             requests = server_stats(url)["requests"] - before
             print(
-                f"cpu {executor:>7}: {questions} questions (0.5 s of Python + 2 calls at 200 ms each), concurrency "
-                f"{concurrency}: {walls[executor]:.2f} s, {questions / walls[executor]:.2f} questions/s; "
-                f"{right}/{questions} right, {requests} requests; {_load()}"
+                f"cpu {name:>7}: {questions} questions (0.5 s of Python + 2 calls at 200 ms each), concurrency "
+                f"{concurrency}: {walls[name]:.2f} s, {questions / walls[name]:.2f} questions/s; "
+                f"{right}/{questions} right, {requests} requests; peak memory {peak['mb']:.0f} MB; {_load()}"
             )
     print(f"cpu: Ray {walls['threads'] / walls['ray']:.2f}x the thread pool's throughput (target >= 1.7x on 2 cores)")
 
@@ -106,21 +117,25 @@ def overhead_figure(questions: int = 20) -> None:
     )
 
 
-def context_figure(megabytes: int = 100, questions: int = 100) -> None:
+def context_figure(megabytes: int = CONTEXT_MB, questions: int = 100) -> None:
     from rlm_kernel.distributed import RayExecutor
 
-    context = "x" * (megabytes * 1_000_000)
-    executor = RayExecutor(num_cpus=0.5)
+    executor = RayExecutor(num_cpus=CPU_SHARE)
     with serve("rlm_kernel.bench.ray:Trivial") as url:
-        started = time.perf_counter()
-        results = RLM(model="openai/policy", api_base=url).batch(
-            [(context, f"q{i}") for i in range(questions)], executor=executor, concurrency=4
-        )
-        wall = time.perf_counter() - started
+        with _peak_memory() as before:
+            time.sleep(0.5)
+        context = "x" * (megabytes * 1_000_000)
+        with _peak_memory() as peak:
+            started = time.perf_counter()
+            results = RLM(model="openai/policy", api_base=url).batch(
+                [(context, f"q{i}") for i in range(questions)], executor=executor, concurrency=4
+            )
+            wall = time.perf_counter() - started
+    added = (peak["mb"] - before["mb"]) / megabytes - 1  # the driver's own context is not a copy
     print(
-        f"context: one {megabytes} MB context shared by {questions} questions: put in the object store "
-        f"{len(executor.contexts)} time(s); {sum(r.answer == 'ok' for r in results)}/{questions} answered in "
-        f"{wall:.1f} s; {_load()}"
+        f"context: one {megabytes} MB context shared by {questions} questions on one node: put in the object store "
+        f"{len(executor.contexts)} time(s); it added at most {added:.1f} copies of itself to memory (the driver's "
+        f"own left out); {sum(r.answer == 'ok' for r in results)}/{questions} answered in {wall:.1f} s; {_load()}"
     )
 
 
@@ -130,7 +145,8 @@ def _load() -> str:
 
 @contextmanager
 def _peak_memory() -> Iterator[dict[str, float]]:
-    """The most resident memory of this process and all its descendants (Ray's processes are), every 0.1 s."""
+    """The most memory of this process and all its descendants (Ray's processes are), every 0.1 s: the sum of their
+    proportional set sizes, so that the object store's shared pages count once."""
     import psutil
 
     peak = {"mb": 0.0}
@@ -142,7 +158,7 @@ def _peak_memory() -> Iterator[dict[str, float]]:
             total = 0
             for process in [me, *me.children(recursive=True)]:
                 try:
-                    total += process.memory_info().rss
+                    total += process.memory_full_info().pss
                 except psutil.Error:
                     continue
             peak["mb"] = max(peak["mb"], total / 1e6)

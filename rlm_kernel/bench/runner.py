@@ -26,8 +26,9 @@ from rlm_kernel.bench.modes import MODES
 from rlm_kernel.bench.tasks import Task, direct_prompt, parse_size
 from rlm_kernel.cli.settings import add_setting_options, given_settings
 from rlm_kernel.core import RLM, RunInterrupted
-from rlm_kernel.core.errors import ModelError, TransientModelError
+from rlm_kernel.core.errors import BatchInterrupted, ModelError, TransientModelError
 from rlm_kernel.core.lm import OFFLINE_PROVIDERS, LiteLLM, import_litellm
+from rlm_kernel.core.result import RLMResult
 from rlm_kernel.core.settings import BY_NAME
 from rlm_kernel.models.policies import count_tokens
 
@@ -63,6 +64,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="oolong, oolong-pairs: print distinct lines and the keyword labeller's accuracy per size; no model is called",
     )
     parser.add_argument("--out", help="append one JSON line per task to this file")
+    parser.add_argument(
+        "--executor",
+        choices=("ray",),
+        help="ray: every task at once as one batch on the Ray cluster RAY_ADDRESS names (else a local one), with a "
+        "progress line; rlm modes only",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--window",
@@ -86,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
         return baseline.run(args.task, sizes, args.n, args.seed)
     if not args.model:
         raise UsageError("the following arguments are required: --model")
+    if args.executor and args.mode == "direct":
+        raise UsageError("--executor runs the rlm modes; direct mode asks the model itself")
     tasks = _tasks(args, sizes)
     offline.register()
     import_litellm()  # seconds of import, kept out of the first task's time
@@ -94,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
     if args.mode == "direct":
         assert window is not None  # _window always gives a number
         solve = _direct_solver(args, window)
+    elif args.executor:
+        solve = _on_cluster(args, tasks)
     else:
         solve = _rlm_solver(args)
     records: list[dict[str, Any]] = []
@@ -200,32 +211,55 @@ def _record(
     }
 
 
-def _rlm_solver(args: argparse.Namespace) -> Solver:
+def _rlm(args: argparse.Namespace) -> RLM:
     ablation = args.mode == "rlm-no-subcalls"
+    return RLM(**{**given_settings(args), **({"max_depth": 1, "sub_calls": False} if ablation else {})})
 
+
+def _rlm_solver(args: argparse.Namespace) -> Solver:
     def solve(task: Task) -> dict[str, Any]:
-        settings = {**given_settings(args), **({"max_depth": 1, "sub_calls": False} if ablation else {})}
-        rlm = RLM(**settings)
         try:
-            result = rlm.completion(task.context, task.question)
+            return _outcome(_rlm(args).completion(task.context, task.question))
         except RunInterrupted:
             raise KeyboardInterrupt from None
-        iterations = [it for node in result.trace.walk() for it in node.iterations]
-        cells = [cell for it in iterations for cell in it.cells]
-        return {
-            "answer": result.answer,
-            "status": result.status,
-            "error": result.error,
-            "truncated": False,
-            "offline_mark": any(offline.OFFLINE_MARK in it.reply for it in iterations),
-            # what the model did: iterations over every node, the code blocks run and how many failed
-            "iterations": len(iterations),
-            "code_blocks": len(cells),
-            "code_errors": sum(1 for cell in cells if cell.error),
-            **_usage(result.usage.to_dict()),
-        }
 
     return solve
+
+
+def _on_cluster(args: argparse.Namespace, tasks: list[Task]) -> Solver:
+    """Every task at once, as one batch on Ray (its progress line on stderr while it runs); each task's outcome is
+    then read from the batch's results, in order."""
+    try:
+        from rlm_kernel.distributed import Progress, RayExecutor
+    except ImportError:
+        raise UsageError("--executor ray needs Ray: pip install 'rlm_kernel[ray]'") from None
+    executor = RayExecutor(progress=Progress.print_line)
+    try:
+        results = _rlm(args).batch([(task.context, task.question) for task in tasks], executor=executor)
+    except BatchInterrupted:
+        raise KeyboardInterrupt from None
+    finally:
+        executor.progress.print_line()  # how the batch ended (the watcher shows the line only while it runs)
+        print(file=sys.stderr)
+    by_task = {id(task): result for task, result in zip(tasks, results)}
+    return lambda task: {**_outcome(by_task[id(task)]), "seconds": by_task[id(task)].seconds}  # its own run's
+
+
+def _outcome(result: RLMResult) -> dict[str, Any]:
+    iterations = [it for node in result.trace.walk() for it in node.iterations]
+    cells = [cell for it in iterations for cell in it.cells]
+    return {
+        "answer": result.answer,
+        "status": result.status,
+        "error": result.error,
+        "truncated": False,
+        "offline_mark": any(offline.OFFLINE_MARK in it.reply for it in iterations),
+        # what the model did: iterations over every node, the code blocks run and how many failed
+        "iterations": len(iterations),
+        "code_blocks": len(cells),
+        "code_errors": sum(1 for cell in cells if cell.error),
+        **_usage(result.usage.to_dict()),
+    }
 
 
 def _direct_solver(args: argparse.Namespace, window: int) -> Solver:

@@ -39,6 +39,7 @@ from rlm_kernel.core.errors import (
     RunInterrupted,
     UnpricedModelWarning,
 )
+from rlm_kernel.core.fanout import SharedByProcesses
 from rlm_kernel.core.ledger import Budget, JointBudget, Ledger, Limits, Usage
 from rlm_kernel.core.result import RLMResult
 from rlm_kernel.core.run import Asker, Local, run_question
@@ -71,13 +72,9 @@ def resolve_executor(executor: concurrent.futures.Executor | str | None) -> conc
 
 
 @runtime_checkable
-class ClusterExecutor(Protocol):
-    """An executor of other processes that also gives a batch what those processes share: a budget and call
-    slots they all reach, and a check, before any question starts, that every question can be sent."""
-
-    def shared_budget(self, limits: Limits) -> Budget: ...
-
-    def shared_slots(self, size: int) -> Slots: ...
+class ClusterExecutor(SharedByProcesses, Protocol):
+    """An executor of other processes that also checks, before any question of a batch starts, that every question
+    can be sent."""
 
     def check_sendable(self, questions: list[Question]) -> None: ...
 
@@ -171,6 +168,10 @@ class Batch:
         executor = self.executor
         # Threads of this process share its memory: the in-process budget, slots, clients and event handlers.
         self.in_process = executor is None or isinstance(executor, concurrent.futures.ThreadPoolExecutor)
+        if self.in_process and rlm.local.executor is not None:  # its children could not reach this process's budget
+            raise ConfigError(
+                "an RLM whose children run on another executor runs its batches there too: executor='ray'"
+            )
         if not self.in_process and isinstance(self.budget, Ledger):
             raise ConfigError(
                 "batch-wide limits with this executor need a budget that its processes reach: "

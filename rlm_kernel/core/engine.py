@@ -12,15 +12,17 @@ from typing import Any
 
 from rlm_kernel.core.aio import CancelScope
 from rlm_kernel.core.approve import Approver
-from rlm_kernel.core.batch import Batch, run_pool
+from rlm_kernel.core.batch import Batch, resolve_executor, run_pool
 from rlm_kernel.core.clients import Models, pricing_warnings
 from rlm_kernel.core.config import RunConfig
 from rlm_kernel.core.custom_tools import Tools, check_tools
+from rlm_kernel.core.errors import ConfigError
+from rlm_kernel.core.fanout import SharedByProcesses
 from rlm_kernel.core.lm import LM
 from rlm_kernel.core.repl import REPL
+from rlm_kernel.core.repl import repl_factory as repl_factory_of
 from rlm_kernel.core.result import RLMResult
 from rlm_kernel.core.run import Local, run_question
-from rlm_kernel.core.run import repl_factory as repl_factory_of
 from rlm_kernel.core.session import Session
 from rlm_kernel.core.settings import BY_NAME
 from rlm_kernel.core.telemetry import telemetry_for
@@ -41,7 +43,9 @@ class RLM:
     `approve` may be a callable `(code, node_id, depth) -> bool`, `router` (a litellm Router
     model list), `lm` (any object with the LM protocol) and `repl_factory` (a callable that
     returns a fresh REPL for each node), `tools` (the user's functions, a list or a dict of name to
-    function, put in every node's REPL and described in its system prompt). The settings, resolved, are
+    function, put in every node's REPL and described in its system prompt), `executor` (where the children of
+    `rlm_query_batched` run: "ray" or a RayExecutor runs each as a Ray task, charged to the run's one budget and
+    bounded by its concurrency across workers; default: threads of this process). The settings, resolved, are
     `rlm.config` (a RunConfig, which pickles); `rlm.models` are its model clients in this process.
     """
 
@@ -98,6 +102,7 @@ class RLM:
         router: list[dict[str, Any]] | None = None,
         lm: LM | None = None,
         repl_factory: Callable[[], REPL] | None = None,
+        executor: concurrent.futures.Executor | str | None = None,
     ) -> None:
         given = {name: value for name, value in locals().items() if name in BY_NAME}
         given["approve"] = approve if isinstance(approve, bool) else True
@@ -107,6 +112,7 @@ class RLM:
         self.telemetry = telemetry_for(self.config.telemetry)  # a plug-in (the package root's), or None: nothing loaded
         self.approve = approve
         self._repl_factory = repl_factory or repl_factory_of(self.config)  # an unusable isolation mode fails here
+        self.executor = _fanout_executor(executor, lm, approve)
 
     @property
     def transports(self) -> dict[str, str]:
@@ -124,9 +130,8 @@ class RLM:
     @property
     def local(self) -> Local:
         """What runs of this RLM use in this process besides its config: model clients, event handlers, approver."""
-        return Local(
-            self.models, self.on_event, None if isinstance(self.approve, bool) else self.approve, self.telemetry
-        )
+        approver = None if isinstance(self.approve, bool) else self.approve
+        return Local(self.models, self.on_event, approver, self.telemetry, self.executor)
 
     def completion(
         self,
@@ -222,6 +227,23 @@ class RLM:
             answer_type=answer_type,
             scope=scope,
         )
+
+
+def _fanout_executor(
+    executor: concurrent.futures.Executor | str | None, lm: LM | None, approve: bool | Approver
+) -> SharedByProcesses | None:
+    """The executor a run's `rlm_query_batched` children run on: one of other processes that gives the run a budget
+    and call slots they reach (executor="ray"); None: threads of this process."""
+    resolved = resolve_executor(executor)
+    if resolved is None:
+        return None
+    if not isinstance(resolved, SharedByProcesses):
+        raise ConfigError(f"executor={executor!r} cannot run child RLMs: it gives them no budget or slots to share")
+    if lm is not None:
+        raise ConfigError("child RLMs on another executor need a model they can reach: a model name, not RLM(lm=...)")
+    if approve:
+        raise ConfigError("child RLMs on another executor cannot ask for approval here: leave approve off")
+    return resolved
 
 
 def _typed(answer_type: Any) -> AnswerType | None:

@@ -390,20 +390,18 @@ class Node:
             self.emit("subcall_end", subcall_id=sub_id, error=error, usage=Usage().to_dict(), seconds=0.0)
             raise
         try:
+            depth = self.depth + 1
             child = Node(
-                self.tree,
-                context,
-                query,
-                depth=self.depth + 1,
-                parent_id=self.id,
-                repl=repl,
-                model=model,
-                node_id=child_id,
+                self.tree, context, query, depth=depth, parent_id=self.id, repl=repl, model=model, node_id=child_id
             )
             outcome = child.run()
         finally:
             shielded(repl.close)
-        usage = self.tree.trace.subtree_usage(child.id)
+        return self.end_child(child_id, sub_id, outcome, started)
+
+    def end_child(self, child_id: str, sub_id: str, outcome: Outcome, started: float) -> Any:
+        """End a child's sub-call with what its subtree used (in the trace); its answer, or its error as text."""
+        usage = self.tree.trace.subtree_usage(child_id)
         reply = outcome.answer if outcome.status in ("done", "max_iterations") and outcome.answer is not None else None
         self.emit(
             "subcall_end",
@@ -426,7 +424,8 @@ class Node:
                 queued.append(self._queue_child(context, str(query), model))
             except Exception as exc:
                 queued.append(f"Error: {type(exc).__name__}: {exc}")
-
+        if self.tree.fan_out is not None:
+            return self.tree.fan_out(self, queued)
         started: list[Deadline] = []
 
         def one(child: tuple[object, str, str, str, str] | str) -> Any:

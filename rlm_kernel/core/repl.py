@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import itertools
 import linecache
 import reprlib
@@ -17,6 +18,7 @@ from typing import Any, Protocol, TypeVar
 
 from rlm_kernel.core.aio import RunCancelled
 from rlm_kernel.core.capture import capture_thread_output, truncate
+from rlm_kernel.core.config import RunConfig
 from rlm_kernel.core.deadlines import CellTimeout, Deadline, reachable, stops_enclosing
 from rlm_kernel.core.errors import ConfigError, SubmitAnswer
 
@@ -252,3 +254,17 @@ def format_exception(exc: BaseException, filename: str) -> str:
     shown = [f for f in frames[start:] if not f.filename.startswith(_PACKAGE_DIR)]
     lines = ["Traceback (most recent call last):\n", *traceback.format_list(shown)]
     return "".join(lines + traceback.format_exception_only(type(exc), exc)).rstrip()
+
+
+def repl_factory(config: RunConfig) -> Callable[[], REPL]:
+    """Fresh REPLs as the config says: an isolated one, or a plain in-process namespace.
+
+    An unknown isolation mode, or one that cannot work on this machine, fails here, before any model call."""
+    loop = config.loop
+    if config.isolation.mode is not None:
+        isolated = isolation_factory(config.isolation.mode)
+        limits = dict(config.isolation.limits)
+        return functools.partial(
+            isolated, cell_timeout=loop.cell_timeout, max_output_chars=loop.max_output_chars, **limits
+        )
+    return functools.partial(NamespaceREPL, cell_timeout=loop.cell_timeout, max_output_chars=loop.max_output_chars)

@@ -20,9 +20,10 @@ from rlm_kernel.core.clients import Models, pricing_warnings
 from rlm_kernel.core.config import RunConfig
 from rlm_kernel.core.context import check_context
 from rlm_kernel.core.errors import RunInterrupted, UnpricedModelWarning
+from rlm_kernel.core.fanout import SharedByProcesses, run_elsewhere
 from rlm_kernel.core.ledger import Budget, Ledger
 from rlm_kernel.core.node import Node
-from rlm_kernel.core.repl import REPL, NamespaceREPL, isolation_factory
+from rlm_kernel.core.repl import REPL, repl_factory
 from rlm_kernel.core.result import RLMResult
 from rlm_kernel.core.slots import CallSlots, Slots
 from rlm_kernel.core.telemetry import Telemetry, telemetry_for
@@ -31,29 +32,17 @@ from rlm_kernel.core.tree import CallTree, Outcome
 from rlm_kernel.core.typed import AnswerType
 
 
-def repl_factory(config: RunConfig) -> Callable[[], REPL]:
-    """Fresh REPLs as the config says: an isolated one, or a plain in-process namespace.
-
-    An unknown isolation mode, or one that cannot work on this machine, fails here, before any model call."""
-    loop = config.loop
-    if config.isolation.mode is not None:
-        isolated = isolation_factory(config.isolation.mode)
-        limits = dict(config.isolation.limits)
-        return functools.partial(
-            isolated, cell_timeout=loop.cell_timeout, max_output_chars=loop.max_output_chars, **limits
-        )
-    return functools.partial(NamespaceREPL, cell_timeout=loop.cell_timeout, max_output_chars=loop.max_output_chars)
-
-
 @dataclass
 class Local:
     """What a run uses that lives only in this process: the model clients, the event handlers, the approver,
-    the telemetry plug-in."""
+    the telemetry plug-in, and the executor its fan-outs run on."""
 
     models: Models
     on_event: list[EventHandler] = field(default_factory=list)
     approver: Approver | None = None  # None with config.approve: ask on the console
     telemetry: Telemetry | None = None
+    # where the children of rlm_query_batched run (None: threads of this process); a concurrent.futures.Executor too
+    executor: SharedByProcesses | None = None
 
     @classmethod
     def for_config(cls, config: RunConfig) -> Local:
@@ -103,15 +92,22 @@ def run_question(
         warnings.warn(warning, UnpricedModelWarning, stacklevel=3)
     approver = local.approver or (console_approver() if config.approve else None)
     new_repl = new_repl or repl_factory(config)
+    cluster = local.executor
+    # children in other processes charge the run's budget and take its slots: ones those processes reach
+    if budget is None:
+        budget = cluster.shared_budget(config.limits) if cluster else Ledger(config.limits)
+    if slots is None:
+        slots = cluster.shared_slots(config.loop.concurrency) if cluster else CallSlots(config.loop.concurrency)
     tree = CallTree(
         config,
         local.models,
         scope,
         approver,
-        budget=budget or Ledger(config.limits),
-        slots=slots or CallSlots(config.loop.concurrency),
+        budget=budget,
+        slots=slots,
         on_event=[*local.on_event, *_telemetry(local.telemetry, telemetry_link, telemetry_parent)],
         new_repl=new_repl,
+        fan_out=None if cluster is None else functools.partial(run_elsewhere, executor=cluster),
     )
     own_repl = repl is None
     repl = repl or new_repl()

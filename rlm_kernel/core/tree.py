@@ -53,8 +53,14 @@ class CallTree:
         slots: Slots,
         on_event: list[EventHandler],
         new_repl: Callable[[], REPL],
+        fan_out: Callable[[Any, list[Any]], list[Any]] | None = None,
+        id_space: str = "",
     ) -> None:
+        """`fan_out(node, queued)`: runs the children of a node's `rlm_query_batched` elsewhere (core/fanout.py;
+        None: threads of this process); `id_space`: what this tree's node and sub-call ids start with (a child run
+        in another process: its own id and a dot)."""
         self.config, self.models, self.new_repl = config, models, new_repl
+        self.fan_out, self.id_space = fan_out, id_space
         # A batch passes a budget that also charges the batch's, and one set of slots for all its questions.
         self.budget, self.slots = budget, slots
         self.approver = approver
@@ -87,10 +93,14 @@ class CallTree:
         return done
 
     def new_id(self, prefix: str) -> str:
-        return f"{prefix}{next(self._ids[prefix])}"
+        return f"{self.id_space}{prefix}{next(self._ids[prefix])}"
 
     def emit(self, kind: str, node_id: str, parent_id: str | None, /, **data: Any) -> None:
-        event = Event(kind, node_id, parent_id, self.redactor.data(data))
+        self.replay(Event(kind, node_id, parent_id, self.redactor.data(data)))
+
+    def replay(self, event: Event) -> None:
+        """Pass an event to the trace and every handler: one of this tree's own, or one a child run in another
+        process emitted (redacted there, under the same config)."""
         with self._emit_lock:
             if self.closed:  # the run has ended: a call that unwinds late changes nothing in its trace
                 return

@@ -1,42 +1,49 @@
-"""Live events from the workers: each worker's run pushes its events, in small bundles, to one EventLog actor; the
-driver drains it a few times a second. Nothing here depends on arrival order across workers: each event names its
+"""Live events from the workers: each worker's run pushes its events, in small bundles, to its batch's channel on
+the driver's hub (shared.py); the driver drains it a few times a second. Nothing here depends on arrival order across workers: each event names its
 question and node, and `Progress` counts from the events' own fields."""
 
 from __future__ import annotations
 
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TextIO
 
 import ray
 
 from rlm_kernel.core.ledger import Usage
 from rlm_kernel.core.result import RLMResult
 from rlm_kernel.core.trace import Event
+from rlm_kernel.distributed.shared import Delivery, HubKey, driver_hub
 
 FLUSH_EVERY_S = 0.2  # a worker sends its events at most this long after they happened
 
 
-@ray.remote(num_cpus=0, max_restarts=0)
-class EventLog:
-    def __init__(self) -> None:
-        self.waiting: list[tuple[int, Event | None]] = []
+class EventChannel(HubKey):
+    """A batch's events on the hub: workers push, the driver drains (pickles as the hub's handle and the key)."""
 
-    def push(self, events: list[tuple[int, Event | None]]) -> None:
-        self.waiting.extend(events)
+    @classmethod
+    def create(cls) -> EventChannel:
+        channel = cls(driver_hub(), uuid.uuid4().hex)
+        ray.get(channel.hub.open_channel.remote(channel.key))
+        channel._drop_when_collected()
+        return channel
 
-    def drain(self) -> list[tuple[int, Event | None]]:
-        drained, self.waiting = self.waiting, []
+    def push(self, events: list[Delivery]) -> None:
+        self.hub.push.remote(self.key, events)
+
+    def drain(self) -> list[Delivery]:
+        drained: list[Delivery] = ray.get(self.hub.drain.remote(self.key))
         return drained
 
 
 class EventSender:
     """The event handler of a question's run on a worker. `(index, None)` says the question started."""
 
-    def __init__(self, log: Any, index: int) -> None:
-        self.log, self.index = log, index
-        self.buffer: list[tuple[int, Event | None]] = []
+    def __init__(self, channel: EventChannel | None, index: int) -> None:
+        self.channel, self.index = channel, index
+        self.buffer: list[Delivery] = []
         self.last = time.monotonic()
 
     def started(self) -> None:
@@ -49,8 +56,8 @@ class EventSender:
             self.flush()
 
     def flush(self) -> None:
-        if self.buffer and self.log is not None:
-            self.log.push.remote(self.buffer)
+        if self.buffer and self.channel is not None:
+            self.channel.push(self.buffer)
         self.buffer, self.last = [], time.monotonic()
 
 

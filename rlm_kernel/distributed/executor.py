@@ -27,17 +27,18 @@ from rlm_kernel.core.ledger import Limits
 from rlm_kernel.core.result import RLMResult
 from rlm_kernel.core.run import Local
 from rlm_kernel.core.trace import Event
-from rlm_kernel.distributed.events import EventLog, EventSender, Progress
-from rlm_kernel.distributed.shared import RayBudget, RaySlots, on_this_node
+from rlm_kernel.distributed.events import EventChannel, EventSender, Progress
+from rlm_kernel.distributed.shared import RayBudget, RaySlots
 
 FORCE_AFTER_S = 2.0  # a cancelled task that has not stopped by then has its worker killed
 WATCH_SLICE_S = 0.05
 
 
 @ray.remote(max_retries=0)
-def _answer(question: Question, context: object, index: int, events: Any) -> RLMResult:
-    """One question on a worker: its own model clients (keys from this worker's environment), its events to the log."""
-    question = dataclasses.replace(question, context=context)
+def _answer(question: Question, context: list[Any], index: int, events: EventChannel | None) -> RLMResult:
+    """One question on a worker: its own model clients (keys from this worker's environment), its events to the
+    batch's channel. `context` is `[ObjectRef]` (in a list, so that Ray hands over the reference, not a copy)."""
+    question = dataclasses.replace(question, context=_shared_context(context[0]))
     sender = EventSender(events, index)
     sender.started()
     try:
@@ -48,6 +49,21 @@ def _answer(question: Question, context: object, index: int, events: Any) -> RLM
         return question.run(local)
     finally:
         sender.flush()
+
+
+_kept_context: tuple[str, object] | None = None  # the last context this worker process read: (its object id, value)
+_kept_lock = threading.Lock()
+
+
+def _shared_context(ref: Any) -> object:
+    """A context many questions share is read from the object store once per worker process, not once per task
+    (a string or dict is a full copy in each reader's memory). Only the last one is kept."""
+    global _kept_context
+    with _kept_lock:
+        if _kept_context is None or _kept_context[0] != ref.hex():
+            _kept_context = None  # the old copy goes before the new one is read
+            _kept_context = (ref.hex(), ray.get(ref))
+        return _kept_context[1]
 
 
 @ray.remote(max_retries=0)
@@ -101,7 +117,7 @@ class RayExecutor(concurrent.futures.Executor):
         self._running: dict[Any, _Entry] = {}
         self._lock = threading.Lock()
         self._watcher: threading.Thread | None = None
-        self._events: Any = None
+        self._events: EventChannel | None = None
         self._budget: RayBudget | None = None
         self._slots: RaySlots | None = None
 
@@ -111,7 +127,7 @@ class RayExecutor(concurrent.futures.Executor):
             options = {k: v for k, v in self.init_options.items() if v is not None}
             ray.init(address=self.address or os.environ.get("RAY_ADDRESS"), log_to_driver=False, **options)
         if self._events is None:
-            self._events = EventLog.options(**on_this_node()).remote()  # type: ignore[attr-defined]
+            self._events = EventChannel.create()
 
     def shared_budget(self, limits: Limits) -> RayBudget:
         self.connect()
@@ -178,7 +194,7 @@ class RayExecutor(concurrent.futures.Executor):
         self.progress.submitted += 1
         bare = dataclasses.replace(question, context=None)  # the context travels once, as its ObjectRef
         options = self.task_options
-        return lambda: _answer.options(**options).remote(bare, context, index, self._events)
+        return lambda: _answer.options(**options).remote(bare, [context], index, self._events)
 
     def cancel(self, entry: _Entry) -> None:
         with self._lock:
@@ -216,7 +232,9 @@ class RayExecutor(concurrent.futures.Executor):
                 if not refs:
                     self._drain()
                     return
-            done, _ = ray.wait(refs, num_returns=len(refs), timeout=WATCH_SLICE_S, fetch_local=False)
+            done, rest = ray.wait(refs, num_returns=1, timeout=WATCH_SLICE_S, fetch_local=False)
+            if done and rest:  # and whatever else finished meanwhile
+                done += ray.wait(rest, num_returns=len(rest), timeout=0, fetch_local=False)[0]
             for ref in done:
                 entry = self._running.pop(ref)
                 try:
@@ -274,7 +292,7 @@ class RayExecutor(concurrent.futures.Executor):
     def _drain(self) -> None:
         if self._events is None:
             return
-        for index, event in ray.get(self._events.drain.remote()):
+        for index, event in self._events.drain():
             self.progress.saw(index, event)
             if self.on_event is not None and event is not None:
                 self.on_event(index, event)

@@ -93,4 +93,10 @@ def _demo_factory() -> Policy:
     return DemoPolicy()
 
 
-_BUILTIN: dict[str, Callable[[], Policy]] = {"demo": _demo_factory}
+def _bench_factory() -> Policy:
+    # by import path: the models layer does not import the bench; named here so that `scripted/bench` works in any
+    # process (a Ray worker runs a benchmark task without the bench having registered it there)
+    return load_policy("rlm_kernel.bench.offline:BenchPolicy")
+
+
+_BUILTIN: dict[str, Callable[[], Policy]] = {"demo": _demo_factory, "bench": _bench_factory}

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import gc
 import time
 
 import pytest
+import ray
 
 from rlm_kernel import RLM
 from rlm_kernel.core.errors import BudgetExhausted
 from rlm_kernel.core.ledger import JointBudget, Ledger, Limits
 from rlm_kernel.distributed import RayExecutor
-from rlm_kernel.distributed.shared import RayBudget
+from rlm_kernel.distributed.shared import RayBudget, driver_hub
 from rlm_kernel.models.server import ModelServer
 from tests.support_features import Recorder, block
 
@@ -70,6 +72,41 @@ def test_a_large_context_shared_by_many_questions_goes_to_the_object_store_once(
         results = rlm.batch([(context, f"q{i}") for i in range(10)], executor=executor, concurrency=5)
     assert [r.answer for r in results] == ["5000000"] * 10
     assert len(executor.contexts) == 1
+
+
+def test_a_worker_process_reads_a_shared_context_from_the_object_store_once_for_all_its_questions():
+    # each question keeps its context object in its worker process, then answers its pid and how many distinct
+    # context objects that process has seen: one, however many questions it ran
+    code = (
+        "import builtins, os\n"
+        "seen = builtins.__dict__.setdefault('rlm_test_contexts', [])\n"
+        "seen.append(context)\n"
+        "FINAL(f'{os.getpid()}:{len({id(c) for c in seen})}')"
+    )
+    context = "y" * 1_000_000
+    with ModelServer(Recorder(lambda messages: block(code)), latency_ms=0) as server:
+        rlm = RLM(model="openai/policy", api_base=server.url)
+        results = rlm.batch([(context, f"q{i}") for i in range(12)], executor=RayExecutor(num_cpus=0.25))
+    pids, counts = zip(*(str(r.answer).split(":") for r in results))
+    assert len(set(pids)) < len(pids)  # some worker ran several questions
+    assert set(counts) == {"1"}
+
+
+def test_a_batch_leaves_nothing_on_the_hub_once_the_driver_lets_go_of_it():
+    with ModelServer(_one_root_one_sub()) as server:
+        rlm = RLM(model="openai/policy", api_base=server.url)
+        executor = RayExecutor()
+        rlm.batch([("a", "q"), ("b", "q")], executor=executor, concurrency=2, max_llm_calls=10)
+    assert executor._budget is not None and executor._slots is not None and executor._events is not None
+    own = {executor._budget.key, executor._slots.key, executor._events.key}
+    hub = driver_hub()
+    assert own <= ray.get(hub.keys.remote())
+    del executor
+    gc.collect()
+    ends = time.monotonic() + 10
+    while own & ray.get(hub.keys.remote()) and time.monotonic() < ends:
+        time.sleep(0.05)
+    assert not own & ray.get(hub.keys.remote())
 
 
 def test_a_tool_that_cannot_be_sent_is_a_clear_error_before_anything_starts():

@@ -15,8 +15,8 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from rlm_kernel import RLM
 from rlm_kernel.core.errors import BatchInterrupted
 from rlm_kernel.distributed import RayExecutor
+from rlm_kernel.distributed.local import node_args
 from rlm_kernel.models.server import ModelServer
-from tests.ray.conftest import node_args
 from tests.support_features import Recorder, block
 
 pytestmark = pytest.mark.usefixtures("cluster")

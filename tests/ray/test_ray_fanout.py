@@ -1,0 +1,94 @@
+"""Fan-outs on a real local Ray cluster: with `RLM(executor="ray")` the children of one run's `rlm_query_batched` run
+as Ray tasks, against a local server that counts requests and calls in flight."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from rlm_kernel import RLM
+from rlm_kernel.core.errors import ConfigError
+from rlm_kernel.distributed import RayExecutor
+from rlm_kernel.models.server import ModelServer
+from tests.support_features import Recorder, block, question
+
+pytestmark = pytest.mark.usefixtures("cluster")
+
+FAN_OUT = block("replies = rlm_query_batched([(str(i), f'child {i}') for i in range(4)])\nFINAL('|'.join(replies))")
+FORCE_STOP_S = 3.0  # a cancelled Ray task that has not stopped after 2 s has its worker killed
+CHILD = block("import os\nFINAL(f'{context}:{os.getpid()}:' + llm_query('q' + context))")
+
+
+def _fan_out(child: str = CHILD) -> Recorder:
+    return Recorder(lambda messages: child if question(messages).startswith("child") else FAN_OUT)
+
+
+def test_the_children_of_rlm_query_batched_run_as_ray_tasks_and_their_events_join_the_drivers_trace():
+    with ModelServer(_fan_out(), latency_ms=20) as server:
+        rlm = RLM(model="openai/policy", api_base=server.url, max_depth=2, executor="ray")
+        result = rlm.completion("ctx", "fan out")
+        requests = server.stats()["requests"]
+    replies = [reply.split(":", 2) for reply in str(result.answer).split("|")]
+    assert [(context, answer) for context, _, answer in replies] == [(str(i), f"sub:q{i}") for i in range(4)]
+    assert str(os.getpid()) not in {pid for _, pid, _ in replies}  # none ran in this process
+    root = result.trace.root_id
+    children = [node for node in result.trace.nodes.values() if node.parent_id == root]
+    assert len(children) == 4 and all(node.status == "done" for node in children)
+    assert requests == 1 + 4 * 2 == result.usage.llm_calls  # the children's calls counted in the run's usage
+
+
+def test_the_runs_budget_binds_its_children_on_every_worker():
+    with ModelServer(_fan_out(), latency_ms=20) as server:
+        rlm = RLM(model="openai/policy", api_base=server.url, max_depth=2, max_llm_calls=5, executor="ray")
+        result = rlm.completion("ctx", "fan out")
+        requests = server.stats()["requests"]
+    assert requests <= 5
+    assert requests == result.usage.llm_calls
+
+
+def test_the_runs_concurrency_bounds_its_childrens_calls_over_all_workers():
+    with ModelServer(_fan_out(), latency_ms=200) as server:
+        executor = RayExecutor(num_cpus=0.25)
+        rlm = RLM(model="openai/policy", api_base=server.url, max_depth=2, concurrency=2, executor=executor)
+        result = rlm.completion("ctx", "fan out")
+        stats = server.stats()
+    assert result.status == "done"
+    assert stats["requests"] == 9
+    assert stats["max_in_flight"] == 2
+
+
+def test_a_block_that_stops_waiting_cancels_its_children_on_the_cluster(tmp_path: Path):
+    ticks = tmp_path / "ticks"
+    slow_child = block(
+        f"import time\nfor _ in range(600):\n    open({str(ticks)!r}, 'a').write('.')\n    time.sleep(0.1)"
+    )
+    with ModelServer(_fan_out(slow_child)) as server:
+        executor = RayExecutor(num_cpus=0.25)
+        rlm = RLM(
+            model="openai/policy", api_base=server.url, max_depth=2, cell_timeout=3, max_iterations=1, executor=executor
+        )
+        started = time.monotonic()
+        rlm.completion("ctx", "fan out")
+    assert time.monotonic() - started < 30  # not the children's 60 s
+    time.sleep(FORCE_STOP_S)
+    size = ticks.stat().st_size
+    time.sleep(1.0)
+    assert ticks.stat().st_size == size  # every child's task stopped
+
+
+def test_an_executor_that_cannot_share_a_budget_is_refused_for_children():
+    import concurrent.futures
+
+    with pytest.raises(ConfigError, match="cannot run child RLMs"):
+        RLM(model="openai/policy", executor=concurrent.futures.ThreadPoolExecutor(2))
+
+
+def test_a_thread_pool_batch_of_an_rlm_whose_children_run_on_ray_is_refused_before_anything_starts():
+    with ModelServer(_fan_out()) as server:
+        rlm = RLM(model="openai/policy", api_base=server.url, max_depth=2, executor="ray")
+        with pytest.raises(ConfigError, match="runs its batches there too"):
+            rlm.batch([("a", "fan out")])
+        assert server.stats()["requests"] == 0
