@@ -23,6 +23,7 @@ from rlm_kernel.core.context import (
     ContextMetadata,
     check_context,
     context_metadata,
+    is_recorded_context,
 )
 from rlm_kernel.core.helpers import make_helpers
 from rlm_kernel.loaders import load_context
@@ -250,6 +251,18 @@ def test_a_large_contexts_hash_is_a_fingerprint_of_its_length_and_a_sample() -> 
     assert digest(texts) != digest(longer)
     mapping = {f"k{i}": i for i in range(5000)}
     assert digest(mapping) != digest({**mapping, f"k{context_module._sampled(5000)[3]}": -1})
+
+
+def test_a_trace_recorded_with_the_whole_item_hash_still_takes_its_context() -> None:
+    records = _many_records(3000)
+    whole = hashlib.sha256(b"list[dict]\n")  # how traces recorded a list before it was sampled
+    for record in records:
+        whole.update(json.dumps(record, sort_keys=True).encode() + b"\n")
+    assert context_metadata(records).sha256 != whole.hexdigest()
+    assert is_recorded_context(records, whole.hexdigest())
+    assert is_recorded_context(records, context_metadata(records).sha256)
+    assert not is_recorded_context(records[1:], whole.hexdigest())
+    assert not is_recorded_context(records, context_metadata(records[1:]).sha256)
 
 
 def test_a_large_list_of_str_keeps_its_exact_length() -> None:

@@ -212,6 +212,20 @@ def context_metadata(context: object, preview_chars: int = 500) -> ContextMetada
     return _guarded(context, "described", lambda: _metadata(context, preview_chars))
 
 
+def is_recorded_context(context: object, sha256: str) -> bool:
+    """Whether `context` is the one a run recorded with this sha256 (replays and exports check it).
+
+    Traces written before large lists and dicts were hashed from a sample hold the hash of every item: such a
+    context is also checked that way (reading it whole), so that their replays still take it."""
+    if context_metadata(context).sha256 == sha256:
+        return True
+    if not isinstance(context, (list, dict)) or _items(context) <= _SAMPLE:
+        return False  # hashed whole both ways: it differs
+    kind = _kind(context)
+    items = ([key, value] for key, value in dict.items(context)) if kind == "dict" else list.__iter__(context)  # type: ignore[arg-type]
+    return _guarded(context, "checked", lambda: _hash_items(kind, items)) == sha256
+
+
 def _metadata(context: object, preview_chars: int) -> ContextMetadata:
     kind = _kind(context)
     if kind == "str":
