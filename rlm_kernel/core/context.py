@@ -3,8 +3,10 @@ loaders.py: reading it from files).
 
 A context can be hundreds of MB, so nothing here copies it whole: strings are
 scanned with str methods that do not copy (`in`, `count`, `find`), hashed in
-slices, and previewed from the head only. pandas is never imported: a
-DataFrame is recognised by its type's module and name.
+slices, and previewed from the head only; lists and dicts are checked in C and
+described (lengths, keys, sha256) from at most _SAMPLE of their items, and model
+code gets a read-only view of them (core/readonly.py), never a copy. pandas is
+never imported: a DataFrame is recognised by its type's module and name.
 """
 
 from __future__ import annotations
@@ -221,9 +223,14 @@ def is_recorded_context(context: object, sha256: str) -> bool:
         return True
     if not isinstance(context, (list, dict)) or _items(context) <= _SAMPLE:
         return False  # hashed whole both ways: it differs
-    kind = _kind(context)
-    items = ([key, value] for key, value in dict.items(context)) if kind == "dict" else list.__iter__(context)  # type: ignore[arg-type]
-    return _guarded(context, "checked", lambda: _hash_items(kind, items)) == sha256
+
+    def every_item_hashed() -> str:
+        kind = _kind(context)
+        if kind == "dict":
+            return _hash_items(kind, ([key, value] for key, value in dict.items(context)))  # type: ignore[arg-type]
+        return _hash_items(kind, list.__iter__(context))  # type: ignore[arg-type]
+
+    return _guarded(context, "checked", every_item_hashed) == sha256
 
 
 def _metadata(context: object, preview_chars: int) -> ContextMetadata:
@@ -407,12 +414,14 @@ def _hash_header(kind: str, sampled: int, count: int, whole: str = "") -> str:
 
 
 def _hash_items(header: str, items: Iterable[object]) -> str:
-    """sha256 of `header` and each item's sorted-keys JSON, in order (so a dict's key order counts).
+    """sha256 of `header` and each item's sorted-keys JSON, in order (the items' order counts, a record's key
+    order does not).
 
     A list or dict of at most _SAMPLE items is hashed whole. A larger one is hashed from _SAMPLE sampled items
-    (_sampled: the same positions for the same length) plus its length (and, for str items, its total characters): a fingerprint computed in the time of
-    what the root is shown, not a hash of every item, so "is this the same context?" (rerun, exports) catches
-    another file, a longer or shorter one, reordered or rewritten data, but not an edit to one unsampled item.
+    (_sampled: the same positions for the same length) plus its length (and, for str items, its total
+    characters): a fingerprint computed in the time of what the root is shown, not a hash of every item, so
+    "is this the same context?" (replays, exports) catches another file, a longer or shorter one, reordered or
+    rewritten data, but not an edit to one unsampled item.
     """
     digest = hashlib.sha256(header.encode() + b"\n")
     for item in items:
