@@ -9,6 +9,7 @@ import ast
 import datetime as dt
 import json
 import re
+import sys
 from collections import Counter, defaultdict
 from itertools import combinations
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 from rlm_kernel.bench import compare, offline, report, runner, scoring
 from rlm_kernel.bench import main as bench_main
 from rlm_kernel.bench.families import make_tasks
-from rlm_kernel.bench.figures import perf, perf_reference
+from rlm_kernel.bench.figures import perf, perf_records, perf_reference
 from rlm_kernel.bench.oolong import oolong, oolong_pairs
 from rlm_kernel.bench.questions import LABELS, keyword_label
 from rlm_kernel.bench.tasks import DEPTHS, NOISE_LINE, direct_prompt, parse_size, sniah
@@ -446,6 +447,12 @@ def test_memory_child_runs_ten_iterations_over_a_built_context(capsys):
     row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert row["status"] == "done" and row["iterations"] == 10 and "NEEDLE-4242" in row["answer"]
     assert row["context_mb"] == 4 and row["peak_mb"] >= row["after_build_mb"] >= row["baseline_mb"] > 0
+
+
+def test_the_records_probe_hands_the_context_to_children_in_a_fresh_process():
+    row = perf_records.probe(sys.executable, 50_000, 4)  # about 20 MB: smaller ones fit in memory freed earlier
+    assert row["status"] == "done" and row["answer"] == str([50_000] * 4)
+    assert row["peak_over_baseline_mb"] >= row["context_mb"] > 5 and 0 < row["first_request_s"] <= row["run_s"]
 
 
 def test_the_reference_driver_imports_only_rlms_and_the_standard_library():

@@ -16,12 +16,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rlm_kernel.core import context as context_module
 from rlm_kernel.core.context import (
     SUPPORTED,
     ContextError,
     ContextMetadata,
     check_context,
     context_metadata,
+    is_recorded_context,
 )
 from rlm_kernel.core.helpers import make_helpers
 from rlm_kernel.loaders import load_context
@@ -204,6 +206,70 @@ def test_hash_equality_and_inequality() -> None:
     assert digest({"a": [1, 2]}) != digest({"a": [2, 1]})
     assert digest({1: "x", "1": "y"}) != digest({"1": "x", 1: "y"})  # mixed key types still hash
     assert digest("a\ud800") != digest("a\ud801")  # lone surrogates (from e.g. surrogateescape) still hash
+
+
+def _many_records(count: int) -> list[dict[str, object]]:
+    return [{"id": i, "text": "x" * (i % 100), **({"tag": "t"} if i % 4 == 0 else {})} for i in range(count)]
+
+
+def test_metadata_of_a_million_records_reads_a_bounded_sample(monkeypatch: pytest.MonkeyPatch) -> None:
+    read = {"json": 0, "record": 0}
+
+    def counted(name: str, function: object) -> object:
+        def call(*args: object, **kwargs: object) -> object:
+            read[name] += 1
+            return function(*args, **kwargs)  # type: ignore[operator]
+
+        return call
+
+    monkeypatch.setattr(context_module, "_json", counted("json", context_module._json))
+    monkeypatch.setattr(context_module, "_record_chars", counted("record", context_module._record_chars))
+    records = _many_records(1_000_000)
+    meta = context_metadata(records)
+    assert read["json"] <= 1000 and read["record"] <= 1000  # the hash and the lengths: a sample, not every record
+    true_length = sum(len(str(value)) for record in records for value in record.values())
+    assert abs(meta.length - true_length) / true_length < 0.02
+    assert meta.items == 1_000_000
+    tagged = re.search(r"keys: id, text, tag \(in ~(\d+),000\)", meta.summary)
+    assert tagged and 200 <= int(tagged[1]) <= 300  # a quarter of the records, estimated
+    assert meta.summary.endswith("length and key counts estimated from 1,000 sampled records")
+
+
+def test_a_large_contexts_hash_is_a_fingerprint_of_its_length_and_a_sample() -> None:
+    def digest(context: object) -> str:
+        return context_metadata(context).sha256
+
+    records = _many_records(5000)
+    assert digest(records) == digest(_many_records(5000))
+    assert digest(records) != digest(records[:-1])  # the length counts
+    assert digest(records) != digest(records[::-1])  # so does the order
+    changed = _many_records(5000)
+    changed[context_module._sampled(5000)[7]]["text"] = "edited"
+    assert digest(records) != digest(changed)
+    texts = [str(i) for i in range(5000)]
+    longer = [*texts[:-1], texts[-1] + "!"]  # the last item is not sampled, but a list of str's total length is hashed
+    assert digest(texts) != digest(longer)
+    mapping = {f"k{i}": i for i in range(5000)}
+    assert digest(mapping) != digest({**mapping, f"k{context_module._sampled(5000)[3]}": -1})
+
+
+def test_a_trace_recorded_with_the_whole_item_hash_still_takes_its_context() -> None:
+    records = _many_records(3000)
+    whole = hashlib.sha256(b"list[dict]\n")  # how traces recorded a list before it was sampled
+    for record in records:
+        whole.update(json.dumps(record, sort_keys=True).encode() + b"\n")
+    assert context_metadata(records).sha256 != whole.hexdigest()
+    assert is_recorded_context(records, whole.hexdigest())
+    assert is_recorded_context(records, context_metadata(records).sha256)
+    assert not is_recorded_context(records[1:], whole.hexdigest())
+    assert not is_recorded_context(records, context_metadata(records[1:]).sha256)
+
+
+def test_a_large_list_of_str_keeps_its_exact_length() -> None:
+    items = [f"item {i}" for i in range(250_000)]
+    meta = context_metadata(items)
+    assert meta.length == sum(map(len, items))
+    assert meta.summary.endswith("; item lengths from 1,000 sampled items")
 
 
 def test_to_dict_round_trips() -> None:

@@ -252,6 +252,29 @@ def test_batched_children_capture_their_own_output(scripted):
         assert printed == [f"{digit * 3} {k}" for k in range(20)]
 
 
+def test_children_given_the_context_share_the_roots_object_and_cannot_change_it(scripted):
+    records = [{"id": i, "text": f"record {i}"} for i in range(50)]
+
+    def policy(messages):
+        if question_of(messages) == "root":
+            return repl(
+                "kids = rlm_query_batched([(context, 'child')] * 3)\n"
+                "FINAL({'ids': [id(context)] + [kid[0] for kid in kids], 'tried': [kid[1] for kid in kids], "
+                "'first': context[0]['text']})"
+            )
+        return repl(
+            "try:\n    context[0]['text'] = 'changed by a child'\n    tried = 'changed'\n"
+            "except TypeError:\n    tried = 'refused'\n"
+            "FINAL([id(context), tried])"
+        )
+
+    result = RLM(model=scripted(policy), max_depth=2, concurrency=3).completion(records, "root")
+    assert result.status == "done", result.error
+    assert len(set(result.answer["ids"])) == 1  # one object for the root and its three children: no copies
+    assert result.answer["tried"] == ["refused"] * 3
+    assert result.answer["first"] == "record 0" and records[0]["text"] == "record 0"
+
+
 def test_llm_query_batched_keeps_order_and_failed_slots_hold_their_error(scripted):
     def sub(messages):
         prompt = messages[-1]["content"]

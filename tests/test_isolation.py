@@ -57,6 +57,26 @@ def _processes() -> set[int]:
 # -- through the engine ------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("isolation", ["kernel", "kernel-audit"])
+def test_a_records_context_stays_read_only_in_the_worker_and_its_children(scripted, isolation):
+    records = [{"id": i, "tags": ["t"]} for i in range(2000)]
+
+    def policy(messages):
+        if question_of(messages) == "root":
+            return repl("kid = rlm_query(context[:10], 'child')\nFINAL([type(context).__name__, kid, grep('1999')])")
+        return repl(
+            "try:\n    context[0]['tags'].append('x')\n    tried = 'changed'\n"
+            "except TypeError:\n    tried = 'refused'\n"
+            "FINAL([len(context), tried])"
+        )
+
+    result = RLM(model=scripted(policy), max_depth=2, isolation=isolation).completion(records, "root")
+    assert result.status == "done", result.error
+    kind, kid, hits = result.answer
+    assert kind == "ReadOnlyList" and kid == [10, "refused"] and len(hits) == 1
+    assert records[0]["tags"] == ["t"]
+
+
 def test_model_code_cannot_reach_the_notebook_and_answers_come_back(scripted, monkeypatch, tmp_path):
     notebook = sys.modules["__main__"]  # in a notebook, the user's namespace is __main__'s
     monkeypatch.setattr(notebook, "secret", "notebook-only", raising=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from rlm_kernel import RLM
 from rlm_kernel.core.context import context_metadata
 from rlm_kernel.core.helpers import make_helpers
+from rlm_kernel.core.readonly import READ_ONLY_MESSAGE
 from tests.conftest import repl
 
 
@@ -103,20 +105,18 @@ def test_grep_says_flags_are_re_flags():
     ids=["list[str]", "list[dict]", "dict"],
 )
 def test_model_code_never_changes_the_callers_context(scripted, context):
-    import copy
-
     before = copy.deepcopy(context)
-    code = (
-        "if isinstance(context, list):\n"
-        "    context.reverse(); context.append('injected')\n"
-        "    first = peek(0, 1)[0]\n"
-        "    if isinstance(first, dict): first['k'].append(99)\n"
-        "else:\n"
-        "    context['a'].append(99); context['new'] = 1\n"
-        "FINAL('changed')"
+    attempts = ["context.reverse()", "context.append('injected')", "context[0] = 'x'"]
+    if isinstance(context, dict):
+        attempts = ["context['a'].append(99)", "context['new'] = 1", "context['b']['c'] = 3", "context.pop('a')"]
+    elif isinstance(context[0], dict):
+        attempts += ["peek(0, 1)[0]['k'].append(99)", "context[0]['k'] = 1", "[r['k'].clear() for r in context]"]
+    code = "refused = []\n" + "".join(
+        f"try:\n    {attempt}\nexcept TypeError as e:\n    refused.append(str(e))\n" for attempt in attempts
     )
-    result = RLM(model=scripted([repl(code)])).completion(context, "q")
-    assert result.answer == "changed" and context == before
+    result = RLM(model=scripted([repl(code + "FINAL(refused)")])).completion(context, "q")
+    assert context == before
+    assert result.answer == [READ_ONLY_MESSAGE] * len(attempts)
 
 
 def test_a_str_context_is_shared_not_copied(scripted):

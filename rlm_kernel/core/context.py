@@ -3,16 +3,20 @@ loaders.py: reading it from files).
 
 A context can be hundreds of MB, so nothing here copies it whole: strings are
 scanned with str methods that do not copy (`in`, `count`, `find`), hashed in
-slices, and previewed from the head only. pandas is never imported: a
-DataFrame is recognised by its type's module and name.
+slices, and previewed from the head only; lists and dicts are checked in C and
+described (lengths, keys, sha256) from at most _SAMPLE of their items, and model
+code gets a read-only view of them (core/readonly.py), never a copy. pandas is
+never imported: a DataFrame is recognised by its type's module and name.
 """
 
 from __future__ import annotations
 
-import copy
+import functools
 import hashlib
 import itertools
 import json
+import operator
+import random
 import re
 import reprlib
 import statistics
@@ -23,6 +27,7 @@ from typing import Any, TypeVar
 
 from rlm_kernel.core.deadlines import CellTimeout
 from rlm_kernel.core.errors import ContextError
+from rlm_kernel.core.readonly import ReadOnlyList, read_only
 from rlm_kernel.core.repl import contained
 
 SUPPORTED = "str, list[str], list[dict], dict, or a pandas DataFrame"
@@ -57,22 +62,15 @@ def _kind(context: object) -> str:
             raise _nul_error("the context", context.index("\x00"))
         return "str"
     if isinstance(context, list):
-        if not context:
+        if not list.__len__(context):
             raise ContextError("the context is empty: an empty list has nothing to search")
-        first = context[0]
+        first = list.__getitem__(context, 0)
         if not isinstance(first, (str, dict)):
             raise ContextError(
                 f"unsupported context type list[{type(first).__name__}]: use {SUPPORTED} (e.g. [str(x) for x in items])"
             )
         base = str if isinstance(first, str) else dict
-        for i, item in enumerate(context):
-            if not isinstance(item, base):
-                raise ContextError(
-                    f"the context list mixes item types (item 0 is {base.__name__}, item {i} is "
-                    f"{type(item).__name__}): use {SUPPORTED}, e.g. convert every item with str()"
-                )
-            if isinstance(item, str) and "\x00" in item:
-                raise _nul_error(f"item {i} of the context", item.index("\x00"))
+        _check_items(context, base)
         return f"list[{base.__name__}]"
     if isinstance(context, dict):
         if not context:
@@ -83,6 +81,21 @@ def _kind(context: object) -> str:
             raise ContextError("the context is empty: the DataFrame has no rows or no columns")
         return "DataFrame"
     raise ContextError(f"unsupported context type {type(context).__name__}: use {SUPPORTED}")
+
+
+def _check_items(items: list[Any], base: type) -> None:
+    """Every item is a `base` (and a str holds no NUL), each pass in C (a million records take milliseconds);
+    the Python loop that finds the item to name runs only when one is wrong."""
+    raw = functools.partial(list.__iter__, items)  # the items themselves, even through a read-only view
+    if not all(issubclass(kind, base) for kind in set(map(type, raw()))):
+        index, item = next((i, item) for i, item in enumerate(raw()) if not isinstance(item, base))
+        raise ContextError(
+            f"the context list mixes item types (item 0 is {base.__name__}, item {index} is "
+            f"{type(item).__name__}): use {SUPPORTED}, e.g. convert every item with str()"
+        )
+    if base is str and any(map(operator.contains, raw(), itertools.repeat("\x00"))):
+        index, item = next((i, item) for i, item in enumerate(raw()) if "\x00" in item)
+        raise _nul_error(f"item {index} of the context", item.index("\x00"))
 
 
 def check_context(context: object) -> None:
@@ -123,7 +136,9 @@ def _guarded(context: object, done: str, call: Callable[[], T]) -> T:
 
 
 def _plain(context: object) -> bool:
-    return type(context) is str or (type(context) is list and all(type(item) is str for item in context))
+    if type(context) is str:
+        return True
+    return type(context) in (list, ReadOnlyList) and {str}.issuperset(map(type, list.__iter__(context)))  # type: ignore[arg-type]
 
 
 def _items(context: object) -> int:
@@ -135,24 +150,24 @@ def _items(context: object) -> int:
     return 0
 
 
-def private_copy(context: object) -> object:
-    """`context` as model code may have it: a copy of a mutable one, so the caller's object never changes.
+def shared_view(context: object) -> object:
+    """`context` as model code has it: the caller's object, never copied and never changed (core/readonly.py).
 
-    A str is immutable and shared as is (a 2 GB string is never copied); a list of str copies
-    only the list; records, dicts and DataFrames are copied deeply, their values being mutable.
+    A str is immutable and shared as is; a list or dict becomes a read-only view of the caller's object (its
+    own array of references; a view given again is returned as is, so every node handed the same context
+    shares one object); a DataFrame is copied deeply, as pandas has no read-only view of one.
     """
     if isinstance(context, str):
         return context
-    if isinstance(context, list) and all(isinstance(item, str) for item in context):
-        return list(context)
     if _is_dataframe(context):
         return context.copy(deep=True)  # type: ignore[attr-defined]
-    return _guarded(context, "copied", lambda: copy.deepcopy(context))
+    return _guarded(context, "shared", lambda: read_only(context))
 
 
 # ---------------------------------------------------------------------------
 # metadata
 
+_SAMPLE = 1000  # items, keys or rows: a larger context's lengths, counts and hash come from this many of them
 _HASH_SLICE = 1 << 20  # characters encoded at a time: bounds the memory hashing needs
 _PREVIEW_ITEM_CHARS = 160  # one previewed item/entry/line at most
 _UNITS = {"list[str]": "items", "list[dict]": "items", "dict": "keys", "DataFrame": "rows"}
@@ -199,6 +214,25 @@ def context_metadata(context: object, preview_chars: int = 500) -> ContextMetada
     return _guarded(context, "described", lambda: _metadata(context, preview_chars))
 
 
+def is_recorded_context(context: object, sha256: str) -> bool:
+    """Whether `context` is the one a run recorded with this sha256 (replays and exports check it).
+
+    Traces written before large lists and dicts were hashed from a sample hold the hash of every item: such a
+    context is also checked that way (reading it whole), so that their replays still take it."""
+    if context_metadata(context).sha256 == sha256:
+        return True
+    if not isinstance(context, (list, dict)) or _items(context) <= _SAMPLE:
+        return False  # hashed whole both ways: it differs
+
+    def every_item_hashed() -> str:
+        kind = _kind(context)
+        if kind == "dict":
+            return _hash_items(kind, ([key, value] for key, value in dict.items(context)))  # type: ignore[arg-type]
+        return _hash_items(kind, list.__iter__(context))  # type: ignore[arg-type]
+
+    return _guarded(context, "checked", every_item_hashed) == sha256
+
+
 def _metadata(context: object, preview_chars: int) -> ContextMetadata:
     kind = _kind(context)
     if kind == "str":
@@ -218,67 +252,109 @@ def _str_metadata(text: str, preview_chars: int) -> ContextMetadata:
     return ContextMetadata("str", len(text), None, lines, summary, text[:preview_chars], _hash_str(text))
 
 
+def _sampled(count: int) -> list[int]:
+    """Every index up to _SAMPLE items; beyond, _SAMPLE of them drawn at random, in order, with the count as the seed:
+    the same indices for every context of that length (so a hash can be compared), and none of the aliasing of a
+    fixed stride (records that alternate in kind, every 1,000th of which is of one kind)."""
+    if count <= _SAMPLE:
+        return list(range(count))
+    return sorted(random.Random(count).sample(range(count), _SAMPLE))
+
+
+def _estimate(sampled: list[int], count: int) -> int:
+    """The total over `count` items from the lengths of sampled ones (exact when every item was sampled)."""
+    return sum(sampled) if len(sampled) == count else round(sum(sampled) / len(sampled) * count)
+
+
+def _scaled(found: int, sampled: int, count: int) -> str:
+    """How many of `count` items have what `found` of `sampled` ones have: exact, or ~ an estimate to 2 digits."""
+    if sampled == count:
+        return f"{found:,}"
+    estimate = found * count / sampled
+    return f"~{round(estimate, 2 - len(str(int(estimate)))):,.0f}"
+
+
+def _sample_note(sampled: int, count: int, what: str, unit: str) -> str:
+    return "" if sampled == count else f"; {what} from {sampled:,} sampled {unit}"
+
+
 def _list_str_metadata(items: list[str], preview_chars: int) -> ContextMetadata:
-    lengths = [len(item) for item in items]
-    summary = f"{len(items):,} items; item length {_spread(lengths)}"
+    count = list.__len__(items)
+    sample = [list.__getitem__(items, i) for i in _sampled(count)]
+    length = sum(map(len, list.__iter__(items)))  # in C: exact even for millions of items
+    summary = f"{count:,} items; item length {_spread(list(map(len, sample)))}"
+    summary += _sample_note(len(sample), count, "item lengths", "items")
     preview = _preview(
-        (f"[{i}] {_one_line(item, _PREVIEW_ITEM_CHARS)}" for i, item in enumerate(items)),
-        len(items),
+        (f"[{i}] {_one_line(item, _PREVIEW_ITEM_CHARS)}" for i, item in enumerate(list.__iter__(items))),
+        count,
         "items",
         preview_chars,
     )
-    return ContextMetadata(
-        "list[str]", sum(lengths), len(items), None, summary, preview, _hash_items("list[str]", items)
-    )
+    header = _hash_header("list[str]", len(sample), count, f"{length} chars")
+    return ContextMetadata("list[str]", length, count, None, summary, preview, _hash_items(header, sample))
 
 
 def _list_dict_metadata(records: list[dict[str, Any]], preview_chars: int) -> ContextMetadata:
-    lengths = [_record_chars(record) for record in records]
-    key_counts = Counter(key for record in records for key in record)
+    count = list.__len__(records)
+    sample = [list.__getitem__(records, i) for i in _sampled(count)]
+    lengths = [_record_chars(record) for record in sample]
+    key_counts = Counter(key for record in sample for key in dict.__iter__(record))
     summary = (
-        f"{len(records):,} records; keys: {_keys_summary(key_counts, len(records))}; record length {_spread(lengths)}"
+        f"{count:,} records; keys: {_keys_summary(key_counts, len(sample), count)}; record length {_spread(lengths)}"
     )
+    summary += _sample_note(len(sample), count, "length and key counts estimated", "records")
     preview = _preview(
-        (f"[{i}] {_one_line(_brief_repr.repr(record), _PREVIEW_ITEM_CHARS)}" for i, record in enumerate(records)),
-        len(records),
+        (
+            f"[{i}] {_one_line(_brief_repr.repr(record), _PREVIEW_ITEM_CHARS)}"
+            for i, record in enumerate(list.__iter__(records))
+        ),
+        count,
         "records",
         preview_chars,
     )
+    header = _hash_header("list[dict]", len(sample), count)
     return ContextMetadata(
-        "list[dict]",
-        sum(lengths),
-        len(records),
-        None,
-        summary,
-        preview,
-        _hash_items("list[dict]", records),
+        "list[dict]", _estimate(lengths, count), count, None, summary, preview, _hash_items(header, sample)
     )
 
 
 def _dict_metadata(mapping: dict[Any, Any], preview_chars: int) -> ContextMetadata:
-    lengths = [len(str(key)) + len(str(value)) for key, value in mapping.items()]
-    value_types = Counter(type(value).__name__ for value in mapping.values())
-    types = ", ".join(f"{name} ({count:,})" for name, count in value_types.most_common(6))
-    summary = f"{len(mapping):,} keys; value types: {types}; key+value length {_spread(lengths)}"
+    count = dict.__len__(mapping)
+    wanted = _sampled(count)
+    if len(wanted) == count:
+        sample = list(dict.items(mapping))  # the mapping's own entries, even through a read-only view
+    else:
+        keys = list(dict.keys(mapping))  # in C: a dict has no indexing, and a million keys take milliseconds
+        sample = [(keys[i], dict.__getitem__(mapping, keys[i])) for i in wanted]
+    lengths = [len(str(key)) + len(str(value)) for key, value in sample]
+    value_types = Counter(type(value).__name__ for _, value in sample)
+    types = ", ".join(f"{name} ({_scaled(n, len(sample), count)})" for name, n in value_types.most_common(6))
+    summary = f"{count:,} keys; value types: {types}; key+value length {_spread(lengths)}"
+    summary += _sample_note(len(sample), count, "length and value type counts estimated", "keys")
     entries = (
         _one_line(f"{_brief_repr.repr(key)}: {_brief_repr.repr(value)}", _PREVIEW_ITEM_CHARS)
-        for key, value in mapping.items()
+        for key, value in dict.items(mapping)
     )
-    preview = _preview(entries, len(mapping), "keys", preview_chars)
-    pairs = ([key, value] for key, value in mapping.items())
-    return ContextMetadata("dict", sum(lengths), len(mapping), None, summary, preview, _hash_items("dict", pairs))
+    preview = _preview(entries, count, "keys", preview_chars)
+    header = _hash_header("dict", len(sample), count)
+    pairs = ([key, value] for key, value in sample)
+    return ContextMetadata("dict", _estimate(lengths, count), count, None, summary, preview, _hash_items(header, pairs))
 
 
 def _record_chars(record: dict[Any, Any]) -> int:
-    return sum(len(str(value)) for value in record.values())
+    return sum(len(str(value)) for value in dict.values(record))
 
 
 def _spread(lengths: list[int]) -> str:
     return f"min {min(lengths):,} / median {statistics.median_low(lengths):,} / max {max(lengths):,} chars"
 
 
-def _keys_summary(counts: Counter[str], records: int, shown: int = 12) -> str:
-    parts = [key if count == records else f"{key} (in {count:,})" for key, count in counts.most_common(shown)]
+def _keys_summary(counts: Counter[str], sampled: int, records: int, shown: int = 12) -> str:
+    """The commonest keys; a key missing from some records says in how many it is (estimated: ~N)."""
+    parts = [
+        key if count == sampled else f"{key} (in {_scaled(count, sampled, records)})"
+        for key, count in counts.most_common(shown)
+    ]
     if len(counts) > shown:
         parts.append(f"… {len(counts) - shown:,} more keys")
     return ", ".join(str(part) for part in parts)
@@ -329,19 +405,32 @@ def _hash_str(text: str) -> str:
     return digest.hexdigest()
 
 
-def _hash_items(kind: str, items: Iterable[object]) -> str:
-    """sha256 of the kind and each item's sorted-keys JSON, in order (so a dict's key order counts)."""
-    digest = hashlib.sha256(kind.encode() + b"\n")
+def _hash_header(kind: str, sampled: int, count: int, whole: str = "") -> str:
+    """What a list's or dict's sha256 starts with: the kind alone when every item is hashed; else how many items
+    were sampled of how many, and `whole`, what is known exactly of the whole (a list of str's total chars)."""
+    if sampled == count:
+        return kind
+    return f"{kind}: {sampled} sampled of {count} items" + (f", {whole}" if whole else "")
+
+
+def _hash_items(header: str, items: Iterable[object]) -> str:
+    """sha256 of `header` and each item's sorted-keys JSON, in order (the items' order counts, a record's key
+    order does not).
+
+    A list or dict of at most _SAMPLE items is hashed whole. A larger one is hashed from _SAMPLE sampled items
+    (_sampled: the same positions for the same length) plus its length (and, for str items, its total
+    characters): a fingerprint computed in the time of what the root is shown, not a hash of every item, so
+    "is this the same context?" (replays, exports) catches another file, a longer or shorter one, reordered or
+    rewritten data, but not an edit to one unsampled item.
+    """
+    digest = hashlib.sha256(header.encode() + b"\n")
     for item in items:
         digest.update(_json(item, sort_keys=True).encode("utf-8", "surrogatepass") + b"\n")
     return digest.hexdigest()
 
 
-_FRAME_SAMPLE = 1000
-
-
 def _frame_sample(frame: Any) -> Any:
-    return frame.iloc[:: -(-len(frame) // _FRAME_SAMPLE)]
+    return frame.iloc[:: -(-len(frame) // _SAMPLE)]
 
 
 def _row_chars(sample: Any) -> list[int]:

@@ -297,10 +297,12 @@ class _ListHelpers(_ItemHelpers):
         return [self._items[start : start + size] for start, size in zip(starts, sizes)]
 
     def _texts(self) -> Iterator[str]:
-        return iter(self._items) if self._of_str else map(_json, self._items)
+        items = list.__iter__(self._items)  # only read: no read-only view of each item is needed
+        return items if self._of_str else map(_json, items)
 
     def _default_sizes(self) -> list[int]:
-        lengths = map(len, self._items) if self._of_str else map(_record_chars, self._items)
+        items = list.__iter__(self._items)
+        lengths = map(len, items) if self._of_str else map(_record_chars, items)
         return _sizes_by_chars(lengths, self._default_size)
 
 
@@ -322,16 +324,16 @@ class _DictHelpers(_ItemHelpers):
         return [dict(itertools.islice(entries, size)) for size in sizes]
 
     def _texts(self) -> Iterator[str]:
-        for key, value in self._mapping.items():
+        for key, value in dict.items(self._mapping):  # only read: no read-only view of each value is needed
             yield f"{key}: {value if isinstance(value, str) else _json(value)}"
 
     def _default_sizes(self) -> list[int]:
-        lengths = (len(str(key)) + len(str(value)) for key, value in self._mapping.items())
+        lengths = (len(str(key)) + len(str(value)) for key, value in dict.items(self._mapping))
         return _sizes_by_chars(lengths, self._default_size)
 
 
 # pandas DataFrame: only standard DataFrame methods, no pandas import. A frame can have millions of rows, so its
-# length, hash and default chunking come from a sample of at most _FRAME_SAMPLE evenly spaced rows.
+# length, hash and default chunking come from a sample of at most _SAMPLE evenly spaced rows.
 
 
 class _FrameHelpers(_ItemHelpers):

@@ -13,7 +13,7 @@ from rlm_kernel.core.answers import MISSING
 from rlm_kernel.core.approve import DECLINED
 from rlm_kernel.core.calls import TextStream, call_with_retries
 from rlm_kernel.core.capture import truncate
-from rlm_kernel.core.context import check_context, context_metadata, private_copy
+from rlm_kernel.core.context import check_context, context_metadata, shared_view
 from rlm_kernel.core.custom_tools import awaiting, describe_tools, tool_sources
 from rlm_kernel.core.deadlines import Deadline, shielded
 from rlm_kernel.core.errors import AnswerMismatch, BudgetExhausted, ModelError, SubmitAnswer
@@ -61,8 +61,9 @@ class Node:
     ) -> None:
         config = self.config = tree.config
         loop, sub = config.loop, config.sub
-        # Model code gets its own copy of a mutable context (never the caller's object); a str is shared.
-        self.tree, self.context, self.query = tree, private_copy(context), query
+        # Model code gets a read-only view of the caller's object, never a copy: a child handed the same
+        # context shares it, and no node's code can change what another node (or the caller) sees.
+        self.tree, self.context, self.query = tree, shared_view(context), query
         self.depth, self.parent_id, self.repl = depth, parent_id, repl
         # The root talks to the root model's server; children, like sub-calls, to the sub-model's.
         spec = config.root if depth == 0 else sub

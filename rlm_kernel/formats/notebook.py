@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlm_kernel.core.context import context_metadata
+from rlm_kernel.core.context import is_recorded_context
 from rlm_kernel.core.errors import ExportError
 from rlm_kernel.core.parsing import parse_reply
 from rlm_kernel.core.result import EarlierTurn
@@ -188,7 +188,7 @@ def _context_to_embed(
         if "value" not in recorded:
             return None, f"not available ({recorded.get('omitted') or 'the trace does not hold it'})"
         context = recorded["value"]
-    elif context_metadata(context).sha256 != sha256:
+    elif not is_recorded_context(context, sha256):
         return None, "left out: the context given is not the one this run used (its sha256 differs)"
     if with_context is None and chars > MAX_EMBEDDED_CONTEXT_CHARS:
         return (

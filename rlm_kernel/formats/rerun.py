@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlm_kernel.core.context import context_metadata
+from rlm_kernel.core.context import is_recorded_context
 from rlm_kernel.core.engine import RLM
 from rlm_kernel.core.errors import ReplayError, RunInterrupted
 from rlm_kernel.core.prompts import child_stopped_message
@@ -39,7 +39,7 @@ def replay_context(trace: Trace, context: object = None) -> object:
             why = recorded.get("omitted") or "it was not recorded"
             raise ReplayError(f"the recording holds no context ({why}): pass the run's context to replay it")
         return recorded["value"]
-    if context_metadata(context).sha256 != root.context["sha256"]:
+    if not is_recorded_context(context, root.context["sha256"]):
         raise ReplayError("that context is not the one the recorded run used (its sha256 differs)")
     return context
 

@@ -11,6 +11,7 @@
 5. side by side with the reference package `rlms` (needs `make bench-ref`): one server, one policy, same tasks
 6. scale-out: fan-out through a litellm Router over two `rlm serve-model` deployments
 7. the first `%%rlm` in a fresh kernel: its delay before the first model request
+8. contexts of records: a 1M-record list to the first request, and peak memory, alone and shared by 4 children
 
 Every figure uses offline scripted policies, in process or over HTTP on 127.0.0.1: they
 measure the engine and the HTTP path, never a model.
@@ -37,6 +38,7 @@ from typing import Any
 from rlm_kernel.bench import UsageError
 from rlm_kernel.bench.compare import DEFAULT_REF_PYTHON
 from rlm_kernel.bench.figures.perf_kernel import figure_first_cell
+from rlm_kernel.bench.figures.perf_records import figure_records
 from rlm_kernel.bench.figures.perf_reference import figure_side_by_side
 from rlm_kernel.bench.offline import register as register_bench
 from rlm_kernel.bench.serving import peak_rss_mb, serve, server_stats
@@ -49,7 +51,7 @@ from rlm_kernel.models.policies import count_tokens, register_policy
 from rlm_kernel.models.server import ModelServer
 
 DEMO_QUESTION = "What went wrong with the coolant, and what was done about it?"
-FIGURES = (1, 2, 3, 4, 5, 6, 7)
+FIGURES = (1, 2, 3, 4, 5, 6, 7, 8)
 _FENCE = "`" * 3
 
 
@@ -60,6 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--ref-python", default=DEFAULT_REF_PYTHON, help="interpreter of the environment with `rlms` (figure 5)"
+    )
+    parser.add_argument(
+        "--before-python", help="figure 8 also measures the rlm_kernel of this interpreter (an older checkout's)"
     )
     parser.add_argument("--out", help="also write the figures as JSON to this file")
     parser.add_argument(
@@ -78,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
     options = [*(["--quick"] if args.quick else []), "--figures", ",".join(map(str, chosen))]
     if 5 in chosen and args.ref_python != DEFAULT_REF_PYTHON:
         options += ["--ref-python", args.ref_python]
+    if 8 in chosen and args.before_python:
+        options += ["--before-python", args.before_python]
     print(f"command: {shlex.join(['rlm', 'bench', 'perf', *options])}")
     register_bench()
     RLM(model=register_policy([f"{_FENCE}repl\nFINAL(1)\n{_FENCE}"], "bench-warmup")).completion("x", "warm up litellm")
@@ -90,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         5: figure_side_by_side,
         6: figure_scale_out,
         7: figure_first_cell,
+        8: figure_records,
     }
     for number in chosen:
         print()
