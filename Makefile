@@ -97,11 +97,14 @@ clean:
 # --- issue 7: the browser screenshot and the real-model smoke run -------------------------------
 .PHONY: screenshot smoke-real
 
-# Re-takes docs/call_tree.png (the README's picture of the call tree) and docs/phoenix_trace.png (a run in
-# Phoenix's UI) with the browser test and the Phoenix test.
+# Re-takes docs/call_tree.png (the README's picture of the call tree), docs/call_tree_light.png and
+# docs/call_tree_dark.png (a finished tree in each JupyterLab theme) and docs/phoenix_trace.png (a run in
+# Phoenix's UI) with the browser tests and the Phoenix test.
 screenshot: $(STAMP) system-packages $(PHOENIX_STAMP)
 	mkdir -p docs
-	RLM_DOCS_SCREENSHOT=docs/call_tree.png $(BIN)/python -m pytest -q tests/test_browser.py -k jupyterlab
+	RLM_DOCS_SCREENSHOT=docs/call_tree.png $(BIN)/python -m pytest -q tests/test_browser.py -k "jupyterlab or themes"
+	cp build/test-artifacts/browser/theme-light-tree.png docs/call_tree_light.png
+	cp build/test-artifacts/browser/theme-dark-tree.png docs/call_tree_dark.png
 	RLM_DOCS_PHOENIX_SCREENSHOT=docs/phoenix_trace.png $(BIN)/python -m pytest -q tests/test_telemetry_phoenix.py -k notebook
 
 # Opt-in, not in CI: a real model on this CPU (Qwen2.5-Coder-0.5B via llama.cpp): the quickstart's %%rlm cell in a

@@ -601,6 +601,7 @@ def test_the_tree_reads_in_both_jupyterlab_themes(lab: JupyterLab, page: Page, t
         _mark_outputs(cell)
         _readable(page, f"static, {theme_name}")
         page.screenshot(path=SHOTS / f"theme-{slug}-static.png")
+        cell.screenshot(path=SHOTS / f"theme-{slug}-tree.png")  # the README's pictures (make screenshot)
     static = cell.locator(".jp-OutputArea-output[data-mime-type='text/html']").first.inner_html()
 
     # nbconvert's HTML of the same tree, in its light and dark themes, and on a page that defines no theme.
