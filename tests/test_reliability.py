@@ -286,7 +286,7 @@ def test_model_code_that_passes_a_hostile_context_to_a_child_gets_a_context_erro
     assert time.monotonic() - started < 60
     looped, deep = seen[1], seen[2]
     assert "ContextError: the context could not be described: that took over" in looped, looped
-    assert "ContextError: the context could not be copied: it is nested too deeply" in deep, deep
+    assert "ContextError: the context could not be described: it is nested too deeply" in deep, deep
 
 
 # -- a server that ignores max_tokens ---------------------------------------------------------------------------

@@ -263,8 +263,10 @@ class LiteLLM:
         return input_window(model)
 
     def can_stream(self, model: str) -> bool:
-        """Real providers stream; the offline ones (scripted, replay) are litellm custom providers that do not."""
-        return not model.startswith(OFFLINE_PROVIDERS)
+        """False: budgeted calls on litellm are not streamed to be cut at their cap. litellm's streamed usage drops
+        the cached-token details (a cost budget would bind early) and fills in usage a server left out (so it would
+        not be marked as counted here); the overshoot of a server that ignores max_tokens is reserved instead."""
+        return False
 
     def price(self, model: str, input_tokens: int, output_tokens: int, detail: TokenDetail = NO_DETAIL) -> float | None:
         """US dollars by call_cost, else by litellm's own rules (a Router's or a registered provider's model);
