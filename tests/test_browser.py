@@ -568,6 +568,20 @@ def _use_theme(page: Page, name: str) -> None:
     expect(page.locator("body")).to_have_attribute("data-jp-theme-name", name)
 
 
+def _whole_cell_screenshot(page: Page, cell: Locator, path: Path) -> None:
+    """The cell whole: the notebook scrolls inside the page, so the window is made tall enough for it first."""
+    viewport = page.viewport_size
+    box = cell.bounding_box()
+    if viewport is None or box is None:
+        return
+    page.set_viewport_size({"width": viewport["width"], "height": max(viewport["height"], int(box["height"]) + 400)})
+    try:
+        cell.scroll_into_view_if_needed()
+        cell.screenshot(path=path)
+    finally:
+        page.set_viewport_size(viewport)
+
+
 @pytest.mark.parametrize("theme_name", ["JupyterLab Light", "JupyterLab Dark"])
 def test_the_tree_reads_in_both_jupyterlab_themes(lab: JupyterLab, page: Page, theme_name: str) -> None:
     hold = threading.Event()
@@ -601,7 +615,7 @@ def test_the_tree_reads_in_both_jupyterlab_themes(lab: JupyterLab, page: Page, t
         _mark_outputs(cell)
         _readable(page, f"static, {theme_name}")
         page.screenshot(path=SHOTS / f"theme-{slug}-static.png")
-        cell.screenshot(path=SHOTS / f"theme-{slug}-tree.png")  # the README's pictures (make screenshot)
+        _whole_cell_screenshot(page, cell, SHOTS / f"theme-{slug}-tree.png")  # the README's (make screenshot)
     static = cell.locator(".jp-OutputArea-output[data-mime-type='text/html']").first.inner_html()
 
     # nbconvert's HTML of the same tree, in its light and dark themes, and on a page that defines no theme.

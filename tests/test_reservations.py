@@ -107,7 +107,11 @@ def test_a_server_that_cannot_stream_and_ignores_max_tokens_has_its_overshoot_re
     lock = threading.Lock()
 
     def policy(messages):
-        reply = root(messages) if messages[0]["role"] == "system" else "lorem ipsum " * 300  # 900 tokens
+        if messages[0]["role"] == "system":
+            reply = root(messages)
+        else:
+            time.sleep(0.2)  # a sub-call takes a while, so the fan-out's calls are in flight together
+            reply = "lorem ipsum " * 300  # 900 tokens
         with lock:
             counted.append(messages_tokens(messages) + count_tokens(reply))
         return reply
