@@ -23,6 +23,8 @@ import atexit
 import json
 import os
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
@@ -186,12 +188,14 @@ class OpenAICompatibleLM:
         redact = _Redactor(key)
         started = time.perf_counter()
         try:
+            url = f"{where}/chat/completions"
             async with _shared_session().post(
-                f"{where}/chat/completions",
+                url,
                 json=body,
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=timeout),  # a total deadline, not one per read
                 ssl=self._ssl,
+                proxy=_proxy_for(url),
             ) as response:
                 if response.status != 200:
                     raw = await response.read()
@@ -290,15 +294,26 @@ async def _read_events(content: Any, on_text: TextSink, model: str) -> tuple[str
     return text.text, usage
 
 
+def _proxy_for(url: str) -> str | None:
+    """The proxy HTTP(S)_PROXY or ALL_PROXY names for `url`, unless NO_PROXY exempts its host, as in the OpenAI
+    client and litellm; read from the environment at each call (it may change). Not aiohttp's trust_env, which
+    also looks for ~/.netrc in a worker thread twice a request: about 0.5 ms of the model-call loop a call."""
+    parts = urllib.parse.urlsplit(url)
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if proxy is None or urllib.request.proxy_bypass_environment(parts.hostname or "", proxies):
+        return None
+    return proxy
+
+
 def _shared_session() -> Any:
     """The keep-alive pool, made on first use (on the background loop) and closed at exit."""
     global _session
     if _session is None or _session.closed:
         import aiohttp
 
-        # No cap on connections: the engine's semaphore is the concurrency limit. trust_env: HTTP(S)_PROXY and
-        # NO_PROXY apply, as in the OpenAI client and litellm.
-        _session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), trust_env=True)
+        # No cap on connections: the engine's semaphore is the concurrency limit. Proxies come from _proxy_for.
+        _session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         atexit.register(_close_session, _session)
     return _session
 
