@@ -301,7 +301,7 @@ def _proxy_for(url: str) -> str | None:
     parts = urllib.parse.urlsplit(url)
     proxies = urllib.request.getproxies_environment()
     proxy = proxies.get(parts.scheme) or proxies.get("all")
-    if proxy is None or urllib.request.proxy_bypass_environment(parts.hostname or "", proxies):
+    if proxy is None or urllib.request.proxy_bypass(parts.hostname or ""):
         return None
     return proxy
 
