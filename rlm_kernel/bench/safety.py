@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rlm_kernel import RLM
+from rlm_kernel.bench.serving import environment_kept
 from rlm_kernel.core.errors import ContextError
 from rlm_kernel.core.repl import NamespaceREPL
 
@@ -296,9 +297,8 @@ def streaming_redaction() -> str:
         yield secret[cut:] + " and that is all.\n```repl\nFINAL('ok')\n```"
 
     rows = []
-    saved = {name: os.environ.get(name) for name in ("MY_SERVICE_KEY", "OPENAI_API_KEY")}
-    os.environ.update(MY_SERVICE_KEY=secret, OPENAI_API_KEY="sk-test")
-    try:
+    with environment_kept("MY_SERVICE_KEY", "OPENAI_API_KEY"):
+        os.environ.update(MY_SERVICE_KEY=secret, OPENAI_API_KEY="sk-test")
         for transport in ("direct", "litellm"):
             events: list[Any] = []
             with ModelServer(writer) as server:
@@ -312,12 +312,6 @@ def streaming_redaction() -> str:
                 f"{len(texts)} model_text events; {'a half of the secret shows' if leaked else 'shown as [redacted]'}"
             )
             rows.append(_verdict(f"streaming ({transport}), a secret split across pieces", happened, not leaked))
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
     return "\n".join(rows)
 
 
@@ -362,8 +356,7 @@ def response_cache() -> str:
                 happened, held = f"{type(exc).__name__} out of completion()", False
         rows.append(_verdict("cache, an entry whose usage is not a dict", happened, held))
 
-        saved = {name: os.environ.get(name) for name in ("OPENAI_API_BASE", "OPENAI_API_KEY")}
-        try:
+        with environment_kept("OPENAI_API_BASE", "OPENAI_API_KEY"):
             with ModelServer(policy) as one, ModelServer(policy) as two:
                 for server in (one, two):
                     os.environ.update(OPENAI_API_BASE=server.url, OPENAI_API_KEY="sk-test")
@@ -371,12 +364,6 @@ def response_cache() -> str:
                         "c", "q"
                     )
                 counts = (one.stats()["requests"], two.stats()["requests"])
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
         happened = f"requests per server {counts[0]}, {counts[1]} (a shared entry would leave the second at 0)"
         rows.append(_verdict("cache, two servers named by OPENAI_API_BASE (litellm)", happened, counts == (3, 3)))
     return "\n".join(rows)

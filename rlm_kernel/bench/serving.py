@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import urllib.request
@@ -46,3 +47,17 @@ def peak_rss_mb() -> float:
     """This process's peak RSS. Not ru_maxrss: on Linux a child's starts at its parent's RSS at fork."""
     status = Path("/proc/self/status").read_text()
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) / 1024
+
+
+@contextlib.contextmanager
+def environment_kept(*names: str) -> Iterator[None]:
+    """The environment variables `names` as they were, put back afterwards (a figure sets them for its runs)."""
+    saved = {name: os.environ.get(name) for name in names}
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

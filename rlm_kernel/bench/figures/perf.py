@@ -41,7 +41,7 @@ from rlm_kernel.bench.figures.perf_kernel import figure_first_cell
 from rlm_kernel.bench.figures.perf_records import figure_records
 from rlm_kernel.bench.figures.perf_reference import figure_side_by_side
 from rlm_kernel.bench.offline import register as register_bench
-from rlm_kernel.bench.serving import peak_rss_mb, serve, server_stats
+from rlm_kernel.bench.serving import environment_kept, peak_rss_mb, serve, server_stats
 from rlm_kernel.core import RLM, Event
 from rlm_kernel.core.ledger import Usage
 from rlm_kernel.core.lm import Completion
@@ -237,16 +237,9 @@ FAN_OUT_PATHS: dict[str, dict[str, Any]] = {
 def cloud_environment(url: str) -> Iterator[None]:
     """The variables a cloud user sets, pointed at the local server (restored afterwards)."""
     values = {"OPENAI_BASE_URL": url, "OPENAI_API_KEY": "sk-bench", "ANTHROPIC_API_KEY": "sk-bench"}
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
+    with environment_kept(*values):
+        os.environ.update(values)
         yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def figure_fan_out(args: argparse.Namespace) -> dict[str, Any]:
