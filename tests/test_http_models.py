@@ -24,7 +24,15 @@ def _root_then_subs(root_replies):
     return policy
 
 
-TRANSPORTS = pytest.mark.parametrize("transport", ["litellm", "direct"])
+# litellm; the direct transport in OpenAI's format; the direct transport in Anthropic's (an `anthropic/` model,
+# whose api_base is the server's root: the Messages API is at /v1/messages).
+TRANSPORTS = pytest.mark.parametrize("transport", ["litellm", "direct", "anthropic"])
+
+
+def _options(transport: str, server: ModelServer) -> dict:
+    if transport == "anthropic":
+        return {"model": "anthropic/policy", "api_base": server.url.removesuffix("/v1"), "transport": "direct"}
+    return {"model": "openai/policy", "api_base": server.url, "transport": transport}
 
 
 @TRANSPORTS
@@ -40,7 +48,7 @@ def test_32_batched_prompts_at_100ms_latency_run_concurrently(transport):
         return policy(messages)
 
     with ModelServer(all_at_once) as server:
-        rlm = RLM(model="openai/policy", api_base=server.url, concurrency=32, transport=transport)
+        rlm = RLM(concurrency=32, **_options(transport, server))
         result = rlm.completion("some context", "fan out")
         stats = server.stats()
     assert result.answer == [f"sub:p{i}" for i in range(32)]
@@ -53,9 +61,7 @@ def test_32_batched_prompts_at_100ms_latency_run_concurrently(transport):
 def test_transient_faults_are_retried_and_counted_per_attempt(transport):
     policy = _root_then_subs([repl("FINAL(llm_query_batched(['a', 'b', 'c', 'd']))")])
     with ModelServer(policy, fail_rate=0.4, faults=("429", "500", "malformed"), seed=3) as server:
-        result = RLM(
-            model="openai/policy", api_base=server.url, retries=8, retry_backoff=0.01, transport=transport
-        ).completion("ctx", "q")
+        result = RLM(retries=8, retry_backoff=0.01, **_options(transport, server)).completion("ctx", "q")
         stats = server.stats()
     assert result.answer == ["sub:a", "sub:b", "sub:c", "sub:d"]
     assert sum(stats["faults"].values()) > 0
@@ -65,9 +71,10 @@ def test_transient_faults_are_retried_and_counted_per_attempt(transport):
 @TRANSPORTS
 def test_unreachable_server_fails_the_run_with_one_clear_line(transport):
     started = time.perf_counter()
-    result = RLM(
-        model="openai/none", api_base="http://127.0.0.1:9/v1", retries=1, retry_backoff=0.01, transport=transport
-    ).completion("ctx", "q")
+    options = {"model": "openai/none", "api_base": "http://127.0.0.1:9/v1", "transport": transport}
+    if transport == "anthropic":
+        options.update(model="anthropic/none", transport="direct")
+    result = RLM(retries=1, retry_backoff=0.01, **options).completion("ctx", "q")
     assert result.status == "error"
     assert "gave up after 2 attempts" in result.error and "\n" not in result.error
     assert time.perf_counter() - started < 30
@@ -85,7 +92,7 @@ def test_unreachable_server_fails_the_run_with_one_clear_line(transport):
 @TRANSPORTS
 def test_each_answer_protocol_over_http(reply, expected, transport):
     with ModelServer(_root_then_subs([reply])) as server:
-        result = RLM(model="openai/policy", api_base=server.url, transport=transport).completion("ctx", "q")
+        result = RLM(**_options(transport, server)).completion("ctx", "q")
     assert (result.status, result.answer) == ("done", expected)
 
 
@@ -126,3 +133,65 @@ def test_direct_transport_prices_known_models_and_marks_unknown_ones():
     assert lm.price("openai/no-such-local-model", 10, 10) is None
     with pytest.raises(ValueError, match="needs api_base"):
         RLM(model="my-model", transport="direct")
+
+
+def test_anthropic_requests_are_built_as_the_messages_api_takes_them():
+    from rlm_kernel.core.lm import anthropic
+
+    messages = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "q"},
+        {"role": "user", "content": [{"type": "text", "text": "more"}]},
+        {"role": "assistant", "content": ""},
+        {"role": "system", "content": "and exact"},
+    ]
+    params = {"temperature": 0.2, "stop": "END", "user": "u1", "extra_body": {"top_k": 5}, "extra_headers": {"h": "v"}}
+    body = anthropic.body("anthropic/claude-sonnet-4-5", messages, None, params, stream=True)
+    assert body["model"] == "claude-sonnet-4-5" and body["system"] == "be brief\n\nand exact"
+    assert body["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "q"}, {"type": "text", "text": "more"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": anthropic.EMPTY_TEXT}]},
+    ]
+    assert body["stop_sequences"] == ["END"] and body["metadata"] == {"user_id": "u1"} and body["top_k"] == 5
+    assert body["temperature"] == 0.2 and body["stream"] is True and "extra_headers" not in body
+    assert body["max_tokens"] == 64_000  # the model's output limit from the price map: Anthropic requires one
+    assert anthropic.body("anthropic/unknown", messages, 77, {}, stream=False)["max_tokens"] == 77
+    assert anthropic.url("http://h/") == "http://h/v1/messages" == anthropic.url("http://h/v1/messages")
+
+
+def test_anthropic_replies_streams_and_their_failures_are_read_as_litellm_reads_them():
+    import asyncio
+    import json
+
+    from rlm_kernel.core.errors import TransientModelError
+    from rlm_kernel.core.lm import anthropic
+
+    usage = {"input_tokens": 10, "cache_read_input_tokens": 30, "cache_creation_input_tokens": 5, "output_tokens": 4}
+    reply = {"content": [{"type": "thinking", "thinking": "hm"}, {"type": "text", "text": "hi"}], "usage": usage}
+    text, chat = anthropic.read_body(json.dumps(reply).encode(), "m")
+    assert text == "hi" and chat == {
+        "prompt_tokens": 45,
+        "completion_tokens": 4,
+        "prompt_tokens_details": {"cached_tokens": 30, "cache_creation_tokens": 5},
+    }
+    with pytest.raises(TransientModelError, match="malformed reply"):
+        anthropic.read_body(b'{"content": 3}', "m")
+
+    def events(*payloads):
+        async def lines():
+            for payload in payloads:  # as aiohttp gives a stream: line by line
+                yield f"event: {payload['type']}\n".encode()
+                yield f"data: {json.dumps(payload)}\n".encode()
+                yield b"\n"
+
+        return lines()
+
+    pieces: list[str] = []
+    start = {"type": "message_start", "message": {"usage": {"input_tokens": 12, "output_tokens": 1}}}
+    delta = {"type": "content_block_delta", "delta": {"type": "text_delta", "text": "ab"}}
+    done = {"type": "message_delta", "usage": {"output_tokens": 9}}
+    text, chat = asyncio.run(anthropic.read_events(events(start, delta, delta, done), pieces.append, "m"))
+    assert (text, pieces, chat["prompt_tokens"], chat["completion_tokens"]) == ("abab", ["ab", "ab"], 12, 9)
+    overloaded = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    with pytest.raises(TransientModelError, match="Overloaded"):
+        asyncio.run(anthropic.read_events(events(start, delta, overloaded), pieces.append, "m"))

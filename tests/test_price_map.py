@@ -117,6 +117,33 @@ def test_cached_input_cache_writes_and_reasoning_are_priced_as_litellm_prices_th
     assert compared > 300 and with_rates > 100
 
 
+def test_anthropic_models_are_priced_as_litellm_prices_a_reply_of_the_messages_api():
+    """Every Anthropic chat model, named `anthropic/...`: list price, cache reads and writes as Anthropic reports
+    them (litellm's Usage of a Messages API reply), and each side of the long-prompt threshold."""
+    litellm = import_litellm()
+    lm = OpenAICompatibleLM()
+    compared = 0
+    for name, found in price_map.price_map().items():
+        if not isinstance(found, dict) or found.get("litellm_provider") != "anthropic" or found.get("mode") != "chat":
+            continue
+        model = name if name.startswith("anthropic/") else f"anthropic/{name}"
+        for input_tokens, read, write in ((3000, 0, 0), (10_000, 6000, 0), (10_000, 2000, 1500), (250_000, 1e5, 2e4)):
+            read, write = int(read), int(write)
+            usage = litellm.Usage(
+                prompt_tokens=input_tokens,
+                completion_tokens=700,
+                total_tokens=input_tokens + 700,
+                prompt_tokens_details={"cached_tokens": read, "cache_creation_tokens": write},
+                cache_creation_input_tokens=write,
+                cache_read_input_tokens=read,
+            )
+            expected = sum(litellm.cost_per_token(model=model, usage_object=usage))
+            ours = lm.price(model, input_tokens, 700, price_map.TokenDetail(read, write, 0))
+            assert ours == pytest.approx(expected, abs=1e-12, rel=1e-9), (model, input_tokens, read, write)
+            compared += 1
+    assert compared >= 40
+
+
 def test_the_direct_endpoints_are_litellms(monkeypatch):
     """Each provider endpoint the direct path posts to without an api_base: litellm's base URL and key variable."""
     from rlm_kernel.core.lm import endpoints
@@ -159,12 +186,13 @@ def test_input_windows_equal_litellms_model_info():
         ("hosted_vllm/tiny", "http://h/v1", None, True),
         ("Qwen/Qwen2.5-7B", "http://h/v1", None, True),  # a repo name, no provider: the server's name
         ("my-model", "http://h/v1", None, True),
-        ("anthropic/claude-3-5-sonnet", "http://h/v1", None, False),  # litellm maps Anthropic's format
+        ("anthropic/claude-3-5-sonnet", "http://h/v1", None, True),  # posted in Anthropic's own format
         ("ollama/llama3", "http://h/v1", None, False),
         ("openai/gpt-4o-mini", None, None, True),  # OpenAI's own API (or OPENAI_BASE_URL)
         ("gpt-4o-mini", None, None, True),
         ("groq/llama-3.1-8b-instant", None, None, True),  # an OpenAI-compatible provider's endpoint
-        ("anthropic/claude-3-5-sonnet", None, None, False),
+        ("anthropic/claude-3-5-sonnet", None, None, True),  # Anthropic's API (or ANTHROPIC_BASE_URL)
+        ("anthropic/claude-3-5-sonnet", "http://h/v1", [{"model_name": "m"}], False),
         ("claude-sonnet-4-5", None, None, False),
         ("gemini/gemini-2.0-flash", None, None, False),
         ("azure/dep1", None, None, False),
@@ -173,7 +201,7 @@ def test_input_windows_equal_litellms_model_info():
         ("scripted/demo", "http://h/v1", None, False),
     ],
 )
-def test_auto_picks_direct_only_for_openai_compatible_servers(model, api_base, router, direct):
+def test_auto_picks_direct_only_for_openai_compatible_and_anthropic_servers(model, api_base, router, direct):
     assert picks_direct(model, api_base, router) is direct
 
 
@@ -192,7 +220,8 @@ def test_each_model_gets_its_own_transport_and_the_trace_records_it():
 HEAVY = ("litellm", "IPython", "ipykernel", "ipywidgets", "nbformat", "jupyter_client")
 
 
-def test_a_whole_direct_rlm_run_imports_neither_litellm_nor_jupyter(tmp_path):
+@pytest.mark.parametrize("model", ["openai/policy", "anthropic/claude-sonnet-4-5"])  # a priced Anthropic model
+def test_a_whole_direct_rlm_run_imports_neither_litellm_nor_jupyter(model, tmp_path):
     doc = tmp_path / "doc.txt"
     doc.write_text("some text\n")
     policy = "rlm_kernel.bench.figures.features:OneRootOneSub"
@@ -203,7 +232,8 @@ def test_a_whole_direct_rlm_run_imports_neither_litellm_nor_jupyter(tmp_path):
     try:
         assert server.stdout is not None
         url = server.stdout.readline().split()[-1]
-        command = ["run", "--context", str(doc), "--model", "openai/policy", "--api-base", url, "--query", "what?"]
+        api_base = url.removesuffix("/v1") if model.startswith("anthropic/") else url
+        command = ["run", "--context", str(doc), "--model", model, "--api-base", api_base, "--query", "what?"]
         run = subprocess.run(
             [sys.executable, "-X", "importtime", "-m", "rlm_kernel.cli", *command],
             capture_output=True,

@@ -378,7 +378,8 @@ def test_an_openai_model_without_api_base_goes_direct_to_the_openai_base_url(
 def test_a_plain_openai_name_and_the_openai_compatible_providers_go_direct_without_api_base():
     assert RLM(model="gpt-4o-mini").transports["model"] == "direct"
     assert RLM(model="groq/llama-3.1-8b-instant").transports["model"] == "direct"
-    for model in ("anthropic/claude-sonnet-4-5", "claude-sonnet-4-5", "gemini/gemini-2.0-flash", "azure/dep1"):
+    assert RLM(model="anthropic/claude-sonnet-4-5").transports["model"] == "direct"  # Anthropic's own format
+    for model in ("claude-sonnet-4-5", "gemini/gemini-2.0-flash", "azure/dep1"):
         assert RLM(model=model).transports["model"] == "litellm", model
     assert RLM(model="bedrock/anthropic.claude-3-5-sonnet", api_base="http://x").transports["model"] == "litellm"
 
@@ -459,17 +460,62 @@ def test_a_cost_budget_allows_as_many_cached_calls_on_both_transports():
     assert cached["direct"] == cached["litellm"] > 1.3 * at_list_price, (cached, at_list_price)
 
 
-# -- a provider with its own API stays on litellm: a server speaking Anthropic's Messages API --------------
+# -- Anthropic's Messages API: posted directly by default, through litellm on request --------------------
+
+
+@pytest.fixture
+def anthropic_environment(monkeypatch):
+    for name in ("ANTHROPIC_API_BASE", "ANTHROPIC_BASE_URL", "ANTHROPIC_AUTH_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    return monkeypatch
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_an_anthropic_model_goes_through_litellm_to_a_messages_api_server(stream, monkeypatch):
-    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
-    with ModelServer(one_sub_call(), api_key=KEY, cached_fraction=0.5) as server:
-        rlm = RLM(model="anthropic/claude-sonnet-4-5", api_base=server.url.removesuffix("/v1"), stream=stream)
+def test_an_anthropic_model_is_posted_in_anthropics_format_with_litellms_usage_and_price(stream, anthropic_environment):
+    runs = {}
+    for transport in ("auto", "litellm"):
+        with ModelServer(one_sub_call(), api_key=KEY, cached_fraction=0.5) as server:
+            api_base = server.url.removesuffix("/v1")
+            rlm = RLM(model="anthropic/claude-sonnet-4-5", api_base=api_base, stream=stream, transport=transport)
+            runs[transport] = (rlm.transports, rlm.completion("ctx", "q"), server.stats())
+    (direct_transports, direct, stats), (_, through_litellm, _) = runs["auto"], runs["litellm"]
+    assert direct_transports == {"model": "direct", "sub_model": "direct"}
+    assert (direct.status, direct.answer) == (through_litellm.status, through_litellm.answer) == ("done", "sub:hello")
+    assert stats["keys"] == {KEY: 3} and stats["models"] == {"claude-sonnet-4-5": 3} and stats["rejected"] == {}
+    assert (stats["streamed"] > 0) == stream  # the root's calls stream when asked
+    body, headers = stats["last_body"], stats["last_headers"]
+    assert headers["anthropic-version"] == "2023-06-01" and "authorization" not in headers
+    assert body["max_tokens"] > 0 and body["system"] and body["messages"][0]["role"] == "user"
+    # The same tokens and the same price on both paths, cached input (half of each prompt here) included.
+    for name in ("llm_calls", "input_tokens", "output_tokens", "counted_calls"):
+        assert getattr(direct.usage, name) == getattr(through_litellm.usage, name), name
+    assert direct.usage.cost_known and direct.usage.cost_usd == pytest.approx(through_litellm.usage.cost_usd)
+    assert direct.usage.counted_calls == 0
+
+
+@pytest.mark.parametrize("variable", ["ANTHROPIC_BASE_URL", "ANTHROPIC_API_BASE"])
+def test_an_anthropic_model_without_api_base_goes_to_the_variables_server(variable, anthropic_environment):
+    with ModelServer(one_sub_call(), api_key=KEY) as server:
+        anthropic_environment.setenv(variable, server.url.removesuffix("/v1"))
+        rlm = RLM(model="anthropic/claude-sonnet-4-5")
         result = rlm.completion("ctx", "q")
         stats = server.stats()
-    assert rlm.transports == {"model": "litellm", "sub_model": "litellm"}
+    assert rlm.transports["model"] == "direct"
     assert (result.status, result.answer) == ("done", "sub:hello")
-    assert stats["keys"] == {KEY: 3} and stats["models"] == {"claude-sonnet-4-5": 3}
-    assert result.usage.input_tokens > 0 and result.usage.cost_known and result.usage.counted_calls == 0
+    assert stats["keys"] == {KEY: 3}
+
+
+def test_no_anthropic_key_fails_before_any_request_and_a_wrong_one_is_redacted(anthropic_environment, tmp_path):
+    anthropic_environment.delenv("ANTHROPIC_API_KEY")
+    with ModelServer(one_sub_call(), api_key=KEY) as server:
+        anthropic_environment.setenv("ANTHROPIC_BASE_URL", server.url.removesuffix("/v1"))
+        missing = RLM(model="anthropic/claude-sonnet-4-5", retries=3).completion("ctx", "q")
+        assert server.stats()["requests"] == 0
+        trace = tmp_path / "t.jsonl"
+        wrong = RLM(model="anthropic/claude-sonnet-4-5", api_key=WRONG_KEY, trace_path=str(trace)).completion("c", "q")
+        stats = server.stats()
+    assert missing.status == "error" and "no API key" in missing.error and "ANTHROPIC_API_KEY" in missing.error
+    assert stats["requests"] == 1 and stats["rejected"] == {401: 1}  # an auth error is never retried
+    assert wrong.status == "error" and "Incorrect API key provided: [redacted]" in wrong.error
+    assert WRONG_KEY not in wrong.error and WRONG_KEY not in trace.read_text()

@@ -14,8 +14,15 @@ from rlm_kernel.models.policies import Messages
 MESSAGES_PATH_SUFFIX = "/messages"
 
 
-def chat_messages(request: dict[str, Any]) -> Messages:
-    """The request's `system` and `messages` as chat messages (content blocks joined into text)."""
+def chat_messages(request: dict[str, Any], version: str | None) -> Messages:
+    """The request's `system` and `messages` as chat messages (content blocks joined into text), refused (ValueError)
+    where Anthropic refuses it: no `anthropic-version` header (`version`) or `max_tokens`, a role other than user and
+    assistant, an empty text block."""
+    if not version:
+        raise ValueError("anthropic-version: header is required")
+    max_tokens = request.get("max_tokens")
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        raise ValueError("max_tokens: Field required")
     messages: Messages = []
     system = request.get("system")
     if system:
@@ -23,7 +30,14 @@ def chat_messages(request: dict[str, Any]) -> Messages:
     for message in request["messages"]:
         if not isinstance(message, dict):
             raise TypeError("messages must be a list of objects")
-        messages.append({"role": message.get("role", "user"), "content": _text(message.get("content"))})
+        if message.get("role") not in ("user", "assistant"):
+            raise ValueError(f"messages: Unexpected role {message.get('role')!r}: use the system parameter for system")
+        content = message.get("content")
+        blocks = content if isinstance(content, list) else [{"type": "text", "text": content}]
+        texts = [block.get("text") for block in blocks if isinstance(block, dict) and block.get("type") == "text"]
+        if any(not str(text or "").strip() for text in texts):
+            raise ValueError("messages: text content blocks must be non-empty")
+        messages.append({"role": message["role"], "content": _text(content)})
     return messages
 
 

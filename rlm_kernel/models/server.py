@@ -283,7 +283,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             request = json.loads(body)
-            messages = anthropic_wire.chat_messages(request) if anthropic else request["messages"]
+            version = self.headers["anthropic-version"]  # None when absent
+            messages = anthropic_wire.chat_messages(request, version) if anthropic else request["messages"]
             if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
                 raise TypeError("messages must be a list of objects")
         except (ValueError, KeyError, TypeError) as exc:

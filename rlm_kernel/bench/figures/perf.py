@@ -224,13 +224,16 @@ def fan_out(url: str, prompts: int, concurrency: int, **rlm_options: Any) -> flo
 
 
 # How figure 2 calls the server: the default for a local server; cloud-style (no api_base: OPENAI_BASE_URL at the
-# server, as a user of OpenAI's API has it); litellm; and litellm's Anthropic path (the server's Messages API).
+# server, as a user of OpenAI's API has it); litellm; an Anthropic model against the server's Messages API, by
+# default (the direct transport in Anthropic's format) and through litellm.
 FAN_OUT_PATHS: dict[str, dict[str, Any]] = {
     "auto": {"transport": "auto"},
     "cloud": {"transport": "auto", "api_base": None},
     "litellm": {"transport": "litellm"},
-    "anthropic": {"transport": "litellm", "model": "anthropic/claude-sonnet-4-5"},
+    "anthropic": {"transport": "auto", "model": "anthropic/claude-sonnet-4-5"},
+    "anthropic-litellm": {"transport": "litellm", "model": "anthropic/claude-sonnet-4-5"},
 }
+FAN_OUT_TARGETS = {"auto": 1.1, "cloud": 1.15, "anthropic": 1.3, "anthropic-litellm": 1.3}
 
 
 @contextlib.contextmanager
@@ -257,8 +260,8 @@ def figure_fan_out(args: argparse.Namespace) -> dict[str, Any]:
         for concurrency in (32,) if args.quick else (16, 32, 64):
             with serve("rlm_kernel.bench.offline:BenchPolicy", latency * 1000) as url, cloud_environment(url):
                 options = dict(FAN_OUT_PATHS[path])
-                if path == "anthropic":
-                    options["api_base"] = url.removesuffix("/v1")
+                if path.startswith("anthropic"):
+                    options["api_base"] = url.removesuffix("/v1")  # the Messages API is at {api_base}/v1/messages
                 picked = RLM(**{"model": "openai/policy", "api_base": url, **options}).transports["model"]
                 walls = [fan_out(url, prompts, concurrency, **options) for _ in range(repeats)]
                 in_flight = server_stats(url)["max_in_flight"]
@@ -272,8 +275,9 @@ def figure_fan_out(args: argparse.Namespace) -> dict[str, Any]:
                 "walls": walls,
                 "transport": picked,
             }
-            targets = {"auto": 1.1, "cloud": 1.15, "anthropic": 1.3}
-            target = f" (target: within {targets[path]}x)" if concurrency == 32 and path in targets else ""
+            target = (
+                f" (target: within {FAN_OUT_TARGETS[path]}x)" if concurrency == 32 and path in FAN_OUT_TARGETS else ""
+            )
             print(
                 f"   {f'{path} ({picked})':<22} concurrency {concurrency:>2}: {wall:.2f} s against ideal {ideal:.2f} s "
                 f"= {wall / ideal:.2f}x{target}; server saw at most {in_flight} in flight"

@@ -2,8 +2,8 @@
 
 - `litellm_lm`: `LiteLLM`, every provider through litellm (imported on the first call), and
   `on_litellm_import`, how a litellm custom provider plugs in.
-- `direct`: `OpenAICompatibleLM`, OpenAI's chat-completions format posted with aiohttp, and
-  `picks_direct`, what `transport="auto"` sends there.
+- `direct`: `OpenAICompatibleLM`, OpenAI's chat-completions format (and, through `anthropic`, Anthropic's
+  Messages API) posted with aiohttp, and `picks_direct`, what `transport="auto"` sends there.
 - `support`: what both share (naming failures, settling usage, run prices, streamed text).
 - `price_map`: litellm's price map read as a file, without importing litellm.
 

@@ -1,4 +1,4 @@
-"""A direct LM for OpenAI-compatible servers (`RLM(transport="direct")`).
+"""A direct LM for OpenAI-compatible servers and Anthropic's Messages API (`RLM(transport="direct")`).
 
 litellm spends about 3 ms of CPU on each call (request mapping in a worker
 thread, logging objects, pricing the response), all on the one event loop
@@ -11,9 +11,9 @@ prices and input windows come from litellm's map read as a file (core/lm/price_m
 only a server that reports no usage, or a model priced by more than its token
 counts, brings litellm in, and then lazily.
 
-It speaks only the OpenAI chat-completions wire format; every other provider
-goes through `LiteLLM`. `transport="auto"` (the default) picks it for an `api_base`
-without a Router and a model of an OpenAI-compatible provider or none (`picks_direct`).
+It speaks OpenAI's chat-completions format, and Anthropic's Messages API for `anthropic/...` models
+(core/lm/anthropic.py); every other provider goes through `LiteLLM`. `transport="auto"` (the default)
+picks it for those models without a Router (`picks_direct`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any
 from rlm_kernel.core.aio import background_loop
 from rlm_kernel.core.errors import ModelError, TransientModelError
 from rlm_kernel.core.ledger import Usage
-from rlm_kernel.core.lm import endpoints, price_map
+from rlm_kernel.core.lm import anthropic, endpoints, price_map
 from rlm_kernel.core.lm.litellm_lm import NO_KEY, OFFLINE_PROVIDERS, Completion, Messages, call_cost, count_tokens
 from rlm_kernel.core.lm.price_map import NO_DETAIL, TokenDetail
 from rlm_kernel.core.lm.support import (
@@ -72,16 +72,19 @@ def served_model_name(model: str) -> str:
 
 
 def picks_direct(model: str, api_base: str | None, router: object) -> bool:
-    """What `transport="auto"` sends straight to the server: no Router, an OpenAI-compatible model.
+    """What `transport="auto"` sends straight to the server: no Router, an OpenAI-compatible or Anthropic model.
 
     With an api_base, OpenAI-compatible is a provider prefix litellm maps to the OpenAI format (`openai/`,
     `hosted_vllm/`, ...) or no provider prefix at all (`my-model`, `Qwen/Qwen2.5-7B`, which an OpenAI-compatible
     server serves under that name). Without one, a model whose provider's own API is OpenAI's format
-    (`openai/gpt-4o-mini`, `groq/...`: endpoints.cloud_endpoint). Another provider's prefix (`anthropic/`,
-    `azure/`) and the offline models go through litellm, which maps each provider's format.
+    (`openai/gpt-4o-mini`, `groq/...`: endpoints.cloud_endpoint). `anthropic/...`, with or without one, is
+    posted in Anthropic's format. Another provider's prefix (`gemini/`, `azure/`) and the offline models go
+    through litellm, which maps each provider's format.
     """
     if router is not None or model.startswith(OFFLINE_PROVIDERS):
         return False
+    if anthropic.is_anthropic(model):
+        return True
     if not api_base:
         return endpoints.cloud_endpoint(model) is not None
     provider = price_map.provider_prefix(model)
@@ -89,7 +92,8 @@ def picks_direct(model: str, api_base: str | None, router: object) -> bool:
 
 
 class OpenAICompatibleLM:
-    """Chat completions posted straight to an OpenAI-compatible server; one attempt per call.
+    """Chat completions posted straight to an OpenAI-compatible server (an Anthropic model's to a Messages API
+    server); one attempt per call.
 
     The server is `api_base`, else each model's provider's own (endpoints.cloud_endpoint).
     """
@@ -147,7 +151,10 @@ class OpenAICompatibleLM:
         """Where `model`'s calls go: the api_base, else its provider's own endpoint (resolved once per model)."""
         found = self._endpoints.get(model)
         if found is None:
-            if self.api_base:
+            if anthropic.is_anthropic(model):
+                base = anthropic.base_url(self.api_base)
+                found = endpoints.Endpoint(base, (anthropic.KEY_VARIABLE,), cloud=not self.api_base, wire="anthropic")
+            elif self.api_base:
                 found = endpoints.Endpoint(self.api_base, (provider_key_variable(model),))
             else:
                 cloud = endpoints.cloud_endpoint(model)
@@ -173,22 +180,24 @@ class OpenAICompatibleLM:
         endpoint = self._endpoint(model)
         where = endpoint.base_url.rstrip("/")
         key = endpoint.key(self._api_key)
-        if key is None and endpoint.cloud:
-            raise auth_failure(where, None, "no API key", key_hint(model, self.key_setting))
-        # As the OpenAI client: `extra_body` merged into the body, `extra_headers` sent as headers.
-        fields = {name: value for name, value in params.items() if name not in ("extra_body", "extra_headers")}
-        body: dict[str, Any] = {**fields, **(params.get("extra_body") or {})}
-        body.update(model=served_model_name(model), messages=messages)
-        if max_output_tokens is not None:
-            body["max_tokens"] = max_output_tokens
-        if on_text is not None:
-            body.update(stream=True, stream_options={"include_usage": True})
-        headers = {**endpoint.headers, **(params.get("extra_headers") or {})}
-        headers["Authorization"] = f"Bearer {key or NO_KEY}"
-        redact = _Redactor(key)
+        if endpoint.wire == "anthropic":
+            token = None if key else os.environ.get(anthropic.TOKEN_VARIABLE)
+            if key is None and token is None and endpoint.cloud:
+                raise auth_failure(where, None, "no API key", key_hint(model, self.key_setting))
+            url, read_body, read_events = anthropic.url(where), anthropic.read_body, anthropic.read_events
+            body = anthropic.body(model, messages, max_output_tokens, params, stream=on_text is not None)
+            headers = {**anthropic.auth_headers(key), **(params.get("extra_headers") or {})}
+            redact = _Redactor(key or token)
+        else:
+            if key is None and endpoint.cloud:
+                raise auth_failure(where, None, "no API key", key_hint(model, self.key_setting))
+            url, read_body, read_events = f"{where}/chat/completions", _read_body, _read_events
+            body = _chat_body(model, messages, max_output_tokens, params, stream=on_text is not None)
+            headers = {**endpoint.headers, **(params.get("extra_headers") or {})}
+            headers["Authorization"] = f"Bearer {key or NO_KEY}"
+            redact = _Redactor(key)
         started = time.perf_counter()
         try:
-            url = f"{where}/chat/completions"
             async with _shared_session().post(
                 url,
                 json=body,
@@ -201,9 +210,9 @@ class OpenAICompatibleLM:
                     raw = await response.read()
                     raise self._status_error(model, where, response, raw, redact)
                 if on_text is not None and response.content_type == "text/event-stream":
-                    text, usage = await _read_events(response.content, on_text, model)
+                    text, usage = await read_events(response.content, on_text, model)
                 else:
-                    text, usage = _read_body(await response.read(), model)
+                    text, usage = read_body(await response.read(), model)
                     if on_text is not None and text:  # the server answered a stream request with one body
                         on_text(text)
         except asyncio.TimeoutError:
@@ -236,6 +245,21 @@ class OpenAICompatibleLM:
         return ModelError(message)
 
 
+def _chat_body(
+    model: str, messages: Messages, max_output_tokens: int | None, params: Mapping[str, Any], stream: bool
+) -> dict[str, Any]:
+    """The chat-completions request, as the OpenAI client builds it: `extra_body` merged into the body (and
+    `extra_headers` sent as headers, by the caller)."""
+    fields = {name: value for name, value in params.items() if name not in ("extra_body", "extra_headers")}
+    body: dict[str, Any] = {**fields, **(params.get("extra_body") or {})}
+    body.update(model=served_model_name(model), messages=messages)
+    if max_output_tokens is not None:
+        body["max_tokens"] = max_output_tokens
+    if stream:
+        body.update(stream=True, stream_options={"include_usage": True})
+    return body
+
+
 class _Redactor:
     """Removes the key a call sent (given, or from the environment) from what an error shows."""
 
@@ -255,7 +279,7 @@ def _count_tokens(model: str, messages: Messages, text: str) -> tuple[int, int]:
 
 
 def _error_detail(raw: bytes) -> str:
-    """An error body's message (OpenAI's {"error": {"message": ...}}), else its first line."""
+    """An error body's message (OpenAI's {"error": {"message": ...}}, Anthropic's too), else its first line."""
     text = raw.decode("utf-8", "replace")
     try:
         message = json.loads(text)["error"]["message"]

@@ -11,7 +11,8 @@ provider's, found as litellm finds it, without importing litellm.
 - A few large providers litellm configures in code (`PROVIDER_ENDPOINTS`; tests/test_price_map.py checks each
   against `litellm.get_llm_provider`).
 
-Every other provider (Anthropic, Gemini, Bedrock, Vertex, Azure, ...) has its own API and stays on litellm.
+Anthropic's models are posted in its own format (core/lm/anthropic.py); every other provider with its own API
+(Gemini, Bedrock, Vertex, Azure, ...) stays on litellm.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class Endpoint:
     key_variables: tuple[str, ...]
     headers: dict[str, str] = field(default_factory=dict)
     cloud: bool = False  # the provider's own API (no api_base given): a missing key fails before any request
+    wire: str = "openai"  # the request and reply format: "openai" (chat completions) or "anthropic" (Messages API)
 
     def key(self, given: str | None) -> str | None:
         return given or next((os.environ[v] for v in self.key_variables if os.environ.get(v)), None)

@@ -24,7 +24,13 @@ from rlm_kernel.core.settings import BY_NAME
 
 TextSink = Callable[[str], None]  # receives each piece of a reply as it streams in
 PriceFn = Callable[[str, int, int, TokenDetail], "float | None"]
-CONTEXT_LENGTH_MARKERS = ("context_length_exceeded", "maximum context length", "context window", "too many tokens")
+CONTEXT_LENGTH_MARKERS = (
+    "context_length_exceeded",
+    "maximum context length",
+    "context window",
+    "too many tokens",
+    "prompt is too long",  # Anthropic
+)
 
 
 def provider_of(model: str) -> str:

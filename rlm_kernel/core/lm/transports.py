@@ -38,11 +38,13 @@ def _check_direct(model: str, api_base: str | None, router: object) -> None:
     if model.startswith(OFFLINE_PROVIDERS):
         raise ConfigError(f"transport='direct' cannot call {model}, an offline model: use 'auto' or 'litellm'")
     provider = price_map.provider_prefix(model)
+    if provider == "anthropic":
+        return  # posted in Anthropic's own format, to the api_base or Anthropic's endpoint
     foreign = provider is not None and provider != "openai" and provider not in price_map.OPENAI_COMPATIBLE_PROVIDERS
     if foreign and endpoints.cloud_endpoint(model) is None:
         raise ConfigError(
-            f"transport='direct' speaks OpenAI's chat-completions format, and {model} is a model of {provider}, "
-            "whose API differs: use transport='litellm' (or 'auto')"
+            f"transport='direct' speaks OpenAI's chat-completions format (and Anthropic's), and {model} is a model "
+            f"of {provider}, whose API differs: use transport='litellm' (or 'auto')"
         )
     if not api_base and endpoints.cloud_endpoint(model) is None:
         raise ConfigError(f"transport='direct' needs api_base for {model} (no OpenAI-compatible provider endpoint)")
