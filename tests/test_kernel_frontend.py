@@ -679,7 +679,8 @@ def _running_counts(values: list[str]) -> list[int]:
 
 def test_a_batch_shows_live_counts_then_a_static_page_with_each_questions_call_tree():
     """`rlm.batch` and `await rlm.abatch` in a notebook: the live view's header counts questions as they run, and
-    the static page that takes its place holds each question's call tree; view=False shows nothing."""
+    the static page that takes its place holds each question's call tree; view=False (or the extension's
+    `batch_view` trait off) shows nothing."""
     with ModelServer(_batch_policy, latency_ms=250) as server, kernel() as kc:
         setup = f"from rlm_kernel import RLM\nrlm = RLM(model='openai/policy', api_base={server.url!r})\n"
         setup += "questions = [(f'doc{i}', f'Question {i}?') for i in range(3)]"
@@ -706,6 +707,7 @@ def test_a_batch_shows_live_counts_then_a_static_page_with_each_questions_call_t
                 assert f"#{i} · done · Question {i}?" in page and f"said say doc{i}" in page
             assert page.count("<details") >= 6
             assert data["text/plain"].startswith("RLM batch: 3 questions: 0 queued · 0 running · 3 done · 0 failed")
-        content, messages = execute(kc, "results = rlm.batch(questions, view=False)")
-        assert content["status"] == "ok", shown_text(messages)
-        assert [m["msg_type"] for m in messages if "display" in m["msg_type"] or "comm" in m["msg_type"]] == []
+        for cell in ("results = rlm.batch(questions, view=False)", "%config RLMMagics.batch_view = False\n" + call):
+            content, messages = execute(kc, cell)
+            assert content["status"] == "ok", shown_text(messages)
+            assert [m["msg_type"] for m in messages if "display" in m["msg_type"] or "comm" in m["msg_type"]] == []

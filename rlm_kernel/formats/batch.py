@@ -157,12 +157,11 @@ class BatchProgress:
 
     def tree_html(self, index: int) -> str:
         """A question's call tree, as a local run's (`render_html`); a line while it has none."""
-        with self._lock:
+        with self._lock:  # drawn under the lock: no event changes the tree while it is read
             question = self.questions[index]
             trace, result = question.trace, question.result
-            has_root = trace.root is not None
-        if has_root:
-            return render_html(trace)
+            if trace.root is not None:
+                return render_html(trace)
         if result is not None and result.error:
             return f'<div style="{_PAGE}"><i>{_e(result.error)}</i></div>'
         return f'<div style="{_PAGE};{_MUTED}"><i>{"not started yet" if question.started is None else "starting"}</i></div>'

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -31,11 +32,14 @@ def load(ipython: Any) -> None:
         ipython.configurables.append(magics)
     if protect_line_questions not in ipython.input_transformers_cleanup:
         ipython.input_transformers_cleanup.append(protect_line_questions)
-    register_batch_view(_batch_view)
+    register_batch_view(functools.partial(_batch_view, magics))
 
 
-def _batch_view(queries: list[str], kept: Mapping[int, RLMResult]) -> BatchWatcher | None:
-    """`RLM.batch`'s live view in this kernel's frontend (ipywidgets imported only when a batch starts)."""
+def _batch_view(magics: RLMMagics, queries: list[str], kept: Mapping[int, RLMResult]) -> BatchWatcher | None:
+    """`RLM.batch`'s live view in this kernel's frontend, unless `%config RLMMagics.batch_view = False` (ipywidgets
+    imported only when a batch starts)."""
+    if not magics.batch_view:
+        return None
     from rlm_kernel.jupyter.batch_view import show_batch_view
 
     return show_batch_view(queries, kept)
