@@ -704,7 +704,7 @@ def test_a_batch_shows_live_counts_then_a_static_page_with_each_questions_call_t
             page = data["text/html"]
             assert ">3 done<" in page and ">0 failed<" in page and "6 model calls" in page
             for i in range(3):  # a row a question, holding its call tree as a local run's
-                assert f"#{i} · done · Question {i}?" in page and f"said say doc{i}" in page
+                assert f">done</span> #{i} · Question {i}?" in page and f"said say doc{i}" in page
             assert page.count("<details") >= 6
             assert data["text/plain"].startswith("RLM batch: 3 questions: 0 queued · 0 running · 3 done · 0 failed")
         for cell in ("results = rlm.batch(questions, view=False)", "%config RLMMagics.batch_view = False\n" + call):

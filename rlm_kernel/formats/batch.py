@@ -143,13 +143,14 @@ class BatchProgress:
         parts = [f"{plural(len(self.questions), 'question')}: {states}", *usage_parts(self.usage())]
         return " · ".join([*parts, f"{self.elapsed(now):.1f} s"])
 
-    def row(self, index: int, now: float | None = None) -> str:
-        """One question in one line: its number, status, query, what it used and for how long."""
+    def row(self, index: int, now: float | None = None, *, status: bool = True) -> str:
+        """One question in one line: its number, status (unless a badge says it), query, what it used and for how
+        long."""
         with self._lock:
             question = self.questions[index]
-            status, usage, seconds = question.status, question.usage, question.seconds(now or time.time())
-        parts = [f"#{index}", status, _shorten(" ".join(question.query.split()), QUERY_CHARS)]
-        if status != "queued":
+            state, usage, seconds = question.status, question.usage, question.seconds(now or time.time())
+        parts = [f"#{index}", *([state] if status else []), _shorten(" ".join(question.query.split()), QUERY_CHARS)]
+        if state != "queued":
             parts += usage_parts(usage)
         if seconds is not None:
             parts.append(f"{seconds:.1f} s")
@@ -192,7 +193,7 @@ def render_batch_html(progress: BatchProgress, trees: int = TREES_SHOWN) -> str:
     rows = []
     for index, question in enumerate(progress.questions):
         colour = theme.STATUS_COLOURS.get(question.status, theme.OTHER_STATUS)
-        summary = f"{_badge(question.status)} {_e(progress.row(index))}"
+        summary = f"{_badge(question.status)} {_e(progress.row(index, status=False))}"
         if index in drawn:
             rows.append(
                 f'<details style="{_ROW.format(colour=colour)}"><summary style="cursor:pointer">{summary}</summary>'
