@@ -25,6 +25,7 @@ from tests.conftest import execute, repl
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(240)]
 JUPYTER = Path(sys.executable).with_name("jupyter")
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 
 @contextmanager
@@ -652,3 +653,61 @@ def test_the_tree_carries_a_timeline_of_its_nodes_with_their_waits_code_and_toke
     labels = re.findall(r"<text x=\"0\" y=\"\d+\" fill=\"[^\"]+\">([^<]*)</text>", picture)
     assert [label.split(" · ")[0].lstrip("· ") for label in labels[:3]] == ["n0", "n1", "n2"], labels
     assert labels[0].startswith(f"n0 · {total:,} tok") and picture.count('fill="#1a7f37"') >= 6  # code, 3 nodes
+
+
+def _batch_policy(messages: list[dict[str, Any]]) -> str:
+    """Each question's root asks the sub-model about its context and submits the reply."""
+    if messages[0]["role"] != "system":
+        return "said " + str(messages[-1]["content"])
+    return repl("FINAL(llm_query('say ' + context))")
+
+
+def _widget_values(messages: list[dict[str, Any]]) -> list[str]:
+    """Every HTML value the live widgets were given, in order (their creation and their updates)."""
+    values = []
+    for msg in messages:
+        if msg["msg_type"] in ("comm_open", "comm_msg"):
+            value = msg["content"]["data"].get("state", {}).get("value")
+            if isinstance(value, str):
+                values.append(value)
+    return values
+
+
+def _running_counts(values: list[str]) -> list[int]:
+    return [int(n) for value in values for n in re.findall(r">(\d+) running<", value)]
+
+
+def test_a_batch_shows_live_counts_then_a_static_page_with_each_questions_call_tree():
+    """`rlm.batch` and `await rlm.abatch` in a notebook: the live view's header counts questions as they run, and
+    the static page that takes its place holds each question's call tree; view=False (or the extension's
+    `batch_view` trait off) shows nothing."""
+    with ModelServer(_batch_policy, latency_ms=250) as server, kernel() as kc:
+        setup = f"from rlm_kernel import RLM\nrlm = RLM(model='openai/policy', api_base={server.url!r})\n"
+        setup += "questions = [(f'doc{i}', f'Question {i}?') for i in range(3)]"
+        content, messages = execute(kc, setup)
+        assert content["status"] == "ok", shown_text(messages)
+        for call in ("rlm.batch(questions, concurrency=2)", "await rlm.abatch(questions, concurrency=2)"):
+            content, messages = execute(kc, f"results = {call}\nprint([r.status for r in results])")
+            assert content["status"] == "ok", shown_text(messages)
+            assert shown_text(messages).strip() == "['done', 'done', 'done']"
+            (shown,) = [m for m in messages if m["msg_type"] == "display_data"]
+            assert WIDGET_MIME in shown["content"]["data"]  # the live view, with the static page as its fallback
+            values = _widget_values(messages)
+            assert any(">3 queued<" in v for v in values), values[:3]  # before any question started
+            assert any(0 < n <= 2 for n in _running_counts(values)), _running_counts(values)  # live, bounded by 2
+            opened, closed = comm_counts(messages)
+            assert opened > 5 and closed == opened, (opened, closed)
+            final = [m for m in messages if m["msg_type"] == "update_display_data"][-1]
+            assert final["content"]["transient"]["display_id"] == shown["content"]["transient"]["display_id"]
+            data = final["content"]["data"]
+            assert WIDGET_MIME not in data
+            page = data["text/html"]
+            assert ">3 done<" in page and ">0 failed<" in page and "6 model calls" in page
+            for i in range(3):  # a row a question, holding its call tree as a local run's
+                assert f">done</span> #{i} · Question {i}?" in page and f"said say doc{i}" in page
+            assert page.count("<details") >= 6
+            assert data["text/plain"].startswith("RLM batch: 3 questions: 0 queued · 0 running · 3 done · 0 failed")
+        for cell in ("results = rlm.batch(questions, view=False)", "%config RLMMagics.batch_view = False\n" + call):
+            content, messages = execute(kc, cell)
+            assert content["status"] == "ok", shown_text(messages)
+            assert [m["msg_type"] for m in messages if "display" in m["msg_type"] or "comm" in m["msg_type"]] == []

@@ -12,6 +12,10 @@ process, so everything above holds. Any other (a process pool, a cluster's) gets
 clients and REPLs from the config, bounds its own calls by `concurrency`, sends no live events (each result
 carries its trace) and is not stopped once started. Batch-wide limits there need a `Budget` every process can
 reach (`Batch(..., budget=...)`); this process's `Ledger` cannot leave it.
+
+A batch can be watched as it runs (`BatchWatcher`): every question's events as they happen, each tagged with the
+question's index, and each result as it comes. The package's notebook extension registers its live view here
+(`register_batch_view`), so core imports no view; `view=False` leaves it out.
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import functools
 import pickle
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -44,7 +50,7 @@ from rlm_kernel.core.ledger import Budget, JointBudget, Ledger, Limits, Usage
 from rlm_kernel.core.result import RLMResult
 from rlm_kernel.core.run import Asker, Local, run_question
 from rlm_kernel.core.slots import CallSlots, Slots
-from rlm_kernel.core.trace import Trace
+from rlm_kernel.core.trace import Event, Trace
 from rlm_kernel.core.typed import AnswerType
 
 BATCH_LIMITS = ("max_llm_calls", "max_tokens", "max_cost_usd", "max_seconds")
@@ -56,6 +62,46 @@ _pool: concurrent.futures.ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 # executor="name": a loader per name, filled by the package root (core imports no engine of its own)
 _EXECUTORS: dict[str, Callable[[], concurrent.futures.Executor]] = {}
+
+
+class BatchWatcher(Protocol):
+    """What watches a batch as it runs (a notebook's live view). Called from any thread: `event(index, event)` for
+    each event of question `index` as it happens (`None`: the question started; events of different questions and
+    workers come in any order), `finished(index, result)` as each question ends, and `close(results)` once, in the
+    thread that ran the batch, when it has ended (`results`: every question's in order; None if the batch failed)."""
+
+    def event(self, index: int, event: Event | None) -> None: ...
+
+    def finished(self, index: int, result: RLMResult) -> None: ...
+
+    def close(self, results: list[RLMResult] | None) -> None: ...
+
+
+# What watches a batch unless it says otherwise: made from its queries and the results kept from an earlier run;
+# None where nothing can show it (the notebook extension's maker outside a notebook).
+BatchViewMaker = Callable[[list[str], Mapping[int, RLMResult]], BatchWatcher | None]
+_batch_view: BatchViewMaker | None = None
+
+
+def register_batch_view(make: BatchViewMaker | None) -> None:
+    """Every batch not given `view=False` asks `make(queries, kept)` for its watcher (None: unregister)."""
+    global _batch_view
+    _batch_view = make
+
+
+def batch_view() -> BatchViewMaker | None:
+    return _batch_view
+
+
+@runtime_checkable
+class StreamsEvents(Protocol):
+    """An executor of other processes that sends a question's events back as they happen."""
+
+    def submit_question(
+        self, question: Question, on_event: Callable[[Event | None], None]
+    ) -> concurrent.futures.Future[RLMResult]:
+        """Run `question`; `on_event` gets each of its events on this process as it arrives (`None`: it started)."""
+        ...
 
 
 def register_executor(name: str, make: Callable[[], concurrent.futures.Executor]) -> None:
@@ -141,8 +187,10 @@ class Batch:
         budget: Budget | None = None,
         slots: Slots | None = None,
         results_path: str | Path | None = None,
+        view: bool | BatchWatcher = True,
     ) -> None:
-        """`budget`: the batch's own (default: a Ledger of `limits`, when any is given; a ClusterExecutor's shared
+        """`view`: True, the registered live view (a notebook's, when there is one); False, none; or a watcher;
+        `budget`: the batch's own (default: a Ledger of `limits`, when any is given; a ClusterExecutor's shared
         one); `slots`: the call slots every question shares (default: CallSlots of `concurrency` in this process, a
         ClusterExecutor's shared ones, none for another process's questions); `results_path`: a file each finished
         result is added to as it completes, from which a re-run of the same batch takes what is done."""
@@ -187,10 +235,63 @@ class Batch:
         self.cancelled = threading.Event()
         self.usage = Usage()  # the whole batch, filled in when it ends
         self.telemetry_link: str | None = None
+        self.view = view
+        self.watcher: BatchWatcher | None = None
+
+    # -- watching: the live view -----------------------------------------------------------------------------------
+    def _open_watcher(self) -> None:
+        if self.view is False:
+            return
+        if self.view is not True:
+            self.watcher = self.view
+            return
+        make = _batch_view
+        if make is None:
+            return
+        try:
+            self.watcher = make([query for _, query in self.questions], dict(self.done.results))
+        except Exception as exc:  # a view that cannot start must not stop the batch
+            _view_failed(exc)
+
+    def _close_watcher(self, results: list[RLMResult] | None) -> None:
+        watcher, self.watcher = self.watcher, None
+        if watcher is not None:
+            try:
+                watcher.close(results)
+            except Exception as exc:
+                _view_failed(exc)
+
+    def _tell(self, method: str, index: int, value: Event | RLMResult | None) -> None:
+        watcher = self.watcher
+        if watcher is None:
+            return
+        try:
+            getattr(watcher, method)(index, value)
+        except Exception as exc:  # a broken view must not break the batch: it is let go
+            self.watcher = None
+            _view_failed(exc)
+
+    def _event(self, index: int, event: Event | None) -> None:
+        self._tell("event", index, event)
+
+    def _ended(self, index: int, future: concurrent.futures.Future[RLMResult]) -> None:
+        self._tell("finished", index, self._result(index, future))
 
     def run(self) -> list[RLMResult]:
         """Every question to its end. An interrupt cancels them all and raises BatchInterrupted carrying every
         result once they unwound (at most STOP_GRACE_S): the finished ones whole, the others as far as they got."""
+        self._open_watcher()
+        results = None
+        try:
+            results = self._run()
+        except BatchInterrupted as stop:
+            results = stop.results
+            raise
+        finally:
+            self._close_watcher(results)
+        return results
+
+    def _run(self) -> list[RLMResult]:
         todo = [i for i in range(len(self.questions)) if i not in self.done.results]
         executor = self.executor or concurrent.futures.ThreadPoolExecutor(
             max_workers=min(self.concurrency, len(todo) or 1), thread_name_prefix="rlm-batch"
@@ -204,9 +305,11 @@ class Batch:
             jobs = {i: self._job(i) for i in todo}  # after the batch's span opened: questions carry its link
             if self.cluster is not None:
                 self.cluster.check_sendable([job for job in jobs.values() if isinstance(job, Question)])
-            futures = {i: executor.submit(job) for i, job in jobs.items()}
+            futures = {i: self._submit(executor, i, job) for i, job in jobs.items()}
             for index, future in futures.items():
                 future.add_done_callback(functools.partial(self.done.keep, index))
+                if self.watcher is not None:
+                    future.add_done_callback(functools.partial(self._ended, index))
             while not all(f.done() for f in futures.values()):  # in slices, so that an interrupt is seen at once
                 concurrent.futures.wait(futures.values(), timeout=WAIT_SLICE_S)
         except KeyboardInterrupt:
@@ -227,8 +330,21 @@ class Batch:
         return results
 
     async def arun(self) -> list[RLMResult]:
-        """`run`, awaited; cancelling it raises BatchCancelled (an asyncio.CancelledError) carrying every result."""
-        task = asyncio.get_running_loop().run_in_executor(run_pool(), self.run)
+        """`run`, awaited; cancelling it raises BatchCancelled (an asyncio.CancelledError) carrying every result.
+        The view opens and closes in the awaiting thread (a notebook's own), the batch runs in another."""
+        self._open_watcher()
+        results = None
+        try:
+            results = await self._arun()
+        except BatchCancelled as stop:
+            results = stop.results
+            raise
+        finally:
+            self._close_watcher(results)
+        return results
+
+    async def _arun(self) -> list[RLMResult]:
+        task = asyncio.get_running_loop().run_in_executor(run_pool(), self._run)
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -246,17 +362,24 @@ class Batch:
 
     def _results(self, futures: Mapping[int, concurrent.futures.Future[RLMResult]]) -> list[RLMResult]:
         """Every question's result in order: kept from an earlier run, finished now, or interrupted."""
-        results = []
-        for index, (_, query) in enumerate(self.questions):
-            future = futures.get(index)
-            if future is None or not future.done() or future.cancelled():
-                kept = self.done.results.get(index)
-                results.append(kept or failed(query, "interrupted before it finished", "interrupted"))
-            elif future.exception() is not None:
-                results.append(failed(query, f"{type(future.exception()).__name__}: {future.exception()}"))
-            else:
-                results.append(future.result())
-        return results
+        return [self._result(index, futures.get(index)) for index in range(len(self.questions))]
+
+    def _result(self, index: int, future: concurrent.futures.Future[RLMResult] | None) -> RLMResult:
+        query = self.questions[index][1]
+        if future is None or not future.done() or future.cancelled():
+            kept = self.done.results.get(index)
+            return kept or failed(query, "interrupted before it finished", "interrupted")
+        if future.exception() is not None:
+            return failed(query, f"{type(future.exception()).__name__}: {future.exception()}")
+        return future.result()
+
+    def _submit(
+        self, executor: concurrent.futures.Executor, index: int, job: Callable[[], RLMResult]
+    ) -> concurrent.futures.Future[RLMResult]:
+        """A question of another process is watched when its executor sends its events back as they happen."""
+        if self.watcher is not None and isinstance(job, Question) and isinstance(executor, StreamsEvents):
+            return executor.submit_question(job, functools.partial(self._event, index))
+        return executor.submit(job)
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -277,13 +400,17 @@ class Batch:
             return failed(query, "cancelled before it started")
         rlm = self.rlm
         own = Ledger(rlm.config.limits)
+        local = rlm.local
+        if self.watcher is not None:  # this question's events, tagged with its index (each run numbers its nodes n0...)
+            self._event(index, None)
+            local = dataclasses.replace(local, on_event=[*local.on_event, functools.partial(self._event, index)])
         return _answered(
             query,
             lambda: run_question(
                 rlm.config,
                 context,
                 query,
-                local=rlm.local,
+                local=local,
                 budget=own if self.budget is None else JointBudget(own, self.budget),
                 slots=self.slots,
                 new_repl=rlm.new_repl,
@@ -292,6 +419,16 @@ class Batch:
                 telemetry_link=self.telemetry_link,
             ),
         )
+
+
+_view_said = threading.Event()
+
+
+def _view_failed(exc: Exception) -> None:
+    """A batch's view failed: said once a process, on stderr; the batch goes on without it."""
+    if not _view_said.is_set():
+        _view_said.set()
+        print(f"rlm_kernel: the batch's view failed: {exc!r}", file=sys.stderr)
 
 
 def _answered(query: str, ask: Callable[[], RLMResult]) -> RLMResult:

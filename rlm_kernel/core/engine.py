@@ -12,7 +12,7 @@ from typing import Any
 
 from rlm_kernel.core.aio import CancelScope
 from rlm_kernel.core.approve import Approver
-from rlm_kernel.core.batch import Batch, resolve_executor, run_pool
+from rlm_kernel.core.batch import Batch, BatchWatcher, resolve_executor, run_pool
 from rlm_kernel.core.clients import Models, pricing_warnings
 from rlm_kernel.core.config import RunConfig
 from rlm_kernel.core.custom_tools import Tools, check_tools
@@ -172,6 +172,7 @@ class RLM:
         answer_type: Any = None,
         executor: concurrent.futures.Executor | str | None = None,
         results_path: str | Path | None = None,
+        view: bool | BatchWatcher = True,
         **batch_limits: float | None,
     ) -> list[RLMResult]:
         """Answer many `(context, query)` pairs at once; results in order, each with its own status and usage.
@@ -182,8 +183,14 @@ class RLM:
         pool of `concurrency` threads of this process; "ray": a Ray cluster); see core/batch.py for one of other
         processes. An interrupt raises BatchInterrupted, whose `.results` hold every question's result so far;
         `results_path` keeps finished results as they come, and a re-run with it asks only the others.
+        In a notebook (the rlm_kernel extension loaded) a live view shows the batch as it runs, then its static
+        page: questions queued / running / done / failed, calls, tokens, cost, elapsed time, each question's call
+        tree; `view=False` leaves it out, and any `BatchWatcher` given as `view` watches instead.
         """
-        return Batch(self, questions, concurrency, answer_type, batch_limits, executor, results_path=results_path).run()
+        batch = Batch(
+            self, questions, concurrency, answer_type, batch_limits, executor, results_path=results_path, view=view
+        )
+        return batch.run()
 
     async def abatch(
         self,
@@ -193,10 +200,13 @@ class RLM:
         answer_type: Any = None,
         executor: concurrent.futures.Executor | str | None = None,
         results_path: str | Path | None = None,
+        view: bool | BatchWatcher = True,
         **batch_limits: float | None,
     ) -> list[RLMResult]:
         """`batch`, awaitable; cancelling it cancels every question and raises BatchCancelled with `.results`."""
-        batch = Batch(self, questions, concurrency, answer_type, batch_limits, executor, results_path=results_path)
+        batch = Batch(
+            self, questions, concurrency, answer_type, batch_limits, executor, results_path=results_path, view=view
+        )
         return await batch.arun()
 
     def session(self, *, repl: REPL | None = None) -> Session:

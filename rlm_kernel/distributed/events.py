@@ -5,8 +5,10 @@ question and node, and `Progress` counts from the events' own fields."""
 from __future__ import annotations
 
 import sys
+import threading
 import time
 import uuid
+import weakref
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -17,7 +19,7 @@ from rlm_kernel.core.result import RLMResult
 from rlm_kernel.core.trace import Event
 from rlm_kernel.distributed.shared import Delivery, HubKey, driver_hub
 
-FLUSH_EVERY_S = 0.2  # a worker sends its events at most this long after they happened
+FLUSH_EVERY_S = 0.2  # a worker sends its events at most about this long after they happened
 
 
 class EventChannel(HubKey):
@@ -39,26 +41,71 @@ class EventChannel(HubKey):
 
 
 class EventSender:
-    """The event handler of a question's run on a worker. `(index, None)` says the question started."""
+    """The event handler of a question's run on a worker. `(index, None)` says the question started.
+
+    Events go in bundles: at once when FLUSH_EVERY_S has passed since the last bundle (and the root's end at once),
+    and otherwise within about FLUSH_EVERY_S from this worker process's flusher thread, so that the events before a
+    long model call or code block reach the driver while it lasts, not when the next event comes."""
 
     def __init__(self, channel: EventChannel | None, index: int) -> None:
         self.channel, self.index = channel, index
         self.buffer: list[Delivery] = []
         self.last = time.monotonic()
+        self._lock = threading.Lock()
 
     def started(self) -> None:
-        self.buffer.append((self.index, None))
+        with self._lock:
+            self.buffer.append((self.index, None))
         self.flush()
+        _flusher().add(self)
 
     def __call__(self, event: Event) -> None:
-        self.buffer.append((self.index, event))
+        with self._lock:
+            self.buffer.append((self.index, event))
         if time.monotonic() - self.last >= FLUSH_EVERY_S or (event.kind == "call_end" and event.parent_id is None):
             self.flush()
 
     def flush(self) -> None:
-        if self.buffer and self.channel is not None:
-            self.channel.push(self.buffer)
-        self.buffer, self.last = [], time.monotonic()
+        with self._lock:
+            bundle, self.buffer, self.last = self.buffer, [], time.monotonic()
+            if bundle and self.channel is not None:  # under the lock: bundles reach the hub in their order
+                self.channel.push(bundle)
+
+    def due(self) -> bool:
+        return bool(self.buffer) and time.monotonic() - self.last >= FLUSH_EVERY_S
+
+
+class _Flusher:
+    """One thread a worker process: every FLUSH_EVERY_S it sends what its questions' senders hold and is due."""
+
+    def __init__(self) -> None:
+        self.senders: weakref.WeakSet[EventSender] = weakref.WeakSet()
+        threading.Thread(target=self._run, name="rlm-event-flush", daemon=True).start()
+
+    def add(self, sender: EventSender) -> None:
+        self.senders.add(sender)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(FLUSH_EVERY_S / 2)
+            for sender in list(self.senders):
+                if sender.due():
+                    try:
+                        sender.flush()
+                    except Exception:  # the hub is gone (the batch ended): the run's own result still comes back
+                        self.senders.discard(sender)
+
+
+_the_flusher: _Flusher | None = None
+_flusher_lock = threading.Lock()
+
+
+def _flusher() -> _Flusher:
+    global _the_flusher
+    with _flusher_lock:
+        if _the_flusher is None:
+            _the_flusher = _Flusher()
+        return _the_flusher
 
 
 @dataclass
@@ -87,7 +134,9 @@ class Progress:
             self.usage.output_tokens += int(used.get("output_tokens", 0))
             self.usage.cost_usd += float(used.get("cost_usd", 0.0))
 
-    def finished(self, result: RLMResult) -> None:
+    def finished(self, result: RLMResult, index: int | None = None) -> None:
+        if index is not None:  # no longer running: `line` counts it as done or failed
+            self.running.discard(index)
         if result.status in ("done", "max_iterations"):
             self.done += 1
         else:

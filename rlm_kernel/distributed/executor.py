@@ -77,6 +77,7 @@ class _Entry:
     submit: Callable[[], Any]  # starts one attempt; returns its ObjectRef
     query: str | None  # a question's (None: any other function)
     tries_left: int
+    index: int | None = None  # a question's, as its events name it
     ref: Any = None
     cancelled_at: float | None = None
 
@@ -88,7 +89,8 @@ class RayExecutor(concurrent.futures.Executor):
     `num_cpus` / `resources`: what each question asks of a node; `max_retries`: how often a question whose worker or
     node died is sent again; `task_options`: any other of Ray's task options (e.g. `scheduling_strategy`); `runtime_env`, `init`: passed to `ray.init` when this executor connects;
     `on_event(index, event)`: called on the driver for each event a question's run emits, as it arrives (`index`
-    counts the questions this executor was given, from 0: a batch's own order when the executor is new);
+    counts the questions this executor was given, from 0: a batch's own order when the executor is new); a batch
+    that is watched (its live view) gets its own questions' events through `submit_question`;
     `progress`: a callable given the `Progress` about once a second (e.g. `Progress.print_line`)."""
 
     def __init__(
@@ -113,6 +115,7 @@ class RayExecutor(concurrent.futures.Executor):
         self.progress = Progress()
         self.max_running: int | None = None
         self.contexts: dict[int, tuple[object, Any]] = {}  # id(context) -> (context, its ObjectRef)
+        self._routes: dict[int, Callable[[Event | None], None]] = {}  # a question's index -> its batch's watcher
         self._pending: list[_Entry] = []
         self._running: dict[Any, _Entry] = {}
         self._lock = threading.Lock()
@@ -163,10 +166,29 @@ class RayExecutor(concurrent.futures.Executor):
 
     # -- concurrent.futures.Executor ----------------------------------------------------------------------------
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        return self._submit(fn, args, kwargs, None)
+
+    def submit_question(
+        self, question: Question, on_event: Callable[[Event | None], None]
+    ) -> concurrent.futures.Future[RLMResult]:
+        """Run `question` (core/batch.py: StreamsEvents); `on_event` gets its events on the driver as they arrive
+        (`None`: it started on a worker, again if it is sent again)."""
+        return self._submit(question, (), {}, on_event)
+
+    def _submit(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        on_event: Callable[[Event | None], None] | None,
+    ) -> concurrent.futures.Future[Any]:
         self.connect()
         future: concurrent.futures.Future[Any] = _RayFuture(self)
         if isinstance(fn, Question):
-            entry = _Entry(future, self._question_submitter(fn), fn.query, self.max_retries)
+            index, submitter = self._question_submitter(fn)
+            if on_event is not None:  # before the task can start: none of its events goes unrouted
+                self._routes[index] = on_event
+            entry = _Entry(future, submitter, fn.query, self.max_retries, index)
         else:
             options = self.task_options
             entry = _Entry(future, lambda: _call.options(**options).remote(fn, args, kwargs), None, self.max_retries)
@@ -187,14 +209,14 @@ class RayExecutor(concurrent.futures.Executor):
         if wait and self._watcher is not None:
             self._watcher.join()
 
-    def _question_submitter(self, question: Question) -> Callable[[], Any]:
+    def _question_submitter(self, question: Question) -> tuple[int, Callable[[], Any]]:
         kept = self.contexts.get(id(question.context))
         context = kept[1] if kept is not None else ray.put(question.context)
         index = self.progress.submitted
         self.progress.submitted += 1
         bare = dataclasses.replace(question, context=None)  # the context travels once, as its ObjectRef
         options = self.task_options
-        return lambda: _answer.options(**options).remote(bare, [context], index, self._events)
+        return index, lambda: _answer.options(**options).remote(bare, [context], index, self._events)
 
     def cancel(self, entry: _Entry) -> None:
         with self._lock:
@@ -235,6 +257,7 @@ class RayExecutor(concurrent.futures.Executor):
             done, rest = ray.wait(refs, num_returns=1, timeout=WATCH_SLICE_S, fetch_local=False)
             if done and rest:  # and whatever else finished meanwhile
                 done += ray.wait(rest, num_returns=len(rest), timeout=0, fetch_local=False)[0]
+            self._drain()  # a question's last events before its result, where they arrived in time
             for ref in done:
                 entry = self._running.pop(ref)
                 try:
@@ -271,7 +294,7 @@ class RayExecutor(concurrent.futures.Executor):
                 return
             value = failed(entry.query or "", f"the Ray worker running it died ({type(exc).__name__})")
         if isinstance(value, RLMResult):
-            self.progress.finished(value)
+            self._ended(entry, value)
         _set(entry.future, value)
 
     def _refused(self, entry: _Entry, exc: Exception) -> None:
@@ -279,8 +302,14 @@ class RayExecutor(concurrent.futures.Executor):
             _set(entry.future, error=exc)
             return
         result = failed(entry.query, f"Ray failed the task: {type(exc).__name__}: {exc}")
-        self.progress.finished(result)
+        self._ended(entry, result)
         _set(entry.future, result)
+
+    def _ended(self, entry: _Entry, result: RLMResult) -> None:
+        """A question has its result: counted, and its events, if any still come, go to no watcher."""
+        self.progress.finished(result, entry.index)
+        if entry.index is not None:
+            self._routes.pop(entry.index, None)
 
     def _force_stuck(self) -> None:
         now = time.monotonic()
@@ -296,6 +325,9 @@ class RayExecutor(concurrent.futures.Executor):
             self.progress.saw(index, event)
             if self.on_event is not None and event is not None:
                 self.on_event(index, event)
+            route = self._routes.get(index)
+            if route is not None:
+                route(event)
 
 
 class _RayFuture(concurrent.futures.Future[Any]):

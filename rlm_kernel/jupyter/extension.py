@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
 from typing import Any, cast
 
+from rlm_kernel.core.batch import BatchWatcher, register_batch_view
+from rlm_kernel.core.result import RLMResult
 from rlm_kernel.jupyter.magics import RLMMagics, protect_line_questions
 
 # Where an unloaded extension leaves the session's runs and default context, for the next load to pick up.
@@ -28,9 +32,21 @@ def load(ipython: Any) -> None:
         ipython.configurables.append(magics)
     if protect_line_questions not in ipython.input_transformers_cleanup:
         ipython.input_transformers_cleanup.append(protect_line_questions)
+    register_batch_view(functools.partial(_batch_view, magics))
+
+
+def _batch_view(magics: RLMMagics, queries: list[str], kept: Mapping[int, RLMResult]) -> BatchWatcher | None:
+    """`RLM.batch`'s live view in this kernel's frontend, unless `%config RLMMagics.batch_view = False` (ipywidgets
+    imported only when a batch starts)."""
+    if not magics.batch_view:
+        return None
+    from rlm_kernel.jupyter.batch_view import show_batch_view
+
+    return show_batch_view(queries, kept)
 
 
 def unload(ipython: Any) -> None:
+    register_batch_view(None)
     if protect_line_questions in ipython.input_transformers_cleanup:
         ipython.input_transformers_cleanup.remove(protect_line_questions)
     manager = ipython.magics_manager

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class, no_var_expand
 from IPython.display import display
+from traitlets import Bool
 
 from rlm_kernel.core import RLM, RLMResult, RunInterrupted
 from rlm_kernel.core.config import RunConfig
@@ -79,6 +80,8 @@ def _one_line(method: F) -> F:
 @magics_class
 class RLMMagics(Magics, SettingTraits):  # type: ignore[misc, valid-type]
     """Ask a Recursive Language Model about a notebook variable. Every setting is a traitlet (SettingTraits)."""
+
+    batch_view = Bool(True, help=msg.BATCH_VIEW_HELP).tag(config=True)
 
     def __init__(self, shell: Any) -> None:
         SettingTraits.__init__(self, config=shell.config)

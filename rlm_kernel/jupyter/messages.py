@@ -63,6 +63,14 @@ UNSET_MEANS = {
     "sub_api_key": "same as api_key",
     "child_max_iterations": "half of max_iterations, at least 3",
 }
+BATCH_VIEW_HELP = (
+    "Show a live view of each RLM.batch / abatch in this notebook (counts, then a row a question with its call "
+    "tree), left as a static page when it ends; False: none (a batch's own view=False leaves out one)"
+)
+BATCH_ROWS_HIDDEN = (
+    "{count:,} more questions have no row here (the first ones and the failed ones do): the counts above include "
+    "them, and each result's .trace holds its call tree"
+)
 RUN_FAILED = "RLM run {status}: {error} (the partial trace is in rlm_last; %rlm show redisplays it)"
 STOPPED_AT_LIMIT = "Stopped at max_iterations without a submitted answer; this is the model's last reply."
 BAD_VALUE = "Bad value for {option}: {error}"

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rlm_kernel.core.trace import Trace
+    from rlm_kernel.formats.batch import BatchProgress
 
 # MathJax 3 (JupyterLab) and 2 (nbconvert, classic Notebook) leave elements of these classes alone.
 NO_MATH = "mathjax_ignore tex2jax_ignore"
@@ -99,3 +100,17 @@ class TreePage:
             "text/html": render_html(self.trace, self.opened, error_below=self.error_below),
             "text/plain": self.trace.outline() or "RLM trace: no calls yet",
         }
+
+
+class BatchPage:
+    """A batch with no widgets: its counts and one folded row a question with its call tree, and the same as text.
+
+    What a finished batch leaves in its output, as `TreePage` is what a finished run leaves."""
+
+    def __init__(self, progress: BatchProgress) -> None:
+        self.progress = progress
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        from rlm_kernel.formats.batch import render_batch_html  # pygments only when a tree is drawn
+
+        return {"text/html": render_batch_html(self.progress), "text/plain": self.progress.outline()}
