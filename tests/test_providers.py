@@ -494,6 +494,17 @@ def test_an_anthropic_model_is_posted_in_anthropics_format_with_litellms_usage_a
     assert direct.usage.counted_calls == 0
 
 
+def test_an_anthropic_run_with_parameters_only_litellm_translates_goes_through_litellm():
+    from rlm_kernel.core.errors import ConfigError
+
+    assert RLM(model="anthropic/claude-sonnet-4-5", temperature=0.1, top_p=0.9).transports["model"] == "direct"
+    assert RLM(model="anthropic/claude-sonnet-4-5", seed=3).transports == {"model": "litellm", "sub_model": "litellm"}
+    with_tools = RLM(model="anthropic/claude-sonnet-4-5", sub_model_params={"response_format": {"type": "json"}})
+    assert with_tools.transports == {"model": "direct", "sub_model": "litellm"}
+    with pytest.raises(ConfigError, match="seed need litellm's translation: use transport='litellm'"):
+        RLM(model="anthropic/claude-sonnet-4-5", seed=3, transport="direct")
+
+
 @pytest.mark.parametrize("variable", ["ANTHROPIC_BASE_URL", "ANTHROPIC_API_BASE"])
 def test_an_anthropic_model_without_api_base_goes_to_the_variables_server(variable, anthropic_environment):
     with ModelServer(one_sub_call(), api_key=KEY) as server:

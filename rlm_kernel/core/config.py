@@ -227,9 +227,6 @@ class RunConfig:
         sub_key = secret("sub_api_key") or root_key
         sub_base = s["sub_api_base"] or s["api_base"]
         sub_model = s["sub_model"] or s["model"]
-        root_transport = _transport(s["transport"], s["model"], s["api_base"], router, own_lm)
-        sub_transport = _transport(s["transport"], sub_model, sub_base, router, own_lm)
-        transports = {"model": "lm"} if own_lm else {"model": root_transport, "sub_model": sub_transport}
         root_params = _sampling(s["temperature"], s["top_p"], s["seed"], s["model_params"])
         sub_params = _sampling(
             _either(s["sub_temperature"], s["temperature"]),
@@ -237,6 +234,9 @@ class RunConfig:
             _either(s["sub_seed"], s["seed"]),
             _either(s["sub_model_params"], s["model_params"]),
         )
+        root_transport = _transport(s["transport"], s["model"], s["api_base"], router, own_lm, root_params)
+        sub_transport = _transport(s["transport"], sub_model, sub_base, router, own_lm, sub_params)
+        transports = {"model": "lm"} if own_lm else {"model": root_transport, "sub_model": sub_transport}
         return cls(
             root=ModelSpec(s["model"], s["api_base"], root_key, root_transport, root_params),
             sub=ModelSpec(sub_model, sub_base, sub_key, sub_transport, sub_params),
@@ -281,6 +281,8 @@ def _sampling(temperature: float | None, top_p: float | None, seed: int | None, 
     return {**(extra or {}), **{k: v for k, v in named.items() if v is not None}}
 
 
-def _transport(setting: str, model: str, api_base: str | None, router: Any, own_lm: bool) -> str:
+def _transport(
+    setting: str, model: str, api_base: str | None, router: Any, own_lm: bool, params: dict[str, Any]
+) -> str:
     """The transport a model is called through: the setting, with "auto" resolved for this model and server."""
-    return "lm" if own_lm else choose_transport(setting, model, api_base, router)
+    return "lm" if own_lm else choose_transport(setting, model, api_base, router, params)

@@ -28,10 +28,18 @@ TOKEN_VARIABLE = "ANTHROPIC_AUTH_TOKEN"  # sent as a bearer token when no key is
 DEFAULT_MAX_TOKENS = int(os.environ.get("DEFAULT_ANTHROPIC_CHAT_MAX_TOKENS", "4096"))
 EMPTY_TEXT = "[System: Empty message content sanitised to satisfy protocol]"  # litellm's placeholder
 _MESSAGES_PATH = "/v1/messages"
+# The parameters this module sends as Anthropic takes them; any other (tools, response_format, reasoning_effort,
+# seed, a service tier priced apart, ...) needs litellm's translation, so a run that sets one goes through litellm.
+SENT_PARAMS = frozenset(("temperature", "top_p", "top_k", "stop", "user", "extra_body", "extra_headers"))
 
 
 def is_anthropic(model: str) -> bool:
     return price_map.provider_prefix(model) == "anthropic"
+
+
+def untranslated(params: Mapping[str, Any]) -> list[str]:
+    """The parameters of a run that this module would not send as litellm sends them."""
+    return sorted(set(params) - SENT_PARAMS)
 
 
 def base_url(api_base: str | None) -> str:
@@ -65,7 +73,6 @@ def body(
     user = fields.pop("user", None)
     if user is not None:
         fields["metadata"] = {"user_id": user}
-    fields.pop("max_completion_tokens", None)
     system, turns = _split(messages)
     request: dict[str, Any] = {**fields, **(params.get("extra_body") or {})}
     request.update(model=model.partition("/")[2], messages=turns, max_tokens=_max_tokens(model, max_output_tokens))

@@ -71,20 +71,21 @@ def served_model_name(model: str) -> str:
     return model
 
 
-def picks_direct(model: str, api_base: str | None, router: object) -> bool:
+def picks_direct(model: str, api_base: str | None, router: object, params: Mapping[str, Any] | None = None) -> bool:
     """What `transport="auto"` sends straight to the server: no Router, an OpenAI-compatible or Anthropic model.
 
     With an api_base, OpenAI-compatible is a provider prefix litellm maps to the OpenAI format (`openai/`,
     `hosted_vllm/`, ...) or no provider prefix at all (`my-model`, `Qwen/Qwen2.5-7B`, which an OpenAI-compatible
     server serves under that name). Without one, a model whose provider's own API is OpenAI's format
     (`openai/gpt-4o-mini`, `groq/...`: endpoints.cloud_endpoint). `anthropic/...`, with or without one, is
-    posted in Anthropic's format. Another provider's prefix (`gemini/`, `azure/`) and the offline models go
+    posted in Anthropic's format, unless the run sets parameters only litellm translates (`params`: tools, seed,
+    ...). Another provider's prefix (`gemini/`, `azure/`) and the offline models go
     through litellm, which maps each provider's format.
     """
     if router is not None or model.startswith(OFFLINE_PROVIDERS):
         return False
     if anthropic.is_anthropic(model):
-        return True
+        return not anthropic.untranslated(params or {})
     if not api_base:
         return endpoints.cloud_endpoint(model) is not None
     provider = price_map.provider_prefix(model)

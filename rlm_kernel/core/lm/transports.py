@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rlm_kernel.core.errors import ConfigError
-from rlm_kernel.core.lm import endpoints, price_map
+from rlm_kernel.core.lm import anthropic, endpoints, price_map
 from rlm_kernel.core.lm.direct import OpenAICompatibleLM, picks_direct
 from rlm_kernel.core.lm.litellm_lm import LM, OFFLINE_PROVIDERS, LiteLLM, import_litellm_soon
 
@@ -20,26 +20,34 @@ class TLS:
     ca_bundle: str | None = None
 
 
-def choose_transport(setting: str, model: str, api_base: str | None, router: object) -> str:
-    """The transport a model is called through: the setting, with "auto" resolved for this model and server.
+def choose_transport(
+    setting: str, model: str, api_base: str | None, router: object, params: Mapping[str, Any] | None = None
+) -> str:
+    """The transport a model is called through: the setting, with "auto" resolved for this model, server and
+    sampling parameters (`params`).
 
     `transport="direct"` for a model it cannot serve is refused here, in one line, before any call.
     """
     if setting == "auto":
-        return "direct" if picks_direct(model, api_base, router) else "litellm"
+        return "direct" if picks_direct(model, api_base, router, params) else "litellm"
     if setting == "direct":
-        _check_direct(model, api_base, router)
+        _check_direct(model, api_base, router, params or {})
     return setting
 
 
-def _check_direct(model: str, api_base: str | None, router: object) -> None:
+def _check_direct(model: str, api_base: str | None, router: object, params: Mapping[str, Any]) -> None:
     if router is not None:
         raise ConfigError("transport='direct' posts to one OpenAI-compatible server, not a router: use 'litellm'")
     if model.startswith(OFFLINE_PROVIDERS):
         raise ConfigError(f"transport='direct' cannot call {model}, an offline model: use 'auto' or 'litellm'")
     provider = price_map.provider_prefix(model)
-    if provider == "anthropic":
-        return  # posted in Anthropic's own format, to the api_base or Anthropic's endpoint
+    if provider == "anthropic":  # posted in Anthropic's own format, to the api_base or Anthropic's endpoint
+        if names := anthropic.untranslated(params):
+            raise ConfigError(
+                f"transport='direct' sends {model} text requests only; {', '.join(names)} need litellm's "
+                "translation: use transport='litellm' (or 'auto')"
+            )
+        return
     foreign = provider is not None and provider != "openai" and provider not in price_map.OPENAI_COMPATIBLE_PROVIDERS
     if foreign and endpoints.cloud_endpoint(model) is None:
         raise ConfigError(
