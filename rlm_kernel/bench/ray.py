@@ -1,6 +1,7 @@
 """`rlm bench ray`: one batch on the thread pool and on a local Ray cluster, side by side (issue 22 item 9).
 
-cpu:      each question's model-written code does ~0.5 s of pure Python plus one sub-call, and the root call and the
+cpu:      each question's model-written code does 0.5 s of pure Python (a loop whose length is measured on this
+          machine before the figure, so that it is 0.5 s here) plus one sub-call, and the root call and the
           sub-call each take 200 ms at the server: throughput (questions a second) on `concurrency` threads of this
           process against `executor=RayExecutor(num_cpus=0.5)` (a question's CPU share: two run on each core, one
           computing while the other waits on the model) (target: Ray >= 1.7x on 2 cores, since threads share one GIL).
@@ -30,15 +31,37 @@ from rlm_kernel.core.errors import ConfigError
 Messages = list[dict[str, Any]]
 CPU_SHARE = 0.5  # of a CPU, what each question asks of a Ray node
 CONTEXT_MB = 100
-WORK = "n = 0\nfor i in range(3_000_000):\n    n += i % 7\n"  # ~0.5 s of pure Python on one core of this machine
+WORK_SECONDS = 0.5
+LOOPS_VARIABLE = "RLM_BENCH_CPU_LOOPS"  # the loop's length, from the bench to the model server it starts
+
+
+def cpu_work(loops: int) -> str:
+    return f"n = 0\nfor i in range({loops}):\n    n += i % 7\n"
+
+
+def loops_for(seconds: float) -> int:
+    """How long `cpu_work`'s loop must be to take `seconds` of one core here (the best of three timings)."""
+    sample = 1_000_000
+    code = compile(cpu_work(sample), "<cpu-work>", "exec")
+    best = min(_timed(code) for _ in range(3))
+    return max(1, int(sample * seconds / best))
+
+
+def _timed(code: Any) -> float:
+    started = time.perf_counter()
+    exec(code, {})
+    return time.perf_counter() - started
 
 
 class CpuWork:
     """Root: a block of CPU-bound Python, then one sub-call whose reply it submits. Sub-call: echoes."""
 
+    def __init__(self) -> None:
+        self.work = cpu_work(int(os.environ.get(LOOPS_VARIABLE, "3000000")))
+
     def __call__(self, messages: Messages) -> str:
         if messages[0]["role"] == "system":
-            return f"Working.\n```repl\n{WORK}FINAL(llm_query('q:' + context[:20]))\n```\n"
+            return f"Working.\n```repl\n{self.work}FINAL(llm_query('q:' + context[:20]))\n```\n"
         return "sub:" + str(messages[-1]["content"])
 
 
@@ -78,7 +101,9 @@ def run(args: argparse.Namespace) -> int:
 def cpu_figure(questions: int, concurrency: int) -> None:
     from rlm_kernel.distributed import RayExecutor
 
-    with serve("rlm_kernel.bench.ray:CpuWork", 200.0) as url:
+    loops = loops_for(WORK_SECONDS)
+    print(f"cpu: {loops:,} loop steps take {WORK_SECONDS} s of one core here ({_load()})")
+    with serve("rlm_kernel.bench.ray:CpuWork", 200.0, env={LOOPS_VARIABLE: str(loops)}) as url:
         rlm = RLM(model="openai/policy", api_base=url)
         batch = [(f"c{i}", f"question {i}") for i in range(questions)]
         walls = {}
@@ -94,7 +119,7 @@ def cpu_figure(questions: int, concurrency: int) -> None:
             right = sum(r.answer == f"sub:q:c{i}" for i, r in enumerate(results))
             requests = server_stats(url)["requests"] - before
             print(
-                f"cpu {name:>7}: {questions} questions (0.5 s of Python + 2 calls at 200 ms each), concurrency "
+                f"cpu {name:>7}: {questions} questions ({WORK_SECONDS} s of Python + 2 calls at 200 ms each), concurrency "
                 f"{concurrency}: {walls[name]:.2f} s, {questions / walls[name]:.2f} questions/s; "
                 f"{right}/{questions} right, {requests} requests; peak memory {peak['mb']:.0f} MB; {_load()}"
             )

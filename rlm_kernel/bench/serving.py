@@ -8,14 +8,14 @@ import os
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 
 @contextlib.contextmanager
-def serve(policy: str, latency_ms: float = 0.0) -> Iterator[str]:
-    """`rlm serve-model` in its own process; yields its api_base."""
+def serve(policy: str, latency_ms: float = 0.0, env: Mapping[str, str] | None = None) -> Iterator[str]:
+    """`rlm serve-model` in its own process (with `env` added to this one's environment); yields its api_base."""
     command = [
         sys.executable,
         "-m",
@@ -26,7 +26,7 @@ def serve(policy: str, latency_ms: float = 0.0) -> Iterator[str]:
         "--latency-ms",
         str(latency_ms),
     ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
     try:
         assert process.stdout is not None
         line = process.stdout.readline()  # "serving policy P on URL"
