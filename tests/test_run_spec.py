@@ -225,3 +225,31 @@ def test_core_has_no_import_cycle_even_counting_imports_made_only_for_type_check
         return seen
 
     assert not sorted(name for name in graph if name in reachable(name))
+
+
+class SharedInThreads(concurrent.futures.ThreadPoolExecutor):
+    """A `SharedByProcesses` executor that does not stream: a child's events all come back with its result."""
+
+    def shared_budget(self, limits: Limits) -> Budget:
+        return Ledger(limits)
+
+    def shared_slots(self, size: int) -> Slots:
+        return CallSlots(size)
+
+
+def test_children_on_an_executor_that_does_not_stream_leave_the_in_process_trace_once():
+    from tests.support_features import question
+
+    fan_out = block("replies = rlm_query_batched([(str(i), f'child {i}') for i in range(3)])\nFINAL('|'.join(replies))")
+    child = block("FINAL(llm_query('q' + context))")
+    policy = Recorder(lambda messages: child if question(messages).startswith("child") else fan_out)
+    with ModelServer(policy) as server, SharedInThreads(3) as executor:
+        elsewhere = RLM(model="openai/policy", api_base=server.url, max_depth=2, executor=executor).completion("c", "q")
+        in_process = RLM(model="openai/policy", api_base=server.url, max_depth=2).completion("c", "q")
+
+    def shape(trace: Trace) -> tuple[list[tuple[str, str]], dict[str, list[str]]]:
+        kinds = sorted((event.node_id, event.kind) for event in trace.events)
+        return kinds, {node.id: node.children for node in trace.nodes.values()}
+
+    assert elsewhere.answer == in_process.answer == "sub:q0|sub:q1|sub:q2"
+    assert shape(elsewhere.trace) == shape(in_process.trace)

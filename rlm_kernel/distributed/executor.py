@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import itertools
 import os
 import pickle
 import threading
@@ -26,7 +27,7 @@ from rlm_kernel.core.errors import ConfigError, RLMError
 from rlm_kernel.core.ledger import Limits
 from rlm_kernel.core.result import RLMResult
 from rlm_kernel.core.run import Local
-from rlm_kernel.core.trace import Event
+from rlm_kernel.core.trace import Event, EventHandler
 from rlm_kernel.distributed.events import EventChannel, EventSender, Progress
 from rlm_kernel.distributed.shared import RayBudget, RaySlots
 
@@ -71,13 +72,25 @@ def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any])
     return fn(*args, **kwargs)
 
 
+@ray.remote(max_retries=0)
+def _child(job: Callable[[EventHandler], Any], index: int, events: EventChannel | None) -> Any:
+    """A fan-out's child on a worker (core/fanout.py: ChildJob): its subtree's events go to the run's channel as
+    they happen, as a question's do, under the child's own (negative) index."""
+    sender = EventSender(events, index)
+    sender.started()
+    try:
+        return job(sender)
+    finally:
+        sender.flush()
+
+
 @dataclasses.dataclass
 class _Entry:
     future: concurrent.futures.Future[Any]
     submit: Callable[[], Any]  # starts one attempt; returns its ObjectRef
     query: str | None  # a question's (None: any other function)
     tries_left: int
-    index: int | None = None  # a question's, as its events name it
+    index: int | None = None  # a question's (from 0) or a fan-out child's (from -1 down), as its events name it
     ref: Any = None
     cancelled_at: float | None = None
 
@@ -116,6 +129,7 @@ class RayExecutor(concurrent.futures.Executor):
         self.max_running: int | None = None
         self.contexts: dict[int, tuple[object, Any]] = {}  # id(context) -> (context, its ObjectRef)
         self._routes: dict[int, Callable[[Event | None], None]] = {}  # a question's index -> its batch's watcher
+        self._child_indexes = itertools.count(-1, -1)  # a fan-out child's events: apart from the questions' counts
         self._pending: list[_Entry] = []
         self._running: dict[Any, _Entry] = {}
         self._lock = threading.Lock()
@@ -175,6 +189,20 @@ class RayExecutor(concurrent.futures.Executor):
         (`None`: it started on a worker, again if it is sent again)."""
         return self._submit(question, (), {}, on_event)
 
+    def submit_child(
+        self, job: Callable[[EventHandler], Any], on_event: Callable[[Event | None], None]
+    ) -> concurrent.futures.Future[Any]:
+        """Run a fan-out's child (core/fanout.py: StreamsChildren); `on_event` gets its subtree's events on the
+        driver as they arrive, until its result is set. Not sent again when its worker dies: it fails alone."""
+        self.connect()
+        future: concurrent.futures.Future[Any] = _RayFuture(self)
+        index = next(self._child_indexes)
+        self._routes[index] = on_event  # before the task can start: none of its events goes unrouted
+        options = self.task_options
+        entry = _Entry(future, lambda: _child.options(**options).remote(job, index, self._events), None, 0, index)
+        self._add(future, entry)
+        return future
+
     def _submit(
         self,
         fn: Callable[..., Any],
@@ -192,13 +220,16 @@ class RayExecutor(concurrent.futures.Executor):
         else:
             options = self.task_options
             entry = _Entry(future, lambda: _call.options(**options).remote(fn, args, kwargs), None, self.max_retries)
+        self._add(future, entry)
+        return future
+
+    def _add(self, future: concurrent.futures.Future[Any], entry: _Entry) -> None:
         future.entry = entry  # type: ignore[attr-defined]
         with self._lock:
             self._pending.append(entry)
             if self._watcher is None or not self._watcher.is_alive():
                 self._watcher = threading.Thread(target=self._watch, name="rlm-ray-watch", daemon=True)
                 self._watcher.start()
-        return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         if cancel_futures:
@@ -271,6 +302,8 @@ class RayExecutor(concurrent.futures.Executor):
                 self.show_progress(self.progress)
 
     def _finish(self, entry: _Entry) -> None:
+        if entry.query is None and entry.index is not None:
+            self._routes.pop(entry.index, None)  # a child's: what did not arrive by now comes back in its result
         try:
             value = ray.get(entry.ref)
         except TaskCancelledError:
@@ -293,11 +326,13 @@ class RayExecutor(concurrent.futures.Executor):
                     self._pending.insert(0, entry)
                 return
             value = failed(entry.query or "", f"the Ray worker running it died ({type(exc).__name__})")
-        if isinstance(value, RLMResult):
+        if isinstance(value, RLMResult) and entry.query is not None:
             self._ended(entry, value)
         _set(entry.future, value)
 
     def _refused(self, entry: _Entry, exc: Exception) -> None:
+        if entry.index is not None:
+            self._routes.pop(entry.index, None)
         if entry.query is None:
             _set(entry.future, error=exc)
             return
@@ -322,9 +357,10 @@ class RayExecutor(concurrent.futures.Executor):
         if self._events is None:
             return
         for index, event in self._events.drain():
-            self.progress.saw(index, event)
-            if self.on_event is not None and event is not None:
-                self.on_event(index, event)
+            if index >= 0:  # a question's (a fan-out child's goes to its run only)
+                self.progress.saw(index, event)
+                if self.on_event is not None and event is not None:
+                    self.on_event(index, event)
             route = self._routes.get(index)
             if route is not None:
                 route(event)

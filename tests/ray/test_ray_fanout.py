@@ -3,14 +3,17 @@ as Ray tasks, against a local server that counts requests and calls in flight.""
 
 from __future__ import annotations
 
+import _thread
 import os
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from rlm_kernel import RLM
-from rlm_kernel.core.errors import ConfigError
+from rlm_kernel.core.errors import ConfigError, RunInterrupted
+from rlm_kernel.core.trace import Event, Trace
 from rlm_kernel.distributed import RayExecutor
 from rlm_kernel.models.server import ModelServer
 from tests.support_features import Recorder, block, question
@@ -22,8 +25,8 @@ FORCE_STOP_S = 3.0  # a cancelled Ray task that has not stopped after 2 s has it
 CHILD = block("import os\nFINAL(f'{context}:{os.getpid()}:' + llm_query('q' + context))")
 
 
-def _fan_out(child: str = CHILD) -> Recorder:
-    return Recorder(lambda messages: child if question(messages).startswith("child") else FAN_OUT)
+def _fan_out(child: str = CHILD, parent: str = FAN_OUT) -> Recorder:
+    return Recorder(lambda messages: child if question(messages).startswith("child") else parent)
 
 
 def test_the_children_of_rlm_query_batched_run_as_ray_tasks_and_their_events_join_the_drivers_trace():
@@ -92,3 +95,85 @@ def test_a_thread_pool_batch_of_an_rlm_whose_children_run_on_ray_is_refused_befo
         with pytest.raises(ConfigError, match="runs its batches there too"):
             rlm.batch([("a", "fan out")])
         assert server.stats()["requests"] == 0
+
+
+# Three children, each of two model calls (its code's reply, then its llm_query) at LIVE_LATENCY_S each.
+THREE = block("replies = rlm_query_batched([(str(i), f'child {i}') for i in range(3)])\nFINAL('|'.join(replies))")
+LIVE_LATENCY_S = 1.0
+
+
+def _shape(trace: Trace) -> tuple[Counter[tuple[str, str]], dict[str, tuple[str | None, list[str], str]]]:
+    """What a trace is, read from its events alone: how many events of each kind each node has, and each node's
+    parent, children (in order) and status."""
+    kinds = Counter((event.node_id, event.kind) for event in trace.events)
+    nodes = {node.id: (node.parent_id, list(node.children), node.status) for node in trace.nodes.values()}
+    return kinds, nodes
+
+
+def test_a_childs_events_reach_the_drivers_handlers_while_it_runs_and_the_trace_is_the_in_process_ones():
+    arrived: list[tuple[float, Event]] = []
+    with ModelServer(_fan_out(parent=THREE), latency_ms=int(LIVE_LATENCY_S * 1000)) as server:
+        rlm = RLM(
+            model="openai/policy",
+            api_base=server.url,
+            max_depth=2,
+            executor=RayExecutor(num_cpus=0.25),
+            on_event=lambda event: arrived.append((time.monotonic(), event)),
+        )
+        result = rlm.completion("ctx", "fan out")
+    assert result.status == "done"
+    events = [event for _, event in arrived]
+    children = [e.data["child_id"] for e in events if e.kind == "subcall_start" and e.data["kind"] == "rlm"]
+    subcalls = {e.data.get("child_id"): e.data["subcall_id"] for e in events if e.kind == "subcall_start"}
+    assert len(children) == 3
+    for child in children:
+        ended = next(t for t, e in arrived if e.kind == "subcall_end" and e.data["subcall_id"] == subcalls[child])
+        started = next(t for t, e in arrived if e.kind == "call_start" and e.node_id == child)
+        replied = next(t for t, e in arrived if e.kind == "iteration" and e.node_id == child)
+        # its llm_query lasts LIVE_LATENCY_S after its first reply: both were on the driver before its result
+        assert started < replied < ended - LIVE_LATENCY_S / 2, child
+    assert events == result.trace.events  # the handlers and the trace saw one stream, each event once
+
+    with ModelServer(_fan_out(parent=THREE), latency_ms=1) as server:
+        in_process = RLM(model="openai/policy", api_base=server.url, max_depth=2).completion("ctx", "fan out")
+    assert _shape(result.trace) == _shape(in_process.trace)
+
+
+def test_a_cancelled_child_keeps_its_partial_subtree_in_the_trace_once():
+    asleep = block("import time\ntime.sleep(20)")  # until the interrupt; without one, the test fails in 20 s
+    seen: set[str] = set()
+
+    def interrupt_when_every_child_replied(event: Event) -> None:
+        if event.kind == "iteration" and event.node_id != "n0":
+            seen.add(event.node_id)
+            if len(seen) == 3:
+                _thread.interrupt_main()  # Ctrl-C, while every child runs its code on a worker
+
+    executor = RayExecutor(num_cpus=0.25)
+    with ModelServer(_fan_out(asleep, THREE)) as server:
+        rlm = RLM(
+            model="openai/policy",
+            api_base=server.url,
+            max_depth=2,
+            executor=executor,
+            on_event=interrupt_when_every_child_replied,
+        )
+        with pytest.raises(RunInterrupted) as interrupted:
+            rlm.completion("ctx", "fan out")
+    trace = interrupted.value.result.trace
+    kinds, nodes = _shape(trace)
+    children = nodes["n0"][1]
+    assert sorted(children) == ["n1", "n2", "n3"]
+    for child in children:  # what it did on its worker, then its end as the run closed it: each event once
+        assert nodes[child][2] == "interrupted"
+        assert {kind: n for (node, kind), n in kinds.items() if node == child} == {
+            "call_start": 1,
+            "model_wait": 1,
+            "iteration": 1,
+            "call_end": 1,
+        }
+    assert len({event.to_json() for event in trace.events}) == len(trace.events)
+    ends = time.monotonic() + FORCE_STOP_S
+    while executor._running and time.monotonic() < ends:  # every child's task was cancelled, and has ended
+        time.sleep(0.05)
+    assert not executor._running
