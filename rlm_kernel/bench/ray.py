@@ -3,8 +3,9 @@
 cpu:      each question's model-written code does 0.5 s of pure Python (a loop whose length is measured on this
           machine before the figure, so that it is 0.5 s here) plus one sub-call, and the root call and the
           sub-call each take 200 ms at the server: throughput (questions a second) on `concurrency` threads of this
-          process against `executor=RayExecutor(num_cpus=0.5)` (a question's CPU share: two run on each core, one
-          computing while the other waits on the model) (target: Ray >= 1.7x on 2 cores, since threads share one GIL).
+          process against `executor=RayExecutor(num_cpus=CPUs / concurrency)`: the same number of questions at once
+          on each side, some computing while others wait on the model (target: Ray >= 1.7x on 2 cores, since
+          threads share one GIL).
 overhead: trivial questions (no latency, no work), one at a time: the extra wall time a question costs on Ray
           (target: < 50 ms).
 context:  one 100 MB string shared by 100 questions: how many times it went to the object store (target: once),
@@ -29,7 +30,7 @@ from rlm_kernel.core import RLM
 from rlm_kernel.core.errors import ConfigError
 
 Messages = list[dict[str, Any]]
-CPU_SHARE = 0.5  # of a CPU, what each question asks of a Ray node
+CPU_SHARE = 0.5  # of a CPU, what each question of the context figure asks of a Ray node
 CONTEXT_MB = 100
 WORK_SECONDS = 0.5
 LOOPS_VARIABLE = "RLM_BENCH_CPU_LOOPS"  # the loop's length, from the bench to the model server it starts
@@ -107,19 +108,20 @@ def cpu_figure(questions: int, concurrency: int) -> None:
         rlm = RLM(model="openai/policy", api_base=url)
         batch = [(f"c{i}", f"question {i}") for i in range(questions)]
         walls = {}
-        for name, executor in (("threads", None), ("ray", RayExecutor(num_cpus=CPU_SHARE))):
+        share = (os.cpu_count() or 1) / concurrency  # as many questions at once on Ray as on the threads
+        for name, executor in (("threads", None), ("ray", RayExecutor(num_cpus=share))):
             # the processes' start and imports stay out of the figure: Ray stops idle workers beyond one a CPU
             # within seconds, so its warm-up comes right before its own run
             rlm.batch(batch[:concurrency], executor=executor, concurrency=concurrency)
             before = server_stats(url)["requests"]
-            with _peak_memory() as peak:
+            with _peak_memory(every=1.0) as peak:
                 started = time.perf_counter()
                 results = rlm.batch(batch, concurrency=concurrency, executor=executor)
                 walls[name] = time.perf_counter() - started
             right = sum(r.answer == f"sub:q:c{i}" for i, r in enumerate(results))
             requests = server_stats(url)["requests"] - before
             print(
-                f"cpu {name:>7}: {questions} questions ({WORK_SECONDS} s of Python + 2 calls at 200 ms each), concurrency "
+                f"cpu {name:>7}{f' (num_cpus={share:g})' if executor else ''}: {questions} questions ({WORK_SECONDS} s of Python + 2 calls at 200 ms each), concurrency "
                 f"{concurrency}: {walls[name]:.2f} s, {questions / walls[name]:.2f} questions/s; "
                 f"{right}/{questions} right, {requests} requests; peak memory {peak['mb']:.0f} MB; {_load()}"
             )
@@ -169,9 +171,10 @@ def _load() -> str:
 
 
 @contextmanager
-def _peak_memory() -> Iterator[dict[str, float]]:
-    """The most memory of this process and all its descendants (Ray's processes are), every 0.1 s: the sum of their
-    proportional set sizes, so that the object store's shared pages count once."""
+def _peak_memory(every: float = 0.1) -> Iterator[dict[str, float]]:
+    """The most memory of this process and all its descendants (Ray's processes are), every `every` seconds: the sum
+    of their proportional set sizes, so that the object store's shared pages count once. Reading a process's PSS
+    costs CPU (about a fifth of a core for Ray's dozen processes every 0.1 s), so a timed figure samples seldom."""
     import psutil
 
     peak = {"mb": 0.0}
@@ -179,7 +182,7 @@ def _peak_memory() -> Iterator[dict[str, float]]:
 
     def sample() -> None:
         me = psutil.Process()
-        while not done.wait(0.1):
+        while not done.wait(every):
             total = 0
             for process in [me, *me.children(recursive=True)]:
                 try:
