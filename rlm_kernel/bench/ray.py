@@ -11,8 +11,8 @@ overhead: trivial questions (no latency, no work), one at a time: the extra wall
 context:  one 100 MB string shared by 100 questions: how many times it went to the object store (target: once),
           and the most memory it added, in copies of the context (target: at most one per node).
 Memory is the proportional set size (shared pages split between the processes that map them) of this process and
-every Ray process together, sampled every 0.1 s. Each figure is printed with the load average, since the machine
-may be shared; the cluster is one local node of this machine's CPUs.
+every Ray process together, sampled every 0.1 s (every 1 s during the timed CPU figure). Each figure is printed
+with the load average, since the machine may be shared; the cluster is one local node of this machine's CPUs.
 """
 
 from __future__ import annotations

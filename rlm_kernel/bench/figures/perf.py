@@ -279,7 +279,7 @@ def figure_fan_out(args: argparse.Namespace) -> dict[str, Any]:
                 f" (target: within {FAN_OUT_TARGETS[path]}x)" if concurrency == 32 and path in FAN_OUT_TARGETS else ""
             )
             print(
-                f"   {f'{path} ({picked})':<22} concurrency {concurrency:>2}: {wall:.2f} s against ideal {ideal:.2f} s "
+                f"   {f'{path} ({picked})':<28} concurrency {concurrency:>2}: {wall:.2f} s against ideal {ideal:.2f} s "
                 f"= {wall / ideal:.2f}x{target}; server saw at most {in_flight} in flight"
             )
     return rows
