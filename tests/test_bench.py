@@ -9,6 +9,7 @@ import ast
 import datetime as dt
 import json
 import re
+import subprocess
 import sys
 from collections import Counter, defaultdict
 from itertools import combinations
@@ -426,6 +427,23 @@ def test_side_by_side_policy_counts_root_requests_over_http():
     assert counters["root_requests"] == 3 and counters["sub_requests"] >= 1
     assert counters["root_requests"] + counters["sub_requests"] == result.usage.llm_calls == stats["served"] - 1
     assert counters["root_input_tokens"] > 1000
+
+
+def test_figure_5s_own_side_runs_a_task_in_a_fresh_process_importing_what_rlm_run_imports(tmp_path):
+    task = sniah(8000, seed=2)
+    (tmp_path / "context.txt").write_text(task.context, encoding="utf-8")
+    with ModelServer(offline.SideBySidePolicy()) as server:
+        command = [*perf_reference.OWN_SIDE, server.url, task.question, str(tmp_path / "context.txt")]
+        row = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
+    assert row["answer"] == task.gold and row["seconds"] > 0 and row["peak_rss_mb"] > 10
+    source = Path(perf_reference.__file__).with_name("side_child.py").read_text()
+    imported = {
+        node.module if isinstance(node, ast.ImportFrom) else alias.name
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        for alias in node.names
+    }
+    assert {name for name in imported if name.startswith("rlm_kernel")} == {"rlm_kernel.cli", "rlm_kernel.core"}
 
 
 def test_fan_out_through_a_router_of_two_deployments_splits_the_load():

@@ -15,26 +15,11 @@ from typing import Any
 
 from rlm_kernel.bench.compare import REF_DRIVER
 from rlm_kernel.bench.offline import COUNTERS_REQUEST
-from rlm_kernel.bench.serving import peak_rss_mb, serve
+from rlm_kernel.bench.serving import serve
 from rlm_kernel.bench.tasks import size_label, sniah
-from rlm_kernel.core import RLM
 
-
-def side_child() -> None:
-    """This engine's side of figure 5 (argv: URL QUESTION CONTEXT_FILE); the same output as ref_driver.py.
-
-    It imports what `rlm run` imports (the CLI) and runs on the default settings, so that the process's
-    time and memory are those of `rlm run`; the transport is the default's pick (direct, for this server).
-    """
-    url, question, path = sys.argv[1:4]
-    import rlm_kernel.cli  # noqa: F401 - what `rlm run` imports before it reads the context
-
-    with open(path, encoding="utf-8") as file:
-        context = file.read()
-    started = time.perf_counter()
-    result = RLM(model="openai/policy", api_base=url, max_iterations=10).completion(context, question)
-    seconds = time.perf_counter() - started
-    print(json.dumps({"seconds": seconds, "answer": str(result.answer), "peak_rss_mb": peak_rss_mb()}))
+# rlm_kernel's side, one task a process (argv: URL QUESTION CONTEXT_FILE), as `rlm run` would run it.
+OWN_SIDE = [sys.executable, "-m", "rlm_kernel.bench.figures.side_child"]
 
 
 def _side(command: list[str]) -> dict[str, Any]:
@@ -62,7 +47,7 @@ def figure_side_by_side(args: argparse.Namespace) -> dict[str, Any]:
         print(f"   skipped: {ref_python} not found (make bench-ref creates it)")
         return {"skipped": f"{ref_python} not found"}
     repeats = 1 if args.quick else 3
-    ours = [sys.executable, "-c", "from rlm_kernel.bench.figures.perf_reference import side_child; side_child()"]
+    ours = OWN_SIDE
     theirs = [str(ref_python), "-I", str(REF_DRIVER)]  # -I: nothing of rlm_kernel on its path
     sizes = (131_000,) if args.quick else (131_000, 1_000_000, 10_000_000)
     tasks = [(f"S-NIAH {size_label(size)} tokens", sniah(size, seed=0)) for size in sizes]
