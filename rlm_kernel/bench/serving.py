@@ -26,16 +26,17 @@ def serve(policy: str, latency_ms: float = 0.0, env: Mapping[str, str] | None = 
         "--latency-ms",
         str(latency_ms),
     ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()  # "serving policy P on URL"
-        if not line.startswith("serving policy"):
-            raise RuntimeError(f"rlm serve-model did not start (exit {process.wait()})")
-        yield line.split()[-1]
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    # As a context manager, Popen closes its stdout pipe on the way out (left open, it was a ResourceWarning).
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}) as process:
+        try:
+            assert process.stdout is not None
+            line = process.stdout.readline()  # "serving policy P on URL"
+            if not line.startswith("serving policy"):
+                raise RuntimeError(f"rlm serve-model did not start (exit {process.wait()})")
+            yield line.split()[-1]
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
 
 
 def server_stats(url: str) -> dict[str, Any]:
