@@ -3,9 +3,12 @@ and a whole OpenAI-compatible run that never imports litellm (nor any Jupyter pa
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -142,6 +145,45 @@ def test_anthropic_models_are_priced_as_litellm_prices_a_reply_of_the_messages_a
             assert ours == pytest.approx(expected, abs=1e-12, rel=1e-9), (model, input_tokens, read, write)
             compared += 1
     assert compared >= 40
+
+
+def test_the_shipped_map_read_entry_by_entry_is_the_files_json_and_holds_a_fifth_of_its_memory():
+    path = Path(next(iter(importlib.util.find_spec("litellm").submodule_search_locations))) / price_map.PRICE_MAP_FILE
+    whole = json.loads(path.read_text(encoding="utf-8"))
+    whole.pop("sample_spec")
+    tracemalloc.start()
+    try:
+        shipped = price_map.ShippedMap(path)
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert list(shipped) == list(whole) and len(shipped) == len(whole) > 2000
+    assert all(shipped[name] == found for name, found in whole.items())
+    assert "sample_spec" not in shipped and shipped.get("no-such-model") is None
+    assert held < 1_500_000  # the names and where each entry lies; decoded whole, the map is about 4.6 MB
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"a": {"x": 1},\n"b":{"y": [1, {"z": "}"}]}, "a": {"x": 2}, "q\\"\\u00e9": {}, "n": null}',
+        '{"caf\u00e9": {"x": 1}}',  # not ASCII: decoded whole
+        "{}",
+    ],
+)
+def test_any_json_object_is_read_as_json_loads_reads_it(tmp_path, text):
+    path = tmp_path / "map.json"
+    path.write_text(text, encoding="utf-8")
+    shipped = price_map.ShippedMap(path)
+    assert dict(shipped) == json.loads(text) and list(shipped) == list(json.loads(text))
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", '{"a": 1', '{"a" 1}', '{"a": 1 "b": 2}', ""])
+def test_a_file_that_is_not_one_json_object_is_refused(tmp_path, text):
+    path = tmp_path / "map.json"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises((ValueError, IndexError)):
+        price_map.ShippedMap(path)
 
 
 def test_the_direct_endpoints_are_litellms(monkeypatch):
