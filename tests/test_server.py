@@ -165,6 +165,18 @@ def test_policy_exception_is_a_500_with_its_message() -> None:
         assert server.stats()["served"] == 0
 
 
+@pytest.fixture
+def loop_for_litellms_sync_calls() -> Any:
+    """litellm's blocking `completion` asks asyncio for the thread's event loop (to log on): without one set, that
+    makes a loop nobody closes, collected in some later test as unclosed sockets. The test's own loop, closed."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield loop
+    asyncio.set_event_loop(None)
+    loop.close()
+
+
+@pytest.mark.usefixtures("loop_for_litellms_sync_calls")
 def test_litellm_completion_through_the_server() -> None:
     litellm = import_litellm()
     with ModelServer(echo_last) as server:
@@ -271,6 +283,7 @@ def test_timeout_fault_makes_the_client_time_out() -> None:
     assert stats["served"] == 1
 
 
+@pytest.mark.usefixtures("loop_for_litellms_sync_calls")
 def test_litellm_maps_faults_to_its_exceptions() -> None:
     litellm = import_litellm()
     expected = {
