@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import _thread
 import asyncio
+import builtins
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 
 import pytest
@@ -61,6 +64,34 @@ def test_ctrl_c_during_a_batch_returns_the_finished_answers_and_the_partial_ones
     assert results[1].query == "slow" and results[1].trace.root_start() is not None  # partial, with its trace
     assert took < 10.0  # the slow question would take 30 s
     assert "2 of 3 results finished" in str(stopped.value)
+
+
+def _threads_in_model_code() -> list[str]:
+    frames = sys._current_frames()
+    return [
+        thread.name
+        for thread in threading.enumerate()
+        if any(frame.filename.startswith("<rlm-cell-") for frame in traceback.extract_stack(frames.get(thread.ident)))
+    ]
+
+
+def test_an_interrupted_batch_stops_its_running_questions_code_and_leaves_the_builtins_alone():
+    with ModelServer(_policy()) as server:
+        finished: list[int] = []
+        rlm = RLM(model="openai/policy", api_base=server.url, on_event=_count_ends(finished))
+        _interrupt_when(finished, 2)
+        with pytest.raises(BatchInterrupted):
+            rlm.batch([("a", "fast a"), ("slow", "slow"), ("b", "fast b")], concurrency=3)
+        # What the user does next: a builtin of their own (IPython adds get_ipython at each cell's start).
+        builtins.rlm_test_mine = 1
+        try:
+            ends = time.monotonic() + 2
+            while _threads_in_model_code() and time.monotonic() < ends:
+                time.sleep(0.05)
+            assert _threads_in_model_code() == []  # the slow question's loop would have run on for 30 s
+            assert builtins.rlm_test_mine == 1
+        finally:
+            del builtins.rlm_test_mine
 
 
 def test_cancelling_abatch_raises_batch_cancelled_with_every_result():

@@ -25,6 +25,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import functools
+import math
 import pickle
 import sys
 import threading
@@ -34,9 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from rlm_kernel.core.aio import WAIT_SLICE_S, CancelScope
+from rlm_kernel.core.aio import WAIT_SLICE_S, CancelScope, RunCancelled
 from rlm_kernel.core.clients import pricing_warnings
 from rlm_kernel.core.config import RunConfig
+from rlm_kernel.core.deadlines import Deadline
 from rlm_kernel.core.errors import (
     BatchCancelled,
     BatchInterrupted,
@@ -232,6 +234,9 @@ class Batch:
         self.cluster = cluster
         self.done = DoneResults(results_path, self.questions)
         self.scopes = [CancelScope() for _ in self.questions]
+        # Each running question's code, stopped by a cancel: left running, an interrupted batch's questions went on
+        # computing, and a block ending later put back the builtins as it had found them, under the next cells.
+        self.running: list[Deadline] = []
         self.cancelled = threading.Event()
         self.usage = Usage()  # the whole batch, filled in when it ends
         self.telemetry_link: str | None = None
@@ -385,6 +390,8 @@ class Batch:
         self.cancelled.set()
         for scope in self.scopes:
             scope.cancel()
+        for running in list(self.running):
+            running.stop()
 
     def _job(self, index: int) -> Callable[[], RLMResult]:
         context, query = self.questions[index]
@@ -404,21 +411,25 @@ class Batch:
         if self.watcher is not None:  # this question's events, tagged with its index (each run numbers its nodes n0...)
             self._event(index, None)
             local = dataclasses.replace(local, on_event=[*local.on_event, functools.partial(self._event, index)])
-        return _answered(
-            query,
-            lambda: run_question(
-                rlm.config,
-                context,
+        with Deadline(math.inf, raises=RunCancelled) as stoppable:
+            self.running.append(stoppable)
+            if self.cancelled.is_set():  # cancelled between the check above and now
+                stoppable.stop()
+            return _answered(
                 query,
-                local=local,
-                budget=own if self.budget is None else JointBudget(own, self.budget),
-                slots=self.slots,
-                new_repl=rlm.new_repl,
-                answer_type=self.answer_type,
-                scope=self.scopes[index],
-                telemetry_link=self.telemetry_link,
-            ),
-        )
+                lambda: run_question(
+                    rlm.config,
+                    context,
+                    query,
+                    local=local,
+                    budget=own if self.budget is None else JointBudget(own, self.budget),
+                    slots=self.slots,
+                    new_repl=rlm.new_repl,
+                    answer_type=self.answer_type,
+                    scope=self.scopes[index],
+                    telemetry_link=self.telemetry_link,
+                ),
+            )
 
 
 _view_said = threading.Event()
