@@ -19,7 +19,7 @@ from rlm_kernel.core.ledger import Usage
 from rlm_kernel.core.result import RLMResult
 from rlm_kernel.core.trace import Event, Trace
 from rlm_kernel.formats import theme
-from rlm_kernel.formats.html import render_html
+from rlm_kernel.formats.html import badge, render_html
 from rlm_kernel.formats.progress import plural, usage_parts
 
 BATCH_STATES = ("queued", "running", "done", "failed")
@@ -176,7 +176,7 @@ def header_html(progress: BatchProgress, now: float | None = None) -> str:
     """The batch's counts as badges, then what it used and for how long: the live view's header and the page's."""
     counts = progress.counts()
     badges = " ".join(
-        _badge("error" if state == "failed" and counts[state] else state, f"{counts[state]:,} {state}")
+        badge("error" if state == "failed" and counts[state] else state, f"{counts[state]:,} {state}")
         for state in BATCH_STATES
     )
     used = " · ".join([*usage_parts(progress.usage()), f"{progress.elapsed(now):.1f} s"])
@@ -193,7 +193,7 @@ def render_batch_html(progress: BatchProgress, trees: int = TREES_SHOWN) -> str:
     rows = []
     for index, question in enumerate(progress.questions):
         colour = theme.STATUS_COLOURS.get(question.status, theme.OTHER_STATUS)
-        summary = f"{_badge(question.status)} {_e(progress.row(index, status=False))}"
+        summary = f"{badge(question.status)} {_e(progress.row(index, status=False))}"
         if index in drawn:
             rows.append(
                 f'<details style="{_ROW.format(colour=colour)}"><summary style="cursor:pointer">{summary}</summary>'
@@ -209,14 +209,6 @@ def render_batch_html(progress: BatchProgress, trees: int = TREES_SHOWN) -> str:
         else ""
     )
     return f'<div style="{_PAGE}">{header_html(progress)}{"".join(rows)}{note}</div>'
-
-
-def _badge(status: str, text: str | None = None) -> str:
-    colour = theme.STATUS_COLOURS.get(status, theme.OTHER_STATUS)
-    return (
-        f'<span style="background:{colour};color:#fff;border-radius:3px;padding:0 5px;'
-        f'font-size:11px;font-weight:600">{_e(text or status)}</span>'
-    )
 
 
 def _e(text: object) -> str:

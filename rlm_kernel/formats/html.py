@@ -144,7 +144,7 @@ def _failed_nodes(trace: Trace) -> str:
     if not failed or len(nodes) == 1:  # a one-node tree is its own list
         return ""
     lines = "".join(
-        f'<div style="{_SUB}">{_badge(n.status)} <b>{_e(n.id)}</b> d{n.depth} · '
+        f'<div style="{_SUB}">{badge(n.status)} <b>{_e(n.id)}</b> d{n.depth} · '
         f"{_e(_shorten(' '.join(n.query.split()), QUESTION_CHARS))} · {_e(_shorten(n.error or '', 200))}</div>"
         for n in failed
     )
@@ -160,7 +160,8 @@ def _pre(text: str, style: str = _OUT_PRE) -> str:
     return f'<pre style="{style}">{_e(text)}</pre>'
 
 
-def _badge(status: str, text: str | None = None) -> str:
+def badge(status: str, text: str | None = None) -> str:
+    """A status as a coloured badge (its own words, or `text`)."""
     colour = theme.STATUS_COLOURS.get(status, theme.OTHER_STATUS)
     return (
         f'<span style="background:{colour};color:#fff;border-radius:3px;padding:0 5px;'
@@ -205,7 +206,7 @@ class _Renderer:
         opened = " open" if node.id in self.opened else ""
         yield (
             f'<details{opened} style="margin:3px 0;padding-left:8px;border-left:3px solid {colour}">'
-            f'<summary style="cursor:pointer">{_badge(node.status)} {parts}</summary>'
+            f'<summary style="cursor:pointer">{badge(node.status)} {parts}</summary>'
         )
         yield from self.body(node)
         yield "</details>"
@@ -240,7 +241,7 @@ class _Renderer:
         u = iteration.usage
         # As the rlms viewer marks them: FINAL, the iteration submitted the answer; ERR, one of its blocks raised.
         submitted, raised = any(c.submitted for c in iteration.cells), any(c.error for c in iteration.cells)
-        marks = (" " + _badge("done", "FINAL") if submitted else "") + (" " + _badge("error", "ERR") if raised else "")
+        marks = (" " + badge("done", "FINAL") if submitted else "") + (" " + badge("error", "ERR") if raised else "")
         yield (
             f'<div style="margin-top:8px;{_MUTED}">iteration {iteration.index + 1}{marks} · '
             f"{u.input_tokens:,}+{u.output_tokens:,} tok · {_seconds(iteration.seconds)}</div>"
@@ -286,11 +287,11 @@ class _Renderer:
 
     def subcall(self, sub: SubCall) -> Iterator[str | CallNode]:
         if not sub.done:
-            state = " · " + _badge("running")
+            state = " · " + badge("running")
         else:
             state = f" · {sub.usage.input_tokens:,}+{sub.usage.output_tokens:,} tok · {_seconds(sub.seconds)}"
             if sub.error:
-                state += " · " + _badge("cancelled" if sub.error == "cancelled" else "error")
+                state += " · " + badge("cancelled" if sub.error == "cancelled" else "error")
         shown = len(sub.prompt_preview)
         length = plural(sub.prompt_chars, "char") + (f", first {shown:,} shown" if shown < sub.prompt_chars else "")
         yield (
@@ -306,7 +307,7 @@ class _Renderer:
         node = self.trace.nodes.get(sub.child_id or "")
         if node is None:  # announced, not started: queued behind the concurrency limit, or cancelled
             state = child_state(self.trace, parent, sub)
-            yield f'<div style="{_SUB};{_MUTED}">{_badge(state)} child RLM {_e(sub.child_id)}: {_e(sub.prompt_preview)}</div>'
+            yield f'<div style="{_SUB};{_MUTED}">{badge(state)} child RLM {_e(sub.child_id)}: {_e(sub.prompt_preview)}</div>'
         elif self.nested:
             yield '<div style="margin-left:12px">'
             yield node

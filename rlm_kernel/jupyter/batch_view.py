@@ -28,6 +28,7 @@ from rlm_kernel.formats.batch import BatchProgress, header_html
 from rlm_kernel.formats.html import STATUS_ICONS
 from rlm_kernel.jupyter import messages as msg
 from rlm_kernel.jupyter.text import BatchPage
+from rlm_kernel.jupyter.view import close_widgets
 
 ROWS_SHOWN = 50  # live rows: the first questions, and up to as many failed ones beyond them
 TICK_S = 1.0  # while questions run, the header's elapsed time is redrawn this often even when no event comes
@@ -161,15 +162,7 @@ class BatchView:
 
     def release(self) -> None:
         """Close every widget model of the view (and their layouts and styles): the kernel and the frontend let go."""
-        pending: list[widgets.Widget] = [self._root]
-        while pending:
-            widget = pending.pop()
-            pending.extend(getattr(widget, "children", ()))
-            for part in ("layout", "style"):
-                model = getattr(widget, part, None)
-                if isinstance(model, widgets.Widget):
-                    model.close()
-            widget.close()
+        close_widgets(self._root)
         self._rows.clear()
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:

@@ -116,15 +116,7 @@ class TraceView:
 
     def release(self) -> None:
         """Close every widget model of the view (and their layouts and styles): the kernel and the frontend let go."""
-        pending: list[widgets.Widget] = [self._root]
-        while pending:
-            widget = pending.pop()
-            pending.extend(getattr(widget, "children", ()))
-            for part in ("layout", "style"):
-                model = getattr(widget, part, None)
-                if isinstance(model, widgets.Widget):
-                    model.close()
-            widget.close()
+        close_widgets(self._root)
         self._nodes.clear()
         self._ranks.clear()
 
@@ -229,3 +221,16 @@ class TraceView:
         place = bisect.bisect(ranks, rank)
         ranks.insert(place, rank)
         box.children = (*box.children[:place], accordion, *box.children[place:])
+
+
+def close_widgets(root: widgets.Widget) -> None:
+    """Close `root`, every widget below it, and their layouts and styles (each a widget model of its own)."""
+    pending: list[widgets.Widget] = [root]
+    while pending:
+        widget = pending.pop()
+        pending.extend(getattr(widget, "children", ()))
+        for part in ("layout", "style"):
+            model = getattr(widget, part, None)
+            if isinstance(model, widgets.Widget):
+                model.close()
+        widget.close()
