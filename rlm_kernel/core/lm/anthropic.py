@@ -52,10 +52,14 @@ def url(base: str) -> str:
     return base if base.endswith(_MESSAGES_PATH) else f"{base}{_MESSAGES_PATH}"
 
 
-def auth_headers(key: str | None) -> dict[str, str]:
-    """The key as `x-api-key`; without one, ANTHROPIC_AUTH_TOKEN as a bearer token; with neither, nothing."""
+def bearer_token(key: str | None) -> str | None:
+    """ANTHROPIC_AUTH_TOKEN, where there is no key."""
+    return None if key else os.environ.get(TOKEN_VARIABLE)
+
+
+def auth_headers(key: str | None, token: str | None) -> dict[str, str]:
+    """The key as `x-api-key`; without one, the bearer token (`bearer_token`); with neither, nothing."""
     headers = {"anthropic-version": API_VERSION}
-    token = None if key else os.environ.get(TOKEN_VARIABLE)
     if key:
         headers["x-api-key"] = key
     elif token:

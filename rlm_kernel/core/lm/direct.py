@@ -182,12 +182,12 @@ class OpenAICompatibleLM:
         where = endpoint.base_url.rstrip("/")
         key = endpoint.key(self._api_key)
         if endpoint.wire == "anthropic":
-            token = None if key else os.environ.get(anthropic.TOKEN_VARIABLE)
+            token = anthropic.bearer_token(key)
             if key is None and token is None and endpoint.cloud:
                 raise auth_failure(where, None, "no API key", key_hint(model, self.key_setting))
             url, read_body, read_events = anthropic.url(where), anthropic.read_body, anthropic.read_events
             body = anthropic.body(model, messages, max_output_tokens, params, stream=on_text is not None)
-            headers = {**anthropic.auth_headers(key), **(params.get("extra_headers") or {})}
+            headers = {**anthropic.auth_headers(key, token), **(params.get("extra_headers") or {})}
             redact = _Redactor(key or token)
         else:
             if key is None and endpoint.cloud:
