@@ -49,3 +49,41 @@ def test_children_a_timed_out_block_left_running_stop_with_the_run(tmp_path):
     assert not result.extra.get("threads_left")
     children_threads = [t.name for t in threading.enumerate() if t.name.startswith("rlm-n")]
     assert not children_threads  # the children's threads are gone (the model-call loop's pool is shared)
+
+
+class Records(list):
+    """A context that can be watched with a weak reference (a str cannot)."""
+
+
+def submitting_policy(messages):
+    """Root: asks a child about part of its context, then submits. Child: submits at once."""
+    if messages[0]["role"] != "system":
+        return "sub-answer"
+    if question_of(messages).startswith("child"):
+        return repl("FINAL(len(context))")
+    if sum(m["role"] == "assistant" for m in messages) == 0:
+        return repl("n = rlm_query(context[:2], 'child: count')\nprint(n)")
+    return repl("FINAL(n)")
+
+
+def test_a_finished_run_lets_go_of_its_context_without_the_garbage_collector():
+    """A run's tools and its submitted answer referred back to its own frames and node: cycles that kept the context
+    alive until the collector's next full pass, so a worker that read a copy of a shared context held it long after
+    the question (issue 22's copies per node). With the collector off, the context goes when the caller lets go."""
+    import gc
+    import weakref
+
+    with ModelServer(submitting_policy) as server:
+        rlm = RLM(model="openai/policy", api_base=server.url, max_depth=2)
+        gc.collect()
+        gc.disable()
+        try:
+            context, shared = Records(map(str, range(10))), Records(map(str, range(3)))
+            watched = [weakref.ref(context), weakref.ref(shared)]
+            assert rlm.completion(context, "root").answer == 2
+            assert [r.answer for r in rlm.batch([(shared, "root"), (shared, "root")], concurrency=2)] == [2, 2]
+            del context, shared
+            left = [ref() for ref in watched if ref() is not None]
+            assert not left, [type(r).__name__ for r in gc.get_referrers(*left)]
+        finally:
+            gc.enable()

@@ -258,25 +258,34 @@ def _watch() -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
     while True:
         _wake.clear()
-        with _lock:
-            now, wake = time.monotonic(), math.inf
-            frames = sys._current_frames()
-            for thread in [t for t in _pending if t not in frames]:
-                del _pending[thread]  # it ended with its stop unraised
-            for thread, deadlines in list(_open.items()):
-                running = _running_frames(frames.get(thread))
-                deadlines[:] = [d for d in deadlines if id(d._frame) in running]  # left by a frame that ended
-                if not deadlines:
-                    del _open[thread]
-                    continue
-                due = next((d for d in deadlines if d.at <= now), None)
-                if due is None:
-                    wake = min(wake, *(d.at for d in deadlines))
-                    continue
-                if now - due._sent_at >= RESTOP_SECONDS:
-                    _send(thread, due, frames.get(thread))
-                wake = min(wake, max(due._sent_at + RESTOP_SECONDS, now + 0.01))  # not sent: tried again soon
+        wake = _send_due_stops()
         _wake.wait(None if wake == math.inf else max(0.0, wake - time.monotonic()))
+
+
+def _send_due_stops() -> float:
+    """One look at every open deadline: the stops due are sent; returns when to look again. The threads' frames it
+    looks at are let go when it returns, before the watcher sleeps: held, they kept every local of those threads'
+    calls alive, a finished run's context among them."""
+    with _lock:
+        now, wake = time.monotonic(), math.inf
+        frames = sys._current_frames()
+        del frames[threading.get_ident()]  # its own frame in it would make a cycle with the dict
+        for thread in [t for t in _pending if t not in frames]:
+            del _pending[thread]  # it ended with its stop unraised
+        for thread, deadlines in list(_open.items()):
+            running = _running_frames(frames.get(thread))
+            deadlines[:] = [d for d in deadlines if id(d._frame) in running]  # left by a frame that ended
+            if not deadlines:
+                del _open[thread]
+                continue
+            due = next((d for d in deadlines if d.at <= now), None)
+            if due is None:
+                wake = min(wake, *(d.at for d in deadlines))
+                continue
+            if now - due._sent_at >= RESTOP_SECONDS:
+                _send(thread, due, frames.get(thread))
+            wake = min(wake, max(due._sent_at + RESTOP_SECONDS, now + 0.01))  # not sent: tried again soon
+    return wake
 
 
 def _send(thread: int, deadline: Deadline, top: Any) -> None:

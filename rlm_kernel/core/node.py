@@ -140,6 +140,9 @@ class Node:
         except (KeyboardInterrupt, RunCancelled):
             self._end(Outcome("interrupted", self.partial_answer(), "interrupted"), started)
             raise
+        finally:
+            # the tools refer back to this node: a cycle that kept its context alive until the collector's next pass
+            self.tools = {}
         if self.answer_type is not None and outcome.status != "done":
             outcome.answer, outcome.error = self.answer_type.fitted(outcome.answer, outcome.error)
         self._end(outcome, started)

@@ -118,6 +118,7 @@ class NamespaceREPL:
         max_output_chars: int = 10_000,
     ) -> None:
         self.namespace: dict[str, Any] = namespace if namespace is not None else {}
+        self._own_namespace = namespace is None
         self.namespace.setdefault("__name__", "__rlm__")
         self.cell_timeout = cell_timeout
         self.max_output_chars = max_output_chars
@@ -135,7 +136,10 @@ class NamespaceREPL:
         return {n: id(self.namespace[n]) for n in self.names()}
 
     def close(self) -> None:
-        """Nothing to release: the namespace is the caller's to keep."""
+        """A namespace it made is emptied: the run's helpers in it refer back to the run, a cycle that would keep
+        the context alive until the garbage collector's next full pass. One it was given is the caller's to keep."""
+        if self._own_namespace:
+            self.namespace.clear()
 
     def _timed_out(self, limit: float | None) -> str:
         own = self.cell_timeout is not None and limit == self.cell_timeout
@@ -162,7 +166,8 @@ class NamespaceREPL:
                         if value is not None:
                             result.value = truncate(_value_repr.repr(value), self.max_output_chars)
             except SubmitAnswer as submitted:
-                result.submitted = submitted
+                # kept without its traceback: the frames in it hold the run's locals (its context), a cycle
+                result.submitted = submitted.with_traceback(None)
             except BaseException as exc:  # model code may raise anything, SystemExit included
                 deadline.close()  # again, in case the stop landed while it was closing
                 if stops_enclosing(exc) or (isinstance(exc, KeyboardInterrupt) and not _raised_by_model(exc, filename)):
