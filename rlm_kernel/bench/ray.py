@@ -8,11 +8,17 @@ cpu:      each question's model-written code does 0.5 s of pure Python (a loop w
           threads share one GIL).
 overhead: trivial questions (no latency, no work), one at a time: the extra wall time a question costs on Ray
           (target: < 50 ms).
-context:  one 100 MB string shared by 100 questions: how many times it went to the object store (target: once),
-          and the most memory it added, in copies of the context (target: at most one per node).
-Memory is the proportional set size (shared pages split between the processes that map them) of this process and
-every Ray process together, sampled every 0.1 s (every 1 s during the timed CPU figure). Each figure is printed
-with the load average, since the machine may be shared; the cluster is one local node of this machine's CPUs.
+context:  one 100 MB string shared by 100 questions, 4 at a time, with each of `RayExecutor`'s `context_copies`:
+          how many times it went to the object store (target: once), and the most private memory it added to
+          the processes, in copies of the context (target: at most one per node): the peak of the batch with it
+          less the peak of the same batch, on the same warm workers, with a one-line context. The object store's
+          own copy is the one put; the store's memory is a pool of fixed size (freed objects' pages stay mapped
+          for the next), so it is counted as puts, not in the copies.
+Memory is the proportional set size (shared pages split between the processes that map them; the context figure:
+the unique set size, pages no other process maps) of this process and every Ray process together, sampled every
+0.1 s (every 1 s during the timed CPU figure). Each figure is printed with the load average, since the machine may
+be shared; the cluster is one local node of this machine's CPUs, whose idle workers are kept for a minute so that
+the context figure's two batches run on the same processes.
 """
 
 from __future__ import annotations
@@ -85,14 +91,19 @@ def run(args: argparse.Namespace) -> int:
     from rlm_kernel.distributed.local import local_cluster
 
     started = time.perf_counter()
-    cluster = local_cluster(num_cpus=os.cpu_count() or 1, object_store_memory=CONTEXT_MB * 3 * 1_000_000)
+    cluster = local_cluster(
+        num_cpus=os.cpu_count() or 1,
+        object_store_memory=CONTEXT_MB * 3 * 1_000_000,
+        _system_config={"idle_worker_killing_time_threshold_ms": 60_000},
+    )
     try:
         ray.init(address=cluster.address, log_to_driver=False)
         print(f"ray: a local cluster of {os.cpu_count()} CPUs started in {time.perf_counter() - started:.1f} s")
         cpu_figure(args.questions, args.concurrency)
         overhead_figure()
         if not args.skip_context:
-            context_figure()
+            for copies in ("per_question", "per_node"):
+                context_figure(copies)
     finally:
         ray.shutdown()
         cluster.shutdown()
@@ -144,25 +155,29 @@ def overhead_figure(questions: int = 20) -> None:
     )
 
 
-def context_figure(megabytes: int = CONTEXT_MB, questions: int = 100) -> None:
+def context_figure(copies: str, megabytes: int = CONTEXT_MB, questions: int = 100, concurrency: int = 4) -> None:
     from rlm_kernel.distributed import RayExecutor
 
-    executor = RayExecutor(num_cpus=CPU_SHARE)
+    executor = RayExecutor(num_cpus=CPU_SHARE, context_copies=copies)  # type: ignore[arg-type]
+    context = "x" * (megabytes * 1_000_000)
+    peaks, walls = {}, {}
     with serve("rlm_kernel.bench.ray:Trivial") as url:
-        with _peak_memory() as before:
-            time.sleep(0.5)
-        context = "x" * (megabytes * 1_000_000)
-        with _peak_memory() as peak:
-            started = time.perf_counter()
-            results = RLM(model="openai/policy", api_base=url).batch(
-                [(context, f"q{i}") for i in range(questions)], executor=executor, concurrency=4
-            )
-            wall = time.perf_counter() - started
-    added = (peak["mb"] - before["mb"]) / megabytes - 1  # the driver's own context is not a copy
+        rlm = RLM(model="openai/policy", api_base=url)
+        for name, shared in (("small", "one line"), ("large", context)):
+            with _peak_memory(unique=True) as peak:
+                started = time.perf_counter()
+                results = rlm.batch(
+                    [(shared, f"q{i}") for i in range(questions)], executor=executor, concurrency=concurrency
+                )
+                walls[name] = time.perf_counter() - started
+            peaks[name] = peak["mb"]
+    added = (peaks["large"] - peaks["small"]) / megabytes
+    puts = sum(kept is context for kept, _ in executor.contexts.values())
     print(
-        f"context: one {megabytes} MB context shared by {questions} questions on one node: put in the object store "
-        f"{len(executor.contexts)} time(s); it added at most {added:.1f} copies of itself to memory (the driver's "
-        f"own left out); {sum(r.answer == 'ok' for r in results)}/{questions} answered in {wall:.1f} s; {_load()}"
+        f"context ({copies}): one {megabytes} MB context shared by {questions} questions, {concurrency} at a time, on "
+        f"one node: put in the object store {puts} time(s); it added at most {added:.1f} "
+        f"copies of itself to the processes' memory; {sum(r.answer == 'ok' for r in results)}/{questions} "
+        f"answered in {walls['large']:.1f} s ({walls['small']:.1f} s with a one-line context); {_load()}"
     )
 
 
@@ -171,10 +186,11 @@ def _load() -> str:
 
 
 @contextmanager
-def _peak_memory(every: float = 0.1) -> Iterator[dict[str, float]]:
+def _peak_memory(every: float = 0.1, unique: bool = False) -> Iterator[dict[str, float]]:
     """The most memory of this process and all its descendants (Ray's processes are), every `every` seconds: the sum
-    of their proportional set sizes, so that the object store's shared pages count once. Reading a process's PSS
-    costs CPU (about a fifth of a core for Ray's dozen processes every 0.1 s), so a timed figure samples seldom."""
+    of their proportional set sizes, so that the object store's shared pages count once (`unique`: of their unique
+    set sizes, the pages no other process maps). Reading a process's memory map costs CPU (about a fifth of a core
+    for Ray's dozen processes every 0.1 s), so a timed figure samples seldom."""
     import psutil
 
     peak = {"mb": 0.0}
@@ -186,7 +202,8 @@ def _peak_memory(every: float = 0.1) -> Iterator[dict[str, float]]:
             total = 0
             for process in [me, *me.children(recursive=True)]:
                 try:
-                    total += process.memory_full_info().pss
+                    info = process.memory_full_info()
+                    total += info.uss if unique else info.pss
                 except psutil.Error:
                     continue
             peak["mb"] = max(peak["mb"], total / 1e6)

@@ -16,82 +16,35 @@ import pickle
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import ray
 from ray.exceptions import RayTaskError, TaskCancelledError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from rlm_kernel.core.batch import Question, failed
-from rlm_kernel.core.clients import Models
 from rlm_kernel.core.errors import ConfigError, RLMError
 from rlm_kernel.core.ledger import Limits
 from rlm_kernel.core.result import RLMResult
-from rlm_kernel.core.run import Local
 from rlm_kernel.core.trace import Event, EventHandler
-from rlm_kernel.distributed.events import EventChannel, EventSender, Progress
+from rlm_kernel.distributed.events import EventChannel, Progress
 from rlm_kernel.distributed.shared import RayBudget, RaySlots
+from rlm_kernel.distributed.workers import NodeHost, answer_task, call_task, child_task
 
+HOST_THREADS = 32  # a node host's threads when no batch bounds how many of its questions run at once
 FORCE_AFTER_S = 2.0  # a cancelled task that has not stopped by then has its worker killed
 WATCH_SLICE_S = 0.05
-
-
-@ray.remote(max_retries=0)
-def _answer(question: Question, context: list[Any], index: int, events: EventChannel | None) -> RLMResult:
-    """One question on a worker: its own model clients (keys from this worker's environment), its events to the
-    batch's channel. `context` is `[ObjectRef]` (in a list, so that Ray hands over the reference, not a copy)."""
-    question = dataclasses.replace(question, context=_shared_context(context[0]))
-    sender = EventSender(events, index)
-    sender.started()
-    try:
-        try:
-            local = Local(Models.connect(question.config), on_event=[sender])
-        except RLMError as exc:
-            return failed(question.query, str(exc))
-        return question.run(local)
-    finally:
-        sender.flush()
-
-
-_kept_context: tuple[str, object] | None = None  # the last context this worker process read: (its object id, value)
-_kept_lock = threading.Lock()
-
-
-def _shared_context(ref: Any) -> object:
-    """A context many questions share is read from the object store once per worker process, not once per task
-    (a string or dict is a full copy in each reader's memory). Only the last one is kept."""
-    global _kept_context
-    with _kept_lock:
-        if _kept_context is None or _kept_context[0] != ref.hex():
-            _kept_context = None  # the old copy goes before the new one is read
-            _kept_context = (ref.hex(), ray.get(ref))
-        return _kept_context[1]
-
-
-@ray.remote(max_retries=0)
-def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    return fn(*args, **kwargs)
-
-
-@ray.remote(max_retries=0)
-def _child(job: Callable[[EventHandler], Any], index: int, events: EventChannel | None) -> Any:
-    """A fan-out's child on a worker (core/fanout.py: ChildJob): its subtree's events go to the run's channel as
-    they happen, as a question's do, under the child's own (negative) index."""
-    sender = EventSender(events, index)
-    sender.started()
-    try:
-        return job(sender)
-    finally:
-        sender.flush()
 
 
 @dataclasses.dataclass
 class _Entry:
     future: concurrent.futures.Future[Any]
-    submit: Callable[[], Any]  # starts one attempt; returns its ObjectRef
+    submit: Callable[[_Entry], Any]  # starts one attempt of this entry; returns its ObjectRef
     query: str | None  # a question's (None: any other function)
     tries_left: int
     index: int | None = None  # a question's (from 0) or a fan-out child's (from -1 down), as its events name it
     ref: Any = None
+    host: Any = None  # the node host running this attempt (context_copies="per_node")
     cancelled_at: float | None = None
 
 
@@ -100,7 +53,10 @@ class RayExecutor(concurrent.futures.Executor):
     running local cluster) names, starting a local one only when none is found.
 
     `num_cpus` / `resources`: what each question asks of a node; `max_retries`: how often a question whose worker or
-    node died is sent again; `task_options`: any other of Ray's task options (e.g. `scheduling_strategy`); `runtime_env`, `init`: passed to `ray.init` when this executor connects;
+    node died is sent again; `context_copies`: "per_question" (each question is a Ray task of its own, in a process
+    of its own, so model-written code runs in parallel; each running question reads its own copy of its context) or
+    "per_node" (the questions sent to a node run on threads of one process there, which reads a context they share
+    once: one copy a node, but that node's questions share one GIL, and `num_cpus` / `resources` do not apply); `task_options`: any other of Ray's task options (e.g. `scheduling_strategy`); `runtime_env`, `init`: passed to `ray.init` when this executor connects;
     `on_event(index, event)`: called on the driver for each event a question's run emits, as it arrives (`index`
     counts the questions this executor was given, from 0: a batch's own order when the executor is new); a batch
     that is watched (its live view) gets its own questions' events through `submit_question`;
@@ -113,6 +69,7 @@ class RayExecutor(concurrent.futures.Executor):
         num_cpus: float = 1,
         resources: dict[str, float] | None = None,
         max_retries: int = 1,
+        context_copies: Literal["per_question", "per_node"] = "per_question",
         task_options: dict[str, Any] | None = None,
         runtime_env: dict[str, Any] | None = None,
         init: dict[str, Any] | None = None,
@@ -122,6 +79,10 @@ class RayExecutor(concurrent.futures.Executor):
         self.address = address
         self.task_options: dict[str, Any] = {"num_cpus": num_cpus, "resources": resources or {}, **(task_options or {})}
         self.max_retries = max_retries
+        if context_copies not in ("per_question", "per_node"):
+            raise ConfigError(f"context_copies must be 'per_question' or 'per_node', not {context_copies!r}")
+        self.context_copies = context_copies
+        self._hosts: dict[str, Any] = {}  # a node's id -> its host (per_node)
         self.init_options = {"runtime_env": runtime_env, **(init or {})}
         self.on_event = on_event
         self.show_progress = progress
@@ -199,7 +160,7 @@ class RayExecutor(concurrent.futures.Executor):
         index = next(self._child_indexes)
         self._routes[index] = on_event  # before the task can start: none of its events goes unrouted
         options = self.task_options
-        entry = _Entry(future, lambda: _child.options(**options).remote(job, index, self._events), None, 0, index)
+        entry = _Entry(future, lambda _: child_task.options(**options).remote(job, index, self._events), None, 0, index)
         self._add(future, entry)
         return future
 
@@ -219,7 +180,9 @@ class RayExecutor(concurrent.futures.Executor):
             entry = _Entry(future, submitter, fn.query, self.max_retries, index)
         else:
             options = self.task_options
-            entry = _Entry(future, lambda: _call.options(**options).remote(fn, args, kwargs), None, self.max_retries)
+            entry = _Entry(
+                future, lambda _: call_task.options(**options).remote(fn, args, kwargs), None, self.max_retries
+            )
         self._add(future, entry)
         return future
 
@@ -240,14 +203,35 @@ class RayExecutor(concurrent.futures.Executor):
         if wait and self._watcher is not None:
             self._watcher.join()
 
-    def _question_submitter(self, question: Question) -> tuple[int, Callable[[], Any]]:
+    def _question_submitter(self, question: Question) -> tuple[int, Callable[[_Entry], Any]]:
         kept = self.contexts.get(id(question.context))
         context = kept[1] if kept is not None else ray.put(question.context)
         index = self.progress.submitted
         self.progress.submitted += 1
         bare = dataclasses.replace(question, context=None)  # the context travels once, as its ObjectRef
+        if self.context_copies == "per_node":
+            return index, lambda entry: self._on_host(entry, bare, context)
         options = self.task_options
-        return index, lambda: _answer.options(**options).remote(bare, [context], index, self._events)
+        return index, lambda _: answer_task.options(**options).remote(bare, [context], index, self._events)
+
+    def _on_host(self, entry: _Entry, question: Question, context: Any) -> Any:
+        entry.host = self._host()
+        return entry.host.answer.remote(question, [context], entry.index, self._events)
+
+    def _host(self) -> Any:
+        """The host, on a node alive now, with the fewest of this executor's questions running (one started on a
+        node that has none yet)."""
+        alive = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) > 0]
+        for node in alive:
+            if node not in self._hosts:
+                self._hosts[node] = NodeHost.options(  # type: ignore[attr-defined]
+                    scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
+                    max_concurrency=self.max_running or HOST_THREADS,
+                ).remote()
+        if not alive:
+            raise RLMError("no Ray node with CPUs is alive")
+        running = [entry.host for entry in self._running.values()]
+        return min((self._hosts[node] for node in alive), key=running.count)
 
     def cancel(self, entry: _Entry) -> None:
         with self._lock:
@@ -256,7 +240,10 @@ class RayExecutor(concurrent.futures.Executor):
                 return
             if entry.ref is not None and entry.cancelled_at is None:
                 entry.cancelled_at = time.monotonic()
-                ray.cancel(entry.ref, force=False)  # a KeyboardInterrupt in the worker: the run ends as interrupted
+                if entry.host is not None:  # a question on a host's thread: stopped as an in-process batch's are
+                    entry.host.stop.remote(entry.index)
+                else:
+                    ray.cancel(entry.ref, force=False)  # a KeyboardInterrupt in the worker: it ends as interrupted
 
     # -- the watcher ------------------------------------------------------------------------------------------
     def _watch(self) -> None:
@@ -276,7 +263,7 @@ class RayExecutor(concurrent.futures.Executor):
                 while self._pending and (self.max_running is None or len(self._running) < self.max_running):
                     entry = self._pending.pop(0)
                     try:
-                        entry.ref = entry.submit()
+                        entry.ref = entry.submit(entry)
                     except Exception as exc:  # Ray refused the task: this question fails alone, with the reason
                         self._refused(entry, exc)
                         continue
@@ -284,6 +271,8 @@ class RayExecutor(concurrent.futures.Executor):
                 refs = list(self._running)
                 if not refs:
                     self._drain()
+                    for host in self._hosts.values():  # nothing runs: what the hosts read is not needed now
+                        host.release.remote()
                     return
             done, rest = ray.wait(refs, num_returns=1, timeout=WATCH_SLICE_S, fetch_local=False)
             if done and rest:  # and whatever else finished meanwhile
@@ -318,6 +307,7 @@ class RayExecutor(concurrent.futures.Executor):
             for shared in (self._budget, self._slots):
                 if shared is not None:
                     shared.abandon(owner)
+            self._forget(entry.host)
             if entry.tries_left > 0 and entry.cancelled_at is None:
                 entry.tries_left -= 1
                 self.progress.retried += 1
@@ -351,7 +341,17 @@ class RayExecutor(concurrent.futures.Executor):
         for entry in list(self._running.values()):
             if entry.cancelled_at is not None and now - entry.cancelled_at > FORCE_AFTER_S:
                 entry.cancelled_at = float("inf")  # once
-                ray.cancel(entry.ref, force=True)
+                if entry.host is None:
+                    ray.cancel(entry.ref, force=True)
+                else:  # a thread cannot be killed: its host goes, and its other questions are sent again
+                    self._forget(entry.host)
+                    ray.kill(entry.host)
+
+    def _forget(self, host: Any) -> None:
+        """A host that died or was killed: the next question for its node starts a new one there."""
+        for node, known in list(self._hosts.items()):
+            if known is host:
+                del self._hosts[node]
 
     def _drain(self) -> None:
         if self._events is None:

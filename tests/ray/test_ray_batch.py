@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import time
 
+import psutil
 import pytest
 import ray
 
@@ -17,6 +18,10 @@ from rlm_kernel.models.server import ModelServer
 from tests.support_features import Recorder, block
 
 pytestmark = pytest.mark.usefixtures("cluster")
+
+# A Ray worker that imported rlm_kernel and ran a question holds about 85 MB of its own; with a copy of the 50 MB
+# context below it held over 135 MB.
+MB_OF_AN_IDLE_WORKER = 115
 
 
 def _one_root_one_sub() -> Recorder:
@@ -74,22 +79,53 @@ def test_a_large_context_shared_by_many_questions_goes_to_the_object_store_once(
     assert len(executor.contexts) == 1
 
 
-def test_a_worker_process_reads_a_shared_context_from_the_object_store_once_for_all_its_questions():
-    # each question keeps its context object in its worker process, then answers its pid and how many distinct
-    # context objects that process has seen: one, however many questions it ran
-    code = (
-        "import builtins, os\n"
-        "seen = builtins.__dict__.setdefault('rlm_test_contexts', [])\n"
-        "seen.append(context)\n"
-        "FINAL(f'{os.getpid()}:{len({id(c) for c in seen})}')"
-    )
-    context = "y" * 1_000_000
-    with ModelServer(Recorder(lambda messages: block(code)), latency_ms=0) as server:
+def _unique_mb(pid: int) -> float:
+    return float(psutil.Process(pid).memory_full_info().uss) / 1e6
+
+
+PID_AND_CONTEXT = "import os\nFINAL(f'{os.getpid()}:{id(context)}')"
+
+
+def test_a_worker_process_holds_no_copy_of_a_context_once_its_question_ended():
+    """A worker process reads its question's context from the object store (a full copy of a string) and lets go of
+    it at the question's end: idle workers kept a copy each, so a shared context cost a copy per worker that had
+    ever run one of its questions, not per question running."""
+    context = "y" * 50_000_000
+    with ModelServer(Recorder(lambda messages: block(PID_AND_CONTEXT)), latency_ms=0) as server:
         rlm = RLM(model="openai/policy", api_base=server.url)
-        results = rlm.batch([(context, f"q{i}") for i in range(12)], executor=RayExecutor(num_cpus=0.25))
-    pids, counts = zip(*(str(r.answer).split(":") for r in results))
-    assert len(set(pids)) < len(pids)  # some worker ran several questions
-    assert set(counts) == {"1"}
+        results = rlm.batch([(context, f"q{i}") for i in range(6)], executor=RayExecutor(num_cpus=0.25))
+    pids = {int(str(r.answer).split(":")[0]) for r in results}
+    held = {pid: _unique_mb(pid) for pid in pids if psutil.pid_exists(pid)}
+    assert held and all(mb < MB_OF_AN_IDLE_WORKER for mb in held.values()), held
+
+
+def test_per_node_runs_a_nodes_questions_in_one_process_that_reads_a_shared_context_once():
+    """context_copies="per_node": each node's questions run on threads of one host process there; questions that
+    run together share the one copy it read; the batch's call bound still holds over all hosts."""
+    context = "z" * 5_000_000
+    code = "import os, time\ntime.sleep(0.3)\nFINAL(f'{os.getpid()}:{id(context)}:' + llm_query('q'))"
+    with ModelServer(Recorder(lambda messages: block(code)), latency_ms=50) as server:
+        rlm = RLM(model="openai/policy", api_base=server.url)
+        executor = RayExecutor(context_copies="per_node")
+        results = rlm.batch([(context, f"q{i}") for i in range(8)], executor=executor, concurrency=4)
+        stats = server.stats()
+    assert all(r.status == "done" for r in results), [r.error for r in results]
+    hosts: dict[str, set[str]] = {}
+    for result in results:
+        pid, copy, reply = str(result.answer).split(":", 2)
+        assert reply == "sub:q"
+        hosts.setdefault(pid, set()).add(copy)
+    assert len(hosts) == 2  # one process on each of the cluster's two nodes
+    assert all(len(copies) == 1 for copies in hosts.values())  # it read the context once for the whole batch
+    assert stats["requests"] == 16 and stats["max_in_flight"] <= 4
+    assert len(executor.contexts) == 1
+
+
+def test_context_copies_is_checked_when_the_executor_is_made():
+    from rlm_kernel.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="context_copies must be"):
+        RayExecutor(context_copies="per_thread")  # type: ignore[arg-type]
 
 
 def test_a_batch_leaves_nothing_on_the_hub_once_the_driver_lets_go_of_it():
