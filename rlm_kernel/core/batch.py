@@ -26,7 +26,6 @@ import contextlib
 import dataclasses
 import functools
 import math
-import pickle
 import sys
 import threading
 import warnings
@@ -50,8 +49,10 @@ from rlm_kernel.core.errors import (
 from rlm_kernel.core.fanout import SharedByProcesses
 from rlm_kernel.core.ledger import Budget, JointBudget, Ledger, Limits, Usage
 from rlm_kernel.core.result import RLMResult
+from rlm_kernel.core.resume import DoneResults
 from rlm_kernel.core.run import Asker, Local, run_question
 from rlm_kernel.core.slots import CallSlots, Slots
+from rlm_kernel.core.telemetry import SpansFromEvents
 from rlm_kernel.core.trace import Event, Trace
 from rlm_kernel.core.typed import AnswerType
 
@@ -240,6 +241,7 @@ class Batch:
         self.cancelled = threading.Event()
         self.usage = Usage()  # the whole batch, filled in when it ends
         self.telemetry_link: str | None = None
+        self.spans: SpansFromEvents | None = None  # questions of other processes: their spans, made here
         self.view = view
         self.watcher: BatchWatcher | None = None
 
@@ -277,6 +279,8 @@ class Batch:
             _view_failed(exc)
 
     def _event(self, index: int, event: Event | None) -> None:
+        if self.spans is not None:
+            self.spans(index, event)
         self._tell("event", index, event)
 
     def _ended(self, index: int, future: concurrent.futures.Future[RLMResult]) -> None:
@@ -306,6 +310,8 @@ class Batch:
         plugin = self.rlm.local.telemetry
         if plugin is not None:
             self.telemetry_link = telemetry.enter_context(plugin.batch(len(self.questions)))
+            if not self.in_process:
+                self.spans = SpansFromEvents(plugin, self.telemetry_link)
         try:
             jobs = {i: self._job(i) for i in todo}  # after the batch's span opened: questions carry its link
             if self.cluster is not None:
@@ -382,7 +388,8 @@ class Batch:
         self, executor: concurrent.futures.Executor, index: int, job: Callable[[], RLMResult]
     ) -> concurrent.futures.Future[RLMResult]:
         """A question of another process is watched when its executor sends its events back as they happen."""
-        if self.watcher is not None and isinstance(job, Question) and isinstance(executor, StreamsEvents):
+        watched = self.watcher is not None or self.spans is not None
+        if watched and isinstance(job, Question) and isinstance(executor, StreamsEvents):
             return executor.submit_question(job, functools.partial(self._event, index))
         return executor.submit(job)
 
@@ -460,40 +467,3 @@ def _pair(question: Any, index: int) -> tuple[object, str]:
     if not isinstance(query, str):
         raise ConfigError(f"question {index}: the query must be a string, not {type(query).__name__}")
     return context, query
-
-
-class DoneResults:
-    """The results a batch has so far, by question index, and in `path` (appended pickles of (index, query, result))
-    as each question finishes; a re-run of the same questions with the same path runs only those not there."""
-
-    def __init__(self, path: str | Path | None, questions: list[tuple[object, str]]) -> None:
-        self.path = None if path is None else Path(path)
-        self.results: dict[int, RLMResult] = {}
-        self._lock = threading.Lock()
-        if self.path is None or not self.path.exists():
-            return
-        with self.path.open("rb") as file:
-            while True:
-                try:
-                    index, query, result = pickle.load(file)
-                except EOFError:
-                    break
-                except (pickle.UnpicklingError, ValueError):  # a write cut short by a crash: what came before stands
-                    break
-                if index < len(questions) and questions[index][1] == query:
-                    self.results[index] = result
-
-    def keep(self, index: int, future: concurrent.futures.Future[RLMResult]) -> None:
-        """Keep a finished question's result (in `path` too, when given); an interrupted one is not done."""
-        if future.cancelled() or future.exception() is not None:
-            return
-        result = future.result()
-        if result.status == "interrupted":
-            return
-        with self._lock:
-            if index in self.results:
-                return  # kept already: by the future's callback, or by the batch once every future was done
-            self.results[index] = result
-            if self.path is not None:
-                with self.path.open("ab") as file:
-                    pickle.dump((index, result.query, result), file)

@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager
 from typing import Protocol
 
 from rlm_kernel.core.errors import ConfigError
-from rlm_kernel.core.trace import EventHandler
+from rlm_kernel.core.trace import Event, EventHandler
 
 
 class Telemetry(Protocol):
@@ -67,3 +67,20 @@ def telemetry_for(setting: str | None, environ: Mapping[str, str] | None = None)
                     print(f"rlm_kernel: telemetry {name!r} is off: {exc}", file=sys.stderr)
                 return None
         return _loaded[name]
+
+
+class SpansFromEvents:
+    """The spans of a batch's questions that run in other processes, made in this one from the events they send
+    back (each linked to the batch's span), so that workers need no telemetry of their own and one event stream
+    feeds every view. A question sent again (its worker died) starts a new trace; the spans its first attempt left
+    open are never ended, so not exported."""
+
+    def __init__(self, plugin: Telemetry, link: str | None) -> None:
+        self.plugin, self.link = plugin, link
+        self.runs: dict[int, EventHandler] = {}
+
+    def __call__(self, index: int, event: Event | None) -> None:
+        if event is None or index not in self.runs:  # None: the question started (again)
+            self.runs[index] = self.plugin.run(link=self.link)
+        if event is not None:
+            self.runs[index](event)
