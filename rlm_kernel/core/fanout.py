@@ -1,7 +1,7 @@
 """The children of one run's `rlm_query_batched` in other processes (`RLM(executor="ray")`): each child RLM is a
-`ChildJob`, data only, that the run's executor sends to a worker; the worker runs the child's whole subtree there
-(its own children in that worker's threads) against the run's shared budget and call slots, and hands back its
-outcome with every event its subtree emitted. An executor that `StreamsChildren` also sends those events back as
+`ChildJob`, data only, that the run's executor sends to a worker; the worker runs the child there (its own
+children on the same executor when it `RunsOnWorkers`, else in that worker's threads) against the run's shared
+budget and call slots, and hands back its outcome with every event its subtree emitted. An executor that `StreamsChildren` also sends those events back as
 they happen, and the driver's tree passes each to its trace and handlers as it arrives; at the child's end, the
 events of its list that did not arrive (all of them, from an executor that does not stream) are passed on, so
 the trace holds the child's subtree once and reads as in process."""
@@ -9,6 +9,7 @@ the trace holds the child's subtree once and reads as in process."""
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -51,6 +52,16 @@ class StreamsChildren(Protocol):
         ...
 
 
+@runtime_checkable
+class RunsOnWorkers(Protocol):
+    """An executor of other processes whose workers can send work of their own to it: a child's own fan-outs."""
+
+    def for_a_worker(self) -> Callable[[], SharedByProcesses]:
+        """A picklable maker of an executor that a worker running a child uses for that child's own children
+        (sharing what this one shares: the run's budget, slots and event stream)."""
+        ...
+
+
 Queued = tuple[object, str, str, str, str]  # a child announced by Node._queue_child: context, query, model, ids
 
 
@@ -73,12 +84,14 @@ class ChildJob:
     depth: int
     budget: Budget
     slots: Slots
+    fan_out: Callable[[], SharedByProcesses] | None = None  # where its own children run (None: its worker's threads)
 
     def __call__(self, on_event: EventHandler | None = None) -> ChildDone:
         """Run the child here; `on_event` gets each of its subtree's events as it happens (they also come back,
         all of them, in its `ChildDone`)."""
         events: list[Event] = []
         new_repl = repl_factory(self.config)
+        cluster = self.fan_out() if self.fan_out is not None else None
         tree = CallTree(
             self.config,
             Models.connect(self.config),
@@ -89,6 +102,7 @@ class ChildJob:
             on_event=[events.append, *([on_event] if on_event is not None else [])],
             new_repl=new_repl,
             id_space=f"{self.child_id}.",  # its descendants' ids cannot collide with the driver's
+            fan_out=None if cluster is None else functools.partial(run_elsewhere, executor=cluster),
         )
         repl = new_repl()
         try:
@@ -150,8 +164,9 @@ def run_elsewhere(parent: Node, queued: list[Queued | str], executor: SharedByPr
             streams.append(None)
             continue
         context, query, model, child_id, _ = child
+        spread = executor.for_a_worker() if isinstance(executor, RunsOnWorkers) else None
         job = ChildJob(
-            tree.config, context, query, model, child_id, parent.id, parent.depth + 1, tree.budget, tree.slots
+            tree.config, context, query, model, child_id, parent.id, parent.depth + 1, tree.budget, tree.slots, spread
         )
         stream = _ChildEvents(tree)
         streams.append(stream)

@@ -10,7 +10,7 @@ import time
 import uuid
 import weakref
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, TextIO
 
 import ray
 
@@ -26,8 +26,9 @@ class EventChannel(HubKey):
     """A batch's events on the hub: workers push, the driver drains (pickles as the hub's handle and the key)."""
 
     @classmethod
-    def create(cls) -> EventChannel:
-        channel = cls(driver_hub(), uuid.uuid4().hex)
+    def create(cls, hub: Any = None) -> EventChannel:
+        """A new channel on `hub` (default: this driver's)."""
+        channel = cls(hub or driver_hub(), uuid.uuid4().hex)
         ray.get(channel.hub.open_channel.remote(channel.key))
         channel._drop_when_collected()
         return channel

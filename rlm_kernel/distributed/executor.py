@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import itertools
 import os
 import pickle
@@ -28,7 +29,7 @@ from rlm_kernel.core.ledger import Limits
 from rlm_kernel.core.result import RLMResult
 from rlm_kernel.core.trace import Event, EventHandler
 from rlm_kernel.distributed.events import EventChannel, Progress
-from rlm_kernel.distributed.shared import RayBudget, RaySlots
+from rlm_kernel.distributed.shared import RayBudget, RaySlots, driver_hub
 from rlm_kernel.distributed.workers import NodeHost, answer_task, call_task, child_task
 
 HOST_THREADS = 32  # a node host's threads when no batch bounds how many of its questions run at once
@@ -95,6 +96,7 @@ class RayExecutor(concurrent.futures.Executor):
         self._running: dict[Any, _Entry] = {}
         self._lock = threading.Lock()
         self._watcher: threading.Thread | None = None
+        self._hub: Any = None  # where its event channel goes (None: this driver's hub)
         self._events: EventChannel | None = None
         self._budget: RayBudget | None = None
         self._slots: RaySlots | None = None
@@ -105,7 +107,7 @@ class RayExecutor(concurrent.futures.Executor):
             options = {k: v for k, v in self.init_options.items() if v is not None}
             ray.init(address=self.address or os.environ.get("RAY_ADDRESS"), log_to_driver=False, **options)
         if self._events is None:
-            self._events = EventChannel.create()
+            self._events = EventChannel.create(self._hub)
 
     def shared_budget(self, limits: Limits) -> RayBudget:
         self.connect()
@@ -138,6 +140,14 @@ class RayExecutor(concurrent.futures.Executor):
                 ) from None
             self.contexts[id(question.context)] = (question.context, ref)
         self.progress.queued += len(questions)
+
+    def for_a_worker(self) -> Callable[[], RayExecutor]:
+        """How a worker running a fan-out's child makes the executor of that child's own children (core/fanout.py:
+        RunsOnWorkers): as this one's task options, its events on this driver's hub (they reach this driver through
+        the child's own stream)."""
+        self.connect()
+        hub = driver_hub() if self._hub is None else self._hub
+        return functools.partial(_on_a_worker, self.task_options, self.max_retries, hub)
 
     # -- concurrent.futures.Executor ----------------------------------------------------------------------------
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
@@ -364,6 +374,12 @@ class RayExecutor(concurrent.futures.Executor):
             route = self._routes.get(index)
             if route is not None:
                 route(event)
+
+
+def _on_a_worker(task_options: dict[str, Any], max_retries: int, hub: Any) -> RayExecutor:
+    executor = RayExecutor(task_options=task_options, max_retries=max_retries)
+    executor._hub = hub
+    return executor
 
 
 class _RayFuture(concurrent.futures.Future[Any]):

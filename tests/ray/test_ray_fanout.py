@@ -177,3 +177,44 @@ def test_a_cancelled_child_keeps_its_partial_subtree_in_the_trace_once():
     while executor._running and time.monotonic() < ends:  # every child's task was cancelled, and has ended
         time.sleep(0.05)
     assert not executor._running
+
+
+def test_a_childs_own_children_run_as_ray_tasks_too_and_the_trace_reads_as_in_process():
+    """Depth 3: the root fans out to two children, each of which fans out to two grandchildren. Each grandchild is
+    a Ray task of its own (another process than its parent's), charged to the run's one budget, and its events
+    reach the driver's trace through its parent's stream, each once."""
+    middle = block(
+        "import os\n"
+        "replies = rlm_query_batched([(context + str(i), 'grandchild') for i in range(2)])\n"
+        "FINAL(f'{os.getpid()}>' + ','.join(replies))"
+    )
+    leaf = block("import os\nFINAL(f'{os.getpid()}')")
+    root = block("FINAL(rlm_query_batched([('a', 'child a'), ('b', 'child b')]))")
+
+    def policy(messages):
+        asked = question(messages)
+        return leaf if asked == "grandchild" else middle if asked.startswith("child") else root
+
+    with ModelServer(Recorder(policy)) as server:
+        rlm = RLM(model="openai/policy", api_base=server.url, max_depth=3, executor=RayExecutor(num_cpus=0.25))
+        result = rlm.completion("ctx", "fan out twice")
+        requests = server.stats()["requests"]
+    assert result.status == "done", result.error
+    for reply in result.answer:
+        parent, grandchildren = reply.split(">")
+        assert len(grandchildren.split(",")) == 2 and parent not in grandchildren.split(",")
+    starts = [e.node_id for e in result.trace.events if e.kind == "call_start"]
+    assert len(starts) == len(set(starts)) == 7  # root, two children, four grandchildren, each started once
+    assert result.usage.llm_calls == requests == 7
+
+    with ModelServer(Recorder(policy)) as server:
+        in_process = RLM(model="openai/policy", api_base=server.url, max_depth=3).completion("ctx", "fan out twice")
+    # the same tree; only the ids differ (a worker numbers its child's descendants under the child's own id)
+    assert _tree(result.trace, "n0") == _tree(in_process.trace, "n0")
+
+
+def _tree(trace: Trace, node_id: str) -> tuple[str, list[tuple[str, int]], list[object]]:
+    """A node as its events say, without ids: its status, how many events of each kind, and its children's."""
+    kinds = Counter(event.kind for event in trace.events if event.node_id == node_id)
+    node = trace.nodes[node_id]
+    return node.status, sorted(kinds.items()), [_tree(trace, child) for child in node.children]
