@@ -218,3 +218,32 @@ def _tree(trace: Trace, node_id: str) -> tuple[str, list[tuple[str, int]], list[
     kinds = Counter(event.kind for event in trace.events if event.node_id == node_id)
     node = trace.nodes[node_id]
     return node.status, sorted(kinds.items()), [_tree(trace, child) for child in node.children]
+
+
+def test_a_block_that_stops_waiting_stops_its_grandchildren_on_the_cluster_too(tmp_path: Path):
+    ticks = tmp_path / "ticks"
+    slow = block(f"import time\nfor _ in range(600):\n    open({str(ticks)!r}, 'a').write('.')\n    time.sleep(0.1)")
+    middle = block("FINAL(rlm_query_batched([(context + str(i), 'grandchild') for i in range(2)]))")
+    root = block("FINAL(rlm_query_batched([('a', 'child a'), ('b', 'child b')]))")
+
+    def policy(messages):
+        asked = question(messages)
+        return slow if asked == "grandchild" else middle if asked.startswith("child") else root
+
+    with ModelServer(Recorder(policy)) as server:
+        rlm = RLM(
+            model="openai/policy",
+            api_base=server.url,
+            max_depth=3,
+            cell_timeout=15,  # time for two rounds of Ray workers to start on a busy machine
+            max_iterations=1,
+            executor=RayExecutor(num_cpus=0.25),
+        )
+        started = time.monotonic()
+        rlm.completion("ctx", "fan out twice")
+    assert time.monotonic() - started < 30  # not the grandchildren's 60 s
+    assert ticks.exists()  # they did start
+    time.sleep(FORCE_STOP_S)
+    size = ticks.stat().st_size
+    time.sleep(1.0)
+    assert ticks.stat().st_size == size  # every grandchild's task stopped
