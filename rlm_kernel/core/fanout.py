@@ -1,10 +1,11 @@
 """The children of one run's `rlm_query_batched` in other processes (`RLM(executor="ray")`): each child RLM is a
 `ChildJob`, data only, that the run's executor sends to a worker; the worker runs the child there (its own
 children on the same executor when it `RunsOnWorkers`, else in that worker's threads) against the run's shared
-budget and call slots, and hands back its outcome with every event its subtree emitted. An executor that `StreamsChildren` also sends those events back as
-they happen, and the driver's tree passes each to its trace and handlers as it arrives; at the child's end, the
-events of its list that did not arrive (all of them, from an executor that does not stream) are passed on, so
-the trace holds the child's subtree once and reads as in process."""
+budget and call slots, and hands back its outcome with every event its subtree emitted. An executor that
+`StreamsChildren` also sends those events back as they happen, and the driver's tree passes each to its trace and
+handlers as it arrives; at the child's end, the events of its list that did not arrive (all of them, from an
+executor that does not stream) are passed on, so the trace holds the child's subtree once and reads as in
+process."""
 
 from __future__ import annotations
 
@@ -158,13 +159,13 @@ def run_elsewhere(parent: Node, queued: list[Queued | str], executor: SharedByPr
     started = time.perf_counter()
     futures: list[concurrent.futures.Future[Any] | str] = []
     streams: list[_ChildEvents | None] = []
+    spread = executor.for_a_worker() if isinstance(executor, RunsOnWorkers) else None  # the children's own fan-outs
     for child in queued:
         if isinstance(child, str):
             futures.append(child)
             streams.append(None)
             continue
         context, query, model, child_id, _ = child
-        spread = executor.for_a_worker() if isinstance(executor, RunsOnWorkers) else None
         job = ChildJob(
             tree.config, context, query, model, child_id, parent.id, parent.depth + 1, tree.budget, tree.slots, spread
         )

@@ -29,7 +29,7 @@ from rlm_kernel.core.ledger import Limits
 from rlm_kernel.core.result import RLMResult
 from rlm_kernel.core.trace import Event, EventHandler
 from rlm_kernel.distributed.events import EventChannel, Progress
-from rlm_kernel.distributed.shared import RayBudget, RaySlots, driver_hub
+from rlm_kernel.distributed.shared import RayBudget, RaySlots
 from rlm_kernel.distributed.workers import NodeHost, answer_task, call_task, child_task
 
 HOST_THREADS = 32  # a node host's threads when no batch bounds how many of its questions run at once
@@ -57,7 +57,9 @@ class RayExecutor(concurrent.futures.Executor):
     node died is sent again; `context_copies`: "per_question" (each question is a Ray task of its own, in a process
     of its own, so model-written code runs in parallel; each running question reads its own copy of its context) or
     "per_node" (the questions sent to a node run on threads of one process there, which reads a context they share
-    once: one copy a node, but that node's questions share one GIL, and `num_cpus` / `resources` do not apply); `task_options`: any other of Ray's task options (e.g. `scheduling_strategy`); `runtime_env`, `init`: passed to `ray.init` when this executor connects;
+    once: one copy a node, but that node's questions share one GIL, and `num_cpus` / `resources` do not apply);
+    `task_options`: any other of Ray's task options (e.g. `scheduling_strategy`); `runtime_env`, `init`: passed to
+    `ray.init` when this executor connects;
     `on_event(index, event)`: called on the driver for each event a question's run emits, as it arrives (`index`
     counts the questions this executor was given, from 0: a batch's own order when the executor is new); a batch
     that is watched (its live view) gets its own questions' events through `submit_question`;
@@ -102,12 +104,14 @@ class RayExecutor(concurrent.futures.Executor):
         self._slots: RaySlots | None = None
 
     # -- connecting, and what a batch's processes share (core/batch.py: ClusterExecutor) ----------------------
-    def connect(self) -> None:
+    def connect(self) -> EventChannel:
+        """Joins (or starts) the cluster once; returns this executor's event channel."""
         if not ray.is_initialized():
             options = {k: v for k, v in self.init_options.items() if v is not None}
             ray.init(address=self.address or os.environ.get("RAY_ADDRESS"), log_to_driver=False, **options)
         if self._events is None:
             self._events = EventChannel.create(self._hub)
+        return self._events
 
     def shared_budget(self, limits: Limits) -> RayBudget:
         self.connect()
@@ -145,9 +149,7 @@ class RayExecutor(concurrent.futures.Executor):
         """How a worker running a fan-out's child makes the executor of that child's own children (core/fanout.py:
         RunsOnWorkers): as this one's task options, its events on this driver's hub (they reach this driver through
         the child's own stream)."""
-        self.connect()
-        hub = driver_hub() if self._hub is None else self._hub
-        return functools.partial(_on_a_worker, self.task_options, self.max_retries, hub)
+        return functools.partial(_on_a_worker, self.task_options, self.max_retries, self.connect().hub)
 
     # -- concurrent.futures.Executor ----------------------------------------------------------------------------
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:

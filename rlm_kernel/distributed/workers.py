@@ -28,24 +28,30 @@ from rlm_kernel.distributed.events import EventChannel, EventSender
 def answer_task(question: Question, context: list[Any], index: int, events: EventChannel | None) -> RLMResult:
     """One question on a worker, as a Ray task of its own. `context` is `[ObjectRef]` (in a list, so that Ray hands
     over the reference, not a copy)."""
-    return run_question(question, context[0], index, events, _tasks_contexts())
+    return answer_question(question, context[0], index, events, _tasks_contexts())
 
 
-def run_question(
+def answer_question(
     question: Question, ref: Any, index: int, events: EventChannel | None, contexts: ContextsRead
 ) -> RLMResult:
     """A question with its own model clients (keys from this worker's environment), its events to the batch's
     channel, and its context read from the object store through `contexts`."""
+    with _sending(events, index) as sender, contexts.lease(ref) as context:
+        question = dataclasses.replace(question, context=context)
+        try:
+            local = Local(Models.connect(question.config), on_event=[sender])
+        except RLMError as exc:
+            return failed(question.query, str(exc))
+        return question.run(local)
+
+
+@contextlib.contextmanager
+def _sending(events: EventChannel | None, index: int) -> Iterator[EventSender]:
+    """An event handler that sends to `events` under `index`: it says the work started, and flushes at its end."""
     sender = EventSender(events, index)
     sender.started()
     try:
-        with contexts.lease(ref) as context:
-            question = dataclasses.replace(question, context=context)
-            try:
-                local = Local(Models.connect(question.config), on_event=[sender])
-            except RLMError as exc:
-                return failed(question.query, str(exc))
-            return question.run(local)
+        yield sender
     finally:
         sender.flush()
 
@@ -105,7 +111,7 @@ class NodeHost:
         with Deadline(math.inf, raises=RunCancelled) as stoppable:
             self._stops[index] = stoppable
             try:
-                return run_question(question, context[0], index, events, self._contexts)
+                return answer_question(question, context[0], index, events, self._contexts)
             finally:
                 del self._stops[index]
 
@@ -127,9 +133,5 @@ def call_task(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, A
 def child_task(job: Callable[[EventHandler], Any], index: int, events: EventChannel | None) -> Any:
     """A fan-out's child on a worker (core/fanout.py: ChildJob): its subtree's events go to the run's channel as
     they happen, as a question's do, under the child's own (negative) index."""
-    sender = EventSender(events, index)
-    sender.started()
-    try:
+    with _sending(events, index) as sender:
         return job(sender)
-    finally:
-        sender.flush()
