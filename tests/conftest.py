@@ -108,3 +108,21 @@ def execute(kc: BlockingKernelClient, code: str, timeout: float = 120) -> tuple[
             break
         messages.append(msg)
     return reply["content"], messages
+
+
+@pytest.fixture
+def spans() -> Iterator[Any]:
+    """Every span the runs of a test send, kept in memory (an InMemorySpanExporter); for the OpenTelemetry tests,
+    whose modules skip where the otel extra is not installed."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from rlm_kernel.telemetry import TextPolicy, set_tracer_provider
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    set_tracer_provider(provider, TextPolicy(max_chars=300))
+    yield exporter
+    provider.shutdown()

@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,16 +32,6 @@ from tests.conftest import repl
 from tests.telemetry_support import SECRET, CountingPolicy, run_settings
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    set_tracer_provider(provider, TextPolicy(max_chars=300))
-    yield exporter
-    provider.shutdown()
 
 
 def by_name(found: tuple[ReadableSpan, ...]) -> dict[str, ReadableSpan]:

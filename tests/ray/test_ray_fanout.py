@@ -8,6 +8,7 @@ import os
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -189,13 +190,7 @@ def test_a_childs_own_children_run_as_ray_tasks_too_and_the_trace_reads_as_in_pr
         "FINAL(f'{os.getpid()}>' + ','.join(replies))"
     )
     leaf = block("import os\nFINAL(f'{os.getpid()}')")
-    root = block("FINAL(rlm_query_batched([('a', 'child a'), ('b', 'child b')]))")
-
-    def policy(messages):
-        asked = question(messages)
-        return leaf if asked == "grandchild" else middle if asked.startswith("child") else root
-
-    with ModelServer(Recorder(policy)) as server:
+    with ModelServer(_two_levels(middle, leaf)) as server:
         rlm = RLM(model="openai/policy", api_base=server.url, max_depth=3, executor=RayExecutor(num_cpus=0.25))
         result = rlm.completion("ctx", "fan out twice")
         requests = server.stats()["requests"]
@@ -207,10 +202,22 @@ def test_a_childs_own_children_run_as_ray_tasks_too_and_the_trace_reads_as_in_pr
     assert len(starts) == len(set(starts)) == 7  # root, two children, four grandchildren, each started once
     assert result.usage.llm_calls == requests == 7
 
-    with ModelServer(Recorder(policy)) as server:
+    with ModelServer(_two_levels(middle, leaf)) as server:
         in_process = RLM(model="openai/policy", api_base=server.url, max_depth=3).completion("ctx", "fan out twice")
     # the same tree; only the ids differ (a worker numbers its child's descendants under the child's own id)
     assert _tree(result.trace, "n0") == _tree(in_process.trace, "n0")
+
+
+def _two_levels(middle: str, leaf: str) -> Recorder:
+    """Root: two children, 'child a' and 'child b'; each child's code is `middle` (its own fan-out, to children asked
+    'grandchild'); each grandchild's is `leaf`."""
+    root = block("FINAL(rlm_query_batched([('a', 'child a'), ('b', 'child b')]))")
+
+    def policy(messages: list[dict[str, Any]]) -> str:
+        asked = question(messages)
+        return leaf if asked == "grandchild" else middle if asked.startswith("child") else root
+
+    return Recorder(policy)
 
 
 def _tree(trace: Trace, node_id: str) -> tuple[str, list[tuple[str, int]], list[object]]:
@@ -224,13 +231,7 @@ def test_a_block_that_stops_waiting_stops_its_grandchildren_on_the_cluster_too(t
     ticks = tmp_path / "ticks"
     slow = block(f"import time\nfor _ in range(600):\n    open({str(ticks)!r}, 'a').write('.')\n    time.sleep(0.1)")
     middle = block("FINAL(rlm_query_batched([(context + str(i), 'grandchild') for i in range(2)]))")
-    root = block("FINAL(rlm_query_batched([('a', 'child a'), ('b', 'child b')]))")
-
-    def policy(messages):
-        asked = question(messages)
-        return slow if asked == "grandchild" else middle if asked.startswith("child") else root
-
-    with ModelServer(Recorder(policy)) as server:
+    with ModelServer(_two_levels(middle, slow)) as server:
         rlm = RLM(
             model="openai/policy",
             api_base=server.url,

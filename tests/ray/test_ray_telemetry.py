@@ -4,33 +4,16 @@ collector of their own."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 pytest.importorskip("opentelemetry.sdk", reason="the otel extra is in the test lock; not installed here")
 
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
 from rlm_kernel import RLM
 from rlm_kernel.distributed import RayExecutor
 from rlm_kernel.models.server import ModelServer
-from rlm_kernel.telemetry import TextPolicy, set_tracer_provider
 from tests.conftest import question_of, repl
 
 pytestmark = pytest.mark.usefixtures("cluster")
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    set_tracer_provider(provider, TextPolicy(max_chars=300))
-    yield exporter
-    provider.shutdown()
 
 
 @pytest.mark.parametrize("copies", ["per_question", "per_node"])
